@@ -1,0 +1,107 @@
+"""Checks for the public boundary. Each raises `ValueError` naming the argument, what was
+expected and what was given. Value checks (NaN, positivity, positive-definiteness) run only on
+concrete arrays: under `jit` they are skipped, so the traced math stays check-free.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def is_concrete(*arrays) -> bool:
+    """True when none of `arrays` is a tracer (we are not inside jit/vmap/grad)."""
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_ndim(name: str, a, ndim: int | tuple[int, ...], shape_hint: str = "") -> None:
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if np.ndim(a) not in allowed:
+        want = " or ".join(str(n) for n in allowed)
+        hint = f" {shape_hint}" if shape_hint else ""
+        raise ValueError(
+            f"`{name}` must have {want} dimensions{hint}; got shape {np.shape(a)}."
+        )
+
+
+def check_min_ndim(name: str, a, ndim: int, shape_hint: str = "") -> None:
+    if np.ndim(a) < ndim:
+        hint = f" {shape_hint}" if shape_hint else ""
+        raise ValueError(
+            f"`{name}` must have at least {ndim} dimensions{hint}; got shape {np.shape(a)}."
+        )
+
+
+def check_same_size(name_a: str, size_a: int, name_b: str, size_b: int, what: str) -> None:
+    if size_a != size_b:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same {what}; got {size_a} and {size_b}."
+        )
+
+
+def check_finite(name: str, a) -> None:
+    if not is_concrete(a):
+        return
+    arr = np.asarray(a)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"`{name}` must be finite; got {bad} NaN or Inf value(s).")
+
+
+def check_positive(name: str, a) -> None:
+    check_finite(name, a)
+    if not is_concrete(a):
+        return
+    arr = np.asarray(a)
+    if np.any(arr <= 0):
+        raise ValueError(
+            f"`{name}` must be strictly positive; got minimum value {float(np.min(arr))!r}."
+        )
+
+
+def check_positive_definite(name: str, cov) -> None:
+    """Symmetric positive-definite over the last two axes."""
+    check_finite(name, cov)
+    if not is_concrete(cov):
+        return
+    arr = np.asarray(cov, dtype=np.float64)
+    if arr.shape[-1] != arr.shape[-2]:
+        raise ValueError(f"`{name}` must be square in its last two axes; got shape {arr.shape}.")
+    sym_err = np.max(np.abs(arr - np.swapaxes(arr, -1, -2)), initial=0.0)
+    scale = max(np.max(np.abs(arr), initial=0.0), 1.0)
+    if sym_err > 1e-5 * scale:
+        raise ValueError(
+            f"`{name}` must be symmetric; got max |A - Aᵀ| = {sym_err:.3g}."
+        )
+    eig_min = float(np.min(np.linalg.eigvalsh(arr))) if arr.size else 1.0
+    if eig_min <= 0:
+        raise ValueError(
+            f"`{name}` must be positive definite; got smallest eigenvalue {eig_min:.3g}."
+        )
+
+
+def check_tril_scale(name: str, scale_tril) -> None:
+    """A Cholesky-style factor: finite, with a strictly positive diagonal."""
+    check_finite(name, scale_tril)
+    if not is_concrete(scale_tril):
+        return
+    diag = np.diagonal(np.asarray(scale_tril), axis1=-2, axis2=-1)
+    if np.any(diag <= 0):
+        raise ValueError(
+            f"`{name}` must have a strictly positive diagonal; got minimum {float(np.min(diag))!r}."
+        )
+
+
+def check_broadcastable(name_a: str, shape_a, name_b: str, shape_b) -> tuple[int, ...]:
+    try:
+        return np.broadcast_shapes(tuple(shape_a), tuple(shape_b))
+    except ValueError:
+        raise ValueError(
+            f"The batch shapes of `{name_a}` {tuple(shape_a)} and `{name_b}` {tuple(shape_b)} "
+            "do not broadcast."
+        ) from None
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {sorted(choices)}; got {value!r}.")

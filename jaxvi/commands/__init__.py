@@ -1,0 +1,1 @@
+"""Subcommands of the `jaxvi` command line; see `jaxvi.cli`."""

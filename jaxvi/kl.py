@@ -1,0 +1,1 @@
+"""Closed-form, Monte Carlo and Gaussian-mixture KL divergences (in progress)."""

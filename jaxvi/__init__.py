@@ -1,6 +1,28 @@
-"""jaxvi: KL divergences, EM for Gaussian mixtures and a hierarchical VAE in JAX."""
+"""jaxvi: KL divergences, EM for Gaussian mixtures and a hierarchical VAE in JAX.
 
-from jaxvi import kl
+Submodules load on first use, so `import jaxvi` stays cheap:
+`jaxvi.kl`, `jaxvi.em`, `jaxvi.objectives`, `jaxvi.elbo`, `jaxvi.train`, ...
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["kl"]
+
+_SUBMODULES = ("kl", "em", "elbo", "objectives", "train", "data", "metrics", "nn", "distributed")
+_ATTRIBUTES = {"GaussianMixture": "jaxvi.sklearn"}
+
+__all__ = [*_SUBMODULES, *_ATTRIBUTES]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"jaxvi.{name}")
+    if name in _ATTRIBUTES:
+        return getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    raise AttributeError(f"module 'jaxvi' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,540 @@
+"""Fitting a distribution q by either direction of the KL divergence.
+
+* exclusive (reverse) KL, KL(q ‖ p) = E_q[log q − log p]: mode seeking; estimated with
+  reparameterised samples from q, so p may be an unnormalised log density (the loss is then
+  KL − log Z, with the same gradient);
+* inclusive (forward) KL, KL(p ‖ q) = E_p[log p − log q]: mass covering; estimated from
+  samples of p when p can be sampled, else by self-normalised importance sampling (SNIS) from
+  q itself or from a proposal.
+
+A *target* is anything with `log_prob(x)` for one point x: (D,) (a distrax or TFP
+distribution with event shape (D,), e.g. `distrax.MixtureSameFamily`), or a plain callable
+`log_prob(x) -> ()`. Sampling targets follow the distrax/TFP convention
+`sample(seed=key, sample_shape=(n,)) -> (n, D)`.
+
+A *family* is a small NamedTuple of static sizes whose methods take unconstrained parameters
+(a NamedTuple of arrays): `FullCovGaussian`, `DiagGaussian`, `GaussianMixtureFamily`.
+
+`fit(target, family, direction, *, key, steps, optimizer)` runs an optax loop in `lax.scan`
+under `jit`; `fit_many` vmaps the same loop over initialisations and learning rates (one
+compile); `snis_forward_kl_surrogate` is the encoder objective of reweighted wake-sleep for an
+amortised q(z | x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxvi import _linalg
+from jaxvi import _validate as v
+
+Array = jax.Array
+
+REVERSE = "reverse"
+FORWARD = "forward"
+_DIRECTIONS = {
+    "reverse": REVERSE, "exclusive": REVERSE, "forward": FORWARD, "inclusive": FORWARD,
+}
+_ESTIMATORS = ("auto", "target-samples", "snis")
+_FAMILY_NAMES = ("full", "diag", "mixture")
+
+
+# --------------------------------------------------------------------------------------------
+# Families of q.
+# --------------------------------------------------------------------------------------------
+
+
+def _inverse_softplus(y):
+    y = jnp.asarray(y)
+    return y + jnp.log(-jnp.expm1(-y))
+
+
+def _tril_from_raw(raw: Array) -> Array:
+    """Lower-triangular factor with softplus diagonal from an unconstrained (..., D, D)."""
+    diag = jax.nn.softplus(jnp.diagonal(raw, axis1=-2, axis2=-1))
+    return jnp.tril(raw, -1) + diag[..., None] * jnp.eye(raw.shape[-1], dtype=raw.dtype)
+
+
+class GaussianParams(NamedTuple):
+    loc: Array  # (D,)
+    raw_scale: Array  # (D, D) unconstrained lower factor (full) or (D,) (diag)
+
+
+class MixtureParams(NamedTuple):
+    logits: Array  # (K,)
+    loc: Array  # (K, D)
+    raw_scale: Array  # (K, D, D) unconstrained lower factors
+
+
+class FullCovGaussian(NamedTuple):
+    """N(loc, L Lᵀ), L lower-triangular with a softplus diagonal."""
+
+    dim: int
+
+    def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> GaussianParams:
+        """loc: (D,) or None (zeros); scale: scalar or (D,) standard deviations."""
+        del key  # deterministic; kept for a uniform signature
+        d = self.dim
+        loc = jnp.zeros((d,)) if loc is None else jnp.asarray(loc, dtype=float)
+        sd = jnp.broadcast_to(jnp.asarray(scale, dtype=loc.dtype), (d,))
+        return GaussianParams(loc, jnp.diag(_inverse_softplus(sd)))
+
+    def scale_tril(self, params: GaussianParams) -> Array:
+        return _tril_from_raw(params.raw_scale)
+
+    def log_prob(self, params: GaussianParams, x: Array) -> Array:
+        """x: (..., D) -> (...)."""
+        l = self.scale_tril(params)
+        z = _linalg.solve_tril_vec(l, x - params.loc)
+        return -0.5 * (jnp.sum(jnp.square(z), -1) + self.dim * _linalg.LOG_2PI
+                       + _linalg.logdet_tril(l))
+
+    def sample(self, params: GaussianParams, *, key: Array, n: int) -> Array:
+        """Reparameterised draws: (n, D)."""
+        eps = jax.random.normal(key, (n, self.dim), dtype=params.loc.dtype)
+        return params.loc + eps @ self.scale_tril(params).T
+
+    def weighted_rsample(self, params, *, key: Array, n: int) -> tuple[Array, Array]:
+        """(x: (M, D), w: (M,)) with E_q[f] ≈ Σ w f(x), differentiable in params."""
+        return self.sample(params, key=key, n=n), jnp.full((n,), 1.0 / n, params.loc.dtype)
+
+    def moments(self, params: GaussianParams) -> tuple[Array, Array]:
+        """(mean: (D,), cov: (D, D))."""
+        l = self.scale_tril(params)
+        return params.loc, l @ l.T
+
+    def param_shapes(self) -> GaussianParams:
+        return GaussianParams((self.dim,), (self.dim, self.dim))
+
+
+class DiagGaussian(NamedTuple):
+    """N(loc, diag(s²)), s = softplus(raw_scale)."""
+
+    dim: int
+
+    def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> GaussianParams:
+        del key
+        d = self.dim
+        loc = jnp.zeros((d,)) if loc is None else jnp.asarray(loc, dtype=float)
+        sd = jnp.broadcast_to(jnp.asarray(scale, dtype=loc.dtype), (d,))
+        return GaussianParams(loc, _inverse_softplus(sd))
+
+    def scale(self, params: GaussianParams) -> Array:
+        return jax.nn.softplus(params.raw_scale)
+
+    def log_prob(self, params: GaussianParams, x: Array) -> Array:
+        return _linalg.diag_normal_log_prob(x, params.loc, self.scale(params))
+
+    def sample(self, params: GaussianParams, *, key: Array, n: int) -> Array:
+        eps = jax.random.normal(key, (n, self.dim), dtype=params.loc.dtype)
+        return params.loc + eps * self.scale(params)
+
+    def weighted_rsample(self, params, *, key: Array, n: int) -> tuple[Array, Array]:
+        return self.sample(params, key=key, n=n), jnp.full((n,), 1.0 / n, params.loc.dtype)
+
+    def moments(self, params: GaussianParams) -> tuple[Array, Array]:
+        return params.loc, jnp.diag(jnp.square(self.scale(params)))
+
+    def param_shapes(self) -> GaussianParams:
+        return GaussianParams((self.dim,), (self.dim,))
+
+
+class GaussianMixtureFamily(NamedTuple):
+    """Σ_k softmax(logits)_k N(loc_k, L_k L_kᵀ) with full-covariance components."""
+
+    dim: int
+    num_components: int
+
+    def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> MixtureParams:
+        """loc: (K, D), or None: draws N(0, 1) locations from `key` (required then)."""
+        d, k = self.dim, self.num_components
+        if loc is None:
+            if key is None:
+                raise ValueError("`key` is required to initialise mixture locations when "
+                                 "`loc` is None; got None.")
+            loc = jax.random.normal(key, (k, d))
+        loc = jnp.asarray(loc, dtype=float)
+        sd = jnp.broadcast_to(jnp.asarray(scale, dtype=loc.dtype), (k, d))
+        raw = _inverse_softplus(sd)[..., None] * jnp.eye(d, dtype=loc.dtype)
+        return MixtureParams(jnp.zeros((k,), loc.dtype), loc, raw)
+
+    def scale_tril(self, params: MixtureParams) -> Array:
+        return _tril_from_raw(params.raw_scale)
+
+    def component_log_prob(self, params: MixtureParams, x: Array) -> Array:
+        """log w_k + log N(x; m_k, Σ_k). x: (..., D) -> (..., K)."""
+        l = self.scale_tril(params)
+        batch = x.shape[:-1]
+        flat = x.reshape((-1, self.dim))
+        maha = _linalg.pairwise_sq_mahalanobis_full(flat, params.loc,
+                                                     _linalg.precision_from_tril(l))
+        comp = -0.5 * (maha + self.dim * _linalg.LOG_2PI + _linalg.logdet_tril(l))
+        comp = comp + jax.nn.log_softmax(params.logits)
+        return comp.reshape(batch + (self.num_components,))
+
+    def log_prob(self, params: MixtureParams, x: Array) -> Array:
+        return jax.nn.logsumexp(self.component_log_prob(params, x), axis=-1)
+
+    def sample(self, params: MixtureParams, *, key: Array, n: int) -> Array:
+        """Ancestral draws (not differentiable through the weights): (n, D)."""
+        k_idx, k_eps = jax.random.split(key)
+        idx = jax.random.categorical(k_idx, params.logits, shape=(n,))
+        eps = jax.random.normal(k_eps, (n, self.dim), dtype=params.loc.dtype)
+        l = self.scale_tril(params)[idx]
+        return params.loc[idx] + jnp.einsum("nij,nj->ni", l, eps)
+
+    def weighted_rsample(self, params, *, key: Array, n: int) -> tuple[Array, Array]:
+        """n reparameterised draws per component, weighted w_k / n: (K·n, D), (K·n,).
+
+        Σ_k w_k E_{q_k}[f] is then differentiable in the weights as well as in the components.
+        """
+        k, d = self.num_components, self.dim
+        eps = jax.random.normal(key, (k, n, d), dtype=params.loc.dtype)
+        x = params.loc[:, None, :] + jnp.einsum("kij,knj->kni", self.scale_tril(params), eps)
+        w = jnp.repeat(jax.nn.softmax(params.logits) / n, n)
+        return x.reshape((k * n, d)), w
+
+    def moments(self, params: MixtureParams) -> tuple[Array, Array]:
+        l = self.scale_tril(params)
+        cov = l @ jnp.swapaxes(l, -1, -2)
+        return mixture_moments(jax.nn.softmax(params.logits), params.loc, cov)
+
+    def param_shapes(self) -> MixtureParams:
+        d, k = self.dim, self.num_components
+        return MixtureParams((k,), (k, d), (k, d, d))
+
+
+Family = FullCovGaussian | DiagGaussian | GaussianMixtureFamily
+
+
+def make_family(name: str, dim: int, num_components: int = 2) -> Family:
+    """"full" | "diag" | "mixture" (with `num_components`) of dimension `dim`."""
+    v.check_choice("family", name, _FAMILY_NAMES)
+    if not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"`dim` must be a positive integer; got {dim!r}.")
+    if name == "full":
+        return FullCovGaussian(int(dim))
+    if name == "diag":
+        return DiagGaussian(int(dim))
+    if not isinstance(num_components, (int, np.integer)) or num_components < 1:
+        raise ValueError(f"`num_components` must be a positive integer; got {num_components!r}.")
+    return GaussianMixtureFamily(int(dim), int(num_components))
+
+
+def mixture_moments(weights: Array, loc: Array, cov: Array) -> tuple[Array, Array]:
+    """Mean (D,) and covariance (D, D) of Σ_k w_k N(loc_k, cov_k).
+
+    weights: (K,), loc: (K, D), cov: (K, D, D). The second moment is formed about the mean
+    (Σ_k w_k [cov_k + (m_k − μ)(m_k − μ)ᵀ]), which does not cancel in float32.
+    """
+    mean = weights @ loc
+    c = loc - mean
+    cov = jnp.einsum("k,kij->ij", weights, cov) + jnp.einsum("k,ki,kj->ij", weights, c, c)
+    return mean, _linalg.symmetrize(cov)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers (static: shapes and configuration, so they also run at trace time).
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_family(family, target) -> Family:
+    if isinstance(family, (FullCovGaussian, DiagGaussian, GaussianMixtureFamily)):
+        return family
+    if isinstance(family, str):
+        v.check_choice("family", family, _FAMILY_NAMES)
+        dim = _target_dim(target)
+        if dim is None:
+            raise ValueError(
+                f"`family` given by name ({family!r}) needs a target with an `event_shape` to "
+                "infer the dimension; pass a family instance such as FullCovGaussian(dim) "
+                "instead.")
+        return make_family(family, dim)
+    raise ValueError(
+        "`family` must be a FullCovGaussian, DiagGaussian or GaussianMixtureFamily instance or "
+        f"one of {list(_FAMILY_NAMES)}; got {family!r}.")
+
+
+def _resolve_direction(direction) -> str:
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"`direction` must be one of {sorted(_DIRECTIONS)}; got {direction!r}.")
+    return _DIRECTIONS[direction]
+
+
+def _target_dim(target) -> int | None:
+    shape = getattr(target, "event_shape", None)
+    if shape is None:
+        return None
+    shape = tuple(shape)
+    if len(shape) != 1:
+        raise ValueError(f"`target` must have event shape (D,); got event shape {shape}.")
+    return int(shape[0])
+
+
+def _target_log_prob(target) -> Callable[[Array], Array]:
+    if hasattr(target, "log_prob"):
+        return target.log_prob
+    if callable(target):
+        return target
+    raise ValueError(f"`target` must have a `log_prob` method or be callable; got {target!r}.")
+
+
+def _check_compatible(family: Family, target, params=None) -> None:
+    dim = _target_dim(target)
+    if dim is not None and dim != family.dim:
+        raise ValueError(
+            f"`family` has dimension {family.dim} but `target` has event shape ({dim},).")
+    if params is not None:
+        want = family.param_shapes()
+        if not isinstance(params, type(want)):
+            raise ValueError(f"`params` must be a {type(want).__name__} for {family!r}; got "
+                             f"{type(params).__name__}.")
+        for name, shape, leaf in zip(want._fields, want, params, strict=True):
+            if tuple(np.shape(leaf)) != tuple(shape):
+                raise ValueError(f"`params.{name}` must have shape {tuple(shape)} for "
+                                 f"{family!r}; got {tuple(np.shape(leaf))}.")
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The two losses.
+# --------------------------------------------------------------------------------------------
+
+
+def reverse_kl_loss(params, target, *, family: Family, key: Array, num_samples: int = 64
+                    ) -> Array:
+    """Exclusive KL(q ‖ p) ≈ Σ_i w_i [log q(x_i) − log p(x_i)], x_i reparameterised from q.
+
+    Unbiased for KL(q ‖ p) when `target` is normalised; for an unnormalised log density p̃ it
+    estimates KL − log Z (same gradient). Returns a scalar.
+    """
+    family = _resolve_family(family, target)
+    _check_compatible(family, target, params)
+    num_samples = _check_positive_int("num_samples", num_samples)
+    log_p = jax.vmap(_target_log_prob(target))
+    x, w = family.weighted_rsample(params, key=key, n=num_samples)
+    return jnp.sum(w * (family.log_prob(params, x) - log_p(x)))
+
+
+def forward_kl_loss(params, target, *, family: Family, key: Array, num_samples: int = 64,
+                    estimator: str = "auto", proposal=None) -> Array:
+    """Inclusive KL(p ‖ q). Returns a scalar whose gradient is −E_p[∇ log q].
+
+    estimator:
+      "target-samples": x_i ~ p (`target.sample`); (1/n) Σ [log p(x_i) − log q(x_i)], unbiased
+        for a normalised target.
+      "snis": x_i from `proposal` (a distribution with `sample`/`log_prob`), or from q itself
+        with its parameters held fixed when `proposal` is None; self-normalised weights
+        w̄ = softmax(log p̃ − log r) give Σ w̄_i [log p̃(x_i) − log Ẑ − log q(x_i)] with
+        Ẑ = mean exp(log p̃ − log r): consistent (biased for finite n), and valid for an
+        unnormalised target.
+      "auto": "target-samples" when the target has `sample` and no proposal is given, else
+        "snis".
+    """
+    family = _resolve_family(family, target)
+    _check_compatible(family, target, params)
+    num_samples = _check_positive_int("num_samples", num_samples)
+    v.check_choice("estimator", estimator, _ESTIMATORS)
+    if estimator == "auto":
+        estimator = "target-samples" if (proposal is None and hasattr(target, "sample")) else "snis"
+    log_p = jax.vmap(_target_log_prob(target))
+    if estimator == "target-samples":
+        if not hasattr(target, "sample"):
+            raise ValueError("`target` must have a `sample(seed=, sample_shape=)` method for "
+                             "estimator='target-samples'; use estimator='snis'.")
+        x = jax.lax.stop_gradient(target.sample(seed=key, sample_shape=(num_samples,)))
+        return jnp.mean(log_p(x) - family.log_prob(params, x))
+    if proposal is None:
+        fixed = jax.lax.stop_gradient(params)
+        x = jax.lax.stop_gradient(family.sample(fixed, key=key, n=num_samples))
+        log_r = family.log_prob(fixed, x)
+    else:
+        x = jax.lax.stop_gradient(proposal.sample(seed=key, sample_shape=(num_samples,)))
+        log_r = jax.vmap(proposal.log_prob)(x)
+    lp = log_p(x)
+    log_w = jax.lax.stop_gradient(lp - log_r)
+    w = jax.nn.softmax(log_w)
+    log_z = jax.nn.logsumexp(log_w) - jnp.log(num_samples)
+    return jnp.sum(w * (jax.lax.stop_gradient(lp) - log_z - family.log_prob(params, x)))
+
+
+def snis_forward_kl_surrogate(log_q: Array, log_weights: Array, axis: int = -1) -> Array:
+    """Encoder objective of reweighted wake-sleep for an amortised q(z | x).
+
+    log_q: (..., S) log q(z_s | x) under the parameters being trained; log_weights: (..., S)
+    log p(x, z_s) − log q(z_s | x) (any proposal density in place of q works). The z_s must be
+    held fixed (`stop_gradient` on reparameterised draws), so only the density is
+    differentiated. Returns (...): −Σ_s w̄_s log q(z_s | x), w̄ = softmax(log_weights) with no
+    gradient, whose gradient estimates ∇ KL(p(z | x) ‖ q(z | x)) = −E_{p(z|x)}[∇ log q(z | x)]
+    (consistently, as S grows; exactly when the z_s enumerate a discrete latent under a
+    uniform proposal). Its value is the cross-entropy, KL + H[p(z | x)].
+    """
+    log_q = jnp.asarray(log_q)
+    log_weights = jnp.asarray(log_weights)
+    if log_q.shape != log_weights.shape:
+        raise ValueError(f"`log_q` and `log_weights` must have the same shape; got "
+                         f"{log_q.shape} and {log_weights.shape}.")
+    w = jax.nn.softmax(jax.lax.stop_gradient(log_weights), axis=axis)
+    return -jnp.sum(w * log_q, axis=axis)
+
+
+# --------------------------------------------------------------------------------------------
+# The fitting loop.
+# --------------------------------------------------------------------------------------------
+
+
+class FitState(NamedTuple):
+    params: Any  # family parameters
+    opt_state: optax.OptState
+
+
+class FitResult(NamedTuple):
+    params: Any  # fitted family parameters
+    losses: Array  # (steps,) loss estimate at each step (before its update)
+
+
+def _loss_fn(target, family, direction, num_samples, estimator, proposal):
+    if direction == REVERSE:
+        return lambda p, k: reverse_kl_loss(p, target, family=family, key=k,
+                                            num_samples=num_samples)
+    return lambda p, k: forward_kl_loss(p, target, family=family, key=k, num_samples=num_samples,
+                                        estimator=estimator, proposal=proposal)
+
+
+def run(params, target, family: Family, direction: str, *, key: Array, steps: int,
+        optimizer: optax.GradientTransformation, num_samples: int = 64,
+        estimator: str = "auto", proposal=None, opt_state=None) -> FitResult:
+    """The pure loop behind `fit`: `steps` optax updates in `lax.scan`, one key per step.
+
+    Traceable (jit/vmap over `params`, `key`, `opt_state`); `family`, `direction`, `steps`,
+    `num_samples` are static. `family` must be a family instance and `direction` one of
+    "reverse"/"exclusive"/"forward"/"inclusive".
+    """
+    direction = _resolve_direction(direction)
+    loss = _loss_fn(target, family, direction, num_samples, estimator, proposal)
+    value_and_grad = jax.value_and_grad(loss)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+
+    def step(state: FitState, k):
+        value, grads = value_and_grad(state.params, k)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return FitState(optax.apply_updates(state.params, updates), opt_state), value
+
+    final, losses = jax.lax.scan(step, FitState(params, opt_state), jax.random.split(key, steps))
+    return FitResult(final.params, losses)
+
+
+def _check_fit_args(target, family, direction, steps, optimizer, num_samples, init_params):
+    _target_log_prob(target)
+    family = _resolve_family(family, target)
+    direction = _resolve_direction(direction)
+    steps = _check_positive_int("steps", steps)
+    num_samples = _check_positive_int("num_samples", num_samples)
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError(f"`optimizer` must be an optax GradientTransformation; got {optimizer!r}.")
+    _check_compatible(family, target, init_params)
+    if init_params is not None:
+        for name, leaf in zip(init_params._fields, init_params, strict=True):
+            v.check_finite(f"init_params.{name}", leaf)
+    return family, direction, steps, num_samples
+
+
+def fit(target, family, direction: str, *, key: Array, steps: int,
+        optimizer: optax.GradientTransformation, num_samples: int = 64, init_params=None,
+        estimator: str = "auto", proposal=None) -> FitResult:
+    """Minimise KL(q ‖ p) ("reverse"/"exclusive") or KL(p ‖ q) ("forward"/"inclusive").
+
+    target: distribution with `log_prob` (and `sample` for the forward direction's default
+    estimator) or an unnormalised log-density callable, over points (D,).
+    family: a family instance, or "full" | "diag" (dimension from `target.event_shape`).
+    init_params: starting parameters; default `family.init(key=...)` (zeros mean, unit scale
+    for Gaussians; N(0, 1) locations for a mixture). Returns `FitResult(params, losses)`,
+    losses: (steps,).
+    """
+    family, direction, steps, num_samples = _check_fit_args(
+        target, family, direction, steps, optimizer, num_samples, init_params)
+    v.check_choice("estimator", estimator, _ESTIMATORS)
+    k_init, k_run = jax.random.split(key)
+    if init_params is None:
+        init_params = family.init(key=k_init)
+
+    @jax.jit
+    def go(params, k):
+        return run(params, target, family, direction, key=k, steps=steps, optimizer=optimizer,
+                   num_samples=num_samples, estimator=estimator, proposal=proposal)
+
+    return go(init_params, k_run)
+
+
+def fit_many(target, family, direction: str, init_params, *, key: Array, steps: int,
+             learning_rates, num_samples: int = 64,
+             make_optimizer: Callable[[Array, int], optax.GradientTransformation] | None = None,
+             estimator: str = "auto", proposal=None) -> FitResult:
+    """`fit` for every (learning rate, initialisation) pair, vmapped: one compile.
+
+    init_params: the family's parameters with a leading batch axis (B, ...);
+    learning_rates: (L,). make_optimizer(lr, steps) builds the optimizer from a traced
+    learning rate; default Adam with a cosine decay from lr to 0 over `steps`.
+    Returns FitResult with params (L, B, ...) and losses (L, B, steps). Each fit gets its own
+    key.
+    """
+    lrs = jnp.asarray(learning_rates, dtype=float)
+    v.check_ndim("learning_rates", lrs, 1, "(L,)")
+    v.check_positive("learning_rates", lrs)
+    leaves = jax.tree_util.tree_leaves(init_params)
+    if not leaves or any(np.ndim(leaf) < 1 for leaf in leaves):
+        raise ValueError("`init_params` must be family parameters with a leading batch axis.")
+    batch = int(np.shape(leaves[0])[0])
+    if any(np.shape(leaf)[0] != batch for leaf in leaves):
+        raise ValueError("`init_params` leaves must share the leading batch size; got shapes "
+                         f"{[np.shape(leaf) for leaf in leaves]}.")
+    first = jax.tree_util.tree_map(lambda a: a[0], init_params)
+    if make_optimizer is None:
+        def make_optimizer(lr, n):
+            return optax.adam(optax.cosine_decay_schedule(lr, n))
+    family, direction, steps, num_samples = _check_fit_args(
+        target, family, direction, steps, make_optimizer(1.0, 1), num_samples, first)
+    v.check_choice("estimator", estimator, _ESTIMATORS)
+    keys = jax.random.split(key, (lrs.shape[0], batch))
+
+    def one(lr, params, k):
+        return run(params, target, family, direction, key=k, steps=steps,
+                   optimizer=make_optimizer(lr, steps), num_samples=num_samples,
+                   estimator=estimator, proposal=proposal)
+
+    over_inits = jax.vmap(one, in_axes=(None, 0, 0))
+    over_lrs = jax.vmap(over_inits, in_axes=(0, None, 0))
+    return jax.jit(over_lrs)(lrs, init_params, keys)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading off where a fit ended.
+# --------------------------------------------------------------------------------------------
+
+
+def nearest_mode(mean: Array, mode_locs: Array, mode_covs: Array, radius: float = 1.0
+                 ) -> tuple[Array, Array]:
+    """Index of the mode whose Mahalanobis distance to `mean` is smallest, or −1 when none is
+    within `radius` (the fit sits between modes), and that distance.
+
+    mean: (..., D), mode_locs: (K, D), mode_covs: (K, D, D) -> ((...) int, (...) float).
+    """
+    mean = jnp.asarray(mean)
+    l = _linalg.cholesky(jnp.asarray(mode_covs))
+    flat = mean.reshape((-1, mean.shape[-1]))
+    d2 = _linalg.pairwise_sq_mahalanobis_full(flat, mode_locs, _linalg.precision_from_tril(l))
+    dist = jnp.sqrt(jnp.min(d2, axis=-1))
+    idx = jnp.where(dist <= radius, jnp.argmin(d2, axis=-1), -1)
+    return idx.reshape(mean.shape[:-1]), dist.reshape(mean.shape[:-1])

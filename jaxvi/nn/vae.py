@@ -1,0 +1,255 @@
+"""The hierarchical VAE as Flax NNX modules.
+
+p(z) = Cat(π), p(w | z) = N(μ_z, diag σ_z²), p(x | w) = N(f(w), diag σ_x²) with a learned,
+floored per-pixel σ_x (or Bernoulli(σ(f(w))));
+q(w | x) = N(m(x), diag s(x)²), q(z | w, x) = Cat(softmax(log π + log p(w | z) + r(w, x))).
+
+The head's logits start from the prior's own posterior p(z | w) plus a learned residual r whose
+last layer starts at zero, so q(z | w, x) = p(z | w) at initialisation: the "warm start" that
+keeps a near-uniform q(z | w, x) from dragging every prior component onto every point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxvi import elbo as elbo_lib
+from jaxvi._validate import check_choice
+
+LIKELIHOODS = ("gaussian", "bernoulli")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Everything needed to rebuild a `HierarchicalVAE` (stored with its checkpoints).
+
+    data_dim: D, features per data point; components: K ≥ 2; latent_dim: L;
+    hidden: widths of the encoder's and decoder's hidden layers; head_hidden: widths of the
+    residual network of q(z | w, x); likelihood: "gaussian" or "bernoulli"; min_scale: floor of
+    the Gaussian decoder's per-pixel standard deviation; min_latent_scale: floor of s(x).
+    """
+
+    data_dim: int
+    components: int = 10
+    latent_dim: int = 5
+    hidden: tuple[int, ...] = (512, 512)
+    head_hidden: tuple[int, ...] = (128,)
+    likelihood: str = "gaussian"
+    min_scale: float = 0.05
+    min_latent_scale: float = 1e-3
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
+        for name in ("data_dim", "latent_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer; got {getattr(self, name)!r}."
+                )
+        if int(self.components) < 2:
+            raise ValueError(
+                f"`components` must be at least 2 (a mixture prior); got {self.components!r}."
+            )
+        if any(h < 1 for h in (*self.hidden, *self.head_hidden)):
+            raise ValueError(
+                f"hidden widths must be positive; got {self.hidden}, {self.head_hidden}."
+            )
+        check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        if not self.min_scale > 0 or not self.min_latent_scale > 0:
+            raise ValueError(
+                f"`min_scale` and `min_latent_scale` must be positive; got {self.min_scale!r}, "
+                f"{self.min_latent_scale!r}."
+            )
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        d["head_hidden"] = list(self.head_hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VAEConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class MLP(nnx.Module):
+    """Dense layers with ReLU between them (none after the last). x: (..., d_in) -> (..., d_out)."""
+
+    def __init__(
+        self, d_in: int, hidden: Sequence[int], d_out: int, *, rngs: nnx.Rngs, zero_last=False
+    ):
+        sizes = [d_in, *hidden]
+        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs)
+                               for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+        init = nnx.initializers.zeros_init() if zero_last else nnx.initializers.lecun_normal()
+        self.out = nnx.Linear(sizes[-1], d_out, kernel_init=init, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self.hidden:
+            x = jax.nn.relu(layer(x))
+        return self.out(x)
+
+
+class Encoder(nnx.Module):
+    """q(w | x) = N(mean, diag scale²). x: (..., D) -> mean, scale: (..., L)."""
+
+    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+        self.net = MLP(cfg.data_dim, cfg.hidden, 2 * cfg.latent_dim, rngs=rngs)
+        self.min_scale = cfg.min_latent_scale
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean, raw = jnp.split(self.net(x), 2, axis=-1)
+        return mean, self.min_scale + jax.nn.softplus(raw)
+
+
+class GaussianMixturePrior(nnx.Module):
+    """p(z) = Cat(softmax(logits)), p(w | z) = N(mean_z, diag scale_z²)."""
+
+    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+        k, l = cfg.components, cfg.latent_dim
+        self.logits = nnx.Param(jnp.zeros((k,)))
+        self.mean = nnx.Param(jax.random.normal(rngs.params(), (k, l)))
+        self.raw_scale = nnx.Param(jnp.full((k, l), _softplus_inverse(1.0)))
+
+    def __call__(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """-> logits (K,), mean (K, L), scale (K, L)."""
+        return self.logits[...], self.mean[...], jax.nn.softplus(self.raw_scale[...]) + 1e-4
+
+
+class ClusterHead(nnx.Module):
+    """Logits of q(z | w, x): log π + log p(w | z) + r(w, x), r starting at zero.
+
+    w: (S, L), x: (D,), prior: (logits, mean, scale) -> (S, K).
+    """
+
+    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+        self.net = MLP(
+            cfg.latent_dim + cfg.data_dim, cfg.head_hidden, cfg.components, rngs=rngs,
+            zero_last=True,
+        )
+
+    def __call__(self, w: jax.Array, x: jax.Array, prior) -> jax.Array:
+        xs = jnp.broadcast_to(x, (*w.shape[:-1], x.shape[-1]))
+        residual = self.net(jnp.concatenate([w, xs], axis=-1))
+        return elbo_lib.prior_posterior_logits(w, *prior) + residual
+
+
+class Decoder(nnx.Module):
+    """p(x | w). w: (..., L) -> (mean, scale) each (..., D) for "gaussian" (scale per pixel,
+    learned, floored at min_scale), or (logits,) for "bernoulli"."""
+
+    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+        self.net = MLP(cfg.latent_dim, cfg.hidden[::-1], cfg.data_dim, rngs=rngs)
+        self.likelihood = cfg.likelihood
+        self.min_scale = cfg.min_scale
+        if cfg.likelihood == "gaussian":
+            self.raw_scale = nnx.Param(jnp.full((cfg.data_dim,), _softplus_inverse(0.2)))
+
+    def __call__(self, w: jax.Array) -> tuple[jax.Array, ...]:
+        out = self.net(w)
+        if self.likelihood == "gaussian":
+            scale = self.min_scale + jax.nn.softplus(self.raw_scale[...])
+            return out, jnp.broadcast_to(scale, out.shape)
+        return (out,)
+
+    def log_prob(self, x: jax.Array, params: tuple[jax.Array, ...]) -> jax.Array:
+        """log p(x | w) for x: (D,) and params from `__call__` with batch shape (...) -> (...)."""
+        if self.likelihood == "gaussian":
+            return elbo_lib.gaussian_log_likelihood(x, *params)
+        return elbo_lib.bernoulli_log_likelihood(x, *params)
+
+    def mean(self, params: tuple[jax.Array, ...]) -> jax.Array:
+        """E[x | w], the picture to draw."""
+        if self.likelihood == "gaussian":
+            return params[0]
+        return jax.nn.sigmoid(params[0])
+
+
+class HierarchicalVAE(nnx.Module):
+    """The whole model. All methods take a batch x: (B, D); keys are keyword-only."""
+
+    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.encoder = Encoder(cfg, rngs=rngs)
+        self.head = ClusterHead(cfg, rngs=rngs)
+        self.prior = GaussianMixturePrior(cfg, rngs=rngs)
+        self.decoder = Decoder(cfg, rngs=rngs)
+
+    # ---- pieces -------------------------------------------------------------------------
+    def _per_point(self, x, key, n_samples):
+        """For each x_b: S samples of w and the log-likelihoods. -> w (B, S, L), mean, scale
+        (B, L), log_px_w (B, S)."""
+        mean, scale = self.encoder(x)
+        keys = jax.random.split(key, x.shape[0])
+        w = jax.vmap(lambda m, s, k: elbo_lib.sample_w(m, s, n_samples, key=k))(mean, scale, keys)
+        params = self.decoder(w)
+        log_px_w = jax.vmap(self.decoder.log_prob)(x, params)
+        return w, mean, scale, log_px_w
+
+    def elbo_terms(self, x: jax.Array, *, key: jax.Array, n_samples: int = 1) -> elbo_lib.ElboTerms:
+        """The three ELBO terms per data point, each (B,)."""
+        prior = self.prior()
+        w, mean, scale, log_px_w = self._per_point(x, key, n_samples)
+        qz_logits = jax.vmap(lambda wb, xb: self.head(wb, xb, prior))(w, x)
+        return jax.vmap(lambda lp, wb, m, s, ql: elbo_lib.elbo_terms(lp, wb, m, s, ql, *prior))(
+            log_px_w, w, mean, scale, qz_logits
+        )
+
+    def elbo(self, x: jax.Array, *, key: jax.Array, n_samples: int = 1) -> jax.Array:
+        """ELBO per data point. (B, D) -> (B,)."""
+        return self.elbo_terms(x, key=key, n_samples=n_samples).elbo
+
+    def iwae(self, x: jax.Array, *, key: jax.Array, n_samples: int = 64) -> jax.Array:
+        """The n_samples-sample IWAE bound on log p(x) per data point. (B, D) -> (B,)."""
+        prior = self.prior()
+        w, mean, scale, log_px_w = self._per_point(x, key, n_samples)
+        return jax.vmap(lambda lp, wb, m, s: elbo_lib.iwae_bound(lp, wb, m, s, *prior))(
+            log_px_w, w, mean, scale
+        )
+
+    def cluster_probs(self, x: jax.Array, *, key: jax.Array, n_samples: int = 16) -> jax.Array:
+        """q(z | x) ≈ mean over w ~ q(w | x) of q(z | w, x). (B, D) -> (B, K)."""
+        prior = self.prior()
+        mean, scale = self.encoder(x)
+        keys = jax.random.split(key, x.shape[0])
+        w = jax.vmap(lambda m, s, k: elbo_lib.sample_w(m, s, n_samples, key=k))(mean, scale, keys)
+        logits = jax.vmap(lambda wb, xb: self.head(wb, xb, prior))(w, x)
+        return jnp.mean(jax.nn.softmax(logits, axis=-1), axis=1)
+
+    def cluster(self, x: jax.Array, *, key: jax.Array, n_samples: int = 16) -> jax.Array:
+        """Predicted component per data point: argmax of q(z | x). (B, D) -> (B,) int."""
+        return jnp.argmax(self.cluster_probs(x, key=key, n_samples=n_samples), axis=-1)
+
+    def reconstruct(self, x: jax.Array) -> jax.Array:
+        """E[x | w = mean of q(w | x)]. (B, D) -> (B, D)."""
+        mean, _ = self.encoder(x)
+        return self.decoder.mean(self.decoder(mean))
+
+    def sample(
+        self, key: jax.Array, n: int, component: int | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """n draws from the model: z ~ π (or fixed to `component`), w ~ p(w | z), and the
+        decoder mean E[x | w]. -> (x (n, D), z (n,))."""
+        logits, mean, scale = self.prior()
+        key_z, key_w = jax.random.split(key)
+        if component is None:
+            z = jax.random.categorical(key_z, logits, shape=(n,))
+        else:
+            k = self.config.components
+            if not 0 <= int(component) < k:
+                raise ValueError(f"`component` must be in [0, {k}); got {component!r}.")
+            z = jnp.full((n,), int(component))
+        w = mean[z] + scale[z] * jax.random.normal(key_w, (n, mean.shape[-1]), mean.dtype)
+        return self.decoder.mean(self.decoder(w)), z
+
+
+def _softplus_inverse(y: float) -> float:
+    import math
+
+    return math.log(math.expm1(y))

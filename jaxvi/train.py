@@ -1,0 +1,474 @@
+"""Training: a pure jitted step over optax, an epoch as one `lax.scan`, `fit` with a progress
+bar, per-epoch evaluation, orbax checkpoints, `resume` and a non-finite-loss guard; and the
+hierarchical VAE's recipe (autoencoder pretraining, a GMM on the codes to initialise the prior,
+then joint training on the ELBO).
+
+The step is `step(state, batch, key) -> (state, metrics)`, a pure function of arrays, built by
+`make_step(loss_fn, optimizer)` from any `loss_fn(params, batch, key) -> (loss, metrics)`. A
+data-parallel version is the same function with the batch sharded over a mesh axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxvi import metrics as metrics_lib
+from jaxvi.data import check_data, epoch_batches
+from jaxvi.nn import HierarchicalVAE, VAEConfig
+
+LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, dict]]
+
+
+class TrainState(NamedTuple):
+    params: Any  # pytree of arrays (the model's parameters as a pure dict)
+    opt_state: optax.OptState
+    step: jax.Array  # () int32, optimizer steps taken
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
+    """-> step(state, batch, key) -> (state, metrics), pure and jit/vmap-able.
+
+    loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics).
+    """
+
+    def step(state: TrainState, batch: jax.Array, key: jax.Array):
+        (loss, info), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1), {"loss": loss, **info}
+
+    return step
+
+
+def make_epoch(step, batch_size: int):
+    """-> jitted epoch(state, x, key) -> (state, mean metrics): shuffle x: (N, D) with `key`,
+    run `step` over the batches in one `lax.scan`, average the metrics on device."""
+
+    @jax.jit
+    def epoch(state: TrainState, x: jax.Array, key: jax.Array):
+        key_perm, key_steps = jax.random.split(key)
+        batches = epoch_batches(x, batch_size, key=key_perm)
+        keys = jax.random.split(key_steps, batches.shape[0])
+
+        def body(s, inputs):
+            batch, k = inputs
+            return step(s, batch, k)
+
+        state, info = jax.lax.scan(body, state, (batches, keys))
+        return state, jax.tree.map(jnp.mean, info)
+
+    return epoch
+
+
+# ----------------------------------------------------------------------------- VAE losses
+
+
+def split_model(model: nnx.Module):
+    """-> (graphdef, params as a pure dict of arrays)."""
+    graphdef, state = nnx.split(model)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def merge_model(graphdef, params) -> HierarchicalVAE:
+    return nnx.merge(graphdef, params)
+
+
+def elbo_loss(graphdef, n_samples: int = 1) -> LossFn:
+    """Negative mean ELBO per data point (the three terms reported as metrics)."""
+
+    def loss_fn(params, batch, key):
+        model = merge_model(graphdef, params)
+        terms = model.elbo_terms(batch, key=key, n_samples=n_samples)
+        elbo = terms.elbo
+        return -jnp.mean(elbo), {
+            "elbo": jnp.mean(elbo),
+            "reconstruction": jnp.mean(terms.reconstruction),
+            "kl_z": jnp.mean(terms.kl_z),
+            "kl_w": jnp.mean(terms.kl_w),
+        }
+
+    return loss_fn
+
+
+def autoencoder_loss(graphdef) -> LossFn:
+    """Pretraining: the deterministic autoencoder x -> mean of q(w | x) -> E[x | w], squared
+    error (Gaussian) or cross-entropy (Bernoulli), summed over pixels."""
+
+    def loss_fn(params, batch, key):
+        del key
+        model = merge_model(graphdef, params)
+        mean, _ = model.encoder(batch)
+        out = model.decoder(mean)
+        if model.config.likelihood == "gaussian":
+            per_point = jnp.sum(jnp.square(out[0] - batch), axis=-1)
+        else:
+            per_point = -jax.vmap(model.decoder.log_prob)(batch, out)
+        loss = jnp.mean(per_point)
+        return loss, {"ae_loss": loss}
+
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def make_evaluator(graphdef, *, iwae_samples: int = 64, cluster_samples: int = 16,
+                   chunk: int = 512):
+    """-> evaluate(params, x, y=None, *, key) -> dict of floats (elbo, iwae, the three terms;
+    accuracy and nmi when labels y are given). Runs jitted over chunks of x."""
+
+    @jax.jit
+    def _chunk(params, xb, key):
+        model = merge_model(graphdef, params)
+        k1, k2, k3 = jax.random.split(key, 3)
+        terms = model.elbo_terms(xb, key=k1, n_samples=1)
+        iwae = model.iwae(xb, key=k2, n_samples=iwae_samples)
+        pred = model.cluster(xb, key=k3, n_samples=cluster_samples)
+        return terms, iwae, pred
+
+    def evaluate(params, x, y=None, *, key):
+        outs = []
+        for i, start in enumerate(range(0, x.shape[0], chunk)):
+            outs.append(_chunk(params, x[start : start + chunk], jax.random.fold_in(key, i)))
+        terms = jax.tree.map(lambda *a: np.concatenate([np.asarray(v) for v in a]), *outs)
+        t, iwae, pred = terms
+        res = {
+            "elbo": float(np.mean(t.elbo)),
+            "iwae": float(np.mean(iwae)),
+            "reconstruction": float(np.mean(t.reconstruction)),
+            "kl_z": float(np.mean(t.kl_z)),
+            "kl_w": float(np.mean(t.kl_w)),
+            "clusters_used": int(np.unique(pred).size),
+        }
+        if y is not None:
+            res["accuracy"] = metrics_lib.cluster_accuracy(y, pred)
+            res["nmi"] = metrics_lib.nmi(y, pred)
+        return res, pred
+
+    return evaluate
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _manager(directory, max_to_keep: int = 2):
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManager(
+        Path(directory).absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+    )
+
+
+def save_checkpoint(directory, state: TrainState, meta: dict, *, epoch: int) -> None:
+    """Write `state` and the JSON `meta` (config, history) as checkpoint number `epoch`."""
+    import orbax.checkpoint as ocp
+
+    mngr = _manager(directory)
+    payload = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+    mngr.save(
+        epoch,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(payload), meta=ocp.args.JsonSave({**meta, "epoch": epoch})
+        ),
+        force=True,
+    )
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+def latest_checkpoint(directory) -> int | None:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    mngr = _manager(directory)
+    step = mngr.latest_step()
+    mngr.close()
+    return step
+
+
+def load_meta(directory) -> dict:
+    """The JSON metadata (config, history, epoch) of the latest checkpoint in `directory`."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory)
+    step = latest_checkpoint(directory)
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint found in {str(directory)!r}.")
+    mngr = _manager(directory)
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    mngr.close()
+    return dict(meta)
+
+
+def restore_checkpoint(directory, target: TrainState) -> tuple[TrainState, dict]:
+    """Restore the latest checkpoint into the structure of `target`. -> (state, meta)."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory)
+    step = latest_checkpoint(directory)
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint found in {str(directory)!r}.")
+    abstract = {"params": target.params, "opt_state": target.opt_state, "step": target.step}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+    mngr = _manager(directory)
+    out = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+        ),
+    )
+    mngr.close()
+    s = out["state"]
+    return TrainState(s["params"], s["opt_state"], s["step"]), dict(out["meta"])
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def fit(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    params,
+    x: jax.Array,
+    *,
+    key: jax.Array,
+    epochs: int,
+    batch_size: int,
+    eval_fn: Callable[[Any, int], dict] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    meta: dict | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[TrainState, list[dict]]:
+    """Train `params` on x: (N, D) for `epochs` epochs of shuffled batches.
+
+    Epoch e uses the key `fold_in(key, e)`, so a run resumed from a checkpoint ends where an
+    uninterrupted run with the same key ends. A checkpoint (params, optimizer state, step, and
+    `meta` with the history) is written at the first epoch end after every `checkpoint_every`
+    steps and at the end. With `resume=True` and a checkpoint in `checkpoint_dir`, training
+    continues from it. If the epoch's loss is not finite, the state before that epoch is saved
+    and `NonFiniteLossError` is raised. `eval_fn(params, epoch) -> dict` runs after each epoch.
+    Returns (final state, history: one dict of metrics per epoch).
+    """
+    from tqdm.auto import tqdm
+
+    check_data("x", x)
+    if x.shape[0] < batch_size:
+        raise ValueError(
+            f"`batch_size` ({batch_size}) must not exceed the number of training points "
+            f"({x.shape[0]})."
+        )
+    x = jnp.asarray(x)
+    meta = dict(meta or {})
+    state = init_state(params, optimizer)
+    history: list[dict] = []
+    start = 0
+    if resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None:
+        state, saved = restore_checkpoint(checkpoint_dir, state)
+        history = list(saved.get("history", []))
+        start = int(saved["epoch"])
+    epoch_fn = make_epoch(make_step(loss_fn, optimizer), batch_size)
+    emit = log or (lambda s: tqdm.write(s))
+    bar = tqdm(range(start, epochs), initial=start, total=epochs, disable=not progress,
+               desc="train", unit="epoch", leave=False)
+    last_saved_step = int(state.step)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        new_state, info = epoch_fn(state, x, jax.random.fold_in(key, epoch))
+        info = {k: float(v) for k, v in info.items()}
+        if not math.isfinite(info["loss"]):
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, state, {**meta, "history": history}, epoch=epoch)
+            where = f"; the last good state (epoch {epoch}) is saved in {checkpoint_dir}" if (
+                checkpoint_dir is not None) else ""
+            raise NonFiniteLossError(
+                f"training loss became {info['loss']} during epoch {epoch + 1}{where}. "
+                "Try a smaller learning rate."
+            )
+        state = new_state
+        row = {"epoch": epoch + 1, "step": int(state.step), **info,
+               "seconds": time.perf_counter() - t0}
+        if eval_fn is not None:
+            row.update(eval_fn(state.params, epoch))
+        history.append(row)
+        bar.set_postfix({k: f"{row[k]:.2f}" for k in ("elbo",) if k in row} or
+                        {"loss": f"{row['loss']:.3g}"})
+        if log is not False:
+            emit(_format_row(row))
+        done = epoch + 1 == epochs
+        crossed = int(state.step) // checkpoint_every > last_saved_step // checkpoint_every
+        if checkpoint_dir is not None and (done or crossed):
+            save_checkpoint(checkpoint_dir, state, {**meta, "history": history}, epoch=epoch + 1)
+            last_saved_step = int(state.step)
+    bar.close()
+    return state, history
+
+
+def _format_row(row: dict) -> str:
+    parts = [f"epoch {row['epoch']:4d}"]
+    for k, v in row.items():
+        if k in ("epoch", "step", "seconds"):
+            continue
+        parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    return "  ".join(parts)
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe. Defaults are what `jaxvi train` uses.
+
+    epochs: joint ELBO epochs; pretrain_epochs: autoencoder epochs before the GMM on the codes
+    initialises the prior (0 = none); n_samples: samples of w per data point in the ELBO.
+    """
+
+    epochs: int = 60
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    pretrain_epochs: int = 60
+    pretrain_learning_rate: float = 1e-3
+    n_samples: int = 1
+    seed: int = 0
+    checkpoint_every: int = 500
+    iwae_samples: int = 64
+    eval_every: int = 10
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "n_samples", "checkpoint_every", "iwae_samples",
+                     "eval_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer; got {getattr(self, name)!r}."
+                )
+        if int(self.pretrain_epochs) < 0:
+            raise ValueError(f"`pretrain_epochs` must be ≥ 0; got {self.pretrain_epochs!r}.")
+        if not self.learning_rate > 0 or not self.pretrain_learning_rate > 0:
+            raise ValueError("`learning_rate` and `pretrain_learning_rate` must be positive.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def init_prior_from_codes(model: HierarchicalVAE, x: np.ndarray, *, seed: int) -> None:
+    """Set the prior (π, μ_z, σ_z) in place from a diagonal GMM fitted to the encoder means."""
+    from sklearn.mixture import GaussianMixture
+
+    codes = np.asarray(jax.jit(lambda m, xx: m.encoder(xx)[0])(model, jnp.asarray(x)))
+    k = model.config.components
+    gmm = GaussianMixture(k, covariance_type="diag", n_init=5, random_state=seed, reg_covar=1e-4)
+    gmm.fit(codes.astype(np.float64))
+    model.prior.logits[...] = jnp.asarray(np.log(gmm.weights_), jnp.float32)
+    model.prior.mean[...] = jnp.asarray(gmm.means_, jnp.float32)
+    scale = np.sqrt(gmm.covariances_)
+    model.prior.raw_scale[...] = jnp.asarray(np.log(np.expm1(scale)), jnp.float32)
+
+
+def train_vae(
+    x_train: np.ndarray,
+    model_config: VAEConfig,
+    train_config: TrainConfig = TrainConfig(),
+    *,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[HierarchicalVAE, list[dict]]:
+    """The full recipe: autoencoder pretraining, a GMM on the codes as the prior, joint ELBO
+    training with per-epoch test metrics when x_test is given. Same seed, same result.
+    -> (trained model, history)."""
+    check_data("x_train", x_train, model_config.data_dim)
+    if x_test is not None:
+        check_data("x_test", x_test, model_config.data_dim)
+    tc, mc = train_config, model_config
+    key = jax.random.key(tc.seed)
+    k_init, k_pre, k_train, k_eval = jax.random.split(key, 4)
+    model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))
+    meta = {"model_config": mc.to_dict(), "train_config": tc.to_dict()}
+    resuming = (
+        resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None
+    )
+    if resuming:
+        saved = load_meta(checkpoint_dir)
+        saved_cfg = VAEConfig.from_dict(saved["model_config"])
+        if saved_cfg != mc:
+            raise ValueError(
+                f"the checkpoint in {str(checkpoint_dir)!r} was written for model config "
+                f"{saved_cfg}, not {mc}."
+            )
+    elif tc.pretrain_epochs > 0:
+        graphdef, params = split_model(model)
+        state, _ = fit(
+            autoencoder_loss(graphdef), optax.adam(tc.pretrain_learning_rate), params, x_train,
+            key=k_pre, epochs=tc.pretrain_epochs, batch_size=tc.batch_size, progress=progress,
+            log=False,
+        )
+        model = merge_model(graphdef, state.params)
+        init_prior_from_codes(model, x_train, seed=tc.seed)
+    graphdef, params = split_model(model)
+    eval_fn = None
+    if x_test is not None:
+        evaluator = make_evaluator(graphdef, iwae_samples=tc.iwae_samples)
+
+        def eval_fn(p, epoch):
+            if (epoch + 1) % tc.eval_every and epoch + 1 != tc.epochs:
+                return {}
+            res, _ = evaluator(p, x_test, y_test, key=jax.random.fold_in(k_eval, epoch))
+            return {f"test_{k}": v for k, v in res.items() if k not in ("reconstruction",)}
+
+    state, history = fit(
+        elbo_loss(graphdef, tc.n_samples), optax.adam(tc.learning_rate), params, x_train,
+        key=k_train, epochs=tc.epochs, batch_size=tc.batch_size, eval_fn=eval_fn,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=tc.checkpoint_every, resume=resume,
+        meta=meta, progress=progress, log=log,
+    )
+    return merge_model(graphdef, state.params), history
+
+
+def load_model(checkpoint_dir) -> tuple[HierarchicalVAE, dict]:
+    """Rebuild the model from a checkpoint folder written by `train_vae`. -> (model, meta)."""
+    meta = load_meta(checkpoint_dir)
+    if "model_config" not in meta:
+        raise ValueError(f"checkpoint in {str(checkpoint_dir)!r} has no model config.")
+    mc = VAEConfig.from_dict(meta["model_config"])
+    tc = TrainConfig.from_dict(meta.get("train_config", {}))
+    model = HierarchicalVAE(mc, rngs=nnx.Rngs(0))
+    graphdef, params = split_model(model)
+    target = init_state(params, optax.adam(tc.learning_rate))
+    state, meta = restore_checkpoint(checkpoint_dir, target)
+    return merge_model(graphdef, state.params), meta
+
+
+def dump_json(path, obj) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2) + "\n")

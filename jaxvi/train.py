@@ -404,6 +404,7 @@ def train_vae(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    data_name: str | None = None,
 ) -> tuple[HierarchicalVAE, list[dict]]:
     """The full recipe: autoencoder pretraining, a GMM on the codes as the prior, joint ELBO
     training with per-epoch test metrics when x_test is given. Same seed, same result.
@@ -415,7 +416,7 @@ def train_vae(
     key = jax.random.key(tc.seed)
     k_init, k_pre, k_train, k_eval = jax.random.split(key, 4)
     model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))
-    meta = {"model_config": mc.to_dict(), "train_config": tc.to_dict()}
+    meta = {"model_config": mc.to_dict(), "train_config": tc.to_dict(), "data": data_name}
     resuming = (
         resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None
     )
@@ -472,3 +473,17 @@ def load_model(checkpoint_dir) -> tuple[HierarchicalVAE, dict]:
 
 def dump_json(path, obj) -> None:
     Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def test_metrics(
+    model: HierarchicalVAE, x_test, y_test=None, *, key: jax.Array, iwae_samples: int = 256
+) -> dict:
+    """The final metrics of a trained model on held-out data, keys named plainly:
+    test_elbo, test_iwae, test_reconstruction, test_kl_z, test_kl_w, test_clusters_used and,
+    with labels, test_accuracy and test_nmi. Checks x_test against the model's data_dim."""
+    check_data("x_test", x_test, model.config.data_dim)
+    graphdef, params = split_model(model)
+    res, _ = make_evaluator(graphdef, iwae_samples=iwae_samples)(
+        params, jnp.asarray(x_test), y_test, key=key
+    )
+    return {f"test_{k}": v for k, v in res.items()}

@@ -113,9 +113,9 @@ class GaussianMixturePrior(nnx.Module):
 
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         k, l = cfg.components, cfg.latent_dim
-        self.logits = nnx.Param(jnp.zeros((k,)))
+        self.logits = nnx.Param(jnp.zeros((k,), jnp.float32))
         self.mean = nnx.Param(jax.random.normal(rngs.params(), (k, l)))
-        self.raw_scale = nnx.Param(jnp.full((k, l), _softplus_inverse(1.0)))
+        self.raw_scale = nnx.Param(jnp.full((k, l), _softplus_inverse(1.0), jnp.float32))
 
     def __call__(self) -> tuple[jax.Array, jax.Array, jax.Array]:
         """-> logits (K,), mean (K, L), scale (K, L)."""
@@ -149,7 +149,8 @@ class Decoder(nnx.Module):
         self.likelihood = cfg.likelihood
         self.min_scale = cfg.min_scale
         if cfg.likelihood == "gaussian":
-            self.raw_scale = nnx.Param(jnp.full((cfg.data_dim,), _softplus_inverse(0.2)))
+            raw = jnp.full((cfg.data_dim,), _softplus_inverse(0.2), jnp.float32)
+            self.raw_scale = nnx.Param(raw)
 
     def __call__(self, w: jax.Array) -> tuple[jax.Array, ...]:
         out = self.net(w)

@@ -1,0 +1,171 @@
+"""`jaxvi train`: the hierarchical VAE on digits (or your .npy/.npz), with metrics and pictures."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_OUT = "runs/digits"
+
+
+def register(subparsers) -> None:
+    from jaxvi.train import TrainConfig
+
+    d = TrainConfig()
+    p = subparsers.add_parser(
+        "train",
+        help="train the hierarchical (Gaussian-mixture-prior) VAE",
+        description="Train the hierarchical VAE (autoencoder pretraining, a GMM on the codes as "
+        "the prior, then the ELBO) and write metrics.json, the checkpoint, samples.png, "
+        "recon.png and latent.png to --out.",
+    )
+    p.add_argument("--data", default="digits",
+                   help="'digits' (bundled with scikit-learn, the default) or a .npy/.npz file")
+    p.add_argument("--components", type=int, default=10, help="mixture components K (default 10)")
+    p.add_argument("--latent-dim", type=int, default=5, help="size of w (default 5)")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help=f"joint ELBO epochs (default {d.epochs})")
+    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
+                   help=f"autoencoder pretraining epochs (default {d.pretrain_epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --out")
+    p.add_argument("--likelihood", default="gaussian",
+                   help="decoder: 'gaussian' (learned floored per-pixel variance) or 'bernoulli'")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import jax
+
+    from jaxvi import data as data_lib
+    from jaxvi import train as train_lib
+    from jaxvi.nn import VAEConfig
+
+    t0 = time.perf_counter()
+    ds = data_lib.load(args.data)
+    mc = VAEConfig(
+        data_dim=int(ds.x_train.shape[1]), components=args.components,
+        latent_dim=args.latent_dim, likelihood=args.likelihood,
+    )
+    tc = train_lib.TrainConfig(
+        epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed,
+    )
+    out = Path(args.out)
+    if out.exists() and not args.resume and (out / "checkpoint").exists():
+        import shutil
+
+        shutil.rmtree(out / "checkpoint")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"data {ds.name}: {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test, "
+          f"{mc.data_dim} features; K={mc.components}, latent {mc.latent_dim}, "
+          f"{mc.likelihood} decoder; writing to {out}")
+    model, history = train_lib.train_vae(
+        ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
+        checkpoint_dir=out / "checkpoint", resume=args.resume, progress=not args.no_progress,
+        log=print, data_name=str(args.data),
+    )
+    final = train_lib.test_metrics(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))
+    final["train_seconds"] = time.perf_counter() - t0
+    result = {
+        "data": str(args.data),
+        "model_config": mc.to_dict(),
+        "train_config": tc.to_dict(),
+        **final,
+        "history": history,
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_figures(model, ds.x_test, out, key=jax.random.key(args.seed + 2))
+    print(format_metrics(final))
+    print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint'}, samples.png, recon.png, "
+          f"latent.png in {final['train_seconds']:.0f} s")
+    return 0
+
+
+def format_metrics(final: dict) -> str:
+    keys = ["test_accuracy", "test_nmi", "test_elbo", "test_iwae", "test_clusters_used"]
+    return "  ".join(f"{k} {final[k]:.4g}" for k in keys if k in final)
+
+
+def _as_images(x: np.ndarray) -> np.ndarray:
+    """(n, D) -> (n, h, w): square images when D is a square, else one row of D pixels."""
+    d = x.shape[1]
+    side = int(round(np.sqrt(d)))
+    if side * side == d:
+        return x.reshape(-1, side, side)
+    return x.reshape(-1, 1, d)
+
+
+def save_figures(model, x_test, out, *, key, n_per_row: int = 10) -> None:
+    """samples.png (one row per mixture component), recon.png (inputs above their
+    reconstructions) and latent.png (2-D PCA of the means of q(w | x), coloured by predicted
+    cluster, prior means marked)."""
+    import jax
+    import jax.numpy as jnp
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    k = model.config.components
+    keys = jax.random.split(key, k + 1)
+    rows = [np.asarray(model.sample(keys[c], n_per_row, component=c)[0]) for c in range(k)]
+    weights = np.asarray(jax.nn.softmax(model.prior()[0]))
+    fig, axes = plt.subplots(k, n_per_row, figsize=(n_per_row * 0.8, k * 0.8), squeeze=False)
+    for c in range(k):
+        imgs = _as_images(rows[c])
+        for j in range(n_per_row):
+            ax = axes[c, j]
+            ax.imshow(imgs[j], cmap="gray_r", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[c, 0].set_ylabel(f"{c}\nπ={weights[c]:.2f}", fontsize=6, rotation=0, labelpad=14)
+    fig.suptitle("samples, one row per mixture component", fontsize=8)
+    fig.savefig(out / "samples.png", dpi=100)
+    plt.close(fig)
+
+    x = np.asarray(x_test[: 2 * n_per_row])
+    rec = np.asarray(model.reconstruct(jnp.asarray(x)))
+    fig, axes = plt.subplots(4, n_per_row, figsize=(n_per_row * 0.8, 4 * 0.8), squeeze=False)
+    for i in range(2):
+        src, dst = _as_images(x[i * n_per_row : (i + 1) * n_per_row]), _as_images(
+            rec[i * n_per_row : (i + 1) * n_per_row])
+        for j in range(min(n_per_row, src.shape[0])):
+            for r, img in ((2 * i, src[j]), (2 * i + 1, dst[j])):
+                axes[r, j].imshow(img, cmap="gray_r", vmin=0, vmax=1)
+        for r in (2 * i, 2 * i + 1):
+            for ax in axes[r]:
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[2 * i, 0].set_ylabel("input", fontsize=6)
+        axes[2 * i + 1, 0].set_ylabel("recon", fontsize=6)
+    fig.savefig(out / "recon.png", dpi=100)
+    plt.close(fig)
+
+    xt = jnp.asarray(x_test)
+    means = np.asarray(model.encoder(xt)[0])
+    pred = np.asarray(model.cluster(xt, key=keys[-1]))
+    prior_means = np.asarray(model.prior()[1])
+    centre = means.mean(0)
+    _, _, vt = np.linalg.svd(means - centre, full_matrices=False)
+    proj = vt[:2].T if vt.shape[0] >= 2 else np.eye(means.shape[1], 2)
+    pts, pm = (means - centre) @ proj, (prior_means - centre) @ proj
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    sc = ax.scatter(pts[:, 0], pts[:, 1], c=pred, cmap="tab10", s=8, vmin=0, vmax=max(k - 1, 9))
+    ax.scatter(pm[:, 0], pm[:, 1], c=np.arange(k), cmap="tab10", marker="X", s=140,
+               edgecolors="black", vmin=0, vmax=max(k - 1, 9), label="prior means μ_z")
+    ax.set_title("means of q(w | x), first two principal axes; colour = predicted cluster",
+                 fontsize=8)
+    ax.legend(fontsize=7)
+    fig.colorbar(sc, ax=ax, label="cluster")
+    fig.savefig(out / "latent.png", dpi=100)
+    plt.close(fig)

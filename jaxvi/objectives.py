@@ -346,7 +346,7 @@ def _target_log_prob(target) -> Callable[[Array], Array]:
     raise ValueError(f"`target` must have a `log_prob` method or be callable; got {target!r}.")
 
 
-def _check_compatible(family: Family, target, params=None) -> None:
+def _check_compatible(family: Family, target, params=None, name: str = "params") -> None:
     dim = _target_dim(target)
     if dim is not None and dim != family.dim:
         raise ValueError(
@@ -354,11 +354,11 @@ def _check_compatible(family: Family, target, params=None) -> None:
     if params is not None:
         want = family.param_shapes()
         if not isinstance(params, type(want)):
-            raise ValueError(f"`params` must be a {type(want).__name__} for {family!r}; got "
+            raise ValueError(f"`{name}` must be a {type(want).__name__} for {family!r}; got "
                              f"{type(params).__name__}.")
-        for name, shape, leaf in zip(want._fields, want, params, strict=True):
+        for field, shape, leaf in zip(want._fields, want, params, strict=True):
             if tuple(np.shape(leaf)) != tuple(shape):
-                raise ValueError(f"`params.{name}` must have shape {tuple(shape)} for "
+                raise ValueError(f"`{name}.{field}` must have shape {tuple(shape)} for "
                                  f"{family!r}; got {tuple(np.shape(leaf))}.")
 
 
@@ -505,7 +505,7 @@ def _check_fit_args(target, family, direction, steps, optimizer, num_samples, in
     num_samples = _check_positive_int("num_samples", num_samples)
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise ValueError(f"`optimizer` must be an optax GradientTransformation; got {optimizer!r}.")
-    _check_compatible(family, target, init_params)
+    _check_compatible(family, target, init_params, name="init_params")
     if init_params is not None:
         for name, leaf in zip(init_params._fields, init_params, strict=True):
             v.check_finite(f"init_params.{name}", leaf)

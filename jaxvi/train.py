@@ -269,8 +269,9 @@ def fit(
     uninterrupted run with the same key ends. A checkpoint (params, optimizer state, step, and
     `meta` with the history) is written at the first epoch end after every `checkpoint_every`
     steps and at the end. With `resume=True` and a checkpoint in `checkpoint_dir`, training
-    continues from it. If the epoch's loss is not finite, the state before that epoch is saved
-    and `NonFiniteLossError` is raised. `eval_fn(params, epoch) -> dict` runs after each epoch.
+    continues from it. If an epoch's mean loss is not finite, `NonFiniteLossError` is raised
+    and no checkpoint is written, so the last good one stays. `eval_fn(params, epoch) -> dict`
+    runs after each epoch.
     Returns (final state, history: one dict of metrics per epoch).
     """
     from tqdm.auto import tqdm
@@ -300,12 +301,12 @@ def fit(
         new_state, info = epoch_fn(state, x, jax.random.fold_in(key, epoch))
         info = {k: float(v) for k, v in info.items()}
         if not math.isfinite(info["loss"]):
-            if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, state, {**meta, "history": history}, epoch=epoch)
-            where = f"; the last good state (epoch {epoch}) is saved in {checkpoint_dir}" if (
-                checkpoint_dir is not None) else ""
+            kept = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+            where = (f"; the last good checkpoint (epoch {kept}) is kept in {checkpoint_dir}"
+                     if kept is not None else "")
             raise NonFiniteLossError(
-                f"training loss became {info['loss']} during epoch {epoch + 1}{where}. "
+                f"training loss became {info['loss']} during epoch {epoch + 1} "
+                f"(step ≤ {int(state.step) + (x.shape[0] // batch_size)}){where}. "
                 "Try a smaller learning rate."
             )
         state = new_state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -68,11 +69,15 @@ def run(args) -> int:
     print(f"data {ds.name}: {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test, "
           f"{mc.data_dim} features; K={mc.components}, latent {mc.latent_dim}, "
           f"{mc.likelihood} decoder; writing to {out}")
-    model, history = train_lib.train_vae(
-        ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
-        checkpoint_dir=out / "checkpoint", resume=args.resume, progress=not args.no_progress,
-        log=print, data_name=str(args.data),
-    )
+    try:
+        model, history = train_lib.train_vae(
+            ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
+            checkpoint_dir=out / "checkpoint", resume=args.resume,
+            progress=not args.no_progress, log=print, data_name=str(args.data),
+        )
+    except train_lib.NonFiniteLossError as err:
+        print(f"jaxvi train: error: {err}", file=sys.stderr)
+        return 1
     final = train_lib.test_metrics(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))
     final["train_seconds"] = time.perf_counter() - t0
     result = {

@@ -118,3 +118,32 @@ def diag_normal_log_prob(x: jax.Array, mean: jax.Array, scale: jax.Array) -> jax
     """log N(x; m, diag s²) summed over the last axis; all arguments broadcast."""
     z = (x - mean) / scale
     return -0.5 * jnp.sum(jnp.square(z) + LOG_2PI, axis=-1) - jnp.sum(jnp.log(scale), axis=-1)
+
+
+def sym_outer_features(x: jax.Array) -> jax.Array:
+    """The D(D+1)/2 distinct entries x_i x_j (i ≤ j, row-major upper triangle) of x xᵀ.
+
+    x: (..., D) -> (..., D(D+1)/2). With `pack_sym(A, off_diagonal=2)` this gives the quadratic
+    form xᵀAx = sym_outer_features(x) · pack_sym(A, 2) for symmetric A, so N quadratic forms
+    against K matrices are one (N, D(D+1)/2)×(D(D+1)/2, K) matmul, half the work of the
+    (N, D²) form; `unpack_sym(Σ_n w_n sym_outer_features(x_n))` is the weighted Σ w x xᵀ.
+    """
+    d = x.shape[-1]
+    return jnp.concatenate([x[..., i : i + 1] * x[..., i:] for i in range(d)], axis=-1)
+
+
+def pack_sym(a: jax.Array, off_diagonal: float = 1.0) -> jax.Array:
+    """Upper triangle (i ≤ j, row-major) of a: (..., D, D) -> (..., D(D+1)/2), with the
+    off-diagonal entries multiplied by `off_diagonal` (2 to pair with `sym_outer_features`)."""
+    d = a.shape[-1]
+    rows, cols = jnp.triu_indices(d)
+    scale = jnp.where(rows == cols, 1.0, off_diagonal).astype(a.dtype)
+    return a[..., rows, cols] * scale
+
+
+def unpack_sym(p: jax.Array, d: int) -> jax.Array:
+    """Inverse of `pack_sym(·, 1)`: (..., D(D+1)/2) -> symmetric (..., D, D)."""
+    rows, cols = jnp.triu_indices(d)
+    out = jnp.zeros(p.shape[:-1] + (d, d), p.dtype)
+    out = out.at[..., rows, cols].set(p)
+    return out.at[..., cols, rows].set(p)

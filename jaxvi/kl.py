@@ -14,8 +14,10 @@ Closed forms:
 
 The all-pairs pattern — p with batch shape (..., N, 1) against q with (..., 1, M) — is detected
 from the static shapes and routed to a factored path: each distribution is factored once and
-the per-pair work becomes matmuls (tr(Σ_q⁻¹Σ_p) = ⟨Σ_q⁻¹, Σ_p⟩, Mahalanobis terms through
-`jaxvi._linalg.pairwise_sq_mahalanobis_*`).
+the per-pair work becomes matmuls (full covariance: tr(Σ_q⁻¹Σ_p) = ⟨Σ_q⁻¹, Σ_p⟩ as an
+(N, D²)×(D², M) matmul plus `jaxvi._linalg.pairwise_sq_mahalanobis_full`; diagonal: trace and
+Mahalanobis terms fused into one (N, 2D)×(2D, M) matmul). Log-determinants are computed once
+per distribution.
 
 Monte Carlo: `monte_carlo(key, p, q, num_samples)` for anything with `sample`/`log_prob`.
 
@@ -143,14 +145,24 @@ def _normal_diag_elementwise(loc_p, scale_p, loc_q, scale_q):
 
 
 def _normal_diag_pairs(loc_p, scale_p, loc_q, scale_q):
-    """All pairs. loc_p, scale_p: (N, D); loc_q, scale_q: (M, D) -> (N, M)."""
+    """All pairs. loc_p, scale_p: (N, D); loc_q, scale_q: (M, D) -> (N, M).
+
+    The trace and Mahalanobis terms share the weights 1/σ_q², so they fuse into ONE matmul:
+    Σ_d (σ_p² + (μ_p − μ_q)²)/σ_q² = [σ_p² + μ_p², μ_p] · [1/σ_q², −2μ_q/σ_q²] + Σ_d μ_q²/σ_q²
+    (N, 2D)×(2D, M). This is the expansion of `_linalg.pairwise_sq_mahalanobis_diag` with the
+    trace folded in (calling that kernel and adding a separate trace matmul measured 1.7×
+    slower); like it, both sides are centred on the mean of μ_q first.
+    """
     d = loc_p.shape[-1]
+    shift = jax.lax.stop_gradient(jnp.mean(loc_q, axis=0))
+    x_p = loc_p - shift
+    x_q = loc_q - shift
     inv_var_q = 1.0 / jnp.square(scale_q)
-    trace = jnp.square(scale_p) @ inv_var_q.T
-    maha = _linalg.pairwise_sq_mahalanobis_diag(loc_p, loc_q, inv_var_q)
+    lhs = jnp.concatenate([jnp.square(scale_p) + jnp.square(x_p), x_p], axis=-1)
+    rhs = jnp.concatenate([inv_var_q, -2.0 * x_q * inv_var_q], axis=-1)
+    const_q = jnp.sum(jnp.square(x_q) * inv_var_q, axis=-1) + 2.0 * jnp.sum(jnp.log(scale_q), -1)
     log_det_p = 2.0 * jnp.sum(jnp.log(scale_p), axis=-1)
-    log_det_q = 2.0 * jnp.sum(jnp.log(scale_q), axis=-1)
-    return 0.5 * (trace + maha - d + log_det_q[None, :] - log_det_p[:, None])
+    return 0.5 * (lhs @ rhs.T + (const_q - d)[None, :] - log_det_p[:, None])
 
 
 @jax.jit

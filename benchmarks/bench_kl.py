@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, no JSON")
     parser.add_argument("--repeats", type=int, default=5, help="calls per round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args(argv)
 
     device = print_device()
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         # 2 Choleskies (d³/3 each) + one triangular solve with d + 1 right-hand sides.
         flops = n_batched * (2 * d**3 / 3 + d * d * (d + 1))
         rows += _case(f"batched d={d} n={n_batched}", mvn_impls, (*p, *q), flops, roofline,
-                      args.repeats if d < 64 else 3, args.rounds)
+                      *((args.repeats, args.rounds) if d < 64 else (3, 3)))
 
     # All pairs, full covariance. The per-pair work of the factored path is two d²-long inner
     # products (trace, Mahalanobis) = 4 d² FLOPs; per distribution: Choleskies, inverses.

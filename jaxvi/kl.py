@@ -278,6 +278,10 @@ def mvn(loc_p, cov_p, loc_q, cov_q) -> jax.Array:
     loc_*: (..., D), cov_*: (..., D, D) symmetric positive definite, batch axes broadcast -> (...).
     ½(tr(Σ_q⁻¹Σ_p) + (μ_q − μ_p)ᵀΣ_q⁻¹(μ_q − μ_p) − D + ln|Σ_q|/|Σ_p|), computed through
     Cholesky factors and triangular solves; no explicit inverse or determinant.
+
+    For the all-pairs pattern (p batch (..., N, 1), q batch (..., 1, M)) Σ_q⁻¹ is formed once
+    per q from its Cholesky factor and the pairs cost two matmuls; its float32 round-off grows
+    with cond(Σ_q)², so use float64 for very ill-conditioned covariances.
     """
     dtype = _float_dtype(loc_p, cov_p, loc_q, cov_q)
     args = _as_float(dtype, loc_p, cov_p, loc_q, cov_q)

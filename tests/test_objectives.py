@@ -234,6 +234,29 @@ def test_reverse_fit_ends_on_the_mode_it_starts_near():
     assert np.all(dist < 0.3)
 
 
+def test_fit_many_traces_the_loss_once_whatever_the_batch():
+    """vmap over starts and learning rates: one trace (one compile), not one per fit."""
+    traces = []
+
+    def log_p(x):
+        traces.append(1)
+        return -0.5 * jnp.sum(jnp.square(x - 1.0))
+
+    family = O.DiagGaussian(1)
+    counts = []
+    for lrs, starts in (([0.1], [0.0]), ([0.01, 0.1, 1.0], [-2.0, 0.0, 2.0, 4.0])):
+        traces.clear()
+        inits = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+                                       *[family.init(loc=[s]) for s in starts])
+        res = jax.eval_shape(  # traces (as jit would) without compiling
+            lambda k, inits=inits, lrs=lrs: O.fit_many(
+                log_p, family, "reverse", inits, key=k, steps=3, learning_rates=lrs,
+                num_samples=4), jax.random.key(0))
+        assert res.losses.shape == (len(lrs), len(starts), 3)
+        counts.append(len(traces))
+    assert counts[0] == counts[1] <= 2, counts
+
+
 def test_reverse_fit_on_an_unnormalised_log_density():
     """`fit` with a plain callable (unnormalised 1-D bimodal density) locks onto the mode it
     starts at, with that mode's variance; the loss is KL − log Z."""

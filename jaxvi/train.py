@@ -110,23 +110,56 @@ def elbo_loss(graphdef, n_samples: int = 1) -> LossFn:
     return loss_fn
 
 
-def autoencoder_loss(graphdef) -> LossFn:
+def autoencoder_loss(graphdef, n_neighbors: int = 0) -> LossFn:
     """Pretraining: the deterministic autoencoder x -> mean of q(w | x) -> E[x | w], squared
-    error (Gaussian) or cross-entropy (Bernoulli), summed over pixels."""
+    error (Gaussian) or cross-entropy (Bernoulli), summed over pixels.
+
+    With n_neighbors = k > 0 each batch row is x followed by its k nearest neighbours
+    ((k + 1)·D values, see `neighbor_table`) and the target is one of the k + 1 drawn at
+    random: the codes become invariant to what varies within a neighbourhood.
+    """
 
     def loss_fn(params, batch, key):
-        del key
         model = merge_model(graphdef, params)
-        mean, _ = model.encoder(batch)
-        out = model.decoder(mean)
-        if model.config.likelihood == "gaussian":
-            per_point = jnp.sum(jnp.square(out[0] - batch), axis=-1)
+        d = model.config.data_dim
+        if n_neighbors:
+            parts = batch.reshape(batch.shape[0], n_neighbors + 1, d)
+            pick = jax.random.randint(key, (batch.shape[0],), 0, n_neighbors + 1)
+            x, target = parts[:, 0], parts[jnp.arange(batch.shape[0]), pick]
         else:
-            per_point = -jax.vmap(model.decoder.log_prob)(batch, out)
+            x, target = batch, batch
+        out = model.decoder(model.encoder(x)[0])
+        if model.config.likelihood == "gaussian":
+            per_point = jnp.sum(jnp.square(out[0] - target), axis=-1)
+        else:
+            per_point = -jax.vmap(model.decoder.log_prob)(target, out)
         loss = jnp.mean(per_point)
         return loss, {"ae_loss": loss}
 
     return loss_fn
+
+
+def ensemble_loss(loss_fn: LossFn, n: int) -> LossFn:
+    """n independent copies of `loss_fn` on params stacked along axis 0, one batch, their own
+    keys; the sum's gradient is each copy's own gradient (Adam is elementwise, so one optax
+    state trains n independent models in one compiled step)."""
+
+    def f(params, batch, key):
+        keys = jax.random.split(key, n)
+        losses, info = jax.vmap(loss_fn, in_axes=(0, None, 0))(params, batch, keys)
+        return jnp.sum(losses), jax.tree.map(jnp.mean, info)
+
+    return f
+
+
+def neighbor_table(x: np.ndarray, k: int) -> np.ndarray:
+    """Rows [x_n, its k nearest neighbours in x (Euclidean)] flattened: (N, D) -> (N, (k+1)·D)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, x.shape[0] - 1)
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)
+    idx[:, 0] = np.arange(x.shape[0])  # itself first, even with duplicate points
+    return np.asarray(x)[idx].reshape(x.shape[0], -1)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -344,15 +377,22 @@ def _format_row(row: dict) -> str:
 class TrainConfig:
     """The training recipe. Defaults are what `jaxvi train` uses.
 
-    epochs: joint ELBO epochs; pretrain_epochs: autoencoder epochs before the GMM on the codes
-    initialises the prior (0 = none); n_samples: samples of w per data point in the ELBO.
+    epochs: joint ELBO epochs; pretrain_epochs: autoencoder epochs before a GMM on the codes
+    initialises the prior (0 = none); pretrain_neighbors: k > 0 makes the pretraining target of
+    each x one of its k nearest training neighbours (0 = a plain autoencoder); restarts: how
+    many autoencoders are pretrained (together, vmapped); with more than one, the prior starts
+    from the consensus of their GMM clusterings (co-association, average linkage) on the codes
+    of the restart that agrees with it most: no labels are used. n_samples: samples of w per
+    data point in the ELBO.
     """
 
     epochs: int = 60
     batch_size: int = 128
     learning_rate: float = 1e-3
-    pretrain_epochs: int = 60
+    pretrain_epochs: int = 100
     pretrain_learning_rate: float = 1e-3
+    pretrain_neighbors: int = 5
+    restarts: int = 5
     n_samples: int = 1
     seed: int = 0
     checkpoint_every: int = 500
@@ -361,13 +401,14 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "n_samples", "checkpoint_every", "iwae_samples",
-                     "eval_every"):
+                     "eval_every", "restarts"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(
                     f"`{name}` must be a positive integer; got {getattr(self, name)!r}."
                 )
-        if int(self.pretrain_epochs) < 0:
-            raise ValueError(f"`pretrain_epochs` must be ≥ 0; got {self.pretrain_epochs!r}.")
+        for name in ("pretrain_epochs", "pretrain_neighbors"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"`{name}` must be ≥ 0; got {getattr(self, name)!r}.")
         if not self.learning_rate > 0 or not self.pretrain_learning_rate > 0:
             raise ValueError("`learning_rate` and `pretrain_learning_rate` must be positive.")
 
@@ -380,18 +421,101 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def init_prior_from_codes(model: HierarchicalVAE, x: np.ndarray, *, seed: int) -> None:
-    """Set the prior (π, μ_z, σ_z) in place from a diagonal GMM fitted to the encoder means."""
+def encode_means(model: HierarchicalVAE, x) -> np.ndarray:
+    """Means of q(w | x) as float64 numpy. x: (N, D) -> (N, L)."""
+    return np.asarray(jax.jit(lambda m, xx: m.encoder(xx)[0])(model, jnp.asarray(x)), np.float64)
+
+
+def fit_code_gmm(codes: np.ndarray, k: int, *, seed: int):
+    """A diagonal GMM (scikit-learn, 5 inits) on the codes. -> fitted GaussianMixture."""
     from sklearn.mixture import GaussianMixture
 
-    codes = np.asarray(jax.jit(lambda m, xx: m.encoder(xx)[0])(model, jnp.asarray(x)))
-    k = model.config.components
     gmm = GaussianMixture(k, covariance_type="diag", n_init=5, random_state=seed, reg_covar=1e-4)
-    gmm.fit(codes.astype(np.float64))
-    model.prior.logits[...] = jnp.asarray(np.log(gmm.weights_), jnp.float32)
-    model.prior.mean[...] = jnp.asarray(gmm.means_, jnp.float32)
-    scale = np.sqrt(gmm.covariances_)
-    model.prior.raw_scale[...] = jnp.asarray(np.log(np.expm1(scale)), jnp.float32)
+    return gmm.fit(codes)
+
+
+def consensus_labels(label_sets: np.ndarray, k: int) -> np.ndarray:
+    """Consensus of R clusterings of the same N points: the co-association matrix (fraction of
+    clusterings putting i and j together), cut into k clusters by average linkage.
+    label_sets: (R, N) -> (N,)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    label_sets = np.asarray(label_sets)
+    co = np.zeros((label_sets.shape[1],) * 2)
+    for labels in label_sets:
+        co += labels[:, None] == labels[None, :]
+    co /= label_sets.shape[0]
+    return AgglomerativeClustering(k, metric="precomputed", linkage="average").fit_predict(1 - co)
+
+
+def set_prior(model: HierarchicalVAE, weights, means, variances) -> None:
+    """Set the prior (π, μ_z, σ_z) in place. weights: (K,), means, variances: (K, L)."""
+    model.prior.logits[...] = jnp.asarray(np.log(weights), jnp.float32)
+    model.prior.mean[...] = jnp.asarray(means, jnp.float32)
+    model.prior.raw_scale[...] = jnp.asarray(np.log(np.expm1(np.sqrt(variances))), jnp.float32)
+
+
+def prior_from_labels(codes: np.ndarray, labels: np.ndarray, k: int, reg: float = 1e-4):
+    """Per-cluster weights, means and (regularised) variances of the codes."""
+    weights = np.array([np.mean(labels == c) for c in range(k)]) + 1e-6
+    means = np.stack([codes[labels == c].mean(0) if np.any(labels == c) else codes.mean(0)
+                      for c in range(k)])
+    var = np.stack([codes[labels == c].var(0) if np.sum(labels == c) > 1 else codes.var(0)
+                    for c in range(k)])
+    return weights / weights.sum(), means, var + reg
+
+
+def init_prior_from_codes(model: HierarchicalVAE, x: np.ndarray, *, seed: int) -> None:
+    """Set the prior (π, μ_z, σ_z) in place from a diagonal GMM fitted to the encoder means."""
+    gmm = fit_code_gmm(encode_means(model, x), model.config.components, seed=seed)
+    set_prior(model, gmm.weights_, gmm.means_, gmm.covariances_)
+
+
+def pretrain(
+    model_config: VAEConfig, train_config: TrainConfig, x_train: np.ndarray, *,
+    key: jax.Array, progress: bool = False, log: Callable[[str], None] | None = None,
+) -> tuple[HierarchicalVAE, dict]:
+    """Pretrain `restarts` autoencoders (vmapped, one compiled step), cluster each one's codes
+    with a GMM, and return the model whose prior starts from those clusters (the consensus when
+    restarts > 1), with a summary. Uses no labels."""
+    mc, tc = model_config, train_config
+    r = tc.restarts
+    keys = jax.random.split(key, r + 1)
+    models = [HierarchicalVAE(mc, rngs=nnx.Rngs(params=keys[i])) for i in range(r)]
+    graphdef = nnx.split(models[0])[0]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[split_model(m)[1] for m in models])
+    x_fit = neighbor_table(x_train, tc.pretrain_neighbors) if tc.pretrain_neighbors else x_train
+    loss = ensemble_loss(autoencoder_loss(graphdef, tc.pretrain_neighbors), r)
+    state, hist = fit(
+        loss, optax.adam(tc.pretrain_learning_rate), stacked, x_fit, key=keys[-1],
+        epochs=tc.pretrain_epochs, batch_size=min(tc.batch_size, x_train.shape[0]),
+        progress=progress, log=False,
+    )
+    models = [merge_model(graphdef, jax.tree.map(lambda a, i=i: a[i], state.params))
+              for i in range(r)]
+    codes = [encode_means(m, x_train) for m in models]
+    k = mc.components
+    gmms = [fit_code_gmm(c, k, seed=tc.seed + i) for i, c in enumerate(codes)]
+    summary = {"pretrain_loss": hist[-1]["loss"] / r}
+    if r == 1:
+        model = models[0]
+        set_prior(model, gmms[0].weights_, gmms[0].means_, gmms[0].covariances_)
+        summary["chosen_restart"] = 0
+    else:
+        labels = np.stack([g.predict(c) for g, c in zip(gmms, codes, strict=True)])
+        consensus = consensus_labels(labels, k)
+        agreement = [metrics_lib.nmi(consensus, lab) for lab in labels]
+        best = int(np.argmax(agreement))
+        model = models[best]
+        set_prior(model, *prior_from_labels(codes[best], consensus, k))
+        summary.update(chosen_restart=best, agreement_nmi=agreement)
+    if log:
+        log("pretrained {} autoencoder(s) for {} epochs (loss {:.3g}); prior from {}".format(
+            r, tc.pretrain_epochs, summary["pretrain_loss"],
+            "a GMM on the codes" if r == 1 else
+            f"the consensus of their GMMs (restart {summary['chosen_restart']}, NMI with "
+            f"consensus {max(summary['agreement_nmi']):.3f})"))
+    return model, summary
 
 
 def train_vae(
@@ -407,16 +531,15 @@ def train_vae(
     log: Callable[[str], None] | None = None,
     data_name: str | None = None,
 ) -> tuple[HierarchicalVAE, list[dict]]:
-    """The full recipe: autoencoder pretraining, a GMM on the codes as the prior, joint ELBO
-    training with per-epoch test metrics when x_test is given. Same seed, same result.
-    -> (trained model, history)."""
+    """The full recipe: autoencoder pretraining (`pretrain`), the prior from a GMM on the
+    codes, joint ELBO training with test metrics every `eval_every` epochs when x_test is
+    given. Same seed, same result. -> (trained model, history)."""
     check_data("x_train", x_train, model_config.data_dim)
     if x_test is not None:
         check_data("x_test", x_test, model_config.data_dim)
     tc, mc = train_config, model_config
     key = jax.random.key(tc.seed)
     k_init, k_pre, k_train, k_eval = jax.random.split(key, 4)
-    model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))
     meta = {"model_config": mc.to_dict(), "train_config": tc.to_dict(), "data": data_name}
     resuming = (
         resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None
@@ -429,15 +552,13 @@ def train_vae(
                 f"the checkpoint in {str(checkpoint_dir)!r} was written for model config "
                 f"{saved_cfg}, not {mc}."
             )
+        model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))  # structure only
     elif tc.pretrain_epochs > 0:
-        graphdef, params = split_model(model)
-        state, _ = fit(
-            autoencoder_loss(graphdef), optax.adam(tc.pretrain_learning_rate), params, x_train,
-            key=k_pre, epochs=tc.pretrain_epochs, batch_size=tc.batch_size, progress=progress,
-            log=False,
-        )
-        model = merge_model(graphdef, state.params)
-        init_prior_from_codes(model, x_train, seed=tc.seed)
+        model, summary = pretrain(mc, tc, x_train, key=k_pre, progress=progress,
+                                  log=log if log else None)
+        meta["pretrain"] = summary
+    else:
+        model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))
     graphdef, params = split_model(model)
     eval_fn = None
     if x_test is not None:

@@ -80,7 +80,7 @@ def test_short_training_raises_the_elbo(digits):
 
 def test_resume_equals_uninterrupted_run(tmp_path, digits):
     x = digits.x_train[:192]
-    common = dict(batch_size=64, pretrain_epochs=1, seed=3, checkpoint_every=1)
+    common = dict(batch_size=64, pretrain_epochs=1, seed=3, checkpoint_every=1, restarts=2)
     full, _ = train.train_vae(
         x, SMALL, train.TrainConfig(epochs=4, **common), checkpoint_dir=tmp_path / "full",
         progress=False, log=False,
@@ -147,6 +147,7 @@ def test_cli_train_and_evaluate(tmp_path, digits, capsys):
     out = tmp_path / "run"
     rc = cli.main(["train", "--data", str(tmp_path / "small.npz"), "--epochs", "2",
                    "--pretrain-epochs", "1", "--batch-size", "32", "--components", "3",
+                   "--hidden", "32", "--restarts", "1",
                    "--out", str(out), "--no-progress"])
     assert rc == 0
     for name in ("metrics.json", "samples.png", "recon.png", "latent.png"):
@@ -155,6 +156,7 @@ def test_cli_train_and_evaluate(tmp_path, digits, capsys):
     for key in ("test_accuracy", "test_nmi", "test_elbo", "test_iwae"):
         assert np.isfinite(m[key])
     assert len(m["history"]) == 2 and m["model_config"]["components"] == 3
+    assert m["model_config"]["hidden"] == [32]
     printed = capsys.readouterr().out
     assert "epoch    2" in printed and "test_accuracy" in printed
     assert cli.main(["evaluate", str(out), "--json"]) == 0
@@ -168,3 +170,46 @@ def test_cli_train_and_evaluate(tmp_path, digits, capsys):
     assert "components" in capsys.readouterr().err
     assert cli.main(["train", "--likelihood", "poisson", "--out", str(tmp_path / "x")]) == 2
     assert "likelihood" in capsys.readouterr().err
+
+
+def test_consensus_recovers_a_shared_partition():
+    r = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), 25)
+    runs = []
+    for _ in range(5):
+        lab = r.permutation(4)[truth]  # the same partition, relabelled
+        flip = r.choice(100, 8, replace=False)  # plus a few different mistakes per run
+        lab[flip] = r.integers(0, 4, 8)
+        runs.append(lab)
+    cons = train.consensus_labels(np.stack(runs), 4)
+    from jaxvi.metrics import cluster_accuracy
+
+    assert cluster_accuracy(truth, cons) == 1.0
+    assert all(cluster_accuracy(truth, lab) < 1.0 for lab in runs)
+    w, m, v = train.prior_from_labels(np.eye(4)[truth] * 3.0, cons, 4)
+    np.testing.assert_allclose(w, 0.25, atol=1e-5)
+    assert np.all(v > 0) and m.shape == (4, 4)
+
+
+def test_neighbor_table_and_ensemble_loss():
+    x = np.random.default_rng(1).normal(size=(30, 3))
+    table = train.neighbor_table(x, 4).reshape(30, 5, 3)
+    np.testing.assert_array_equal(table[:, 0], x)
+    dist = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(dist, np.inf)
+    for i in range(30):
+        nearest = set(np.argsort(dist[i])[:4].tolist())
+        got = {int(np.argmin(((x - row) ** 2).sum(-1))) for row in table[i, 1:]}
+        assert got == nearest
+
+    def loss_fn(params, batch, key):
+        return jnp.sum((params["w"] * batch) ** 2) + jax.random.normal(key), {}
+
+    stacked = {"w": jnp.array([[1.0, 2.0], [3.0, -1.0]])}
+    batch = jnp.ones((4, 2))
+    grads = jax.grad(lambda p: train.ensemble_loss(loss_fn, 2)(p, batch, jax.random.key(0))[0])(
+        stacked)
+    for i in range(2):
+        single = jax.grad(lambda p: loss_fn(p, batch, jax.random.key(0))[0])(
+            {"w": stacked["w"][i]})
+        np.testing.assert_allclose(grads["w"][i], single["w"], rtol=1e-6)

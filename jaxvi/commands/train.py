@@ -31,6 +31,14 @@ def register(subparsers) -> None:
                    help=f"joint ELBO epochs (default {d.epochs})")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
                    help=f"autoencoder pretraining epochs (default {d.pretrain_epochs})")
+    p.add_argument("--restarts", type=int, default=d.restarts,
+                   help="autoencoders pretrained together; the prior starts from the consensus "
+                   f"of their clusterings (default {d.restarts})")
+    p.add_argument("--pretrain-neighbors", type=int, default=d.pretrain_neighbors,
+                   help="pretraining target: one of the k nearest training neighbours of x; "
+                   f"0 = plain autoencoder (default {d.pretrain_neighbors})")
+    p.add_argument("--hidden", default="512,512",
+                   help="hidden widths of encoder and decoder, comma-separated (default 512,512)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--seed", type=int, default=0)
@@ -54,11 +62,12 @@ def run(args) -> int:
     ds = data_lib.load(args.data)
     mc = VAEConfig(
         data_dim=int(ds.x_train.shape[1]), components=args.components,
-        latent_dim=args.latent_dim, likelihood=args.likelihood,
+        latent_dim=args.latent_dim, likelihood=args.likelihood, hidden=_widths(args.hidden),
     )
     tc = train_lib.TrainConfig(
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed,
+        learning_rate=args.learning_rate, seed=args.seed, restarts=args.restarts,
+        pretrain_neighbors=args.pretrain_neighbors,
     )
     out = Path(args.out)
     if out.exists() and not args.resume and (out / "checkpoint").exists():
@@ -93,6 +102,16 @@ def run(args) -> int:
     print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint'}, samples.png, recon.png, "
           f"latent.png in {final['train_seconds']:.0f} s")
     return 0
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"`hidden` must be comma-separated integers; got {text!r}.") from None
+    if not widths:
+        raise ValueError(f"`hidden` must name at least one width; got {text!r}.")
+    return widths
 
 
 def format_metrics(final: dict) -> str:

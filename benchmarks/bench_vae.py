@@ -1,0 +1,154 @@
+"""Training steps per second of jaxvi's hierarchical-VAE step against a PyTorch reference of
+the same model, architecture and batch size (eager, and torch.compile where it works), and the
+achieved FLOP/s against a jitted matmul measured in the same run.
+
+jaxvi runs the way `jaxvi train` does: an epoch of steps as one `lax.scan` (no per-step host
+synchronisation); its plain per-step jitted call is timed too. Run with the `bench` extra:
+    python benchmarks/bench_vae.py [--batch-size 256] [--steps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from benchmarks._harness import (  # noqa: E402
+    matmul_flops_per_s,
+    print_device,
+    print_table,
+    time_fn,
+    write_result,
+)
+from jaxvi import data, train  # noqa: E402
+from jaxvi.nn import HierarchicalVAE, VAEConfig  # noqa: E402
+
+
+def analytic_matmul_flops(cfg: VAEConfig, batch: int) -> float:
+    """Dense-layer FLOPs of one training step: 2·B·Σ in·out forward, ×3 with the backward."""
+
+    def mlp(d_in, hidden, d_out):
+        sizes = [d_in, *hidden, d_out]
+        return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+    per_point = (mlp(cfg.data_dim, cfg.hidden, 2 * cfg.latent_dim)
+                 + mlp(cfg.latent_dim, cfg.hidden[::-1], cfg.data_dim)
+                 + mlp(cfg.latent_dim + cfg.data_dim, cfg.head_hidden, cfg.components))
+    return 3 * 2 * batch * per_point
+
+
+def bench_jax(cfg, x, batch_size, steps):
+    model = HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = train.split_model(model)
+    opt = optax.adam(1e-3)
+    step = train.make_step(train.elbo_loss(graphdef), opt)
+    state = train.init_state(params, opt)
+    xs = jnp.asarray(np.resize(x, (steps * batch_size, x.shape[1])))
+    epoch = train.make_epoch(step, batch_size)  # `steps` steps in one lax.scan
+    key = jax.random.key(1)
+    t_epoch = time_fn(lambda: epoch(state, xs, key)[1]["loss"], warmup=2, repeats=7)
+    jstep = jax.jit(step)
+    b = xs[:batch_size]
+    t_step = time_fn(lambda: jstep(state, b, key)[1]["loss"], warmup=3, repeats=30)
+    cost = jstep.lower(state, b, key).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    xla_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    return steps / t_epoch, 1.0 / t_step, xla_flops
+
+
+def bench_torch(cfg, x, batch_size, steps, compile_mode):
+    import torch
+
+    from benchmarks.torch_vae import TorchHierarchicalVAE, make_train_step
+
+    torch.manual_seed(0)
+    model = TorchHierarchicalVAE(cfg.data_dim, cfg.components, cfg.latent_dim, cfg.hidden,
+                                 cfg.head_hidden, cfg.min_scale, cfg.min_latent_scale)
+    step = make_train_step(model, compile_mode=compile_mode)
+    xs = torch.as_tensor(np.resize(x, (steps, batch_size, x.shape[1])))
+    eps = torch.randn(steps, batch_size, cfg.latent_dim)
+
+    def run():
+        loss = None
+        for i in range(steps):
+            loss = step(xs[i], eps[i])
+        return float(loss)  # one sync at the end, as the JAX epoch
+
+    t0 = time.perf_counter()
+    run()  # warm-up (compiles under torch.compile)
+    warm = time.perf_counter() - t0
+    t = time_fn(run, warmup=1, repeats=5)
+    return steps / t, warm
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=int, default=128, help="default: jaxvi train's batch")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--no-compile", action="store_true")
+    args = p.parse_args(argv)
+    device = print_device()
+    cfg = VAEConfig(data_dim=64)  # jaxvi train's defaults: 64-512-512-5, K = 10
+    x = data.load_digits().x_train
+    b, steps = args.batch_size, args.steps
+    print(f"model: {cfg.data_dim}-{'-'.join(map(str, cfg.hidden))}-{cfg.latent_dim}, "
+          f"K={cfg.components}, head {cfg.head_hidden}; batch {b}; {steps} steps per timing")
+
+    roof = matmul_flops_per_s(n=1024)
+    jax_epoch_sps, jax_step_sps, xla_flops = bench_jax(cfg, x, b, steps)
+    flops = analytic_matmul_flops(cfg, b)
+    rows = [
+        {"impl": "jaxvi (epoch = lax.scan)", "steps_per_s": jax_epoch_sps},
+        {"impl": "jaxvi (jitted step, per call)", "steps_per_s": jax_step_sps},
+    ]
+    import torch
+
+    torch_eager, _ = bench_torch(cfg, x, b, steps, None)
+    rows.append({"impl": f"torch {torch.__version__} eager", "steps_per_s": torch_eager})
+    torch_compiled, compile_error = None, None
+    if not args.no_compile:
+        try:
+            torch_compiled, warm = bench_torch(cfg, x, b, steps, "default")
+            rows.append({"impl": "torch.compile", "steps_per_s": torch_compiled})
+        except Exception as err:  # torch.compile needs a C++ toolchain; report, don't hide
+            compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            print(f"torch.compile failed: {compile_error}")
+    for r in rows:
+        r["ratio_jaxvi_scan_over_this"] = jax_epoch_sps / r["steps_per_s"]
+        r["gflop_per_s"] = flops * r["steps_per_s"] / 1e9
+        r["fraction_of_jitted_matmul"] = flops * r["steps_per_s"] / roof
+    print(f"jitted matmul (1024²): {roof / 1e9:.1f} GFLOP/s; step: {flops / 1e9:.3f} GFLOP "
+          f"(dense layers, analytic), XLA cost analysis {xla_flops / 1e9:.3f} GFLOP")
+    print_table(rows, ["impl", "steps_per_s", "ratio_jaxvi_scan_over_this", "gflop_per_s",
+                       "fraction_of_jitted_matmul"])
+    write_result("bench_vae", {
+        "batch_size": b,
+        "steps_per_timing": steps,
+        "model": cfg.to_dict(),
+        "step_gflop_analytic": flops / 1e9,
+        "step_gflop_xla_cost_analysis": xla_flops / 1e9,
+        "matmul_gflop_per_s": roof / 1e9,
+        "jaxvi_scan_steps_per_s": jax_epoch_sps,
+        "jaxvi_step_steps_per_s": jax_step_sps,
+        "torch_eager_steps_per_s": torch_eager,
+        "torch_compile_steps_per_s": torch_compiled,
+        "torch_compile_error": compile_error,
+        "ratio_vs_torch_eager": jax_epoch_sps / torch_eager,
+        "ratio_vs_torch_compile": (jax_epoch_sps / torch_compiled) if torch_compiled else None,
+        "jaxvi_fraction_of_jitted_matmul": flops * jax_epoch_sps / roof,
+        "rows": rows,
+        "device_summary": device,
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import multivariate_normal
 
 from jaxvi import objectives as O
 
@@ -49,35 +50,49 @@ def _q_params(family, rng):
 # --------------------------------------------------------------------------------------------
 
 
+@jax.jit
+def _log_probs_and_references(x, full_p, diag_p, mix_p):
+    """(ours, distrax) log densities of the three families at x: (N, 3), under jit."""
+    full, diag, mix = O.FullCovGaussian(3), O.DiagGaussian(3), O.GaussianMixtureFamily(3, 2)
+    ours = [full.log_prob(full_p, x), diag.log_prob(diag_p, x), mix.log_prob(mix_p, x)]
+    refs = [
+        distrax.MultivariateNormalTri(full_p.loc, full.scale_tril(full_p)).log_prob(x),
+        distrax.MultivariateNormalDiag(diag_p.loc, diag.scale(diag_p)).log_prob(x),
+        distrax.MixtureSameFamily(
+            distrax.Categorical(logits=mix_p.logits),
+            distrax.MultivariateNormalTri(mix_p.loc, mix.scale_tril(mix_p))).log_prob(x),
+    ]
+    return jnp.stack(ours), jnp.stack(refs)
+
+
 @settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_family_log_probs_match_distrax(seed):
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(5, 3))
     with jax.enable_x64(True):
-        full = O.FullCovGaussian(3)
-        p = _q_params(full, rng)
-        ref = distrax.MultivariateNormalTri(p.loc, full.scale_tril(p)).log_prob(x)
-        np.testing.assert_allclose(full.log_prob(p, x), ref, rtol=1e-10, atol=1e-10)
-        diag = O.DiagGaussian(3)
-        p = _q_params(diag, rng)
-        ref = distrax.MultivariateNormalDiag(p.loc, diag.scale(p)).log_prob(x)
-        np.testing.assert_allclose(diag.log_prob(p, x), ref, rtol=1e-10, atol=1e-10)
+        x = jnp.asarray(rng.normal(size=(5, 3)))
         mix = O.GaussianMixtureFamily(3, 2)
-        p = mix.init(loc=rng.normal(size=(2, 3)), scale=np.exp(0.3 * rng.normal(size=(2, 3))))
-        p = p._replace(logits=jnp.asarray(rng.normal(size=2)))
-        ref = distrax.MixtureSameFamily(
-            distrax.Categorical(logits=p.logits),
-            distrax.MultivariateNormalTri(p.loc, mix.scale_tril(p))).log_prob(x)
-        np.testing.assert_allclose(mix.log_prob(p, x), ref, rtol=1e-10, atol=1e-10)
-        target = O.gaussian_mixture_target(W, LOC, COV)
-        ref = distrax.MixtureSameFamily(distrax.Categorical(probs=jnp.asarray(W)),
-                                        distrax.MultivariateNormalFullCovariance(LOC, COV))
-        np.testing.assert_allclose(target.log_prob(x[:, :2]), ref.log_prob(x[:, :2]),
-                                   rtol=1e-10, atol=1e-10)
-        mean, cov = _moments_f64(W, LOC, COV)
-        np.testing.assert_allclose(target.moments()[0], mean, atol=1e-12)
-        np.testing.assert_allclose(target.moments()[1], cov, atol=1e-12)
+        mix_p = mix.init(loc=rng.normal(size=(2, 3)), scale=np.exp(0.3 * rng.normal(size=(2, 3))))
+        mix_p = mix_p._replace(logits=jnp.asarray(rng.normal(size=2)),
+                               raw_scale=mix_p.raw_scale + jnp.asarray(
+                                   np.tril(0.3 * rng.normal(size=(2, 3, 3)), -1)))
+        ours, refs = _log_probs_and_references(
+            x, _q_params(O.FullCovGaussian(3), rng), _q_params(O.DiagGaussian(3), rng), mix_p)
+        np.testing.assert_allclose(ours, refs, rtol=1e-10, atol=1e-10)
+
+
+def test_mixture_target_matches_scipy(x64):
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(7, 2)) * 3.0)
+    target = O.gaussian_mixture_target(W, LOC, COV)
+    ref = np.log(sum(w * multivariate_normal(m, c).pdf(np.asarray(x))
+                     for w, m, c in zip(W, LOC, COV, strict=True)))
+    np.testing.assert_allclose(target.log_prob(x), ref, rtol=1e-10, atol=1e-10)
+    mean, cov = _moments_f64(W, LOC, COV)
+    np.testing.assert_allclose(target.moments()[0], mean, atol=1e-12)
+    np.testing.assert_allclose(target.moments()[1], cov, atol=1e-12)
+    draws = np.asarray(target.sample(seed=jax.random.key(0), sample_shape=(40_000,)))
+    np.testing.assert_allclose(draws.mean(0), mean, atol=0.05)
+    np.testing.assert_allclose(np.cov(draws.T), cov, rtol=0.05)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,15 +2,17 @@
 
 For a 1-D and a 2-D Gaussian mixture with unequal weights, fits a full-covariance Gaussian by
 the exclusive KL(q ‖ p) and the inclusive KL(p ‖ q) from a grid of initial locations and
-scales, for every learning rate given (all fits of one target and direction are one vmapped,
-jitted `jaxvi.objectives.fit_many` call). Prints a table: where the exclusive fits end (the
-largest mode, another mode, between modes) and how far the inclusive fits are from the target's
-mean and covariance, which is where the inclusive optimum lies for a Gaussian family. Writes
-kl_modes_1d.png, kl_modes_2d.png, kl_modes_sweep.png and kl_modes_sweep.json into --out.
+scales, for every learning rate given (all fits of one target, both directions, are one jitted
+program of vmapped `jaxvi.objectives.fit_many` loops: one compile per target). Prints a table:
+where the exclusive fits end (the largest mode, another mode, between modes) and how far the
+inclusive fits are from the target's mean and covariance, which is where the inclusive optimum
+lies for a Gaussian family. Writes kl_modes_1d.png, kl_modes_2d.png, kl_modes_sweep.png and
+kl_modes_sweep.json into --out.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -277,8 +279,8 @@ def _main(args) -> int:
         if getattr(args, name) < 1:
             raise ValueError(f"`--{name.replace('_', '-')}` must be a positive integer; got "
                              f"{getattr(args, name)}.")
-    for name in ("learning_rates", "init_scales"):
-        if min(getattr(args, name)) <= 0:
+    for name in ("learning_rates", "init_scales", "plot_lr"):
+        if np.min(getattr(args, name)) <= 0:
             raise ValueError(f"`--{name.replace('_', '-')}` must be positive; got "
                              f"{getattr(args, name)}.")
     out = Path(args.out)
@@ -298,7 +300,8 @@ def _main(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "kl-modes", help="fit a Gaussian to mixtures by inclusive and exclusive KL",
-        description=__doc__.split("\n\n")[1])
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="kl_modes_out", help="output directory")
     p.add_argument("--steps", type=int, default=400, help="optimizer steps per fit")
     p.add_argument("--learning-rates", type=float, nargs="+", default=[0.003, 0.03, 0.3],

@@ -567,7 +567,7 @@ def initialize(
 # Fit
 
 
-def _fit_one(xb, mask, gmm, max_iter, tol, reg_covar, prior):
+def _fit_one(xb, mask, gmm, max_iter, tol, reg_covar, prior, combine=_identity):
     dt = xb.dtype
     history = jnp.full((max_iter,), jnp.nan, dt)
     neg_inf = jnp.asarray(-jnp.inf, dt)
@@ -578,7 +578,7 @@ def _fit_one(xb, mask, gmm, max_iter, tol, reg_covar, prior):
 
     def body(state):
         gmm, _, ll, it, _, history = state
-        new, new_ll = _em_step_chunks(xb, mask, gmm, reg_covar, prior, _identity)
+        new, new_ll = _em_step_chunks(xb, mask, gmm, reg_covar, prior, combine)
         history = history.at[it].set(new_ll)
         converged = jnp.abs(new_ll - ll) < tol
         return new, ll, new_ll, it + 1, converged, history
@@ -633,6 +633,19 @@ def _fit_from_gmm(x, gmm, *, max_iter, tol, reg_covar, prior, n_chunks, rows):
     return _fit_one(xb, mask, gmm, max_iter, tol, reg_covar, prior)
 
 
+def _lapack_scoped(fn):
+    """Run `fn` with single-threaded LAPACK on CPU (`_linalg.single_threaded_lapack`) and
+    wait for its result inside that scope."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _linalg.single_threaded_lapack():
+            return jax.block_until_ready(fn(*args, **kwargs))
+
+    return wrapper
+
+
+@_lapack_scoped
 def fit(
     x: jax.Array,
     n_components: int,
@@ -653,7 +666,8 @@ def fit(
     `max_iter` iterations (tol = 0 runs exactly max_iter). `n_init` restarts from independent
     keys run batched (`vmap`) and the one with the highest final log-likelihood is kept.
     `init` is "kmeans++", "random", "random_from_data" or a `GMM` (warm start; then `n_init`
-    is ignored). `prior` turns ML-EM into MAP-EM (see `Prior`). Returns a `FitResult`.
+    is ignored). `prior` turns ML-EM into MAP-EM (see `Prior`). Returns a `FitResult`
+    (computed; on CPU LAPACK runs single-threaded meanwhile, see `_linalg.single_threaded_lapack`).
     """
     n, d = _check_x(x)
     k = _check_n_components(n_components, n)
@@ -708,6 +722,7 @@ def _minibatch_step(batch, gmm, running, shift, rho, reg_covar, chunk_size):
     return new, running, sum_ll / stats.count
 
 
+@_lapack_scoped
 def fit_minibatch(
     batches: Iterable,
     n_components: int,

@@ -1,0 +1,142 @@
+"""`jaxvi em DATA.npy --components K`: fit a Gaussian mixture by EM, print the log-likelihood,
+BIC and weights, save the parameters (.npz) and optionally plot the fit (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "em",
+        help="fit a Gaussian mixture by EM",
+        description="Fit a Gaussian mixture to the rows of a .npy array (N, D) by EM (float64). "
+        "Prints the mean log-likelihood, BIC and weights; saves weights, means, covariances "
+        "and the log-likelihood history to --out; --plot draws the data (first two features) "
+        "with each component's 2-sigma ellipse and the log-likelihood curve.",
+    )
+    p.add_argument("data", help="a .npy file holding an (N, D) array")
+    p.add_argument("--components", "-k", type=int, required=True, help="mixture components K")
+    p.add_argument("--covariance-type", default="full",
+                   choices=["full", "tied", "diag", "spherical"])
+    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--tol", type=float, default=1e-3,
+                   help="stop when the mean log-likelihood changes less (default 1e-3)")
+    p.add_argument("--n-init", type=int, default=1, help="restarts, run batched (default 1)")
+    p.add_argument("--reg-covar", type=float, default=1e-6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="gmm_params.npz", help="parameters file (.npz)")
+    p.add_argument("--plot", default=None, help="write a PNG of the fit here")
+    p.set_defaults(func=run)
+
+
+def load_array(path: str) -> np.ndarray:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    x = np.load(path, allow_pickle=False)
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"`data` must be a .npy file holding one array; got {path}.")
+    if x.ndim == 1:
+        x = x[:, None]
+    return x
+
+
+def run(args) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    from jaxvi import em
+
+    x = load_array(args.data)
+    with jax.enable_x64(True):
+        xj = jnp.asarray(x, jnp.float64)
+        result = em.fit(xj, args.components, key=jax.random.key(args.seed),
+                        covariance_type=args.covariance_type, max_iter=args.max_iter,
+                        tol=args.tol, n_init=args.n_init, reg_covar=args.reg_covar)
+        gmm = result.gmm
+        mean_ll = float(jnp.mean(em.log_prob(xj, gmm)))
+        bic = float(em.bic(xj, gmm))
+        n_iter = int(result.n_iter)
+        history = np.asarray(result.history)[:n_iter]
+        weights = np.asarray(gmm.weights)
+        print(f"data: {x.shape[0]} points, {x.shape[1]} features; K = {args.components}, "
+              f"covariance_type = {args.covariance_type}")
+        status = "converged" if bool(result.converged) else "not converged"
+        print(f"EM iterations: {n_iter} ({status})")
+        print(f"mean log-likelihood: {mean_ll:.6f}")
+        print(f"BIC: {bic:.3f}")
+        print("weights: " + " ".join(f"{w:.4f}" for w in weights))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, weights=weights, means=np.asarray(gmm.means),
+                 covariances=np.asarray(gmm.covariances),
+                 covariance_type=np.asarray(args.covariance_type),
+                 log_likelihood=np.asarray(mean_ll), bic=np.asarray(bic), history=history)
+        print(f"saved {out}")
+        if args.plot:
+            plot_fit(x, gmm, history, args.plot)
+            print(f"saved {args.plot}")
+    return 0
+
+
+def _covariances_2d(gmm) -> np.ndarray:
+    """Each component's covariance over the first two features, (K, 2, 2)."""
+    k = gmm.means.shape[0]
+    c = np.asarray(gmm.covariances)
+    if gmm.covariance_type == "full":
+        full = c
+    elif gmm.covariance_type == "tied":
+        full = np.broadcast_to(c, (k, *c.shape))
+    elif gmm.covariance_type == "diag":
+        full = np.stack([np.diag(v) for v in c])
+    else:
+        full = c[:, None, None] * np.eye(gmm.means.shape[1])
+    if full.shape[-1] == 1:
+        full = np.pad(full, ((0, 0), (0, 1), (0, 1)))
+    return full[:, :2, :2]
+
+
+def plot_fit(x, gmm, history, path, title: str | None = None) -> None:
+    """Data (first two features) with each component's 1- and 2-sigma ellipses, beside the
+    mean log-likelihood per EM iteration. Writes a PNG to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Ellipse
+
+    x = np.asarray(x)
+    x2 = x[:, :2] if x.shape[1] >= 2 else np.c_[x[:, 0], np.zeros(len(x))]
+    means = np.asarray(gmm.means)
+    means2 = means[:, :2] if means.shape[1] >= 2 else np.c_[means[:, 0], np.zeros(len(means))]
+    covs = _covariances_2d(gmm)
+    weights = np.asarray(gmm.weights)
+    fig, (ax, ax_ll) = plt.subplots(1, 2, figsize=(11, 4.8),
+                                    gridspec_kw={"width_ratios": [1.3, 1]})
+    ax.scatter(x2[:, 0], x2[:, 1], s=4, alpha=0.35, color="0.35", linewidths=0)
+    colors = plt.cm.tab10(np.arange(len(means2)) % 10)
+    for m, c, w, col in zip(means2, covs, weights, colors, strict=True):
+        vals, vecs = np.linalg.eigh(c)
+        vals = np.maximum(vals, 0.0)
+        angle = np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1]))
+        for n_sigma in (1, 2):
+            ax.add_patch(Ellipse(m, 2 * n_sigma * np.sqrt(vals[-1]), 2 * n_sigma * np.sqrt(vals[0]),
+                                 angle=angle, fill=False, color=col, lw=2.0 / n_sigma))
+        ax.plot(*m, marker="x", color=col, ms=8, mew=2)
+        ax.annotate(f"{w:.2f}", m, xytext=(5, 5), textcoords="offset points", color=col)
+    ax.set_xlabel("x[0]")
+    ax.set_ylabel("x[1]" if x.shape[1] >= 2 else "")
+    ax.set_title(title or f"{len(means2)} components ({gmm.covariance_type}), 1σ and 2σ")
+    ax.set_aspect("equal", adjustable="datalim")
+    hist = np.asarray(history)
+    ax_ll.plot(np.arange(1, len(hist) + 1), hist, marker="o", ms=3)
+    ax_ll.set_xlabel("EM iteration")
+    ax_ll.set_ylabel("mean log-likelihood")
+    ax_ll.set_title("log-likelihood never decreases")
+    ax_ll.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,252 @@
+"""`GaussianMixture`: a scikit-learn estimator over `jaxvi.em`, with scikit-learn's parameter
+and attribute names. It computes in float64 (scoped with `jax.enable_x64(True)` inside each
+method; nothing global changes), so that its results match scikit-learn's `GaussianMixture`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from jaxvi import _linalg, em
+
+_INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
+                "random_from_data": "random_from_data"}
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by EM (`jaxvi.em.fit`), a drop-in for scikit-learn's.
+
+    Parameters and fitted attributes follow `sklearn.mixture.GaussianMixture`:
+    n_components, covariance_type ("full", "tied", "diag", "spherical"), tol, reg_covar,
+    max_iter, n_init, init_params ("kmeans" = "k-means++": k-means++ seeding and Lloyd
+    steps; "random"; "random_from_data"), weights_init, means_init, precisions_init,
+    random_state, warm_start. Fitted: weights_, means_, covariances_, precisions_,
+    precisions_cholesky_, converged_, n_iter_, lower_bound_, lower_bounds_, n_features_in_.
+    The `n_init` restarts run batched on the device. `prior` (a `jaxvi.em.Prior`, default
+    None) switches to MAP-EM under a conjugate Dirichlet / normal-inverse-Wishart prior.
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        prior=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.prior = prior
+
+    # ------------------------------------------------------------------------------------------
+    # fitting
+
+    def _check_parameters(self):
+        k = self.n_components
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"`n_components` must be a positive integer; got {k!r}.")
+        if self.covariance_type not in em.COVARIANCE_TYPES:
+            raise ValueError(f"`covariance_type` must be one of {list(em.COVARIANCE_TYPES)}; "
+                             f"got {self.covariance_type!r}.")
+        if self.init_params not in _INIT_PARAMS:
+            raise ValueError(f"`init_params` must be one of {sorted(_INIT_PARAMS)}; "
+                             f"got {self.init_params!r}.")
+        for name, low in (("tol", 0.0), ("reg_covar", 0.0)):
+            if not np.isscalar(getattr(self, name)) or getattr(self, name) < low:
+                raise ValueError(f"`{name}` must be a non-negative number; "
+                                 f"got {getattr(self, name)!r}.")
+        for name, low in (("max_iter", 0), ("n_init", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}; got {v!r}.")
+
+    def _user_init(self, x, key) -> em.GMM | None:
+        """The initial GMM from weights_init / means_init / precisions_init (the missing ones
+        from `init_params`, as scikit-learn does), or None when none is given."""
+        given = (self.weights_init, self.means_init, self.precisions_init)
+        if all(v is None for v in given):
+            return None
+        k, d, cov = self.n_components, x.shape[1], self.covariance_type
+        base = None
+        if any(v is None for v in given):
+            base = em.initialize(key, x, k, covariance_type=cov, reg_covar=self.reg_covar,
+                                 init=_INIT_PARAMS[self.init_params])
+        weights = (base.weights if self.weights_init is None
+                   else self._checked("weights_init", self.weights_init, (k,)))
+        means = (base.means if self.means_init is None
+                 else self._checked("means_init", self.means_init, (k, d)))
+        if self.precisions_init is None:
+            covariances = base.covariances
+        else:
+            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[cov]
+            p = self._checked("precisions_init", self.precisions_init, shape)
+            covariances = np.linalg.inv(p) if cov in ("full", "tied") else 1.0 / p
+        if not np.isclose(np.sum(weights), 1.0, rtol=0, atol=1e-6):
+            raise ValueError(f"`weights_init` must sum to 1; got {float(np.sum(weights))!r}.")
+        return em.GMM(jnp.asarray(weights), jnp.asarray(means), jnp.asarray(covariances), cov)
+
+    @staticmethod
+    def _checked(name, value, shape):
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape != shape:
+            raise ValueError(f"`{name}` must have shape {shape}; got {arr.shape}.")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"`{name}` must be finite.")
+        return arr
+
+    def fit(self, X, y=None):
+        """Fit by EM. X: (n_samples, n_features). Returns self."""
+        self.fit_predict(X, y)
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit by EM and return the component of each sample, (n_samples,)."""
+        self._check_parameters()
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {X.shape[0]}"
+            )
+        rng = check_random_state(self.random_state)
+        with jax.enable_x64(True):
+            key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
+            x = jnp.asarray(X)
+            common = dict(covariance_type=self.covariance_type, max_iter=int(self.max_iter),
+                          tol=float(self.tol), reg_covar=float(self.reg_covar), prior=self.prior)
+            warm = self.warm_start and hasattr(self, "converged_")
+            init = self._gmm() if warm else self._user_init(x, key)
+            if init is not None:
+                result = em.fit(x, self.n_components, key=key, init=init, **common)
+            else:
+                result = em.fit(x, self.n_components, key=key, n_init=int(self.n_init),
+                                init=_INIT_PARAMS[self.init_params], **common)
+            self._set_from_gmm(result.gmm)
+            self.n_iter_ = int(result.n_iter)
+            self.converged_ = bool(result.converged)
+            self.lower_bounds_ = [float(v) for v in np.asarray(result.history)[: self.n_iter_]]
+            self.lower_bound_ = float(result.log_likelihood)
+            labels = self._log_resp(x).argmax(axis=1)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return labels
+
+    def _set_from_gmm(self, gmm: em.GMM) -> None:
+        self.weights_ = np.asarray(gmm.weights, dtype=np.float64)
+        self.means_ = np.asarray(gmm.means, dtype=np.float64)
+        self.covariances_ = np.asarray(gmm.covariances, dtype=np.float64)
+        cov = self.covariance_type
+        if cov in ("full", "tied"):
+            # scikit-learn's convention: U = L⁻ᵀ (upper triangular) with Λ = U Uᵀ.
+            with _linalg.single_threaded_lapack():
+                chol_inv = _linalg.tril_inverse(_linalg.cholesky(jnp.asarray(self.covariances_)))
+                self.precisions_cholesky_ = np.asarray(jnp.swapaxes(chol_inv, -1, -2))
+            u = self.precisions_cholesky_
+            self.precisions_ = u @ np.swapaxes(u, -1, -2)
+        else:
+            self.precisions_cholesky_ = 1.0 / np.sqrt(self.covariances_)
+            self.precisions_ = 1.0 / self.covariances_
+
+    def _gmm(self) -> em.GMM:
+        return em.GMM(jnp.asarray(self.weights_), jnp.asarray(self.means_),
+                      jnp.asarray(self.covariances_), self.covariance_type)
+
+    # ------------------------------------------------------------------------------------------
+    # inference (all in float64)
+
+    def _validated(self, X):
+        check_is_fitted(self, "means_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return np.asarray(X, dtype=np.float64)
+
+    def _log_resp(self, x) -> np.ndarray:
+        with _linalg.single_threaded_lapack():
+            return np.asarray(em.e_step(x, self._gmm())[0])
+
+    def score_samples(self, X):
+        """log p(x) of each sample, (n_samples,)."""
+        X = self._validated(X)
+        with jax.enable_x64(True), _linalg.single_threaded_lapack():
+            return np.asarray(em.log_prob(jnp.asarray(X), self._gmm()))
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of X."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """Posterior component probabilities, (n_samples, n_components)."""
+        X = self._validated(X)
+        with jax.enable_x64(True):
+            return np.exp(self._log_resp(jnp.asarray(X)))
+
+    def predict(self, X):
+        """Most probable component of each sample, (n_samples,)."""
+        X = self._validated(X)
+        with jax.enable_x64(True):
+            return self._log_resp(jnp.asarray(X)).argmax(axis=1)
+
+    def sample(self, n_samples=1):
+        """Draw n_samples points: (X (n_samples, n_features), y (n_samples,) components),
+        sorted by component like scikit-learn's."""
+        check_is_fitted(self, "means_")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or (
+            n_samples < 1
+        ):
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
+                "least one sample."
+            )
+        rng = check_random_state(self.random_state)
+        with jax.enable_x64(True), _linalg.single_threaded_lapack():
+            key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
+            x, z = em.sample(key, self._gmm(), int(n_samples))
+            x, z = np.asarray(x), np.asarray(z)
+        order = np.argsort(z, kind="stable")
+        return x[order], z[order]
+
+    def _n_parameters(self) -> int:
+        with jax.enable_x64(True):
+            return em.n_parameters(self._gmm())
+
+    def bic(self, X):
+        """Bayesian information criterion (lower is better)."""
+        X = self._validated(X)
+        return -2 * self.score(X) * X.shape[0] + self._n_parameters() * np.log(X.shape[0])
+
+    def aic(self, X):
+        """Akaike information criterion (lower is better)."""
+        X = self._validated(X)
+        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()

@@ -1,0 +1,97 @@
+"""jaxvi.GaussianMixture: scikit-learn's estimator checks, agreement with scikit-learn's
+GaussianMixture, and use inside a Pipeline."""
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGMM
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import jaxvi
+from jaxvi.sklearn import GaussianMixture
+
+
+@parametrize_with_checks([GaussianMixture()])
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+def blobs(seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0, 0.0], [5.0, 1.0, -2.0], [-3.0, 4.0, 2.0]])
+    x = np.concatenate([rng.normal(size=(50, 3)) * (0.6 + 0.4 * i) + c
+                        for i, c in enumerate(centres)])
+    return rng.permutation(x)
+
+
+def inits(cov, k=3, d=3):
+    rng = np.random.default_rng(5)
+    w = rng.dirichlet(np.full(k, 5.0))
+    m = rng.normal(size=(k, d)) * 3
+    p = {"full": np.stack([np.eye(d) * (0.5 + i) for i in range(k)]), "tied": np.eye(d) * 0.7,
+         "diag": rng.uniform(0.3, 2.0, size=(k, d)), "spherical": rng.uniform(0.3, 2.0, k)}[cov]
+    return dict(weights_init=w, means_init=m, precisions_init=p)
+
+
+@pytest.mark.parametrize("cov", ["full", "tied", "diag", "spherical"])
+def test_matches_sklearn_from_same_init(cov):
+    x = blobs()
+    kw = dict(n_components=3, covariance_type=cov, tol=0.0, max_iter=15, **inits(cov))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = GaussianMixture(**kw).fit(x)
+        ref = SkGMM(**kw).fit(x)
+    for name in ["weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"]:
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-8,
+                                   atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(ours.lower_bounds_, ref.lower_bounds_, rtol=1e-10)
+    assert ours.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-10)
+    assert ours.n_iter_ == ref.n_iter_ == 15 and ours.converged_ == ref.converged_ is False
+    np.testing.assert_allclose(ours.predict_proba(x), ref.predict_proba(x), atol=1e-10)
+    np.testing.assert_allclose(ours.score_samples(x), ref.score_samples(x), rtol=1e-10)
+    np.testing.assert_array_equal(ours.predict(x), ref.predict(x))
+    assert ours.bic(x) == pytest.approx(ref.bic(x), rel=1e-10)
+    assert ours.aic(x) == pytest.approx(ref.aic(x), rel=1e-10)
+    # Computation was float64, yet nothing global changed.
+    assert ours.means_.dtype == np.float64 and not jax.config.jax_enable_x64
+
+
+def test_pipeline_warm_start_sample_and_top_level_name():
+    x = blobs(1) * 10 + 100
+    assert jaxvi.GaussianMixture is GaussianMixture
+    pipe = make_pipeline(StandardScaler(), GaussianMixture(3, random_state=0, n_init=2))
+    labels = pipe.fit_predict(x)
+    assert labels.shape == (150,) and set(labels) == {0, 1, 2}
+    np.testing.assert_array_equal(pipe.predict(x), labels)
+    assert np.isfinite(pipe.score(x))
+    gm = pipe[-1]
+    assert gm.converged_ and gm.n_iter_ >= 1
+    ref = SkGMM(3, random_state=0, n_init=2).fit(StandardScaler().fit_transform(x))
+    assert gm.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-6)
+    # Warm start continues from the fitted parameters: converges at once, no worse.
+    gm.set_params(warm_start=True, max_iter=5)
+    bound = gm.lower_bound_
+    gm.fit(StandardScaler().fit_transform(x))
+    assert gm.n_iter_ <= 2 and gm.lower_bound_ >= bound - 1e-9
+    xs, ys = gm.sample(400)
+    assert xs.shape == (400, 3) and np.all(np.diff(ys) >= 0)
+    assert np.allclose(np.bincount(ys, minlength=3) / 400, gm.weights_, atol=0.08)
+
+
+def test_bad_parameters_raise():
+    x = blobs()
+    with pytest.raises(ValueError, match="covariance_type"):
+        GaussianMixture(2, covariance_type="banded").fit(x)
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        GaussianMixture(4).fit(x[:3])
+    with pytest.raises(ValueError, match="means_init"):
+        GaussianMixture(3, means_init=np.zeros((2, 3))).fit(x)
+    with pytest.raises(ValueError, match="init_params"):
+        GaussianMixture(3, init_params="spectral").fit(x)

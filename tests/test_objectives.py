@@ -133,13 +133,16 @@ def test_unnormalised_targets(x64):
     shifted = lambda x: target.log_prob(x) + 3.0  # noqa: E731
     family = O.FullCovGaussian(2)
     params = family.init(loc=[0.0, 0.0], scale=2.0)
-    key = jax.random.key(3)
-    rev = O.reverse_kl_loss(params, target, family=family, key=key, num_samples=16)
-    rev_s = O.reverse_kl_loss(params, shifted, family=family, key=key, num_samples=16)
+
+    @jax.jit
+    def losses(key):
+        kw = {"family": family, "key": key, "num_samples": 16}
+        return (O.reverse_kl_loss(params, target, **kw), O.reverse_kl_loss(params, shifted, **kw),
+                O.forward_kl_loss(params, target, estimator="snis", **kw),
+                O.forward_kl_loss(params, shifted, **kw))  # "auto": SNIS for a callable
+
+    rev, rev_s, fwd, fwd_s = losses(jax.random.key(3))
     np.testing.assert_allclose(rev_s, rev - 3.0, rtol=1e-12)
-    fwd = O.forward_kl_loss(params, target, family=family, key=key, num_samples=16,
-                            estimator="snis")
-    fwd_s = O.forward_kl_loss(params, shifted, family=family, key=key, num_samples=16)
     np.testing.assert_allclose(fwd_s, fwd, rtol=1e-10)
 
 
@@ -160,8 +163,8 @@ def test_snis_forward_is_consistent(x64):
 
 
 def test_gradients_are_finite():
-    """Every estimator on the full Gaussian; the main two on the diagonal and mixture
-    families. Each gradient row is finite and not identically zero."""
+    """Every estimator on the full Gaussian, SNIS from q on the mixture family. Each gradient
+    row is finite and not identically zero."""
     target = O.gaussian_mixture_target(W, LOC, COV)
     proposal = O.gaussian_mixture_target([1.0], [[0.0, 0.0]], [9.0 * np.eye(2)])
     key = jax.random.key(0)
@@ -172,18 +175,19 @@ def test_gradients_are_finite():
         "snis-proposal": lambda p, f: O.forward_kl_loss(p, target, family=f, key=key,
                                                         proposal=proposal),
     }
-    plan = [(O.FullCovGaussian(2), list(estimators)), (O.DiagGaussian(2), ["reverse", "forward"]),
-            (O.GaussianMixtureFamily(2, 3), ["reverse", "snis-q"])]
+    # (The diagonal family's and the mixture's reverse/target-sample gradients are exercised by
+    # the fits below.)
+    plan = [(O.FullCovGaussian(2), list(estimators)), (O.GaussianMixtureFamily(2, 3), ["snis-q"])]
     for family, names in plan:
-        def all_losses(p, f=family, names=names):
-            return jnp.stack([estimators[n](p, f) for n in names])
+        @jax.jit
+        def values_and_grads(p, f=family, names=names):
+            return [jax.value_and_grad(lambda q, n=n: estimators[n](q, f))(p) for n in names]
 
-        values, grads = jax.jit(lambda p, g=all_losses: (g(p), jax.jacrev(g)(p)))(
-            family.init(key=key))
-        assert np.all(np.isfinite(values))
-        for leaf in jax.tree_util.tree_leaves(grads):  # (losses, *param_shape)
-            leaf = np.asarray(leaf).reshape(len(names), -1)
-            assert np.all(np.isfinite(leaf)) and np.all(np.any(leaf != 0, axis=1))
+        for value, grads in values_and_grads(family.init(key=key)):
+            assert np.isfinite(value)
+            leaves = [np.asarray(g) for g in jax.tree_util.tree_leaves(grads)]
+            assert all(np.all(np.isfinite(g)) for g in leaves)
+            assert any(np.any(g != 0) for g in leaves)
 
 
 def test_mixture_weighted_rsample_is_unbiased():

@@ -153,13 +153,16 @@ def test_snis_forward_is_consistent(x64):
     family = O.FullCovGaussian(2)
     params = family.init(loc=[0.0, 0.0], scale=1.6)
     exact = _gauss_kl_f64([0.5, -0.3], [[1.0, 0.3], [0.3, 0.7]], *family.moments(params))
-    est = O.forward_kl_loss(params, target, family=family, key=jax.random.key(0),
-                            num_samples=200_000, estimator="snis")
-    np.testing.assert_allclose(est, exact, atol=0.01)
     proposal = distrax.MultivariateNormalDiag(jnp.zeros(2), 2.0 * jnp.ones(2))
-    est = O.forward_kl_loss(params, target, family=family, key=jax.random.key(1),
-                            num_samples=200_000, proposal=proposal)
-    np.testing.assert_allclose(est, exact, atol=0.01)
+
+    @jax.jit
+    def estimates(k1, k2):
+        kw = {"family": family, "num_samples": 50_000}
+        return (O.forward_kl_loss(params, target, key=k1, estimator="snis", **kw),
+                O.forward_kl_loss(params, target, key=k2, proposal=proposal, **kw))
+
+    for est in estimates(jax.random.key(0), jax.random.key(1)):
+        np.testing.assert_allclose(est, exact, atol=0.02)
 
 
 def test_gradients_are_finite():
@@ -221,8 +224,12 @@ def test_forward_fit_matches_target_moments():
     np.testing.assert_allclose(m, mean, atol=0.1)
     assert np.linalg.norm(c - cov) / np.linalg.norm(cov) < 0.05
     # The loss ends at min_q KL(p ‖ q) = H[N(mean, cov)] − H[p], H[p] by Monte Carlo.
-    x = target.sample(seed=jax.random.key(5), sample_shape=(100_000,))
-    neg_entropy_p = float(jnp.mean(target.log_prob(x)))
+    rng = np.random.default_rng(5)
+    comp = rng.choice(3, size=100_000, p=W)
+    x = LOC[comp] + np.einsum("nij,nj->ni", np.linalg.cholesky(COV)[comp],
+                              rng.normal(size=(100_000, 2)))
+    neg_entropy_p = float(np.mean(np.log(sum(
+        w * multivariate_normal(m, c).pdf(x) for w, m, c in zip(W, LOC, COV, strict=True)))))
     best = 0.5 * (2 * (1 + np.log(2 * np.pi)) + np.linalg.slogdet(cov)[1]) + neg_entropy_p
     np.testing.assert_allclose(res.losses[-100:].mean(), best, atol=0.05)
 

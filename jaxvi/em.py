@@ -45,6 +45,7 @@ INITS = ("kmeans++", "random", "random_from_data")
 _CHUNK_ELEMENTS = {"cpu": 1 << 18}
 _CHUNK_ELEMENTS_ACCELERATOR = 1 << 26
 _KMEANS_STEPS = 10
+_PRECISION = jax.lax.Precision.HIGHEST
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,11 +319,17 @@ def _stats_chunked(xb, mask, gmm: GMM, shift):
 
     def one(xc_rows, m_rows):
         phi = _features(xc_rows - shift, gmm.covariance_type)
-        joint = phi @ w.T + bias
-        lse = logsumexp(joint, axis=-1, keepdims=True)
-        resp = jnp.exp(joint - lse) * m_rows[:, None]
-        moments = resp.T @ phi  # (K, F + D)
-        return jnp.sum(m_rows), jnp.sum(resp, axis=0), moments, jnp.sum(lse[:, 0] * m_rows)
+        # Full float32 precision on accelerators (no TF32): the expanded quadratic form
+        # needs it. No effect on CPU.
+        joint = jnp.matmul(phi, w.T, precision=_PRECISION) + bias
+        # One exp pass: resp = e / Σe with e = exp(joint − max); log p(x) = max + log Σe.
+        top = jax.lax.stop_gradient(jnp.max(joint, axis=-1, keepdims=True))
+        e = jnp.exp(joint - top)
+        total = jnp.sum(e, axis=-1, keepdims=True)
+        resp = e * (m_rows[:, None] / total)
+        lse = (top + jnp.log(total))[:, 0]
+        moments = jnp.matmul(resp.T, phi, precision=_PRECISION)  # (K, F + D)
+        return jnp.sum(m_rows), jnp.sum(resp, axis=0), moments, jnp.sum(lse * m_rows)
 
     if xb.shape[0] == 1:
         count, nk, moments, sum_ll = one(xb[0], mask[0])

@@ -86,7 +86,7 @@ def test_log_prob_matches_scipy(x64):
         np.testing.assert_allclose(em.log_prob(x, gmm), ref, rtol=1e-10)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 10_000), cov=st.sampled_from(COV_TYPES))
 def test_free_energy_and_log_likelihood_never_decrease(seed, cov):
     with jax.enable_x64(True):

@@ -10,6 +10,7 @@ synchronisation); its plain per-step jitted call is timed too. Run with the `ben
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,23 +66,26 @@ def bench_jax(cfg, x, batch_size, steps):
     return steps / t_epoch, 1.0 / t_step, xla_flops
 
 
-def bench_torch(cfg, x, batch_size, steps, compile_mode):
+def bench_torch(cfg, x, batch_size, steps, compile_mode, threads):
     import torch
 
     from benchmarks.torch_vae import TorchHierarchicalVAE, make_train_step
 
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = TorchHierarchicalVAE(cfg.data_dim, cfg.components, cfg.latent_dim, cfg.hidden,
                                  cfg.head_hidden, cfg.min_scale, cfg.min_latent_scale)
     step = make_train_step(model, compile_mode=compile_mode)
-    xs = torch.as_tensor(np.resize(x, (steps, batch_size, x.shape[1])))
-    eps = torch.randn(steps, batch_size, cfg.latent_dim)
+    # Separate contiguous tensors per step (views at different offsets make torch.compile
+    # recompile).
+    xs = [torch.tensor(b) for b in np.resize(x, (steps, batch_size, x.shape[1]))]
+    eps = [torch.randn(batch_size, cfg.latent_dim) for _ in range(steps)]
 
     def run():
         loss = None
         for i in range(steps):
             loss = step(xs[i], eps[i])
-        return float(loss)  # one sync at the end, as the JAX epoch
+        return float(loss.detach())  # one sync at the end, as the JAX epoch
 
     t0 = time.perf_counter()
     run()  # warm-up (compiles under torch.compile)
@@ -95,6 +99,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128, help="default: jaxvi train's batch")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--matmul-n", type=int, default=2048, help="size of the roofline matmul")
     args = p.parse_args(argv)
     device = print_device()
     cfg = VAEConfig(data_dim=64)  # jaxvi train's defaults: 64-512-512-5, K = 10
@@ -103,7 +108,7 @@ def main(argv=None):
     print(f"model: {cfg.data_dim}-{'-'.join(map(str, cfg.hidden))}-{cfg.latent_dim}, "
           f"K={cfg.components}, head {cfg.head_hidden}; batch {b}; {steps} steps per timing")
 
-    roof = matmul_flops_per_s(n=1024)
+    roof = matmul_flops_per_s(n=args.matmul_n)
     jax_epoch_sps, jax_step_sps, xla_flops = bench_jax(cfg, x, b, steps)
     flops = analytic_matmul_flops(cfg, b)
     rows = [
@@ -112,13 +117,23 @@ def main(argv=None):
     ]
     import torch
 
-    torch_eager, _ = bench_torch(cfg, x, b, steps, None)
-    rows.append({"impl": f"torch {torch.__version__} eager", "steps_per_s": torch_eager})
-    torch_compiled, compile_error = None, None
+    # torch's OpenMP pool is timed with every core and with one thread (on a shared machine
+    # its spin-waiting threads can lose badly to other load); the faster one is the peer.
+    cores = os.cpu_count() or 1
+    thread_counts = sorted({cores, 1}, reverse=True)
+    eager = {}
+    for t in thread_counts:
+        eager[t], _ = bench_torch(cfg, x, b, steps, None, t)
+        rows.append({"impl": f"torch {torch.__version__} eager, {t} thread(s)",
+                     "steps_per_s": eager[t]})
+    torch_eager = max(eager.values())
+    torch_compiled, compile_error, compiled = None, None, {}
     if not args.no_compile:
         try:
-            torch_compiled, warm = bench_torch(cfg, x, b, steps, "default")
-            rows.append({"impl": "torch.compile", "steps_per_s": torch_compiled})
+            for t in thread_counts:
+                compiled[t], _ = bench_torch(cfg, x, b, steps, "default", t)
+                rows.append({"impl": f"torch.compile, {t} thread(s)", "steps_per_s": compiled[t]})
+            torch_compiled = max(compiled.values())
         except Exception as err:  # torch.compile needs a C++ toolchain; report, don't hide
             compile_error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             print(f"torch.compile failed: {compile_error}")
@@ -126,7 +141,8 @@ def main(argv=None):
         r["ratio_jaxvi_scan_over_this"] = jax_epoch_sps / r["steps_per_s"]
         r["gflop_per_s"] = flops * r["steps_per_s"] / 1e9
         r["fraction_of_jitted_matmul"] = flops * r["steps_per_s"] / roof
-    print(f"jitted matmul (1024²): {roof / 1e9:.1f} GFLOP/s; step: {flops / 1e9:.3f} GFLOP "
+    print(f"jitted matmul ({args.matmul_n}²): {roof / 1e9:.1f} GFLOP/s; "
+          f"step: {flops / 1e9:.3f} GFLOP "
           f"(dense layers, analytic), XLA cost analysis {xla_flops / 1e9:.3f} GFLOP")
     print_table(rows, ["impl", "steps_per_s", "ratio_jaxvi_scan_over_this", "gflop_per_s",
                        "fraction_of_jitted_matmul"])
@@ -140,6 +156,8 @@ def main(argv=None):
         "jaxvi_scan_steps_per_s": jax_epoch_sps,
         "jaxvi_step_steps_per_s": jax_step_sps,
         "torch_eager_steps_per_s": torch_eager,
+        "torch_eager_by_threads": eager,
+        "torch_compile_by_threads": compiled,
         "torch_compile_steps_per_s": torch_compiled,
         "torch_compile_error": compile_error,
         "ratio_vs_torch_eager": jax_epoch_sps / torch_eager,

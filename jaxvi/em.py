@@ -99,10 +99,15 @@ class Prior(NamedTuple):
     normal-inverse-Wishart NIW(m0, κ0, ν0, Ψ0) on (μ_k, Σ_k).
 
     weight_concentration α ≥ 1 (scalar); mean_prior m0: (D,); mean_precision κ0 > 0;
-    degrees_of_freedom ν0 > D − 1; covariance_prior Ψ0: (D, D) (full; its diagonal is used for
-    diag, the mean of its diagonal for spherical, and for tied a single inverse-Wishart).
-    MAP updates (joint mode): w_k ∝ n_k + α − 1; μ_k = (n_k x̄_k + κ0 m0)/(n_k + κ0);
-    Σ_k = (Ψ0 + n_k S_k + κ0 n_k/(κ0 + n_k)(x̄_k − m0)(x̄_k − m0)ᵀ)/(ν0 + n_k + D + 2).
+    degrees_of_freedom ν0 > D − 1; covariance_prior Ψ0: (D, D).
+    MAP updates (joint posterior mode), with
+    B_k = n_k S_k + κ0 n_k/(κ0 + n_k) (x̄_k − m0)(x̄_k − m0)ᵀ:
+    w_k ∝ n_k + α − 1; μ_k = (n_k x̄_k + κ0 m0)/(n_k + κ0); and
+    full: Σ_k = (Ψ0 + B_k)/(ν0 + n_k + D + 2);
+    tied (one IW(ν0, Ψ0)): Σ = (Ψ0 + Σ_k B_k)/(ν0 + N + D + 1 + K);
+    diag (inverse-gamma(ν0/2, Ψ0_dd/2) per dimension): σ²_kd = (Ψ0_dd + B_k,dd)/(ν0 + n_k + 3);
+    spherical (inverse-gamma(Dν0/2, tr Ψ0/2)): σ²_k = (tr Ψ0 + tr B_k)/(D(ν0 + n_k + 1) + 2).
+    `reg_covar` is added on top, as in the maximum-likelihood M step.
     """
 
     weight_concentration: jax.Array
@@ -434,16 +439,16 @@ def m_step_from_stats(
         post = scatter + shrink[:, None, None] * dev[:, :, None] * dev[:, None, :]
         if covariance_type == "full":
             cov = (psi0 + post) / (nu0 + nk + d + 2.0)[:, None, None]
-        else:  # one inverse-Wishart shared by all components; means still NIW-shrunk
-            cov = (psi0 + jnp.sum(post, axis=0)) / (nu0 + jnp.sum(nk) + d + 2.0 * nk.shape[0])
+        else:  # one inverse-Wishart shared by all components, K normal priors on the means
+            cov = (psi0 + jnp.sum(post, axis=0)) / (nu0 + jnp.sum(nk) + d + 1.0 + nk.shape[0])
         cov = _linalg.symmetrize(cov) + reg_covar * eye
     else:
         post = jnp.maximum(scatter, 0.0) + shrink[:, None] * dev * dev
         psi_diag = jnp.diagonal(psi0)
         if covariance_type == "diag":  # inverse-gamma per dimension (NIW with D = 1)
             cov = (psi_diag + post) / (nu0 + nk + 3.0)[:, None] + reg_covar
-        else:  # one inverse-gamma per component over its D dimensions
-            cov = (jnp.sum(psi_diag) + jnp.sum(post, axis=-1)) / (d * (nu0 + nk + 2.0) + 2.0)
+        else:  # one inverse-gamma(Dν0/2, tr Ψ0/2) per component over its D dimensions
+            cov = (jnp.sum(psi_diag) + jnp.sum(post, axis=-1)) / (d * (nu0 + nk + 1.0) + 2.0)
             cov = cov + reg_covar
     return GMM(weights, means, cov, covariance_type)
 
@@ -575,6 +580,8 @@ def initialize(
 
 
 def _fit_one(xb, mask, gmm, max_iter, tol, reg_covar, prior, combine=_identity):
+    """The on-device EM loop (`lax.while_loop`) on chunked data xb: (C, R, D), mask: (C, R);
+    `combine` goes to every step (e.g. a `psum` over a mesh axis inside `shard_map`)."""
     dt = xb.dtype
     history = jnp.full((max_iter,), jnp.nan, dt)
     neg_inf = jnp.asarray(-jnp.inf, dt)

@@ -308,21 +308,27 @@ def map_reference(x, resp, prior, cov):
     w = (nk + alpha - 1) / np.sum(nk + alpha - 1)
     xbar = resp.T @ x / nk[:, None]
     means = (nk[:, None] * xbar + k0 * m0) / (nk + k0)[:, None]
-    covs = []
+    covs, posts = [], []
     for k in range(resp.shape[1]):
         diff = x - xbar[k]
         s = (resp[:, k, None] * diff).T @ diff
         dev = (xbar[k] - m0)[:, None]
         post = s + k0 * nk[k] / (k0 + nk[k]) * dev @ dev.T
+        posts.append(post)
         if cov == "full":
             covs.append((psi0 + post) / (nu0 + nk[k] + d + 2))
-        else:
+        elif cov == "diag":
             covs.append((np.diag(psi0) + np.diag(post)) / (nu0 + nk[k] + 3))
+        elif cov == "spherical":
+            covs.append((np.trace(psi0) + np.trace(post)) / (d * (nu0 + nk[k] + 1) + 2))
+    if cov == "tied":
+        k = resp.shape[1]
+        return w, means, (psi0 + sum(posts)) / (nu0 + nk.sum() + d + 1 + k)
     return w, means, np.stack(covs)
 
 
-@pytest.mark.parametrize("cov", ["full", "diag"])
-def test_map_m_step_closed_form_and_no_collapse(x64, cov):
+@pytest.mark.parametrize("cov", COV_TYPES)
+def test_map_m_step_closed_form(x64, cov):
     x = blobs(seed=9, d=2)
     resp = np.random.default_rng(1).dirichlet(np.ones(3), size=len(x))
     prior = em.Prior(2.0, np.array([0.5, -1.0]), 0.5, 4.0, np.array([[2.0, 0.3], [0.3, 1.0]]))
@@ -330,6 +336,10 @@ def test_map_m_step_closed_form_and_no_collapse(x64, cov):
     w, means, covs = map_reference(x, resp, prior, cov)
     assert rel(gmm.weights, w) < 1e-12 and rel(gmm.means, means) < 1e-12
     assert rel(gmm.covariances, covs) < 1e-12
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_map_keeps_components_from_collapsing(x64, cov):
     # Duplicated points, no reg_covar: ML collapses (singular covariance: a ValueError, not
     # NaN), MAP does not.
     dup = np.repeat(np.array([[0.0, 0.0], [3.0, 1.0], [-2.0, 4.0]]), 8, axis=0)

@@ -366,3 +366,11 @@ def test_fit_minibatch_reaches_full_batch_likelihood(x64):
     assert ll > float(jnp.mean(em.log_prob(x, start))) + 0.05  # it did learn
     with pytest.raises(ValueError, match="`kappa`"):
         em.fit_minibatch([x], 3, key=jax.random.key(0), kappa=0.3)
+
+
+def test_fit_runs_inside_jit(x64):
+    x = jnp.asarray(blobs(seed=6, n_per=20, d=2))
+    eager = em.fit(x, 3, key=jax.random.key(2), max_iter=15)
+    jitted = jax.jit(lambda x, key: em.fit(x, 3, key=key, max_iter=15))(x, jax.random.key(2))
+    assert abs(float(jitted.log_likelihood) - float(eager.log_likelihood)) < 1e-10
+    assert rel(jitted.gmm.means, eager.gmm.means) < 1e-10

@@ -161,8 +161,8 @@ def main(argv=None) -> dict:
                       "(tol=0) from identical initial parameters; FLOPs "
                       "nominal (4·N·K·D² full, 8·N·K·D diag); jaxvi forms the packed "
                       "D(D+1)/2 outer products, so it executes fewer FLOPs than nominal."}
-    if not args.quick or args.n:
-        write_result("bench_em" + ("_quick" if args.quick else ""), result)
+    if not args.quick:
+        write_result("bench_em", result)
     del device
     return result
 

@@ -604,20 +604,47 @@ def _fit_one(xb, mask, gmm, max_iter, tol, reg_covar, prior, combine=_identity):
     return FitResult(gmm, ll, it, converged, history)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows", "init", "k", "cov"))
-def _fit_from_keys(x, keys, *, k, cov, init, max_iter, tol, reg_covar, prior, n_chunks, rows):
-    xb, mask = _to_chunks(x, n_chunks, rows)
+def _initial_gmms(x, keys, k, cov, init, reg_covar, prior):
+    """One initial GMM per key (batched along axis 0)."""
+    return jax.vmap(lambda key: _m_step(x, _init_resp(key, x, k, init), cov, reg_covar, prior))(
+        keys
+    )
 
-    def run(key):
-        gmm0 = _m_step(x, _init_resp(key, x, k, init), cov, reg_covar, prior)
-        return _fit_one(xb, mask, gmm0, max_iter, tol, reg_covar, prior)
 
-    results = jax.vmap(run)(keys)
-    # Best restart by final log-likelihood (a NaN fit never wins; ties go to the first).
+def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=_identity):
+    """Run the EM loop from each of the batched initial GMMs and keep the best restart by
+    final log-likelihood (a NaN fit never wins; ties go to the first)."""
+    results = jax.vmap(
+        lambda g: _fit_one(xb, mask, g, max_iter, tol, reg_covar, prior, combine)
+    )(gmm0s)
     ok = _all_finite(results.gmm) & ~jnp.isnan(results.log_likelihood)
     score = jnp.where(ok, results.log_likelihood, -jnp.inf)
     best = jnp.argmax(score)
     return jax.tree_util.tree_map(lambda a: a[best], results)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows", "init", "k", "cov"))
+def _fit_from_keys(x, keys, *, k, cov, init, max_iter, tol, reg_covar, prior, n_chunks, rows):
+    xb, mask = _to_chunks(x, n_chunks, rows)
+    gmm0s = _initial_gmms(x, keys, k, cov, init, reg_covar, prior)
+    return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior)
+
+
+def _fit_sharded(x, gmm0s, mesh, *, max_iter, tol, reg_covar, prior, chunk_size):
+    """`_fit_restarts` with the rows of x split over the mesh's "data" axis: each device runs
+    the fused E step on its rows and the Stats are `psum`-ed before every M step."""
+    from jaxvi import distributed
+
+    gmm0s = distributed.same_on_every_process(gmm0s)
+    xb, mask = distributed.shard_chunks(
+        x, mesh, lambda n: _chunk_layout(n, gmm0s.n_features, gmm0s.covariance_type, chunk_size)
+    )
+
+    def local(xb, mask, gmm0s):
+        return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior,
+                             distributed.psum_data)
+
+    return jax.jit(distributed.shard_map_data(local, mesh, 2, 1))(xb, mask, gmm0s)
 
 
 def _all_finite(gmm):
@@ -673,6 +700,7 @@ def fit(
     reg_covar: float = 1e-6,
     prior: Prior | None = None,
     chunk_size: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
     """Fit a Gaussian mixture by EM. x: (N, D).
 
@@ -682,6 +710,12 @@ def fit(
     `init` is "kmeans++", "random", "random_from_data" or a `GMM` (warm start; then `n_init`
     is ignored). `prior` turns ML-EM into MAP-EM (see `Prior`). Returns a `FitResult`
     (computed; on CPU LAPACK runs single-threaded meanwhile, see `_linalg.single_threaded_lapack`).
+
+    With a `mesh` (see `jaxvi.distributed.data_mesh`), the rows of x are split over its "data"
+    axis and the sufficient statistics summed across devices (`psum`) before each M step: the
+    result equals the single-device fit. The initial parameters are computed from x as given
+    (with several processes, x is each process's own rows and the first process's
+    initialisation is used everywhere).
     """
     n, d = _check_x(x)
     k = _check_n_components(n_components, n)
@@ -711,29 +745,46 @@ def fit(
             )
         _check_gmm(init, n_components=k, n_features=d, name="init")
         init = jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), init)
-        return _raise_if_not_finite(_fit_from_gmm(x, init, **common))
-    _validate.check_choice("init", init, INITS)
-    if int(n_init) < 1:
-        raise ValueError(f"`n_init` must be a positive integer; got {n_init!r}.")
-    keys = jax.random.split(key, int(n_init))
-    return _raise_if_not_finite(
-        _fit_from_keys(x, keys, k=k, cov=covariance_type, init=init, **common)
-    )
+        if mesh is None:
+            return _raise_if_not_finite(_fit_from_gmm(x, init, **common))
+        gmm0s = jax.tree_util.tree_map(lambda a: a[None], init)
+    else:
+        _validate.check_choice("init", init, INITS)
+        if int(n_init) < 1:
+            raise ValueError(f"`n_init` must be a positive integer; got {n_init!r}.")
+        keys = jax.random.split(key, int(n_init))
+        if mesh is None:
+            return _raise_if_not_finite(
+                _fit_from_keys(x, keys, k=k, cov=covariance_type, init=init, **common)
+            )
+        gmm0s = jax.jit(_initial_gmms, static_argnums=(2, 3, 4))(
+            x, keys, k, covariance_type, init, common["reg_covar"], prior
+        )
+    from jaxvi import distributed
+
+    distributed.check_mesh(mesh)
+    return _raise_if_not_finite(_fit_sharded(
+        x, gmm0s, mesh, max_iter=common["max_iter"], tol=common["tol"],
+        reg_covar=common["reg_covar"], prior=prior, chunk_size=chunk_size,
+    ))
 
 
 # ----------------------------------------------------------------------------------------------
 # Stepwise (online) EM
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _minibatch_step(batch, gmm, running, shift, rho, reg_covar, chunk_size):
-    stats, sum_ll = e_step_stats(batch, gmm, shift, chunk_size=chunk_size)
+def _minibatch_update(xb, mask, gmm, running, shift, rho, reg_covar, combine=_identity):
+    """One stepwise-EM update from a chunked batch xb: (C, R, D), mask: (C, R)."""
+    stats, sum_ll = combine(_stats_chunked(xb, mask, gmm, shift))
     # Per-point stats, so batches of different sizes weigh the same per point.
     normalised = jax.tree_util.tree_map(lambda a: a / stats.count, stats)
     running = jax.tree_util.tree_map(lambda r, s: (1 - rho) * r + rho * s, running, normalised)
     new = m_step_from_stats(running, shift, covariance_type=gmm.covariance_type,
                             reg_covar=reg_covar)
     return new, running, sum_ll / stats.count
+
+
+_minibatch_step = jax.jit(_minibatch_update)
 
 
 @_lapack_scoped
@@ -749,6 +800,7 @@ def fit_minibatch(
     init: str | GMM = "kmeans++",
     reg_covar: float = 1e-6,
     chunk_size: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
     """Stepwise EM (Cappé & Moulines 2009) on running averages of per-point `Stats`.
 
@@ -760,6 +812,8 @@ def fit_minibatch(
     padding) holds each batch's mean log-likelihood before its update, `log_likelihood` the
     last one, `n_iter` the number of batches, and `converged` whether the last change of the
     batch log-likelihood was below `tol` (never with the default tol = 0).
+    With a `mesh`, each batch's rows are split over its "data" axis and the batch statistics
+    summed across devices, as in `fit`.
     """
     if not 0.5 < float(kappa) <= 1.0:
         raise ValueError(f"`kappa` must be in (0.5, 1]; got {kappa!r}.")
@@ -785,12 +839,32 @@ def fit_minibatch(
     reg = jnp.asarray(reg_covar, first.dtype)
     stats, _ = e_step_stats(first, gmm, shift, chunk_size=chunk_size)
     running = jax.tree_util.tree_map(lambda a: a * 0, stats)
+
+    def layout(n_rows):
+        return _chunk_layout(n_rows, d, gmm.covariance_type, chunk_size)
+
+    if mesh is None:
+        step = _minibatch_step
+
+        def chunks(batch):
+            return _to_chunks(batch, *layout(batch.shape[0]))
+    else:
+        from jaxvi import distributed
+
+        distributed.check_mesh(mesh)
+        gmm, shift = distributed.same_on_every_process((gmm, shift))
+        step = jax.jit(distributed.shard_map_data(
+            functools.partial(_minibatch_update, combine=distributed.psum_data), mesh, 2, 5
+        ))
+
+        def chunks(batch):
+            return distributed.shard_chunks(batch, mesh, layout)
     history = []
     t = 0
     batch = first
     while True:
         rho = jnp.asarray(1.0 if t == 0 else (t + 2.0) ** (-float(kappa)), first.dtype)
-        gmm, running, ll = _minibatch_step(batch, gmm, running, shift, rho, reg, chunk_size)
+        gmm, running, ll = step(*chunks(batch), gmm, running, shift, rho, reg)
         history.append(ll)
         t += 1
         if max_steps is not None and t >= max_steps:

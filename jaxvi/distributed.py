@@ -1,0 +1,112 @@
+"""Data parallelism over a `jax.sharding.Mesh`: EM whose sufficient statistics are summed
+across devices, and the batch sharding used by data-parallel VAE training.
+
+Rows of the data are split over the mesh axis ``"data"``. For EM every device runs the fused
+E step on its rows and `lax.psum` adds the `jaxvi.em.Stats` (they are sums over points), so
+each M step sees the statistics of the whole data set and the fit equals the single-device fit
+up to the order of summation. Nothing else changes: the loop, the M step and the restart logic
+are `jaxvi.em`'s own, run inside `jax.shard_map`.
+
+Several hosts: start one process per host and call `jax.distributed.initialize()` in each
+before anything else (JAX reads the coordinator from the cluster environment, or pass
+``coordinator_address``, ``num_processes`` and ``process_id``); `jax.devices()` then lists every
+host's devices, `data_mesh()` spans them all, and each process passes *its own* rows as `x`::
+
+    # on host i of 2, with its shard of the data in part_i.npy
+    python -c "import jax; jax.distributed.initialize('host0:1234', 2, i); \\
+               import numpy as np, jaxvi.em as em; \\
+               r = em.fit(np.load(f'part_{i}.npy'), 16, key=jax.random.key(0), \\
+                          mesh=jaxvi.distributed.data_mesh()); print(r.log_likelihood)"
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh with axis "data" over `devices` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("`devices` must name at least one device; got none.")
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def check_mesh(mesh) -> Mesh:
+    if not isinstance(mesh, Mesh):
+        raise ValueError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
+    if DATA_AXIS not in mesh.axis_names:
+        raise ValueError(
+            f"`mesh` must have an axis named {DATA_AXIS!r}; got axes {mesh.axis_names}."
+        )
+    return mesh
+
+
+def psum_data(tree):
+    """Sum a pytree over the "data" axis (inside `shard_map`)."""
+    return jax.lax.psum(tree, DATA_AXIS)
+
+
+def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+    """Sharding that splits axis `batch_axis` of an array over the "data" axis."""
+    return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn):
+    """Pad and lay out the process-local rows x: (n, D) as chunks sharded over "data".
+
+    `rows_per_chunk_fn(n_per_device) -> (n_chunks, rows)` chooses the per-device chunking.
+    Returns (xb (devices·n_chunks, rows, D), mask (devices·n_chunks, rows)), both split over
+    the mesh along axis 0; mask is 1 for real rows and 0 for padding. With several processes,
+    every process pads its rows to the largest local count.
+    """
+    x = np.asarray(x)
+    n, d = x.shape
+    local_devices = len(mesh.local_devices)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        n = int(np.max(multihost_utils.process_allgather(np.asarray(n))))
+    per_device = math.ceil(n / local_devices)
+    n_chunks, rows = rows_per_chunk_fn(per_device)
+    padded = local_devices * n_chunks * rows
+    mask = np.zeros((padded,), x.dtype)
+    mask[: x.shape[0]] = 1
+    xp = np.zeros((padded, d), x.dtype)
+    xp[: x.shape[0]] = x
+    sharding = batch_sharding(mesh)
+    xb = jax.make_array_from_process_local_data(
+        sharding, xp.reshape(local_devices * n_chunks, rows, d)
+    )
+    mb = jax.make_array_from_process_local_data(
+        sharding, mask.reshape(local_devices * n_chunks, rows)
+    )
+    return xb, mb
+
+
+def shard_map_data(fn, mesh: Mesh, n_sharded: int, n_replicated: int):
+    """`shard_map` of fn(*sharded, *replicated) with the first `n_sharded` arguments split
+    over "data" along axis 0 and the rest (and the output) replicated."""
+    in_specs = (P(DATA_AXIS),) * n_sharded + (P(),) * n_replicated
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P())
+
+
+def same_on_every_process(tree):
+    """With several processes, every process gets process 0's values of `tree` (e.g. initial
+    parameters computed from each process's own rows); with one process, `tree` unchanged."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.broadcast_one_to_all(tree)

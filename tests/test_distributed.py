@@ -1,0 +1,106 @@
+"""Multi-device runs on 4 simulated CPU devices (a subprocess, so XLA_FLAGS is set before JAX
+starts), compared with the single-device result on the same data."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+EM_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax, numpy as np
+    from jaxvi import em, distributed
+
+    assert jax.device_count() == 4, jax.devices()
+    out = {}
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        # N = 999: not a multiple of the device count, so shards are padded and masked.
+        x = np.concatenate([rng.normal(size=(333, 3)) + 4 * i for i in range(3)])
+        mesh = distributed.data_mesh()
+
+        def leaves_diff(a, b):
+            return max(float(np.max(np.abs(np.asarray(u, float) - np.asarray(v, float))))
+                       for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+        for cov in ["full", "tied", "diag", "spherical"]:
+            kw = dict(key=jax.random.key(1), covariance_type=cov, max_iter=15, tol=0.0)
+            one = em.fit(x, 3, **kw)
+            four = em.fit(x, 3, mesh=mesh, **kw)
+            out[f"fit_{cov}"] = leaves_diff(one, four)
+            out[f"fit_{cov}_replicated"] = four.gmm.means.sharding.is_fully_replicated
+        # Restarts: the best restart's log-likelihood and its (label-sorted) means agree.
+        kw = dict(key=jax.random.key(3), max_iter=20, tol=1e-8, n_init=4)
+        one, four = em.fit(x, 3, **kw), em.fit(x, 3, mesh=mesh, **kw)
+        order = lambda m: np.asarray(m)[np.argsort(np.asarray(m)[:, 0])]
+        out["restarts_ll"] = abs(float(one.log_likelihood) - float(four.log_likelihood))
+        out["restarts_means"] = float(np.max(np.abs(order(one.gmm.means)
+                                                    - order(four.gmm.means))))
+        # Warm start from a GMM.
+        warm = em.fit(x, 3, init=one.gmm, max_iter=5, tol=0.0, key=jax.random.key(0))
+        warm4 = em.fit(x, 3, init=one.gmm, max_iter=5, tol=0.0, key=jax.random.key(0),
+                       mesh=mesh)
+        out["warm_start"] = leaves_diff(warm, warm4)
+        # Stepwise EM on batches of 201 rows (not a multiple of 4 either).
+        batches = [x[rng.permutation(999)[:201]] for _ in range(8)]
+        one = em.fit_minibatch(batches, 3, key=jax.random.key(2))
+        four = em.fit_minibatch(batches, 3, key=jax.random.key(2), mesh=mesh)
+        out["minibatch"] = leaves_diff(one, four)
+        # A mesh over 2 of the 4 devices.
+        two = em.fit(x, 3, key=jax.random.key(1), max_iter=10, tol=0.0,
+                     mesh=distributed.data_mesh(jax.devices()[:2]))
+        ref = em.fit(x, 3, key=jax.random.key(1), max_iter=10, tol=0.0)
+        out["two_devices"] = leaves_diff(two, ref)
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def run_on_4_devices(script: str) -> dict:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def em_results():
+    return run_on_4_devices(EM_SCRIPT)
+
+
+@pytest.mark.parametrize("cov", ["full", "tied", "diag", "spherical"])
+def test_sharded_fit_equals_single_device(em_results, cov):
+    assert em_results[f"fit_{cov}"] < 1e-9
+    assert em_results[f"fit_{cov}_replicated"]
+
+
+def test_sharded_restarts_pick_the_same_best_fit(em_results):
+    assert em_results["restarts_ll"] < 1e-10
+    assert em_results["restarts_means"] < 1e-8
+
+
+def test_sharded_warm_start_minibatch_and_submesh(em_results):
+    assert em_results["warm_start"] < 1e-9
+    assert em_results["minibatch"] < 1e-9
+    assert em_results["two_devices"] < 1e-9
+
+
+def test_mesh_must_have_a_data_axis():
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    from jaxvi import distributed, em
+
+    bad = Mesh(np.asarray(jax.devices()[:1]), ("batch",))
+    with pytest.raises(ValueError, match="mesh"):
+        em.fit(np.random.default_rng(0).normal(size=(20, 2)), 2, key=jax.random.key(0),
+               mesh=bad)
+    with pytest.raises(ValueError, match="mesh"):
+        distributed.check_mesh("cpu")

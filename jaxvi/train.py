@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxvi import distributed
 from jaxvi import metrics as metrics_lib
 from jaxvi.data import check_data, epoch_batches
 from jaxvi.nn import HierarchicalVAE, VAEConfig
@@ -60,14 +61,23 @@ def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
     return step
 
 
-def make_epoch(step, batch_size: int):
+def make_epoch(step, batch_size: int, mesh: jax.sharding.Mesh | None = None):
     """-> jitted epoch(state, x, key) -> (state, mean metrics): shuffle x: (N, D) with `key`,
-    run `step` over the batches in one `lax.scan`, average the metrics on device."""
+    run `step` over the batches in one `lax.scan`, average the metrics on device.
+
+    With a `mesh`, every batch is split over its "data" axis (data parallelism): XLA runs the
+    step on each device's rows of the batch with the parameters replicated and sums the
+    gradient across devices, so an epoch equals the single-device epoch for the same global
+    batch (up to the order of floating-point sums)."""
 
     @jax.jit
     def epoch(state: TrainState, x: jax.Array, key: jax.Array):
         key_perm, key_steps = jax.random.split(key)
         batches = epoch_batches(x, batch_size, key=key_perm)
+        if mesh is not None:
+            batches = jax.lax.with_sharding_constraint(
+                batches, distributed.batch_sharding(mesh, batch_axis=1)
+            )
         keys = jax.random.split(key_steps, batches.shape[0])
 
         def body(s, inputs):
@@ -295,6 +305,7 @@ def fit(
     meta: dict | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[TrainState, list[dict]]:
     """Train `params` on x: (N, D) for `epochs` epochs of shuffled batches.
 
@@ -304,7 +315,9 @@ def fit(
     steps and at the end. With `resume=True` and a checkpoint in `checkpoint_dir`, training
     continues from it. If an epoch's mean loss is not finite, `NonFiniteLossError` is raised
     and no checkpoint is written, so the last good one stays. `eval_fn(params, epoch) -> dict`
-    runs after each epoch.
+    runs after each epoch. With a `mesh` (`jaxvi.distributed.data_mesh`), training is
+    data-parallel over its "data" axis (see `make_epoch`); `batch_size` must then be a
+    multiple of the number of devices on that axis.
     Returns (final state, history: one dict of metrics per epoch).
     """
     from tqdm.auto import tqdm
@@ -315,6 +328,13 @@ def fit(
             f"`batch_size` ({batch_size}) must not exceed the number of training points "
             f"({x.shape[0]})."
         )
+    if mesh is not None:
+        n_dev = distributed.check_mesh(mesh).shape[distributed.DATA_AXIS]
+        if batch_size % n_dev:
+            raise ValueError(
+                f"`batch_size` ({batch_size}) must be a multiple of the {n_dev} devices of "
+                "`mesh` for data-parallel training."
+            )
     x = jnp.asarray(x)
     meta = dict(meta or {})
     state = init_state(params, optimizer)
@@ -324,7 +344,9 @@ def fit(
         state, saved = restore_checkpoint(checkpoint_dir, state)
         history = list(saved.get("history", []))
         start = int(saved["epoch"])
-    epoch_fn = make_epoch(make_step(loss_fn, optimizer), batch_size)
+    if mesh is not None:
+        state, x = jax.device_put((state, x), distributed.replicated(mesh))
+    epoch_fn = make_epoch(make_step(loss_fn, optimizer), batch_size, mesh)
     emit = log or (lambda s: tqdm.write(s))
     bar = tqdm(range(start, epochs), initial=start, total=epochs, disable=not progress,
                desc="train", unit="epoch", leave=False)

@@ -639,12 +639,27 @@ def _fit_sharded(x, gmm0s, mesh, *, max_iter, tol, reg_covar, prior, chunk_size)
     xb, mask = distributed.shard_chunks(
         x, mesh, lambda n: _chunk_layout(n, gmm0s.n_features, gmm0s.covariance_type, chunk_size)
     )
+    return _sharded_fit_fn(mesh, max_iter)(xb, mask, gmm0s, tol, reg_covar, prior)
 
-    def local(xb, mask, gmm0s):
+
+@functools.lru_cache(maxsize=16)
+def _sharded_fit_fn(mesh, max_iter):
+    """The jitted `shard_map` of the EM loop for one mesh (compiled once per shapes)."""
+    from jaxvi import distributed
+
+    def local(xb, mask, gmm0s, tol, reg_covar, prior):
         return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior,
                              distributed.psum_data)
 
-    return jax.jit(distributed.shard_map_data(local, mesh, 2, 1))(xb, mask, gmm0s)
+    return jax.jit(distributed.shard_map_data(local, mesh, 2, 4))
+
+
+@functools.lru_cache(maxsize=16)
+def _sharded_minibatch_fn(mesh):
+    from jaxvi import distributed
+
+    update = functools.partial(_minibatch_update, combine=distributed.psum_data)
+    return jax.jit(distributed.shard_map_data(update, mesh, 2, 5))
 
 
 def _all_finite(gmm):
@@ -853,9 +868,7 @@ def fit_minibatch(
 
         distributed.check_mesh(mesh)
         gmm, shift = distributed.same_on_every_process((gmm, shift))
-        step = jax.jit(distributed.shard_map_data(
-            functools.partial(_minibatch_update, combine=distributed.psum_data), mesh, 2, 5
-        ))
+        step = _sharded_minibatch_fn(mesh)
 
         def chunks(batch):
             return distributed.shard_chunks(batch, mesh, layout)

@@ -80,7 +80,7 @@ def test_short_training_raises_the_elbo(digits):
 
 def test_resume_equals_uninterrupted_run(tmp_path, digits):
     x = digits.x_train[:192]
-    common = dict(batch_size=64, pretrain_epochs=1, seed=3, checkpoint_every=1, restarts=2)
+    common = dict(batch_size=64, pretrain_epochs=1, seed=3, checkpoint_every=1000, restarts=2)
     full, _ = train.train_vae(
         x, SMALL, train.TrainConfig(epochs=4, **common), checkpoint_dir=tmp_path / "full",
         progress=False, log=False,

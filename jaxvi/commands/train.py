@@ -141,8 +141,10 @@ def save_figures(model, x_test, out, *, key, n_per_row: int = 10) -> None:
 
     out = Path(out)
     k = model.config.components
-    keys = jax.random.split(key, k + 1)
-    rows = [np.asarray(model.sample(keys[c], n_per_row, component=c)[0]) for c in range(k)]
+    key_s, key_c = jax.random.split(key)
+    z = jnp.repeat(jnp.arange(k), n_per_row)
+    samples = np.asarray(jax.jit(lambda m, kk: m.sample_given(kk, z))(model, key_s))
+    rows = samples.reshape(k, n_per_row, -1)
     weights = np.asarray(jax.nn.softmax(model.prior()[0]))
     fig, axes = plt.subplots(k, n_per_row, figsize=(n_per_row * 0.8, k * 0.8), squeeze=False)
     for c in range(k):
@@ -158,7 +160,7 @@ def save_figures(model, x_test, out, *, key, n_per_row: int = 10) -> None:
     plt.close(fig)
 
     x = np.asarray(x_test[: 2 * n_per_row])
-    rec = np.asarray(model.reconstruct(jnp.asarray(x)))
+    rec = np.asarray(jax.jit(lambda m, xx: m.reconstruct(xx))(model, jnp.asarray(x)))
     fig, axes = plt.subplots(4, n_per_row, figsize=(n_per_row * 0.8, 4 * 0.8), squeeze=False)
     for i in range(2):
         src, dst = _as_images(x[i * n_per_row : (i + 1) * n_per_row]), _as_images(
@@ -176,8 +178,9 @@ def save_figures(model, x_test, out, *, key, n_per_row: int = 10) -> None:
     plt.close(fig)
 
     xt = jnp.asarray(x_test)
-    means = np.asarray(model.encoder(xt)[0])
-    pred = np.asarray(model.cluster(xt, key=keys[-1]))
+    means, pred = jax.jit(lambda m, xx, kk: (m.encoder(xx)[0], m.cluster(xx, key=kk)))(
+        model, xt, key_c)
+    means, pred = np.asarray(means), np.asarray(pred)
     prior_means = np.asarray(model.prior()[1])
     centre = means.mean(0)
     _, _, vt = np.linalg.svd(means - centre, full_matrices=False)

@@ -237,7 +237,7 @@ class HierarchicalVAE(nnx.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """n draws from the model: z ~ π (or fixed to `component`), w ~ p(w | z), and the
         decoder mean E[x | w]. -> (x (n, D), z (n,))."""
-        logits, mean, scale = self.prior()
+        logits, _, _ = self.prior()
         key_z, key_w = jax.random.split(key)
         if component is None:
             z = jax.random.categorical(key_z, logits, shape=(n,))
@@ -246,8 +246,13 @@ class HierarchicalVAE(nnx.Module):
             if not 0 <= int(component) < k:
                 raise ValueError(f"`component` must be in [0, {k}); got {component!r}.")
             z = jnp.full((n,), int(component))
-        w = mean[z] + scale[z] * jax.random.normal(key_w, (n, mean.shape[-1]), mean.dtype)
-        return self.decoder.mean(self.decoder(w)), z
+        return self.sample_given(key_w, z), z
+
+    def sample_given(self, key: jax.Array, z: jax.Array) -> jax.Array:
+        """E[x | w] for w ~ p(w | z) with the components z: (n,) int given (jit-friendly)."""
+        _, mean, scale = self.prior()
+        w = mean[z] + scale[z] * jax.random.normal(key, (z.shape[0], mean.shape[-1]), mean.dtype)
+        return self.decoder.mean(self.decoder(w))
 
 
 def _softplus_inverse(y: float) -> float:

@@ -1,0 +1,129 @@
+"""Reweighted wake-sleep (RWS): the hierarchical VAE's inference networks trained with the
+forward (inclusive) KL, the decoder and prior on the IWAE bound.
+
+For one data point x, with S samples w_s ~ q_ψ(w | x) held fixed (no reparameterisation
+gradient) and the log importance weights
+
+    log ω_s = log p_θ(x | w_s) + log p_θ(w_s) − log q_ψ(w_s | x),
+    p_θ(w) = Σ_z π_z N(w; μ_z, diag σ_z²)   (the z sum exact),
+
+ŵ = softmax(stop_gradient(log ω)) the self-normalised weights, the per-point surrogate is
+
+    loss(x) = − [logsumexp_s(log p_θ(x | w_s) + log p_θ(w_s) − sg(log q_ψ(w_s | x))) − log S]
+              − Σ_s ŵ_s log q_ψ(w_s | x)
+              + Σ_s ŵ_s KL(p(z | w_s) ‖ q_φ(z | w_s, x)),
+
+and its gradient is, parameter group by parameter group (each term reaches one group only):
+
+- decoder and prior (θ): −∇θ of the S-sample IWAE bound with those w_s (wake-θ);
+- encoder q(w | x) (ψ): ∇ψ of −Σ_s ŵ_s log q_ψ(w_s | x), the self-normalised estimate of
+  ∇ψ KL(p_θ(w | x) ‖ q_ψ(w | x)) (wake-ψ; `objectives.snis_forward_kl_surrogate`);
+- head q(z | w, x) (φ): ∇φ of Σ_s ŵ_s KL(p(z | w_s) ‖ q_φ(z | w_s, x)), the forward KL to the
+  exact posterior of z: in the generative model x ⊥ z | w, so p(z | w, x) = p(z | w) =
+  softmax(log π + log p(w | z)), computed exactly. The prior is held fixed inside this term
+  (and inside the head's own logits), so the prior is trained by the IWAE term alone. Since
+  the head's logits are log p(z | w) + r_φ(w, x), this term drives the residual r toward a
+  constant, i.e. q(z | w, x) toward the exact p(z | w).
+
+This is NOT one objective shared by all parameters, as the ELBO is: the three terms are
+separate objectives stacked into one scalar only so that one `value_and_grad` and one optax
+step update every group; the scalar's value is not a bound on anything and does not decrease
+monotonically in general. Monitor `iwae` (the bound the decoder climbs), `encoder` (the
+cross-entropy of q(w | x) to the self-normalised posterior, KL + entropy), `head_kl` and `ess`
+(the effective sample size of the weights, in [1, S]; near 1 means q(w | x) misses most of
+p(w | x) and the encoder gradient is noisy).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxvi import elbo as elbo_lib
+from jaxvi._linalg import diag_normal_log_prob
+from jaxvi.objectives import snis_forward_kl_surrogate
+from jaxvi.train import merge_model
+
+__all__ = ["RWSTerms", "rws_terms", "rws_loss"]
+
+
+class RWSTerms(NamedTuple):
+    """Per-data-point quantities of reweighted wake-sleep, each (B,).
+
+    surrogate = −iwae + encoder + head_kl: the scalar to differentiate (see the module doc).
+    """
+
+    surrogate: jax.Array
+    iwae: jax.Array  # the S-sample IWAE bound on log p(x)
+    encoder: jax.Array  # −Σ_s ŵ_s log q(w_s | x)
+    head_kl: jax.Array  # Σ_s ŵ_s KL(p(z | w_s) ‖ q(z | w_s, x))
+    ess: jax.Array  # 1 / Σ_s ŵ_s², in [1, S]
+
+
+def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerms:
+    """Reweighted wake-sleep terms for a batch x: (B, D) -> `RWSTerms` of (B,) arrays.
+
+    `model` is a `jaxvi.nn.HierarchicalVAE`. The w_s are drawn exactly as `model.iwae` draws
+    them (one key per data point, split from `key`), so `iwae` equals `model.iwae(x, key=key,
+    n_samples=n_samples)`. Pure; works under jit and vmap.
+    """
+    prior = model.prior()  # (K,), (K, L), (K, L)
+    prior_fixed = jax.tree.map(jax.lax.stop_gradient, prior)
+    w_mean, w_scale = model.encoder(x)  # (B, L) each
+    keys = jax.random.split(key, x.shape[0])
+    w = jax.vmap(lambda m, s, k: elbo_lib.sample_w(m, s, n_samples, key=k))(
+        w_mean, w_scale, keys
+    )
+    w = jax.lax.stop_gradient(w)  # (B, S, L): samples, not reparameterised
+    log_px_w = jax.vmap(model.decoder.log_prob)(x, model.decoder(w))  # (B, S)
+    qz_logits = jax.vmap(lambda wb, xb: model.head(wb, xb, prior_fixed))(w, x)  # (B, S, K)
+
+    def per_point(log_px_w, w, m, s, qz_logits):
+        log_pw = elbo_lib.log_marginal_prior(w, *prior)  # (S,)
+        log_qw = diag_normal_log_prob(w, m, s)  # (S,)
+        log_weights = log_px_w + log_pw - log_qw
+        # θ: IWAE bound with the samples and q's density held fixed.
+        iwae = jax.nn.logsumexp(log_px_w + log_pw - jax.lax.stop_gradient(log_qw))
+        iwae = iwae - math.log(n_samples)
+        # ψ: self-normalised forward KL (weights stopped inside).
+        encoder = snis_forward_kl_surrogate(log_qw, log_weights)
+        w_bar = jax.nn.softmax(jax.lax.stop_gradient(log_weights))  # (S,)
+        # φ: forward KL from the exact p(z | w) = p(z | w, x), the prior held fixed.
+        log_p = jax.nn.log_softmax(elbo_lib.prior_posterior_logits(w, *prior_fixed), axis=-1)
+        log_q = jax.nn.log_softmax(qz_logits, axis=-1)
+        kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)  # (S,)
+        head_kl = jnp.sum(w_bar * kl)
+        ess = 1.0 / jnp.sum(jnp.square(w_bar))
+        return RWSTerms(-iwae + encoder + head_kl, iwae, encoder, head_kl, ess)
+
+    return jax.vmap(per_point)(log_px_w, w, w_mean, w_scale, qz_logits)
+
+
+def rws_loss(graphdef, n_samples: int = 16):
+    """-> loss_fn(params, batch, key) -> (scalar surrogate, metrics), the contract of
+    `jaxvi.train.elbo_loss`, so `jaxvi.train.fit` trains with it unchanged.
+
+    The scalar is the batch mean of `RWSTerms.surrogate` (separate objectives per parameter
+    group, not one bound: see the module doc). Metrics: batch means of iwae, encoder, head_kl
+    and ess. n_samples: S ≥ 2 samples of w per data point (with S = 1 every weight is 1 and the
+    encoder's gradient is pure noise).
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+        raise ValueError(
+            "`n_samples` must be an integer ≥ 2 for reweighted wake-sleep (with one sample "
+            f"the self-normalised weights are all 1); got {n_samples!r}."
+        )
+    def loss_fn(params, batch, key):
+        model = merge_model(graphdef, params)
+        t = rws_terms(model, batch, key=key, n_samples=n_samples)
+        return jnp.mean(t.surrogate), {
+            "iwae": jnp.mean(t.iwae),
+            "encoder": jnp.mean(t.encoder),
+            "head_kl": jnp.mean(t.head_kl),
+            "ess": jnp.mean(t.ess),
+        }
+
+    return loss_fn

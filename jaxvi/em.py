@@ -318,7 +318,6 @@ def _stats_chunked(xb, mask, gmm: GMM, shift):
     """Fused E step + statistics over chunks. xb: (C, R, D), mask: (C, R) (1 = real point).
     Returns (Stats with packed second moments (K, F), Σ_n log p(x_n))."""
     w, bias = _linear_log_prob_params(gmm, shift)
-    k = gmm.n_components
     f = w.shape[-1]
     d = gmm.n_features
 
@@ -336,17 +335,15 @@ def _stats_chunked(xb, mask, gmm: GMM, shift):
         moments = jnp.matmul(resp.T, phi, precision=_PRECISION)  # (K, F + D)
         return jnp.sum(m_rows), jnp.sum(resp, axis=0), moments, jnp.sum(lse * m_rows)
 
-    if xb.shape[0] == 1:
-        count, nk, moments, sum_ll = one(xb[0], mask[0])
-    else:
+    def body(carry, inputs):
+        return jax.tree_util.tree_map(jnp.add, carry, one(*inputs)), None
 
-        def body(carry, inputs):
-            out = one(*inputs)
-            return jax.tree_util.tree_map(jnp.add, carry, out), None
-
-        dt = xb.dtype
-        zero = (jnp.zeros((), dt), jnp.zeros((k,), dt), jnp.zeros((k, f), dt), jnp.zeros((), dt))
-        (count, nk, moments, sum_ll), _ = jax.lax.scan(body, zero, (xb, mask))
+    # The first chunk seeds the sum (rather than zeros), so the carry has the same type as
+    # the chunks' stats, also inside `shard_map` where they vary across devices.
+    totals = one(xb[0], mask[0])
+    if xb.shape[0] > 1:
+        totals, _ = jax.lax.scan(body, totals, (xb[1:], mask[1:]))
+    count, nk, moments, sum_ll = totals
     second, first = moments[:, : f - d], moments[:, f - d :]
     if gmm.covariance_type in ("full", "tied"):
         second = _linalg.unpack_sym(second, d)

@@ -34,6 +34,9 @@ EM_SCRIPT = textwrap.dedent(
             four = em.fit(x, 3, mesh=mesh, **kw)
             out[f"fit_{cov}"] = leaves_diff(one, four)
             out[f"fit_{cov}_replicated"] = four.gmm.means.sharding.is_fully_replicated
+        # Several chunks per device (the lax.scan over chunks runs inside shard_map).
+        kw = dict(key=jax.random.key(1), max_iter=10, tol=0.0, chunk_size=64)
+        out["chunked"] = leaves_diff(em.fit(x, 3, **kw), em.fit(x, 3, mesh=mesh, **kw))
         # Restarts: the best restart's log-likelihood and its (label-sorted) means agree.
         kw = dict(key=jax.random.key(3), max_iter=20, tol=1e-8, n_init=4)
         one, four = em.fit(x, 3, **kw), em.fit(x, 3, mesh=mesh, **kw)
@@ -130,6 +133,7 @@ def test_sharded_warm_start_minibatch_and_submesh(em_results):
     assert em_results["warm_start"] < 1e-9
     assert em_results["minibatch"] < 1e-9
     assert em_results["two_devices"] < 1e-9
+    assert em_results["chunked"] < 1e-9
 
 
 def test_mesh_must_have_a_data_axis():

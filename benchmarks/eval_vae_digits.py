@@ -67,7 +67,8 @@ def main(argv=None):
         t0 = time.perf_counter()
         model, _ = train.train_vae(ds.x_train, mc, tc, progress=False, log=False)
         seconds = time.perf_counter() - t0
-        m = train.test_metrics(model, ds.x_test, ds.y_test, key=jax.random.key(s + 1))
+        m = train.test_metrics(model, ds.x_test, ds.y_test, key=jax.random.key(s + 1),
+                               iwae_samples=256)
         m["train_seconds"] = seconds
         runs.append(m)
         print(f"seed {s}: accuracy {m['test_accuracy']:.4f}  NMI {m['test_nmi']:.4f}  "

@@ -167,7 +167,7 @@ def _iwae_only(p, n, key):
                         pj["prior_mean"], pj["prior_scale"])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), s=st.integers(1, 5), k=st.integers(2, 5))
 def test_iwae_never_below_elbo_on_the_same_samples(seed, s, k):
     """log mean_s exp(log ŵ_s) ≥ mean_s log ŵ_s ≥ the ELBO integrand, for any q(z | w, x)."""

@@ -80,7 +80,7 @@ def test_short_training_raises_the_elbo(digits):
 
 def test_resume_equals_uninterrupted_run(tmp_path, digits):
     x = digits.x_train[:192]
-    common = dict(batch_size=64, pretrain_epochs=1, seed=3, checkpoint_every=1000, restarts=2)
+    common = dict(batch_size=64, pretrain_epochs=0, seed=3, checkpoint_every=1000)
     full, _ = train.train_vae(
         x, SMALL, train.TrainConfig(epochs=4, **common), checkpoint_dir=tmp_path / "full",
         progress=False, log=False,
@@ -147,7 +147,7 @@ def test_cli_train_and_evaluate(tmp_path, digits, capsys):
     out = tmp_path / "run"
     rc = cli.main(["train", "--data", str(tmp_path / "small.npz"), "--epochs", "2",
                    "--pretrain-epochs", "1", "--batch-size", "32", "--components", "3",
-                   "--hidden", "32", "--restarts", "1",
+                   "--hidden", "32", "--restarts", "2",
                    "--out", str(out), "--no-progress"])
     assert rc == 0
     for name in ("metrics.json", "samples.png", "recon.png", "latent.png"):

@@ -27,6 +27,7 @@ from flax import nnx
 
 from jaxvi import distributed
 from jaxvi import metrics as metrics_lib
+from jaxvi._validate import check_choice
 from jaxvi.data import check_data, epoch_batches
 from jaxvi.nn import HierarchicalVAE, VAEConfig
 
@@ -397,6 +398,9 @@ def _format_row(row: dict) -> str:
 # ----------------------------------------------------------------------------- the recipe
 
 
+INFERENCE = ("elbo", "forward-kl")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The training recipe. Defaults are what `jaxvi train` uses.
@@ -407,7 +411,9 @@ class TrainConfig:
     many autoencoders are pretrained (together, vmapped); with more than one, the prior starts
     from the consensus of their GMM clusterings (co-association, average linkage) on the codes
     of the restart that agrees with it most: no labels are used. n_samples: samples of w per
-    data point in the ELBO.
+    data point in the ELBO. inference: "elbo" trains every network on the ELBO; "forward-kl"
+    trains decoder and prior on the IWAE bound and the inference networks on the forward KL
+    (reweighted wake-sleep, `jaxvi.wake_sleep`) with `wake_sleep_samples` samples of w.
     """
 
     epochs: int = 60
@@ -422,6 +428,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     iwae_samples: int = 64
     eval_every: int = 10
+    inference: str = "elbo"
+    wake_sleep_samples: int = 16
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "n_samples", "checkpoint_every", "iwae_samples",
@@ -435,6 +443,10 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be ≥ 0; got {getattr(self, name)!r}.")
         if not self.learning_rate > 0 or not self.pretrain_learning_rate > 0:
             raise ValueError("`learning_rate` and `pretrain_learning_rate` must be positive.")
+        check_choice("inference", self.inference, INFERENCE)
+        if int(self.wake_sleep_samples) < 2:
+            raise ValueError("`wake_sleep_samples` must be an integer ≥ 2; "
+                             f"got {self.wake_sleep_samples!r}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -498,6 +510,7 @@ def init_prior_from_codes(model: HierarchicalVAE, x: np.ndarray, *, seed: int) -
 def pretrain(
     model_config: VAEConfig, train_config: TrainConfig, x_train: np.ndarray, *,
     key: jax.Array, progress: bool = False, log: Callable[[str], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[HierarchicalVAE, dict]:
     """Pretrain `restarts` autoencoders (vmapped, one compiled step), cluster each one's codes
     with a GMM, and return the model whose prior starts from those clusters (the consensus when
@@ -513,7 +526,7 @@ def pretrain(
     state, hist = fit(
         loss, optax.adam(tc.pretrain_learning_rate), stacked, x_fit, key=keys[-1],
         epochs=tc.pretrain_epochs, batch_size=min(tc.batch_size, x_train.shape[0]),
-        progress=progress, log=False,
+        progress=progress, log=False, mesh=mesh,
     )
     models = [merge_model(graphdef, jax.tree.map(lambda a, i=i: a[i], state.params))
               for i in range(r)]
@@ -554,10 +567,12 @@ def train_vae(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     data_name: str | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[HierarchicalVAE, list[dict]]:
     """The full recipe: autoencoder pretraining (`pretrain`), the prior from a GMM on the
-    codes, joint ELBO training with test metrics every `eval_every` epochs when x_test is
-    given. Same seed, same result. -> (trained model, history)."""
+    codes, joint training (ELBO, or wake-sleep with `inference="forward-kl"`) with test
+    metrics every `eval_every` epochs when x_test is given. Same seed, same result. With a
+    `mesh`, training is data-parallel over its "data" axis. -> (trained model, history)."""
     check_data("x_train", x_train, model_config.data_dim)
     if x_test is not None:
         check_data("x_test", x_test, model_config.data_dim)
@@ -579,7 +594,7 @@ def train_vae(
         model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))  # structure only
     elif tc.pretrain_epochs > 0:
         model, summary = pretrain(mc, tc, x_train, key=k_pre, progress=progress,
-                                  log=log if log else None)
+                                  log=log if log else None, mesh=mesh)
         meta["pretrain"] = summary
     else:
         model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))
@@ -594,11 +609,17 @@ def train_vae(
             res, _ = evaluator(p, x_test, y_test, key=jax.random.fold_in(k_eval, epoch))
             return {f"test_{k}": v for k, v in res.items() if k not in ("reconstruction",)}
 
+    if tc.inference == "forward-kl":
+        from jaxvi.wake_sleep import rws_loss
+
+        loss = rws_loss(graphdef, tc.wake_sleep_samples)
+    else:
+        loss = elbo_loss(graphdef, tc.n_samples)
     state, history = fit(
-        elbo_loss(graphdef, tc.n_samples), optax.adam(tc.learning_rate), params, x_train,
+        loss, optax.adam(tc.learning_rate), params, x_train,
         key=k_train, epochs=tc.epochs, batch_size=tc.batch_size, eval_fn=eval_fn,
         checkpoint_dir=checkpoint_dir, checkpoint_every=tc.checkpoint_every, resume=resume,
-        meta=meta, progress=progress, log=log,
+        meta=meta, progress=progress, log=log, mesh=mesh,
     )
     return merge_model(graphdef, state.params), history
 

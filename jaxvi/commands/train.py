@@ -47,6 +47,13 @@ def register(subparsers) -> None:
                    help="continue from the latest checkpoint in --out")
     p.add_argument("--likelihood", default="gaussian",
                    help="decoder: 'gaussian' (learned floored per-pixel variance) or 'bernoulli'")
+    p.add_argument("--inference", default=d.inference,
+                   help="'elbo' (every network on the ELBO, the default) or 'forward-kl' "
+                   "(decoder and prior on the IWAE bound, the inference networks on the "
+                   "forward KL: reweighted wake-sleep)")
+    p.add_argument("--devices", type=int, default=1,
+                   help="data-parallel over the first N local devices (default 1); "
+                   "--batch-size must be a multiple of N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -67,8 +74,17 @@ def run(args) -> int:
     tc = train_lib.TrainConfig(
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed, restarts=args.restarts,
-        pretrain_neighbors=args.pretrain_neighbors,
+        pretrain_neighbors=args.pretrain_neighbors, inference=args.inference,
     )
+    mesh = None
+    if args.devices != 1:
+        from jaxvi.distributed import data_mesh
+
+        available = jax.local_devices()
+        if not 1 <= args.devices <= len(available):
+            raise ValueError(f"`--devices` must be between 1 and the {len(available)} local "
+                             f"device(s); got {args.devices}.")
+        mesh = data_mesh(available[: args.devices])
     out = Path(args.out)
     if out.exists() and not args.resume and (out / "checkpoint").exists():
         import shutil
@@ -82,7 +98,7 @@ def run(args) -> int:
         model, history = train_lib.train_vae(
             ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
             checkpoint_dir=out / "checkpoint", resume=args.resume,
-            progress=not args.no_progress, log=print, data_name=str(args.data),
+            progress=not args.no_progress, log=print, data_name=str(args.data), mesh=mesh,
         )
     except train_lib.NonFiniteLossError as err:
         print(f"jaxvi train: error: {err}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """ELBO vs forward-KL (reweighted wake-sleep) training of the hierarchical VAE's inference
 networks, from the same initialisation with the same budget (epochs, batch size, optimizer):
 
-(a) digits: test IWAE, clustering accuracy (Hungarian) and NMI, after the same pretraining;
+(a) digits: test IWAE, clustering accuracy (Hungarian) and NMI, after the same pretraining
+    (`train_vae`'s defaults), over 3 seeds;
 (b) a synthetic set with a bimodal posterior over w: L = 2, z ∈ {0, 1} with p(w | z) =
     N((±2, 0), 0.6²), x = g(|w₁|, w₂) + N(0, 0.7²) with g a fixed piecewise-linear map (exactly
     a one-hidden-layer decoder of the model family), so p(w | x) has a mode at w₁ and one at
@@ -68,32 +69,57 @@ def run_fit(loss_fn, params, x, *, key, epochs, batch_size, lr):
 # ----------------------------------------------------------------------------- (a) digits
 
 
-def digits_part(args, seed):
+def digits_seed(args, seed):
+    """Pretrain once (autoencoders + GMM prior, as `train_vae`), then train a copy with each
+    objective from that same init with the same key, epochs, batch size and optimizer."""
     ds = data.load_digits()
     mc = VAEConfig(data_dim=ds.x_train.shape[1])
     tc = train.TrainConfig(seed=seed, pretrain_epochs=args.pretrain_epochs,
-                           restarts=args.restarts)
+                           restarts=args.restarts, epochs=args.epochs)
     t0 = time.perf_counter()
     model, _ = train.pretrain(mc, tc, ds.x_train, key=jax.random.key(seed))
-    pre_s = time.perf_counter() - t0
+    out = {"pretrain_seconds": time.perf_counter() - t0}
     graphdef, params0 = train.split_model(model)
     x = jnp.asarray(ds.x_train)
-    out = {"model_config": mc.to_dict(), "pretrain_epochs": tc.pretrain_epochs,
-           "restarts": tc.restarts, "pretrain_seconds": pre_s, "epochs": args.epochs,
-           "batch_size": tc.batch_size, "learning_rate": tc.learning_rate}
     for method in ("elbo", "forward-kl"):
         loss = make_loss(method, graphdef, args.rws_samples)
         params, hist, secs = run_fit(loss, params0, x, key=jax.random.key(seed + 1),
-                                     epochs=args.epochs, batch_size=tc.batch_size,
+                                     epochs=tc.epochs, batch_size=tc.batch_size,
                                      lr=tc.learning_rate)
         m = train.test_metrics(train.merge_model(graphdef, params), ds.x_test, ds.y_test,
                                key=jax.random.key(seed + 2), iwae_samples=256)
         m["train_seconds"] = secs
         m["final_train"] = {k: v for k, v in hist[-1].items() if k not in ("epoch", "step")}
         out[method] = m
-        print(f"digits {method:10s}: test IWAE {m['test_iwae']:.2f}  ELBO {m['test_elbo']:.2f}  "
-              f"accuracy {m['test_accuracy']:.4f}  NMI {m['test_nmi']:.4f}  "
-              f"clusters {m['test_clusters_used']}  ({secs:.0f} s)")
+        print(f"digits seed {seed} {method:10s}: test IWAE {m['test_iwae']:.2f}  "
+              f"ELBO {m['test_elbo']:.2f}  accuracy {m['test_accuracy']:.4f}  "
+              f"NMI {m['test_nmi']:.4f}  clusters {m['test_clusters_used']}  ({secs:.0f} s)")
+    return out, mc, tc
+
+
+def _summary(values):
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
+            "max": float(v.max()), "per_seed": v.tolist()}
+
+
+def digits_part(args):
+    runs = []
+    for seed in args.seeds:
+        r, mc, tc = digits_seed(args, seed)
+        runs.append(r)
+    out = {"seeds": list(args.seeds), "model_config": mc.to_dict(),
+           "train_config": tc.to_dict(), "runs": runs}
+    rows = []
+    for method in ("elbo", "forward-kl"):
+        out[method] = {k: _summary([r[method][k] for r in runs]) for k in
+                       ("test_iwae", "test_elbo", "test_accuracy", "test_nmi",
+                        "test_clusters_used", "train_seconds")}
+        rows.append({"method": method, **{k.removeprefix("test_"): out[method][k]["mean"]
+                                          for k in out[method]},
+                     "acc_min": out[method]["test_accuracy"]["min"]})
+    print(f"digits, mean over seeds {list(args.seeds)}:")
+    print_table(rows, list(rows[0]))
     return out
 
 
@@ -284,11 +310,14 @@ def bimodal_part(args, seed):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a smoke run (tiny budgets, no JSON)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="bimodal set seed")
     p.add_argument("--rws-samples", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=30, help="digits: joint epochs per method")
-    p.add_argument("--pretrain-epochs", type=int, default=60)
-    p.add_argument("--restarts", type=int, default=3)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="digits seeds")
+    defaults = train.TrainConfig()
+    p.add_argument("--epochs", type=int, default=defaults.epochs,
+                   help="digits: joint epochs per method")
+    p.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs)
+    p.add_argument("--restarts", type=int, default=defaults.restarts)
     p.add_argument("--bimodal-epochs", type=int, default=150)
     p.add_argument("--bimodal-train", type=int, default=2048)
     p.add_argument("--bimodal-test", type=int, default=200)
@@ -297,7 +326,7 @@ def main(argv=None):
                    help="a second, larger S for forward-KL on the bimodal set")
     args = p.parse_args(argv)
     if args.quick:
-        args.epochs, args.pretrain_epochs, args.restarts = 2, 2, 1
+        args.epochs, args.pretrain_epochs, args.restarts, args.seeds = 2, 2, 1, [0]
         args.bimodal_epochs, args.bimodal_train, args.bimodal_test = 3, 256, 20
         args.bimodal_rws_samples = 32
     print_device()
@@ -305,7 +334,7 @@ def main(argv=None):
     result = {"seed": args.seed, "rws_samples": args.rws_samples,
               "bimodal_rws_samples": args.bimodal_rws_samples, "elbo_samples": 1}
     result["bimodal"] = bimodal_part(args, args.seed)
-    result["digits"] = digits_part(args, args.seed)
+    result["digits"] = digits_part(args)
     result["total_seconds"] = time.perf_counter() - t0
     print(f"total {result['total_seconds']:.0f} s")
     if not args.quick:

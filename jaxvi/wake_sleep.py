@@ -41,11 +41,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from jaxvi import elbo as elbo_lib
 from jaxvi._linalg import diag_normal_log_prob
 from jaxvi.objectives import snis_forward_kl_surrogate
-from jaxvi.train import merge_model
 
 __all__ = ["RWSTerms", "rws_terms", "rws_loss"]
 
@@ -117,7 +117,7 @@ def rws_loss(graphdef, n_samples: int = 16):
             f"the self-normalised weights are all 1); got {n_samples!r}."
         )
     def loss_fn(params, batch, key):
-        model = merge_model(graphdef, params)
+        model = nnx.merge(graphdef, params)  # as jaxvi.train.merge_model (no import cycle)
         t = rws_terms(model, batch, key=key, n_samples=n_samples)
         return jnp.mean(t.surrogate), {
             "iwae": jnp.mean(t.iwae),

@@ -14,7 +14,7 @@ from flax import nnx
 from jaxvi import data, train
 from jaxvi.elbo import iwae_bound, sample_w
 from jaxvi.nn import HierarchicalVAE, VAEConfig
-from jaxvi.wake_sleep import rws_loss, rws_terms
+from jaxvi.wake_sleep import rws_loss
 
 tfd = tfp.distributions
 
@@ -145,7 +145,8 @@ def test_gradients_approach_exact_forward_kl_and_log_evidence_on_a_grid(x64):
         lik = tfd.Independent(tfd.Normal(dmean, dscale), 1).log_prob(x[:, None, :])
         return lik + mix.log_prob(grid)
 
-    post = jax.jit(lambda p: jax.nn.softmax(log_joint_grid(p), axis=-1))(params)  # (B, G) p(w | x) on the grid
+    # p(w | x) on the grid: (B, G)
+    post = jax.jit(lambda p: jax.nn.softmax(log_joint_grid(p), axis=-1))(params)
     assert float(jnp.max(post[:, [0, -1]])) < 1e-12  # the grid holds the posterior
 
     def exact_fkl(p):  # the ψ-dependent part of KL(p ‖ q), averaged over the batch
@@ -175,47 +176,37 @@ def test_gradients_approach_exact_forward_kl_and_log_evidence_on_a_grid(x64):
 
 
 def test_finite_gradients_reach_every_parameter_group():
-    cfg = VAEConfig(data_dim=64, components=4, latent_dim=3, hidden=(32, 32), head_hidden=(8,))
-    graphdef, params = _model(cfg)
+    cfg = VAEConfig(data_dim=64, components=4, latent_dim=3, hidden=(32,), head_hidden=(8,))
     x = jnp.asarray(data.load_digits().x_train[:32])
-    (loss, info), grads = jax.jit(jax.value_and_grad(rws_loss(graphdef, 8), has_aux=True))(
-        params, x, jax.random.key(0))
+    graphdef, params = _model(cfg)
+    _, params0 = train.split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(0)))
+    vg = jax.jit(jax.value_and_grad(rws_loss(graphdef, 8), has_aux=True))
+    (loss, info), grads = vg(params, x, jax.random.key(0))
     assert np.isfinite(float(loss)) and all(np.isfinite(float(v)) for v in info.values())
     for name in ("encoder", "head", "prior", "decoder"):
         leaves = jax.tree.leaves(grads[name])
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves), name
         assert any(float(jnp.max(jnp.abs(g))) > 0 for g in leaves), name
     # At initialisation the head equals p(z | w) exactly: zero forward KL, zero gradient.
-    graphdef0, params0 = train.split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(0)))
-    (_, info0), g0 = jax.value_and_grad(rws_loss(graphdef0, 8), has_aux=True)(
-        params0, x, jax.random.key(0))
+    (_, info0), g0 = vg(params0, x, jax.random.key(0))
     assert abs(float(info0["head_kl"])) < 1e-5
     assert all(float(jnp.max(jnp.abs(g))) < 1e-5 for g in jax.tree.leaves(g0["head"]))
 
 
-def test_jit_and_vmap():
+def test_vmap_over_stacked_parameters():
+    """(jit against independent references is covered by the first test.)"""
     graphdef, params = _model(TINY)
     x = jax.random.uniform(jax.random.key(1), (6, TINY.data_dim))
     loss_fn = rws_loss(graphdef, 4)
-    eager = loss_fn(params, x, jax.random.key(3))
-    jitted = jax.jit(loss_fn)(params, x, jax.random.key(3))
-    _close(eager, jitted, rtol=1e-5, atol=1e-6)
     # vmap over stacked parameters (train.ensemble_loss): each copy gets its own gradient.
     _, params2 = _model(TINY, seed=1)
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, params2)
     g = jax.jit(jax.grad(lambda p, k: train.ensemble_loss(loss_fn, 2)(p, x, k)[0]))(
         stacked, jax.random.key(5))
     keys = jax.random.split(jax.random.key(5), 2)
+    single = jax.jit(jax.grad(lambda q, k: loss_fn(q, x, k)[0]))
     for i, p in enumerate((params, params2)):
-        gi = jax.grad(lambda q, i=i: loss_fn(q, x, keys[i])[0])(p)
-        _close(jax.tree.map(lambda a, i=i: a[i], g), gi, rtol=1e-4, atol=1e-5)
-    # vmap of rws_terms over data sets.
-    xs = jnp.stack([x, x[::-1]])
-    model = train.merge_model(graphdef, params)
-    t = jax.vmap(lambda xx: rws_terms(model, xx, key=jax.random.key(0), n_samples=4))(xs)
-    assert t.iwae.shape == (2, 6)
-    np.testing.assert_allclose(t.iwae[0], rws_terms(model, x, key=jax.random.key(0),
-                                                    n_samples=4).iwae, rtol=1e-5)
+        _close(jax.tree.map(lambda a, i=i: a[i], g), single(p, keys[i]), rtol=1e-4, atol=1e-5)
 
 
 def test_short_rws_training_raises_the_iwae_bound():
@@ -225,14 +216,14 @@ def test_short_rws_training_raises_the_iwae_bound():
     evaluator = train.make_evaluator(graphdef, iwae_samples=16)
     before, _ = evaluator(params, x, key=jax.random.key(1))
     state, history = train.fit(
-        rws_loss(graphdef, 8), optax.adam(3e-3), params, x, key=jax.random.key(2),
-        epochs=12, batch_size=64, progress=False, log=False,
+        rws_loss(graphdef, 4), optax.adam(5e-3), params, x, key=jax.random.key(2),
+        epochs=8, batch_size=64, progress=False, log=False,
     )
     after, _ = evaluator(state.params, x, key=jax.random.key(1))
     assert after["iwae"] > before["iwae"] + 10.0
     assert history[-1]["iwae"] > history[0]["iwae"]
     assert {"iwae", "encoder", "head_kl", "ess", "loss"} <= set(history[-1])
-    assert 1.0 <= history[-1]["ess"] <= 8.0
+    assert 1.0 <= history[-1]["ess"] <= 4.0
 
 
 @pytest.mark.parametrize("bad", [1, 0, 2.5, True])

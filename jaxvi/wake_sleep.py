@@ -37,6 +37,7 @@ p(w | x) and the encoder gradient is noisy).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -111,11 +112,13 @@ def rws_loss(graphdef, n_samples: int = 16):
     and ess. n_samples: S ≥ 2 samples of w per data point (with S = 1 every weight is 1 and the
     encoder's gradient is pure noise).
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+    if (isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral)
+            or n_samples < 2):
         raise ValueError(
             "`n_samples` must be an integer ≥ 2 for reweighted wake-sleep (with one sample "
             f"the self-normalised weights are all 1); got {n_samples!r}."
         )
+    n_samples = int(n_samples)
     def loss_fn(params, batch, key):
         model = nnx.merge(graphdef, params)  # as jaxvi.train.merge_model (no import cycle)
         t = rws_terms(model, batch, key=key, n_samples=n_samples)

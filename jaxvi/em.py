@@ -163,11 +163,10 @@ def _diag_variances(gmm: GMM) -> jax.Array:
     return jnp.broadcast_to(gmm.covariances[:, None], (k, d))
 
 
-def component_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
-    """log N(x_n; μ_k, Σ_k) for all pairs. x: (N, D) -> (N, K). Uses the shared pairwise
-    quadratic-form kernels (matmuls, no loop over components) and Cholesky factors."""
-    d = gmm.n_features
-    k = gmm.n_components
+def _component_precisions(gmm: GMM) -> tuple[jax.Array, jax.Array]:
+    """Per-component precisions through Cholesky factors, and log|Σ_k| (K,): Λ_k (K, D, D)
+    for full/tied, 1/σ²_k (K, D) for diag/spherical."""
+    k, d = gmm.n_components, gmm.n_features
     if gmm.covariance_type in ("full", "tied"):
         chol = _linalg.cholesky(gmm.covariances)
         precision = _linalg.precision_from_tril(chol)
@@ -175,11 +174,20 @@ def component_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
         if gmm.covariance_type == "tied":
             precision = jnp.broadcast_to(precision, (k, d, d))
             logdet = jnp.broadcast_to(logdet, (k,))
+        return precision, logdet
+    var = _diag_variances(gmm)
+    return 1.0 / var, jnp.sum(jnp.log(var), axis=-1)
+
+
+def component_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
+    """log N(x_n; μ_k, Σ_k) for all pairs. x: (N, D) -> (N, K). Uses the shared pairwise
+    quadratic-form kernels (matmuls, no loop over components) and Cholesky factors."""
+    d = gmm.n_features
+    precision, logdet = _component_precisions(gmm)
+    if gmm.covariance_type in ("full", "tied"):
         maha = _linalg.pairwise_sq_mahalanobis_full(x, gmm.means, precision)
     else:
-        var = _diag_variances(gmm)
-        maha = _linalg.pairwise_sq_mahalanobis_diag(x, gmm.means, 1.0 / var)
-        logdet = jnp.sum(jnp.log(var), axis=-1)
+        maha = _linalg.pairwise_sq_mahalanobis_diag(x, gmm.means, precision)
     return -0.5 * (maha + logdet + d * _linalg.LOG_2PI)
 
 
@@ -269,22 +277,14 @@ def _features(xc: jax.Array, covariance_type: str) -> jax.Array:
 def _linear_log_prob_params(gmm: GMM, shift: jax.Array):
     """W (K, F + D), bias (K,) with log w_k + log N(x; μ_k, Σ_k) = φ(x − c) · W_k + bias_k."""
     d = gmm.n_features
-    k = gmm.n_components
     m = gmm.means - shift
+    precision, logdet = _component_precisions(gmm)
     if gmm.covariance_type in ("full", "tied"):
-        chol = _linalg.cholesky(gmm.covariances)
-        precision = _linalg.precision_from_tril(chol)
-        logdet = _linalg.logdet_tril(chol)
-        if gmm.covariance_type == "tied":
-            precision = jnp.broadcast_to(precision, (k, d, d))
-            logdet = jnp.broadcast_to(logdet, (k,))
         quad = _linalg.pack_sym(precision, 2.0)
         lam_m = jnp.einsum("kij,kj->ki", precision, m)
     else:
-        var = _diag_variances(gmm)
-        quad = 1.0 / var
-        lam_m = m / var
-        logdet = jnp.sum(jnp.log(var), axis=-1)
+        quad = precision
+        lam_m = m * precision
     w = jnp.concatenate([-0.5 * quad, lam_m], axis=-1)
     bias = (
         jnp.log(gmm.weights)

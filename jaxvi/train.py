@@ -122,6 +122,43 @@ def elbo_loss(graphdef, n_samples: int = 1) -> LossFn:
     return loss_fn
 
 
+def consensus_elbo_loss(graphdef, n_samples: int = 1, weight: float = 1.0) -> LossFn:
+    """Negative mean ELBO plus `weight` times the cross-entropy of q(z | w, x) (one w ~ q(w | x)
+    per point) against soft cluster targets. Each batch row is x followed by its K target
+    probabilities ((D + K) values): the targets come from the unsupervised consensus of
+    `pretrain`, so the model keeps, and extends to new points, the clustering it starts from."""
+    base = elbo_loss(graphdef, n_samples)
+
+    def loss_fn(params, batch, key):
+        model = merge_model(graphdef, params)
+        d = model.config.data_dim
+        x, target = batch[:, :d], batch[:, d:]
+        k_elbo, k_w = jax.random.split(key)
+        neg_elbo, info = base(params, x, k_elbo)
+        prior = model.prior()
+        mean, scale = model.encoder(x)
+        w = mean + scale * jax.random.normal(k_w, mean.shape, mean.dtype)
+        logits = jax.vmap(lambda wb, xb: model.head(wb[None], xb, prior)[0])(w, x)
+        ce = -jnp.mean(jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+        return neg_elbo + weight * ce, {**info, "consensus_ce": ce}
+
+    return loss_fn
+
+
+def smooth_targets(x: np.ndarray, labels: np.ndarray, k: int, n_neighbors: int) -> np.ndarray:
+    """Soft targets: for each point, the fraction of it and its n_neighbors nearest neighbours
+    in x (Euclidean) carrying each label. x: (N, D), labels: (N,) -> (N, k) float32."""
+    onehot = np.eye(k, dtype=np.float32)[np.asarray(labels)]
+    if n_neighbors == 0:
+        return onehot
+    from sklearn.neighbors import NearestNeighbors
+
+    m = min(n_neighbors, x.shape[0] - 1)
+    idx = NearestNeighbors(n_neighbors=m + 1).fit(x).kneighbors(x, return_distance=False)
+    idx[:, 0] = np.arange(x.shape[0])
+    return onehot[idx].mean(1).astype(np.float32)
+
+
 def autoencoder_loss(graphdef, n_neighbors: int = 0) -> LossFn:
     """Pretraining: the deterministic autoencoder x -> mean of q(w | x) -> E[x | w], squared
     error (Gaussian) or cross-entropy (Bernoulli), summed over pixels.
@@ -414,6 +451,10 @@ class TrainConfig:
     data point in the ELBO. inference: "elbo" trains every network on the ELBO; "forward-kl"
     trains decoder and prior on the IWAE bound and the inference networks on the forward KL
     (reweighted wake-sleep, `jaxvi.wake_sleep`) with `wake_sleep_samples` samples of w.
+    consensus_weight: with pretraining and inference="elbo", the joint loss adds this times the
+    cross-entropy of q(z | w, x) against the pretraining clusters (the consensus labels; no
+    labels of the data are used), each point's target the label fractions among it and its
+    `consensus_smoothing` nearest training neighbours (0 = its own label); 0 = the ELBO alone.
     """
 
     epochs: int = 60
@@ -430,6 +471,8 @@ class TrainConfig:
     eval_every: int = 10
     inference: str = "elbo"
     wake_sleep_samples: int = 16
+    consensus_weight: float = 3.0
+    consensus_smoothing: int = 15
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "n_samples", "checkpoint_every", "iwae_samples",
@@ -438,11 +481,13 @@ class TrainConfig:
                 raise ValueError(
                     f"`{name}` must be a positive integer; got {getattr(self, name)!r}."
                 )
-        for name in ("pretrain_epochs", "pretrain_neighbors"):
+        for name in ("pretrain_epochs", "pretrain_neighbors", "consensus_smoothing"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"`{name}` must be ≥ 0; got {getattr(self, name)!r}.")
         if not self.learning_rate > 0 or not self.pretrain_learning_rate > 0:
             raise ValueError("`learning_rate` and `pretrain_learning_rate` must be positive.")
+        if not float(self.consensus_weight) >= 0:
+            raise ValueError(f"`consensus_weight` must be ≥ 0; got {self.consensus_weight!r}.")
         check_choice("inference", self.inference, INFERENCE)
         if int(self.wake_sleep_samples) < 2:
             raise ValueError("`wake_sleep_samples` must be an integer ≥ 2; "
@@ -514,7 +559,8 @@ def pretrain(
 ) -> tuple[HierarchicalVAE, dict]:
     """Pretrain `restarts` autoencoders (vmapped, one compiled step), cluster each one's codes
     with a GMM, and return the model whose prior starts from those clusters (the consensus when
-    restarts > 1), with a summary. Uses no labels."""
+    restarts > 1), with a summary (its "cluster_labels": (N,) the clusters of x_train the
+    prior was set from). Uses no labels."""
     mc, tc = model_config, train_config
     r = tc.restarts
     keys = jax.random.split(key, r + 1)
@@ -537,7 +583,7 @@ def pretrain(
     if r == 1:
         model = models[0]
         set_prior(model, gmms[0].weights_, gmms[0].means_, gmms[0].covariances_)
-        summary["chosen_restart"] = 0
+        summary.update(chosen_restart=0, cluster_labels=gmms[0].predict(codes[0]).tolist())
     else:
         labels = np.stack([g.predict(c) for g, c in zip(gmms, codes, strict=True)])
         consensus = consensus_labels(labels, k)
@@ -545,7 +591,8 @@ def pretrain(
         best = int(np.argmax(agreement))
         model = models[best]
         set_prior(model, *prior_from_labels(codes[best], consensus, k))
-        summary.update(chosen_restart=best, agreement_nmi=agreement)
+        summary.update(chosen_restart=best, agreement_nmi=agreement,
+                       cluster_labels=consensus.tolist())
     if log:
         log("pretrained {} autoencoder(s) for {} epochs (loss {:.3g}); prior from {}".format(
             r, tc.pretrain_epochs, summary["pretrain_loss"],
@@ -570,7 +617,8 @@ def train_vae(
     mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[HierarchicalVAE, list[dict]]:
     """The full recipe: autoencoder pretraining (`pretrain`), the prior from a GMM on the
-    codes, joint training (ELBO, or wake-sleep with `inference="forward-kl"`) with test
+    codes, joint training (ELBO, with the consensus term of `TrainConfig.consensus_weight`, or
+    wake-sleep with `inference="forward-kl"`) with test
     metrics every `eval_every` epochs when x_test is given. Same seed, same result. With a
     `mesh`, training is data-parallel over its "data" axis. -> (trained model, history)."""
     check_data("x_train", x_train, model_config.data_dim)
@@ -592,12 +640,17 @@ def train_vae(
                 f"{saved_cfg}, not {mc}."
             )
         model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))  # structure only
+        if "pretrain" in saved:
+            meta["pretrain"] = saved["pretrain"]
+        cluster_labels = meta.get("pretrain", {}).get("cluster_labels")
     elif tc.pretrain_epochs > 0:
         model, summary = pretrain(mc, tc, x_train, key=k_pre, progress=progress,
                                   log=log if log else None, mesh=mesh)
         meta["pretrain"] = summary
+        cluster_labels = summary["cluster_labels"]
     else:
         model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))
+        cluster_labels = None
     graphdef, params = split_model(model)
     eval_fn = None
     if x_test is not None:
@@ -613,10 +666,17 @@ def train_vae(
         from jaxvi.wake_sleep import rws_loss
 
         loss = rws_loss(graphdef, tc.wake_sleep_samples)
+        x_fit = x_train
+    elif cluster_labels is not None and tc.consensus_weight > 0:
+        loss = consensus_elbo_loss(graphdef, tc.n_samples, tc.consensus_weight)
+        targets = smooth_targets(np.asarray(x_train), np.asarray(cluster_labels),
+                                 mc.components, tc.consensus_smoothing)
+        x_fit = np.concatenate([np.asarray(x_train, np.float32), targets], axis=1)
     else:
         loss = elbo_loss(graphdef, tc.n_samples)
+        x_fit = x_train
     state, history = fit(
-        loss, optax.adam(tc.learning_rate), params, x_train,
+        loss, optax.adam(tc.learning_rate), params, x_fit,
         key=k_train, epochs=tc.epochs, batch_size=tc.batch_size, eval_fn=eval_fn,
         checkpoint_dir=checkpoint_dir, checkpoint_every=tc.checkpoint_every, resume=resume,
         meta=meta, progress=progress, log=log, mesh=mesh,

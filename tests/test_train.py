@@ -213,3 +213,53 @@ def test_neighbor_table_and_ensemble_loss():
         single = jax.grad(lambda p: loss_fn(p, batch, jax.random.key(0))[0])(
             {"w": stacked["w"][i]})
         np.testing.assert_allclose(grads["w"][i], single["w"], rtol=1e-6)
+
+
+def test_smooth_targets_and_consensus_term(digits):
+    x = np.random.default_rng(2).normal(size=(40, 3))
+    labels = np.random.default_rng(3).integers(0, 4, 40)
+    np.testing.assert_array_equal(train.smooth_targets(x, labels, 4, 0), np.eye(4)[labels])
+    t = train.smooth_targets(x, labels, 4, 5)
+    np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
+    dist = ((x[:, None] - x[None]) ** 2).sum(-1)
+    for i in range(40):  # brute force: label fractions among i and its 5 nearest neighbours
+        near = np.argsort(dist[i])[:6]
+        np.testing.assert_allclose(t[i], np.bincount(labels[near], minlength=4) / 6, atol=1e-6)
+    # The loss is −ELBO + weight · cross-entropy of q(z | w, x) against the targets.
+    xb = jnp.asarray(digits.x_train[:16])
+    model = HierarchicalVAE(SMALL, rngs=nnx.Rngs(0))
+    graphdef, params = train.split_model(model)
+    target = jnp.asarray(np.eye(3, dtype=np.float32)[np.arange(16) % 3])
+    batch = jnp.concatenate([xb, target], axis=1)
+    key = jax.random.key(4)
+    loss, info = jax.jit(train.consensus_elbo_loss(graphdef, weight=2.5))(params, batch, key)
+    k_elbo, k_w = jax.random.split(key)
+    neg_elbo, _ = train.elbo_loss(graphdef)(params, xb, k_elbo)
+    mean, scale = model.encoder(xb)
+    w = mean + scale * jax.random.normal(k_w, mean.shape)
+    prior = model.prior()
+    qz = jnp.stack([jax.nn.softmax(model.head(w[i : i + 1], xb[i], prior)[0]) for i in range(16)])
+    ce = -np.mean(np.log(np.asarray(qz))[np.arange(16), np.arange(16) % 3])
+    np.testing.assert_allclose(info["consensus_ce"], ce, rtol=1e-4)
+    np.testing.assert_allclose(loss, neg_elbo + 2.5 * ce, rtol=1e-4)
+    with pytest.raises(ValueError, match="consensus_weight"):
+        train.TrainConfig(consensus_weight=-1.0)
+
+
+def test_resume_after_pretraining_keeps_the_consensus_term(tmp_path, digits):
+    x = digits.x_train[:128]
+    common = dict(batch_size=64, pretrain_epochs=1, restarts=2, seed=5, checkpoint_every=1000,
+                  consensus_smoothing=3)
+    full, hist = train.train_vae(x, SMALL, train.TrainConfig(epochs=2, **common),
+                                 checkpoint_dir=tmp_path / "full", progress=False, log=False)
+    assert "consensus_ce" in hist[0]
+    assert len(train.load_meta(tmp_path / "full")["pretrain"]["cluster_labels"]) == 128
+    train.train_vae(x, SMALL, train.TrainConfig(epochs=1, **common),
+                    checkpoint_dir=tmp_path / "part", progress=False, log=False)
+    resumed, hist = train.train_vae(x, SMALL, train.TrainConfig(epochs=2, **common),
+                                    checkpoint_dir=tmp_path / "part", resume=True,
+                                    progress=False, log=False)
+    assert "consensus_ce" in hist[1]
+    a = jax.tree.leaves(train.split_model(full)[1])
+    for u, v in zip(a, jax.tree.leaves(train.split_model(resumed)[1]), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)

@@ -10,7 +10,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("kl", "em", "elbo", "objectives", "train", "data", "metrics", "nn", "distributed")
+_SUBMODULES = (
+    "kl", "em", "elbo", "objectives", "train", "data", "metrics", "nn", "distributed", "wake_sleep",
+)
 _ATTRIBUTES = {"GaussianMixture": "jaxvi.sklearn"}
 
 __all__ = [*_SUBMODULES, *_ATTRIBUTES]

@@ -410,7 +410,7 @@ def fit(
         if eval_fn is not None:
             row.update(eval_fn(state.params, epoch))
         history.append(row)
-        bar.set_postfix({k: f"{row[k]:.2f}" for k in ("elbo",) if k in row} or
+        bar.set_postfix({k: f"{row[k]:.2f}" for k in ("elbo", "iwae") if k in row} or
                         {"loss": f"{row['loss']:.3g}"})
         if log is not False:
             emit(_format_row(row))

@@ -10,13 +10,13 @@ are `jaxvi.em`'s own, run inside `jax.shard_map`.
 Several hosts: start one process per host and call `jax.distributed.initialize()` in each
 before anything else (JAX reads the coordinator from the cluster environment, or pass
 ``coordinator_address``, ``num_processes`` and ``process_id``); `jax.devices()` then lists every
-host's devices, `data_mesh()` spans them all, and each process passes *its own* rows as `x`::
+host's devices, `data_mesh()` spans them all, and each process passes *its own* rows as `x`
+(a worked command line is in the README, "Several devices, several hosts")::
 
-    # on host i of 2, with its shard of the data in part_i.npy
-    python -c "import jax; jax.distributed.initialize('host0:1234', 2, i); \\
-               import numpy as np, jaxvi.em as em; \\
-               r = em.fit(np.load(f'part_{i}.npy'), 16, key=jax.random.key(0), \\
-                          mesh=jaxvi.distributed.data_mesh()); print(r.log_likelihood)"
+    jax.distributed.initialize(coordinator_address="host0:1234", num_processes=2,
+                               process_id=i)
+    result = jaxvi.em.fit(np.load(f"part_{i}.npy"), 16, key=jax.random.key(0),
+                          mesh=jaxvi.distributed.data_mesh())
 """
 
 from __future__ import annotations

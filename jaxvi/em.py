@@ -849,8 +849,9 @@ def fit_minibatch(
                          reg_covar=reg_covar)
     shift = jnp.mean(first, axis=0)
     reg = jnp.asarray(reg_covar, first.dtype)
-    stats, _ = e_step_stats(first, gmm, shift, chunk_size=chunk_size)
-    running = jax.tree_util.tree_map(lambda a: a * 0, stats)
+    # Zero running statistics of the right shapes (shapes only: no E step is run for them).
+    shapes, _ = jax.eval_shape(lambda: e_step_stats(first, gmm, shift, chunk_size=chunk_size))
+    running = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
 
     def layout(n_rows):
         return _chunk_layout(n_rows, d, gmm.covariance_type, chunk_size)

@@ -99,6 +99,17 @@ def _check_pair_shapes(names, arrays, event_ndims) -> tuple[int, ...]:
     return tuple(batch)
 
 
+def _checked_gaussian_pair(names, arrays, event_ndims, check_scale):
+    """Cast (loc_p, scale_p, loc_q, scale_q) to a common float dtype and validate them at the
+    public boundary: shapes, finite locations, and `check_scale(name, a)` on both scales."""
+    args = _as_float(_float_dtype(*arrays), *arrays)
+    _check_pair_shapes(names, args, event_ndims)
+    for name, a, check in zip(names, args, (_validate.check_finite, check_scale) * 2,
+                              strict=True):
+        check(name, a)
+    return args
+
+
 def _side_batch(a: jax.Array, b: jax.Array, ka: int, kb: int) -> tuple[int, ...]:
     return tuple(jnp.broadcast_shapes(a.shape[: a.ndim - ka], b.shape[: b.ndim - kb]))
 
@@ -180,14 +191,9 @@ def normal_diag(loc_p, scale_p, loc_q, scale_q) -> jax.Array:
     loc_p, scale_p, loc_q, scale_q: (..., D), batch axes broadcast -> (...).
     ½ Σ_d [σ_p²/σ_q² − 1 − 2 log(σ_p/σ_q) + (μ_p − μ_q)²/σ_q²].
     """
-    dtype = _float_dtype(loc_p, scale_p, loc_q, scale_q)
-    args = _as_float(dtype, loc_p, scale_p, loc_q, scale_q)
-    names = ("loc_p", "scale_p", "loc_q", "scale_q")
-    _check_pair_shapes(names, args, (1, 1, 1, 1))
-    _validate.check_finite("loc_p", args[0])
-    _validate.check_positive("scale_p", args[1])
-    _validate.check_finite("loc_q", args[2])
-    _validate.check_positive("scale_q", args[3])
+    args = _checked_gaussian_pair(("loc_p", "scale_p", "loc_q", "scale_q"),
+                                  (loc_p, scale_p, loc_q, scale_q), (1, 1, 1, 1),
+                                  _validate.check_positive)
     return _normal_diag_impl(*args)
 
 
@@ -261,14 +267,9 @@ def mvn_tril(loc_p, scale_tril_p, loc_q, scale_tril_q) -> jax.Array:
     zero); its diagonal must be positive. Computed with one triangular solve per pair:
     ½(‖L_q⁻¹L_p‖²_F + ‖L_q⁻¹(μ_q − μ_p)‖² − D) + Σ log diag L_q − Σ log diag L_p.
     """
-    dtype = _float_dtype(loc_p, scale_tril_p, loc_q, scale_tril_q)
-    args = _as_float(dtype, loc_p, scale_tril_p, loc_q, scale_tril_q)
-    names = ("loc_p", "scale_tril_p", "loc_q", "scale_tril_q")
-    _check_pair_shapes(names, args, (1, 2, 1, 2))
-    _validate.check_finite("loc_p", args[0])
-    _validate.check_tril_scale("scale_tril_p", args[1])
-    _validate.check_finite("loc_q", args[2])
-    _validate.check_tril_scale("scale_tril_q", args[3])
+    args = _checked_gaussian_pair(("loc_p", "scale_tril_p", "loc_q", "scale_tril_q"),
+                                  (loc_p, scale_tril_p, loc_q, scale_tril_q), (1, 2, 1, 2),
+                                  _validate.check_tril_scale)
     return _mvn_tril_impl(*args)
 
 
@@ -283,14 +284,9 @@ def mvn(loc_p, cov_p, loc_q, cov_q) -> jax.Array:
     per q from its Cholesky factor and the pairs cost two matmuls; its float32 round-off grows
     with cond(Σ_q)², so use float64 for very ill-conditioned covariances.
     """
-    dtype = _float_dtype(loc_p, cov_p, loc_q, cov_q)
-    args = _as_float(dtype, loc_p, cov_p, loc_q, cov_q)
-    names = ("loc_p", "cov_p", "loc_q", "cov_q")
-    _check_pair_shapes(names, args, (1, 2, 1, 2))
-    _validate.check_finite("loc_p", args[0])
-    _validate.check_positive_definite("cov_p", args[1])
-    _validate.check_finite("loc_q", args[2])
-    _validate.check_positive_definite("cov_q", args[3])
+    args = _checked_gaussian_pair(("loc_p", "cov_p", "loc_q", "cov_q"),
+                                  (loc_p, cov_p, loc_q, cov_q), (1, 2, 1, 2),
+                                  _validate.check_positive_definite)
     return _mvn_impl(*args)
 
 

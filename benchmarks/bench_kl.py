@@ -105,18 +105,22 @@ def _tfp_diag(loc_p, scale_p, loc_q, scale_q):
                              tfd.MultivariateNormalDiag(loc_q, scale_q))
 
 
-def _case(name, impls, args, flops, roofline, repeats, rounds, reference="distrax"):
+def _case(name, impls, args, flops, roofline, repeats, rounds, reference="distrax",
+          min_round_s=0.01):
     """Time each implementation, check values against jaxvi, return a result row per impl.
 
     The implementations are timed in `rounds` interleaved rounds (each a harness median of
-    `repeats` calls after warm-up) and we keep the median over rounds, so that load from other
+    `repeats` calls after warm-up, more calls, up to 10×, while a round is shorter than
+    `min_round_s`, so that sub-millisecond calls are timed on a warm thread pool, like
+    `timeit`'s autorange) and we keep the median over rounds, so that load from other
     processes on the shared cores hits every implementation alike.
     """
     values = {k: f(*args) for k, f in impls.items()}
     per_round = {k: [] for k in impls}
     for _ in range(rounds):
         for k, f in impls.items():
-            per_round[k].append(time_fn(f, *args, warmup=1, repeats=repeats))
+            per_round[k].append(time_fn(f, *args, warmup=1, repeats=repeats,
+                                          min_time=min_round_s))
     times = {k: statistics.median(v) for k, v in per_round.items()}
     rows = []
     for k in impls:

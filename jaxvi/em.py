@@ -40,10 +40,14 @@ from jaxvi import _linalg, _validate
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INITS = ("kmeans++", "random", "random_from_data")
-# Rows × features per chunk of the fused E step: cache-sized on CPU (≈ 1 MB of float32
-# features, measured fastest on a 2-core EPYC), large on accelerators (few big kernels).
-_CHUNK_ELEMENTS = {"cpu": 1 << 18}
+# Rows × features per chunk of the fused E step: ≈ 8 MB of float32 features on CPU (2¹⁸ to
+# 2²³ measured on a 2-core EPYC: 2²¹ fastest for full/diag N = 100,000 and for digits), large
+# on accelerators (few big kernels).
+_CHUNK_ELEMENTS = {"cpu": 1 << 21}
 _CHUNK_ELEMENTS_ACCELERATOR = 1 << 26
+# `fit` computes the features φ(x − c) once, before its loop, when they take at most this many
+# bytes (x and c are fixed during a fit); larger data recompute them in every iteration.
+_FEATURE_CACHE_BYTES = 1 << 30
 _KMEANS_STEPS = 10
 _PRECISION = jax.lax.Precision.HIGHEST
 
@@ -314,15 +318,16 @@ def _to_chunks(x: jax.Array, n_chunks: int, rows: int):
     return x.reshape(n_chunks, rows, d), mask.reshape(n_chunks, rows)
 
 
-def _stats_chunked(xb, mask, gmm: GMM, shift):
-    """Fused E step + statistics over chunks. xb: (C, R, D), mask: (C, R) (1 = real point).
+def _stats_chunked(xb, mask, gmm: GMM, shift, featurized: bool = False):
+    """Fused E step + statistics over chunks. xb: (C, R, D), mask: (C, R) (1 = real point),
+    or with `featurized` the features xb = φ(x − shift): (C, R, F + D) (`_feature_chunks`).
     Returns (Stats with packed second moments (K, F), Σ_n log p(x_n))."""
     w, bias = _linear_log_prob_params(gmm, shift)
     f = w.shape[-1]
     d = gmm.n_features
 
     def one(xc_rows, m_rows):
-        phi = _features(xc_rows - shift, gmm.covariance_type)
+        phi = xc_rows if featurized else _features(xc_rows - shift, gmm.covariance_type)
         # Full float32 precision on accelerators (no TF32): the expanded quadratic form
         # needs it. No effect on CPU.
         joint = jnp.matmul(phi, w.T, precision=_PRECISION) + bias
@@ -335,14 +340,13 @@ def _stats_chunked(xb, mask, gmm: GMM, shift):
         moments = jnp.matmul(resp.T, phi, precision=_PRECISION)  # (K, F + D)
         return jnp.sum(m_rows), jnp.sum(resp, axis=0), moments, jnp.sum(lse * m_rows)
 
-    def body(carry, inputs):
-        return jax.tree_util.tree_map(jnp.add, carry, one(*inputs)), None
+    def body(i, carry):
+        return jax.tree_util.tree_map(jnp.add, carry, one(xb[i], mask[i]))
 
     # The first chunk seeds the sum (rather than zeros), so the carry has the same type as
-    # the chunks' stats, also inside `shard_map` where they vary across devices.
-    totals = one(xb[0], mask[0])
-    if xb.shape[0] > 1:
-        totals, _ = jax.lax.scan(body, totals, (xb[1:], mask[1:]))
+    # the chunks' stats, also inside `shard_map` where they vary across devices. A loop over
+    # indices (not a scan over xb[1:]) reads the chunks in place, without copying xb.
+    totals = jax.lax.fori_loop(1, xb.shape[0], body, one(xb[0], mask[0]))
     count, nk, moments, sum_ll = totals
     second, first = moments[:, : f - d], moments[:, f - d :]
     if gmm.covariance_type in ("full", "tied"):
@@ -391,6 +395,21 @@ def sufficient_stats(
     return Stats(jnp.asarray(x.shape[0], x.dtype), jnp.sum(resp, axis=0), first, second)
 
 
+def _flush_roundoff(scatter, sum_xx, full):
+    """Zero the scatter S − n δδᵀ of every dimension whose variance is below the round-off of
+    that difference (64 eps · S_ii), with its row and column for full matrices (which keeps
+    them positive semi-definite). A component on duplicated points then has an exactly
+    singular covariance (caught as such) whatever the shift, not a tiny random one.
+    scatter, sum_xx: (K, D, D) if `full` else (K, D)."""
+    eps = jnp.finfo(scatter.dtype).eps
+    var = jnp.diagonal(scatter, axis1=-2, axis2=-1) if full else scatter
+    second = jnp.diagonal(sum_xx, axis1=-2, axis2=-1) if full else sum_xx
+    keep = var > 64.0 * eps * second
+    if full:
+        keep = keep[..., :, None] & keep[..., None, :]
+    return jnp.where(keep, scatter, 0.0)
+
+
 def m_step_from_stats(
     stats: Stats, shift: jax.Array, *, covariance_type: str = "full",
     reg_covar: float = 1e-6, prior: Prior | None = None,
@@ -405,10 +424,12 @@ def m_step_from_stats(
     eps = 10.0 * jnp.finfo(dt).eps
     nk = stats.nk + eps
     delta = stats.sum_x / nk[:, None]  # x̄_k − c
-    if covariance_type in ("full", "tied"):
+    full = covariance_type in ("full", "tied")
+    if full:
         scatter = stats.sum_xx - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
     else:
         scatter = stats.sum_xx - nk[:, None] * delta * delta
+    scatter = _flush_roundoff(scatter, stats.sum_xx, full)
     eye = jnp.eye(d, dtype=dt)
 
     if prior is None:
@@ -495,9 +516,8 @@ def em_step(
     return new, sum_ll / stats.count
 
 
-def _em_step_chunks(xb, mask, gmm, reg_covar, prior, combine):
-    shift = model_shift(gmm)
-    stats, sum_ll = combine(_stats_chunked(xb, mask, gmm, shift))
+def _em_step_chunks(xb, mask, gmm, shift, featurized, reg_covar, prior, combine):
+    stats, sum_ll = combine(_stats_chunked(xb, mask, gmm, shift, featurized))
     new = m_step_from_stats(
         stats, shift, covariance_type=gmm.covariance_type, reg_covar=reg_covar, prior=prior
     )
@@ -576,10 +596,26 @@ def initialize(
 # Fit
 
 
+def _feature_chunks(xb, mask, covariance_type, combine=_identity):
+    """The fixed shift c (the data mean) of a fit and what its loop iterates over: the
+    features φ(x − c): (C, R, F + D) when they fit in `_FEATURE_CACHE_BYTES`, else xb itself.
+    Returns (chunks, c, featurized)."""
+    total, count = combine((jnp.einsum("cr,crd->d", mask, xb), jnp.sum(mask)))
+    shift = total / count
+    n_feats = _n_features_phi(covariance_type, xb.shape[-1]) + xb.shape[-1]
+    if mask.size * n_feats * xb.dtype.itemsize > _FEATURE_CACHE_BYTES:
+        return xb, shift, False
+    return jax.vmap(lambda c: _features(c - shift, covariance_type))(xb), shift, True
+
+
 def _fit_one(xb, mask, gmm, max_iter, tol, reg_covar, prior, combine=_identity):
     """The on-device EM loop (`lax.while_loop`) on chunked data xb: (C, R, D), mask: (C, R);
-    `combine` goes to every step (e.g. a `psum` over a mesh axis inside `shard_map`)."""
+    `combine` goes to every step (e.g. a `psum` over a mesh axis inside `shard_map`).
+
+    The features φ(x − c) do not change during a fit, so (when they fit in memory) they are
+    computed once and each iteration is two matmuls and a softmax per chunk."""
     dt = xb.dtype
+    chunks, shift, featurized = _feature_chunks(xb, mask, gmm.covariance_type, combine)
     history = jnp.full((max_iter,), jnp.nan, dt)
     neg_inf = jnp.asarray(-jnp.inf, dt)
 
@@ -589,7 +625,8 @@ def _fit_one(xb, mask, gmm, max_iter, tol, reg_covar, prior, combine=_identity):
 
     def body(state):
         gmm, _, ll, it, _, history = state
-        new, new_ll = _em_step_chunks(xb, mask, gmm, reg_covar, prior, combine)
+        new, new_ll = _em_step_chunks(chunks, mask, gmm, shift, featurized, reg_covar, prior,
+                                      combine)
         history = history.at[it].set(new_ll)
         converged = jnp.abs(new_ll - ll) < tol
         return new, ll, new_ll, it + 1, converged, history

@@ -1,6 +1,8 @@
 """Training steps per second of jaxvi's hierarchical-VAE step against a PyTorch reference of
 the same model, architecture and batch size (eager, and torch.compile where it works), and the
-achieved FLOP/s against a jitted matmul measured in the same run.
+achieved FLOP/s against two jitted-matmul rooflines measured in the same run: a large square
+matmul (the machine's peak) and the step's own dense-layer matmuls alone at its batch size
+(XLA's rate at these shapes: the time a step would take if it were nothing but its matmuls).
 
 jaxvi runs the way `jaxvi train` does: an epoch of steps as one `lax.scan` (no per-step host
 synchronisation); its plain per-step jitted call is timed too. Run with the `bench` extra:
@@ -45,6 +47,31 @@ def analytic_matmul_flops(cfg: VAEConfig, batch: int) -> float:
                  + mlp(cfg.latent_dim, cfg.hidden[::-1], cfg.data_dim)
                  + mlp(cfg.latent_dim + cfg.data_dim, cfg.head_hidden, cfg.components))
     return 3 * 2 * batch * per_point
+
+
+def dense_shapes(cfg: VAEConfig) -> list[tuple[int, int]]:
+    """(in, out) of every dense layer of the model, read from the Flax module tree."""
+    model = HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
+    return [tuple(m.kernel[...].shape) for _, m in nnx.iter_graph(model)
+            if isinstance(m, nnx.Linear)]
+
+
+def same_shape_matmul_seconds(cfg: VAEConfig, batch: int) -> tuple[float, float]:
+    """(seconds, FLOPs) of one jitted call doing exactly the step's dense-layer matmuls and
+    nothing else: per layer x@W (forward), dy@Wᵀ and xᵀ@dy (backward), at this batch size.
+    This is XLA's own matmul rate at the model's shapes, the roofline a step can approach."""
+    args = []
+    for i, (d_in, d_out) in enumerate(dense_shapes(cfg)):
+        kx, kw, kd = jax.random.split(jax.random.fold_in(jax.random.key(0), i), 3)
+        args.append((jax.random.normal(kx, (batch, d_in)), jax.random.normal(kw, (d_in, d_out)),
+                     jax.random.normal(kd, (batch, d_out))))
+
+    @jax.jit
+    def matmuls(args):
+        return [(x @ w, dy @ w.T, x.T @ dy) for x, w, dy in args]
+
+    flops = sum(3 * 2 * batch * x.shape[1] * w.shape[1] for x, w, _ in args)
+    return time_fn(matmuls, args, warmup=3, repeats=50), flops
 
 
 def bench_jax(cfg, x, batch_size, steps):
@@ -101,6 +128,9 @@ def run_batch(cfg, x, b, steps, roof, no_compile):
     print(f"--- batch {b}, {steps} steps per timing")
     jax_epoch_sps, jax_step_sps, xla_flops = bench_jax(cfg, x, b, steps)
     flops = analytic_matmul_flops(cfg, b)
+    t_mm, mm_flops = same_shape_matmul_seconds(cfg, b)
+    assert abs(mm_flops - flops) < 1e-6 * flops, (mm_flops, flops)
+    same_shape_roof = flops / t_mm
     rows = [
         {"impl": "jaxvi (epoch = lax.scan)", "steps_per_s": jax_epoch_sps},
         {"impl": "jaxvi (jitted step, per call)", "steps_per_s": jax_step_sps},
@@ -129,10 +159,12 @@ def run_batch(cfg, x, b, steps, roof, no_compile):
         r["ratio_jaxvi_scan_over_this"] = jax_epoch_sps / r["steps_per_s"]
         r["gflop_per_s"] = flops * r["steps_per_s"] / 1e9
         r["fraction_of_jitted_matmul"] = flops * r["steps_per_s"] / roof
+        r["fraction_of_same_shape_matmuls"] = flops * r["steps_per_s"] / same_shape_roof
     print(f"step: {flops / 1e9:.3f} GFLOP (dense layers, analytic), XLA cost analysis "
-          f"{xla_flops / 1e9:.3f} GFLOP")
+          f"{xla_flops / 1e9:.3f} GFLOP; its matmuls alone, jitted: {t_mm * 1e3:.3f} ms "
+          f"({same_shape_roof / 1e9:.1f} GFLOP/s)")
     print_table(rows, ["impl", "steps_per_s", "ratio_jaxvi_scan_over_this", "gflop_per_s",
-                       "fraction_of_jitted_matmul"])
+                       "fraction_of_jitted_matmul", "fraction_of_same_shape_matmuls"])
     return {
         "batch_size": b,
         "step_gflop_analytic": flops / 1e9,
@@ -147,6 +179,9 @@ def run_batch(cfg, x, b, steps, roof, no_compile):
         "ratio_vs_torch_eager": jax_epoch_sps / torch_eager,
         "ratio_vs_torch_compile": (jax_epoch_sps / torch_compiled) if torch_compiled else None,
         "jaxvi_fraction_of_jitted_matmul": flops * jax_epoch_sps / roof,
+        "same_shape_matmuls_s": t_mm,
+        "same_shape_matmuls_gflop_per_s": same_shape_roof / 1e9,
+        "jaxvi_fraction_of_same_shape_matmuls": flops * jax_epoch_sps / same_shape_roof,
         "rows": rows,
     }
 

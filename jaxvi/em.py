@@ -760,6 +760,11 @@ def fit(
     is ignored). `prior` turns ML-EM into MAP-EM (see `Prior`). Returns a `FitResult`
     (computed; on CPU LAPACK runs single-threaded meanwhile, see `_linalg.single_threaded_lapack`).
 
+    Memory: the per-point features φ(x − mean(x)) (D(D+1)/2 + D values per point for full and
+    tied, 2D for diag and spherical) are computed once per fit when they take at most 1 GiB
+    (`_FEATURE_CACHE_BYTES`), so each iteration is only matmuls and a softmax over them;
+    beyond that they are recomputed chunk by chunk in every iteration.
+
     With a `mesh` (see `jaxvi.distributed.data_mesh`), the rows of x are split over its "data"
     axis and the sufficient statistics summed across devices (`psum`) before each M step: the
     result equals the single-device fit. The initial parameters are computed from x as given

@@ -64,23 +64,30 @@ def precision_from_tril(l: jax.Array) -> jax.Array:
 
 
 def pairwise_sq_mahalanobis_diag(
-    x: jax.Array, mean: jax.Array, inv_var: jax.Array
+    x: jax.Array, mean: jax.Array, inv_var: jax.Array, x_var: jax.Array | None = None
 ) -> jax.Array:
-    """Σ_d (x_nd − m_kd)² / v_kd for all pairs, as matmuls.
+    """Σ_d ((x_nd − m_kd)² + s_nd²) / v_kd for all pairs, as one matmul.
 
-    x: (N, D), mean: (K, D), inv_var: (K, D) -> (N, K).
-    Expands the square into x²·(1/v) − 2 x·(m/v) + Σ m²/v, which turns the O(N·K·D)
-    elementwise work into two (N, D)×(D, K) matmuls. Both sides are centred on the mean of
-    `mean` first (the result is translation invariant), which keeps the expansion from
+    x: (N, D), mean: (K, D), inv_var: (K, D), x_var (s², optional): (N, D) -> (N, K).
+    Without `x_var` this is the squared Mahalanobis distance; with it, its expectation under
+    x ~ N(x, diag s²) (the trace-plus-Mahalanobis term of a diagonal Gaussian KL). The square
+    expands into (x² + s²)·(1/v) − 2x·(m/v) + Σ m²/v: one (N, 2D)×(2D, K) matmul plus a
+    per-k constant, instead of O(N·K·D) elementwise work. Both sides are centred on the mean
+    of `mean` first (the result is translation invariant), which keeps the expansion from
     cancelling catastrophically when the data sit far from the origin.
     """
     shift = jax.lax.stop_gradient(jnp.mean(mean, axis=0))
     x = x - shift
     mean = mean - shift
-    quad = (x * x) @ inv_var.T
-    cross = x @ (mean * inv_var).T
+    second_moment = x * x if x_var is None else x * x + x_var
+    lhs = jnp.concatenate([second_moment, x], axis=-1)
+    rhs = jnp.concatenate([inv_var, -2.0 * mean * inv_var], axis=-1)
     const = jnp.sum(mean * mean * inv_var, axis=-1)
-    return jnp.maximum(quad - 2.0 * cross + const, 0.0)
+    # Contract the last axes of both sides (no transposed copy of rhs). 2D columns, not
+    # 2D + 2 with the constants folded in: an aligned K plus one fused add over the (N, K)
+    # result measured 10-25 % faster than the unaligned matmul.
+    quad = jax.lax.dot_general(lhs, rhs, (((1,), (1,)), ((), ())))
+    return jnp.maximum(quad + const, 0.0)
 
 
 def pairwise_sq_mahalanobis_full(

@@ -33,7 +33,7 @@ from benchmarks._harness import (  # noqa: E402
     write_result,
 )
 from jaxvi import data, train  # noqa: E402
-from jaxvi.nn import HierarchicalVAE, VAEConfig  # noqa: E402
+from jaxvi.nn import HierarchicalVAE, VAEConfig, dense  # noqa: E402
 
 
 def analytic_matmul_flops(cfg: VAEConfig, batch: int) -> float:
@@ -58,7 +58,8 @@ def dense_shapes(cfg: VAEConfig) -> list[tuple[int, int]]:
 
 def same_shape_matmul_seconds(cfg: VAEConfig, batch: int) -> tuple[float, float]:
     """(seconds, FLOPs) of one jitted call doing exactly the step's dense-layer matmuls and
-    nothing else: per layer x@W (forward), dy@Wᵀ and xᵀ@dy (backward), at this batch size.
+    nothing else: per layer x@W (forward), dy@Wᵀ and xᵀ@dy (backward), at this batch size,
+    each computed the way the step computes it (`jaxvi.nn.dense.matmul` and its gradient).
     This is XLA's own matmul rate at the model's shapes, the roofline a step can approach."""
     args = []
     for i, (d_in, d_out) in enumerate(dense_shapes(cfg)):
@@ -66,9 +67,13 @@ def same_shape_matmul_seconds(cfg: VAEConfig, batch: int) -> tuple[float, float]
         args.append((jax.random.normal(kx, (batch, d_in)), jax.random.normal(kw, (d_in, d_out)),
                      jax.random.normal(kd, (batch, d_out))))
 
+    def layer(x, w, dy):
+        y, vjp = jax.vjp(dense.matmul, x, w)  # the step's own three products, done its way
+        return y, *vjp(dy)
+
     @jax.jit
     def matmuls(args):
-        return [(x @ w, dy @ w.T, x.T @ dy) for x, w, dy in args]
+        return [layer(*a) for a in args]
 
     flops = sum(3 * 2 * batch * x.shape[1] * w.shape[1] for x, w, _ in args)
     return time_fn(matmuls, args, warmup=3, repeats=50), flops

@@ -20,6 +20,7 @@ from flax import nnx
 
 from jaxvi import elbo as elbo_lib
 from jaxvi._validate import check_choice
+from jaxvi.nn import dense
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 
@@ -85,10 +86,11 @@ class MLP(nnx.Module):
         self, d_in: int, hidden: Sequence[int], d_out: int, *, rngs: nnx.Rngs, zero_last=False
     ):
         sizes = [d_in, *hidden]
-        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs)
+        self.hidden = nnx.List([nnx.Linear(a, b, dot_general=dense.dot_general, rngs=rngs)
                                for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
         init = nnx.initializers.zeros_init() if zero_last else nnx.initializers.lecun_normal()
-        self.out = nnx.Linear(sizes[-1], d_out, kernel_init=init, rngs=rngs)
+        self.out = nnx.Linear(sizes[-1], d_out, kernel_init=init, dot_general=dense.dot_general,
+                              rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for layer in self.hidden:

@@ -15,7 +15,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -446,8 +446,9 @@ class TrainConfig:
     initialises the prior (0 = none); pretrain_neighbors: k > 0 makes the pretraining target of
     each x one of its k nearest training neighbours (0 = a plain autoencoder); restarts: how
     many autoencoders are pretrained (together, vmapped); with more than one, the prior starts
-    from the consensus of their GMM clusterings (co-association, average linkage) on the codes
-    of the restart that agrees with it most: no labels are used. n_samples: samples of w per
+    from their consensus clusters (a GMM on all restarts' codes side by side,
+    `consensus_labels`) on the codes of the restart whose own GMM agrees with it most: no
+    labels are used. n_samples: samples of w per
     data point in the ELBO. inference: "elbo" trains every network on the ELBO; "forward-kl"
     trains decoder and prior on the IWAE bound and the inference networks on the forward KL
     (reweighted wake-sleep, `jaxvi.wake_sleep`) with `wake_sleep_samples` samples of w.
@@ -517,18 +518,16 @@ def fit_code_gmm(codes: np.ndarray, k: int, *, seed: int):
     return gmm.fit(codes)
 
 
-def consensus_labels(label_sets: np.ndarray, k: int) -> np.ndarray:
-    """Consensus of R clusterings of the same N points: the co-association matrix (fraction of
-    clusterings putting i and j together), cut into k clusters by average linkage.
-    label_sets: (R, N) -> (N,)."""
-    from sklearn.cluster import AgglomerativeClustering
+def consensus_labels(codes: Sequence[np.ndarray], k: int, *, seed: int) -> np.ndarray:
+    """Consensus clusters of R encodings of the same N points: a diagonal GMM (`fit_code_gmm`)
+    on the encodings side by side. codes: R arrays (N, L) -> labels (N,).
 
-    label_sets = np.asarray(label_sets)
-    co = np.zeros((label_sets.shape[1],) * 2)
-    for labels in label_sets:
-        co += labels[:, None] == labels[None, :]
-    co /= label_sets.shape[0]
-    return AgglomerativeClustering(k, metric="precomputed", linkage="average").fit_predict(1 - co)
+    Each restart's codes carry its own errors; a point's R codes together place it where the
+    restarts agree. On digits (6 seeds, 10 restarts) this consensus labelled the training set
+    0.871-0.882 correctly against 0.793-0.889 for a co-association matrix of the restarts'
+    own GMM clusterings cut by average linkage."""
+    stacked = np.concatenate([np.asarray(c, np.float64) for c in codes], axis=1)
+    return fit_code_gmm(stacked, k, seed=seed).predict(stacked)
 
 
 def set_prior(model: HierarchicalVAE, weights, means, variances) -> None:
@@ -588,7 +587,7 @@ def pretrain(
         summary.update(chosen_restart=0, cluster_labels=gmms[0].predict(codes[0]).tolist())
     else:
         labels = np.stack([g.predict(c) for g, c in zip(gmms, codes, strict=True)])
-        consensus = consensus_labels(labels, k)
+        consensus = consensus_labels(codes, k, seed=tc.seed)
         agreement = [metrics_lib.nmi(consensus, lab) for lab in labels]
         best = int(np.argmax(agreement))
         model = models[best]

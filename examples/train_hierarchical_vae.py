@@ -1,7 +1,7 @@
 """Train the hierarchical (Gaussian-mixture-prior) VAE on scikit-learn's digits through the
 library API (what `jaxvi train` does), then cluster, sample and draw.
 
-    python examples/train_hierarchical_vae.py [--out examples/output/vae] [--epochs 60]
+    python examples/train_hierarchical_vae.py [--out examples/output/vae] [--epochs 60] [--resume]
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ def main(argv=None):
     p.add_argument("--out", default="examples/output/vae")
     p.add_argument("--epochs", type=int, default=train.TrainConfig().epochs)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in OUT/checkpoint (a fresh run needs a "
+                        "folder without one)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -30,11 +33,11 @@ def main(argv=None):
     ds = data.load_digits()  # 8×8 digits in [0, 1], fixed stratified 80/20 split
     model_config = VAEConfig(data_dim=64, components=10, latent_dim=5, likelihood="gaussian")
     recipe = train.TrainConfig(epochs=args.epochs, seed=args.seed)
-    # Autoencoder pretraining (vmapped restarts, neighbour targets), the prior from the
-    # consensus of GMMs on the codes, then the ELBO; test metrics every `eval_every` epochs.
+    # Autoencoder pretraining (vmapped restarts, neighbour targets), the prior from a GMM on
+    # all restarts' codes side by side, then the ELBO; test metrics every `eval_every` epochs.
     model, history = train.train_vae(
         ds.x_train, model_config, recipe, x_test=ds.x_test, y_test=ds.y_test,
-        checkpoint_dir=out / "checkpoint", progress=True, log=print,
+        checkpoint_dir=out / "checkpoint", resume=args.resume, progress=True, log=print,
     )
 
     # The model is an ordinary NNX module: cluster, bound, sample.

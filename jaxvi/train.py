@@ -290,6 +290,19 @@ def latest_checkpoint(directory) -> int | None:
     return step
 
 
+def check_fresh_checkpoint_dir(directory, resume: bool) -> None:
+    """A run that does not resume must not start in a folder holding checkpoints: its saves
+    would collide with them, and a user who meant to resume would lose that run."""
+    if directory is None or resume:
+        return
+    step = latest_checkpoint(directory)
+    if step is not None:
+        raise ValueError(
+            f"{str(directory)!r} already holds checkpoints (latest: epoch {step}); resume from "
+            "it (`resume=True`, `--resume`) or write to another folder."
+        )
+
+
 def load_meta(directory) -> dict:
     """The JSON metadata (config, history, epoch) of the latest checkpoint in `directory`."""
     import orbax.checkpoint as ocp
@@ -375,6 +388,7 @@ def fit(
                 f"`batch_size` ({batch_size}) must be a multiple of the {n_dev} devices of "
                 "`mesh` for data-parallel training."
             )
+    check_fresh_checkpoint_dir(checkpoint_dir, resume)
     x = jnp.asarray(x)
     meta = dict(meta or {})
     state = init_state(params, optimizer)
@@ -625,6 +639,7 @@ def train_vae(
     check_data("x_train", x_train, model_config.data_dim)
     if x_test is not None:
         check_data("x_test", x_test, model_config.data_dim)
+    check_fresh_checkpoint_dir(checkpoint_dir, resume)
     tc, mc = train_config, model_config
     key = jax.random.key(tc.seed)
     k_init, k_pre, k_train, k_eval = jax.random.split(key, 4)

@@ -103,6 +103,11 @@ def test_resume_equals_uninterrupted_run(tmp_path, digits):
     assert loaded.config == SMALL and meta["epoch"] == 4
     for u, v in zip(b, jax.tree.leaves(train.split_model(loaded)[1]), strict=True):
         np.testing.assert_array_equal(u, v)
+    # A fresh (not resumed) run into the same folder stops before training, keeping it.
+    with pytest.raises(ValueError, match="already holds checkpoints .*epoch 4.*resume"):
+        train.train_vae(x, SMALL, train.TrainConfig(epochs=4, **common),
+                        checkpoint_dir=tmp_path / "part", progress=False, log=False)
+    assert train.latest_checkpoint(tmp_path / "part") == 4
     with pytest.raises(ValueError, match="model config"):
         other = VAEConfig(**{**SMALL.to_dict(), "components": 4})
         train.train_vae(x, other, train.TrainConfig(epochs=5, **common),

@@ -462,10 +462,10 @@ class TrainConfig:
     many autoencoders are pretrained (together, vmapped); with more than one, the prior starts
     from their consensus clusters (a GMM on all restarts' codes side by side,
     `consensus_labels`) on the codes of the restart whose own GMM agrees with it most: no
-    labels are used. n_samples: samples of w per
-    data point in the ELBO. inference: "elbo" trains every network on the ELBO; "forward-kl"
-    trains decoder and prior on the IWAE bound and the inference networks on the forward KL
-    (reweighted wake-sleep, `jaxvi.wake_sleep`) with `wake_sleep_samples` samples of w.
+    labels are used. n_samples: samples of w per data point in the ELBO. inference: "elbo"
+    trains every network on the ELBO; "forward-kl" trains decoder and prior on the IWAE bound
+    and the inference networks on the forward KL (reweighted wake-sleep, `jaxvi.wake_sleep`)
+    with `wake_sleep_samples` samples of w.
     consensus_weight: with pretraining and inference="elbo", the joint loss adds this times the
     cross-entropy of q(z | w, x) against the pretraining clusters (the consensus labels; no
     labels of the data are used), each point's target the label fractions among it and its

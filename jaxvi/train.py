@@ -299,7 +299,8 @@ def check_fresh_checkpoint_dir(directory, resume: bool) -> None:
     if step is not None:
         raise ValueError(
             f"{str(directory)!r} already holds checkpoints (latest: epoch {step}); resume from "
-            "it (`resume=True`, `--resume`) or write to another folder."
+            "it (`resume=True`, `--resume`), write to another folder, or delete it first "
+            "(`jaxvi train --overwrite`)."
         )
 
 

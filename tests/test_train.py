@@ -167,6 +167,17 @@ def test_cli_train_and_evaluate(tmp_path, digits, capsys):
     assert cli.main(["evaluate", str(out), "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     np.testing.assert_allclose(ev["test_elbo"], m["test_elbo"], rtol=1e-5)
+    # A second fresh run into the same --out is refused (the checkpoint stays) unless told
+    # to --overwrite, which starts over.
+    again = ["train", "--data", str(tmp_path / "small.npz"), "--epochs", "1",
+             "--pretrain-epochs", "0", "--batch-size", "32", "--components", "3",
+             "--hidden", "32", "--out", str(out), "--no-progress"]
+    assert cli.main(again) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert train.latest_checkpoint(out / "checkpoint") == 2
+    assert cli.main([*again, "--overwrite"]) == 0
+    assert train.latest_checkpoint(out / "checkpoint") == 1
+    capsys.readouterr()
     # Wrong feature count for the checkpoint, K < 2, an unknown likelihood: clear errors.
     np.save(tmp_path / "ten.npy", np.random.default_rng(0).random((50, 10)))
     assert cli.main(["evaluate", str(out), "--data", str(tmp_path / "ten.npy")]) == 2

@@ -45,6 +45,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds an earlier run's checkpoint, "
+                        "deleting it (without this or --resume, such an --out is refused)")
     p.add_argument("--likelihood", default="gaussian",
                    help="decoder: 'gaussian' (learned floored per-pixel variance) or 'bernoulli'")
     p.add_argument("--inference", default=d.inference,
@@ -86,10 +89,11 @@ def run(args) -> int:
                              f"device(s); got {args.devices}.")
         mesh = data_mesh(available[: args.devices])
     out = Path(args.out)
-    if out.exists() and not args.resume and (out / "checkpoint").exists():
+    if args.overwrite and not args.resume and (out / "checkpoint").exists():
         import shutil
 
         shutil.rmtree(out / "checkpoint")
+    train_lib.check_fresh_checkpoint_dir(out / "checkpoint", args.resume)
     out.mkdir(parents=True, exist_ok=True)
     print(f"data {ds.name}: {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test, "
           f"{mc.data_dim} features; K={mc.components}, latent {mc.latent_dim}, "

@@ -27,7 +27,27 @@ def test_matmul_value_and_gradients_equal_plain_matmul(x64, x_shape):
     plain = jax.grad(lambda x, w: _loss(jnp.matmul, x, w, r), argnums=(0, 1))(x, w)
     for a, b in zip(ours, plain, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    check_grads(dense.matmul, (x, w), order=1, modes=["rev"])
+    for argnums, i in ((0, 0), (1, 1)):  # one input differentiated, the other a constant
+        alone = jax.grad(lambda x, w: _loss(dense.matmul, x, w, r), argnums=argnums)(x, w)
+        np.testing.assert_allclose(alone, plain[i], rtol=1e-12, atol=1e-12)
+    check_grads(dense.matmul, (x, w), order=2, modes=["fwd", "rev"])
+
+
+def test_matmul_gradients_under_vmap_over_examples_with_shared_weights(x64):
+    """vmap over examples only (the VAE's head is applied per data point): the weight
+    gradient sums over the batch exactly as for the unbatched call."""
+    kx, kw = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(kx, (6, 2, 3), jnp.float64)
+    w = jax.random.normal(kw, (3, 4), jnp.float64)
+
+    def grads(f):
+        def loss(x, w):
+            return jnp.sum(jnp.cos(jax.vmap(lambda xb: f(xb, w))(x)))
+
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)
+
+    for a, b in zip(grads(dense.matmul), grads(jnp.matmul), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_matmul_gradients_under_vmap(x64):

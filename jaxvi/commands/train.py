@@ -93,7 +93,6 @@ def run(args) -> int:
         import shutil
 
         shutil.rmtree(out / "checkpoint")
-    train_lib.check_fresh_checkpoint_dir(out / "checkpoint", args.resume)
     out.mkdir(parents=True, exist_ok=True)
     print(f"data {ds.name}: {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test, "
           f"{mc.data_dim} features; K={mc.components}, latent {mc.latent_dim}, "

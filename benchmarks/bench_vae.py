@@ -6,7 +6,7 @@ matmul (the machine's peak) and the step's own dense-layer matmuls alone at its 
 
 jaxvi runs the way `jaxvi train` does: an epoch of steps as one `lax.scan` (no per-step host
 synchronisation); its plain per-step jitted call is timed too. Run with the `bench` extra:
-    python benchmarks/bench_vae.py [--batch-size 256] [--steps 50]
+    python benchmarks/bench_vae.py [--batch-sizes 128 256] [--steps 50]
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ def dense_shapes(cfg: VAEConfig) -> list[tuple[int, int]]:
             if isinstance(m, nnx.Linear)]
 
 
-def same_shape_matmul_seconds(cfg: VAEConfig, batch: int) -> tuple[float, float]:
-    """(seconds, FLOPs) of one jitted call doing exactly the step's dense-layer matmuls and
-    nothing else: per layer x@W (forward), dy@Wᵀ and xᵀ@dy (backward), at this batch size,
+def same_shape_matmuls(cfg: VAEConfig, batch: int):
+    """-> (jitted fn, its args, FLOPs): one call doing exactly the step's dense-layer matmuls
+    and nothing else: per layer x@W (forward), dy@Wᵀ and xᵀ@dy (backward), at this batch size,
     each computed the way the step computes it (`jaxvi.nn.dense.matmul` and its gradient).
-    This is XLA's own matmul rate at the model's shapes, the roofline a step can approach."""
+    Its rate is XLA's own matmul rate at the model's shapes, the roofline a step can approach."""
     args = []
     for i, (d_in, d_out) in enumerate(dense_shapes(cfg)):
         kx, kw, kd = jax.random.split(jax.random.fold_in(jax.random.key(0), i), 3)
@@ -76,6 +76,12 @@ def same_shape_matmul_seconds(cfg: VAEConfig, batch: int) -> tuple[float, float]
         return [layer(*a) for a in args]
 
     flops = sum(3 * 2 * batch * x.shape[1] * w.shape[1] for x, w, _ in args)
+    return matmuls, args, flops
+
+
+def same_shape_matmul_seconds(cfg: VAEConfig, batch: int) -> tuple[float, float]:
+    """(seconds, FLOPs) of one call of `same_shape_matmuls`."""
+    matmuls, args, flops = same_shape_matmuls(cfg, batch)
     return time_fn(matmuls, args, warmup=3, repeats=50), flops
 
 
@@ -96,6 +102,47 @@ def bench_jax(cfg, x, batch_size, steps):
     cost = cost[0] if isinstance(cost, list) else cost
     xla_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
     return steps / t_epoch, 1.0 / t_step, xla_flops
+
+
+def dense_layers_loss(graphdef):
+    """A loss through the model's three MLPs alone (encoder, decoder, q(z | w, x) head; biases
+    and ReLUs included), wired as in the ELBO but with a plain sum of squares in place of it."""
+
+    def loss_fn(params, batch, key):
+        model = train.merge_model(graphdef, params)
+        w = model.encoder.net(batch)[:, : model.config.latent_dim]
+        head = model.head.net(jnp.concatenate([w, batch], axis=-1))
+        return jnp.sum(jnp.square(model.decoder.net(w))) + jnp.sum(jnp.square(head)), {}
+
+    return loss_fn
+
+
+def step_breakdown(cfg, x, batch_size, steps):
+    """Where a step's time goes: median ms per step (epochs as `lax.scan`; the variants timed
+    in turn, three rounds) of the step's matmuls alone, then the dense layers' gradient with a
+    plain SGD update, then the ELBO's gradient with SGD, then the real step (ELBO gradient and
+    Adam). Each row adds work to the one above."""
+    model = HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = train.split_model(model)
+    xs = jnp.asarray(np.resize(x, (steps * batch_size, x.shape[1])))
+    key = jax.random.key(1)
+    variants = {
+        "dense layers, gradient + SGD": (dense_layers_loss(graphdef), optax.sgd(1e-3)),
+        "ELBO, gradient + SGD": (train.elbo_loss(graphdef), optax.sgd(1e-3)),
+        "ELBO, gradient + Adam (the step)": (train.elbo_loss(graphdef), optax.adam(1e-3)),
+    }
+    epochs = {}
+    for name, (loss, opt) in variants.items():
+        state = train.init_state(params, opt)
+        epochs[name] = (train.make_epoch(train.make_step(loss, opt), batch_size), state)
+    matmuls, args, _ = same_shape_matmuls(cfg, batch_size)
+    times = {"matmuls alone": [], **{name: [] for name in epochs}}
+    for _ in range(3):  # interleaved, so that a drift of the host's speed hits all alike
+        times["matmuls alone"].append(time_fn(matmuls, args, warmup=3, repeats=20))
+        for name, (epoch, state) in epochs.items():
+            t = time_fn(lambda e=epoch, s=state: e(s, xs, key)[1]["loss"], warmup=1, repeats=3)
+            times[name].append(t / steps)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def bench_torch(cfg, x, batch_size, steps, compile_mode, threads):
@@ -170,6 +217,11 @@ def run_batch(cfg, x, b, steps, roof, no_compile):
           f"({same_shape_roof / 1e9:.1f} GFLOP/s)")
     print_table(rows, ["impl", "steps_per_s", "ratio_jaxvi_scan_over_this", "gflop_per_s",
                        "fraction_of_jitted_matmul", "fraction_of_same_shape_matmuls"])
+    breakdown = step_breakdown(cfg, x, b, steps)
+    step_ms = breakdown["ELBO, gradient + Adam (the step)"]
+    print("where a step's time goes (ms per step; each row adds work to the one above):")
+    print_table([{"part": k, "ms_per_step": v, "fraction_of_step": v / step_ms}
+                 for k, v in breakdown.items()], ["part", "ms_per_step", "fraction_of_step"])
     return {
         "batch_size": b,
         "step_gflop_analytic": flops / 1e9,
@@ -187,6 +239,7 @@ def run_batch(cfg, x, b, steps, roof, no_compile):
         "same_shape_matmuls_s": t_mm,
         "same_shape_matmuls_gflop_per_s": same_shape_roof / 1e9,
         "jaxvi_fraction_of_same_shape_matmuls": flops * jax_epoch_sps / same_shape_roof,
+        "step_breakdown_ms": breakdown,
         "rows": rows,
     }
 

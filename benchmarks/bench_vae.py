@@ -5,7 +5,8 @@ matmul (the machine's peak) and the step's own dense-layer matmuls alone at its 
 (XLA's rate at these shapes: the time a step would take if it were nothing but its matmuls).
 
 jaxvi runs the way `jaxvi train` does: an epoch of steps as one `lax.scan` (no per-step host
-synchronisation); its plain per-step jitted call is timed too. Run with the `bench` extra:
+synchronisation); its plain per-step jitted call is timed too, and so is where a step's time
+goes (`step_breakdown`: matmuls alone, dense layers, ELBO, Adam). Run with the `bench` extra:
     python benchmarks/bench_vae.py [--batch-sizes 128 256] [--steps 50]
 """
 

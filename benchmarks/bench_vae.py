@@ -80,12 +80,6 @@ def same_shape_matmuls(cfg: VAEConfig, batch: int):
     return matmuls, args, flops
 
 
-def same_shape_matmul_seconds(cfg: VAEConfig, batch: int) -> tuple[float, float]:
-    """(seconds, FLOPs) of one call of `same_shape_matmuls`."""
-    matmuls, args, flops = same_shape_matmuls(cfg, batch)
-    return time_fn(matmuls, args, warmup=3, repeats=50), flops
-
-
 def bench_jax(cfg, x, batch_size, steps):
     model = HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
     graphdef, params = train.split_model(model)
@@ -119,10 +113,11 @@ def dense_layers_loss(graphdef):
 
 
 def step_breakdown(cfg, x, batch_size, steps):
-    """Where a step's time goes: median ms per step (epochs as `lax.scan`; the variants timed
-    in turn, three rounds) of the step's matmuls alone, then the dense layers' gradient with a
-    plain SGD update, then the ELBO's gradient with SGD, then the real step (ELBO gradient and
-    Adam). Each row adds work to the one above."""
+    """-> (ms per step of each part, FLOPs of the matmuls). Where a step's time goes: medians
+    (epochs as `lax.scan`; the parts timed in turn, three rounds) of the step's matmuls alone
+    (`same_shape_matmuls`), then the dense layers' gradient with a plain SGD update, then the
+    ELBO's gradient with SGD, then the real step (ELBO gradient and Adam). Each part adds work
+    to the one above."""
     model = HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
     graphdef, params = train.split_model(model)
     xs = jnp.asarray(np.resize(x, (steps * batch_size, x.shape[1])))
@@ -136,14 +131,14 @@ def step_breakdown(cfg, x, batch_size, steps):
     for name, (loss, opt) in variants.items():
         state = train.init_state(params, opt)
         epochs[name] = (train.make_epoch(train.make_step(loss, opt), batch_size), state)
-    matmuls, args, _ = same_shape_matmuls(cfg, batch_size)
+    matmuls, args, flops = same_shape_matmuls(cfg, batch_size)
     times = {"matmuls alone": [], **{name: [] for name in epochs}}
     for _ in range(3):  # interleaved, so that a drift of the host's speed hits all alike
         times["matmuls alone"].append(time_fn(matmuls, args, warmup=3, repeats=20))
         for name, (epoch, state) in epochs.items():
             t = time_fn(lambda e=epoch, s=state: e(s, xs, key)[1]["loss"], warmup=1, repeats=3)
             times[name].append(t / steps)
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}, flops
 
 
 def bench_torch(cfg, x, batch_size, steps, compile_mode, threads):
@@ -181,8 +176,9 @@ def run_batch(cfg, x, b, steps, roof, no_compile):
     print(f"--- batch {b}, {steps} steps per timing")
     jax_epoch_sps, jax_step_sps, xla_flops = bench_jax(cfg, x, b, steps)
     flops = analytic_matmul_flops(cfg, b)
-    t_mm, mm_flops = same_shape_matmul_seconds(cfg, b)
+    breakdown, mm_flops = step_breakdown(cfg, x, b, steps)
     assert abs(mm_flops - flops) < 1e-6 * flops, (mm_flops, flops)
+    t_mm = breakdown["matmuls alone"] / 1e3
     same_shape_roof = flops / t_mm
     rows = [
         {"impl": "jaxvi (epoch = lax.scan)", "steps_per_s": jax_epoch_sps},
@@ -218,7 +214,6 @@ def run_batch(cfg, x, b, steps, roof, no_compile):
           f"({same_shape_roof / 1e9:.1f} GFLOP/s)")
     print_table(rows, ["impl", "steps_per_s", "ratio_jaxvi_scan_over_this", "gflop_per_s",
                        "fraction_of_jitted_matmul", "fraction_of_same_shape_matmuls"])
-    breakdown = step_breakdown(cfg, x, b, steps)
     step_ms = breakdown["ELBO, gradient + Adam (the step)"]
     print("where a step's time goes (ms per step; each row adds work to the one above):")
     print_table([{"part": k, "ms_per_step": v, "fraction_of_step": v / step_ms}

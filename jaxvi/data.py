@@ -3,6 +3,8 @@ train/test split, any `.npy`/`.npz` array a user passes, and batching with expli
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,6 +16,19 @@ from jaxvi._validate import check_finite, check_ndim
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
+# The smallest data sets `load_array` takes: an 80/20 split of MIN_POINTS leaves MIN_TRAIN
+# points to train on (the default 5 pretraining neighbours need 6) and MIN_TEST to test on.
+MIN_POINTS = 10
+MIN_TRAIN = 8
+MIN_TEST = 2
+_MIN_WHY = {
+    "x": f" (an {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} split into at least {MIN_TRAIN} "
+         f"training and {MIN_TEST} test points)",
+    "x_train": " to train on",
+    "x_test": " to test on",
+}
+_NPY_MAGIC = (b"\x93NUMPY",)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive; an empty one
 
 
 class Dataset(NamedTuple):
@@ -53,46 +68,100 @@ def load_digits() -> Dataset:
 def load_array(path: str | Path) -> Dataset:
     """A user's data set from `.npy` (an (N, D) array, or images (N, ...) flattened) or `.npz`
     (arrays `x` and optionally `y`; or `x_train`, `x_test`, `y_train`, `y_test`; or a single
-    array). Without a given test set, a fixed 80/20 split (stratified when labels exist)."""
+    array). Without a given test set, a fixed 80/20 split (stratified when labels exist).
+
+    Refused with a `ValueError` naming the file: a file that is not a valid .npy/.npz array
+    file (empty, text, cut short, object arrays: nothing is ever unpickled); fewer than
+    `MIN_POINTS` points (`MIN_TRAIN` training and `MIN_TEST` test points for a given split);
+    complex, non-numeric or non-finite features, or values beyond float32's range; labels that
+    are not integer-valued."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"`data` file {str(path)!r} does not exist.")
-    if path.suffix == ".npy":
-        arrays = {"x": np.load(path, allow_pickle=False)}
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        if len(arrays) == 1:
-            arrays = {"x": next(iter(arrays.values()))}
-    else:
-        raise ValueError(f"`data` must be a .npy or .npz file; got {str(path)!r}.")
+    arrays = read_arrays(path)
+    where = f"`data` file {str(path)!r}"
+    if len(arrays) == 1:
+        arrays = {"x": next(iter(arrays.values()))}
     lower = {k.lower(): v for k, v in arrays.items()}
     if "x_train" in lower:
         if "x_test" not in lower:
             raise ValueError(f"`data` {path.name} has `x_train` but no `x_test`.")
-        xtr, xte = _features(lower["x_train"], "x_train"), _features(lower["x_test"], "x_test")
+        xtr = _features(lower["x_train"], "x_train", where, MIN_TRAIN)
+        xte = _features(lower["x_test"], "x_test", where, MIN_TEST)
         if xtr.shape[1] != xte.shape[1]:
             raise ValueError(
                 f"`x_train` and `x_test` must have the same feature count; got {xtr.shape[1]} "
                 f"and {xte.shape[1]}."
             )
         ytr, yte = lower.get("y_train"), lower.get("y_test")
-        return Dataset(xtr, _labels(ytr, xtr), xte, _labels(yte, xte), path.stem)
+        return Dataset(xtr, _labels(ytr, xtr, "y_train", where), xte,
+                       _labels(yte, xte, "y_test", where), path.stem)
     if "x" not in lower:
         raise ValueError(
             f"`data` {path.name} must hold an array `x` (or `x_train`/`x_test`); got "
             f"{sorted(arrays)}."
         )
-    x = _features(lower["x"], "x")
-    y = _labels(lower.get("y"), x)
+    x = _features(lower["x"], "x", where, MIN_POINTS)
+    y = _labels(lower.get("y"), x, "y", where)
     if y is not None:
         tr, te = stratified_split(y)
+        if tr.size < MIN_TRAIN or te.size < MIN_TEST:
+            raise ValueError(
+                f"{where}: the {TEST_FRACTION:.0%} test split stratified by the labels `y` "
+                f"({np.unique(y).size} classes) leaves {tr.size} training and {te.size} test "
+                f"points; at least {MIN_TRAIN} and {MIN_TEST} are needed (a class of fewer "
+                f"than {int(np.ceil(0.5 / TEST_FRACTION))} points puts none in the test set)."
+            )
     else:
         perm = np.random.default_rng(SPLIT_SEED).permutation(x.shape[0])
         n_test = int(round(TEST_FRACTION * x.shape[0]))
         tr, te = np.sort(perm[n_test:]), np.sort(perm[:n_test])
     return Dataset(x[tr], None if y is None else y[tr], x[te], None if y is None else y[te],
                    path.stem)
+
+
+def read_arrays(path: str | Path, name: str = "data",
+                formats: tuple[str, ...] = (".npy", ".npz")) -> dict[str, np.ndarray]:
+    """The arrays of a `.npy` file ({"x": array}) or a `.npz` file (by their names), read
+    safely: never unpickled. The file's content must match its suffix. Raises
+    `FileNotFoundError`, or `ValueError` naming `name`, the file and what is wrong with it
+    (empty, not a NumPy file, cut short or corrupt, an object array)."""
+    path = Path(path)
+    where = f"`{name}` file {str(path)!r}"
+    if not path.exists():
+        raise FileNotFoundError(f"{where} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix not in formats:
+        kinds = " or ".join(formats)
+        raise ValueError(f"`{name}` must be a {kinds} file; got {str(path)!r}.")
+    if path.is_dir():
+        raise ValueError(f"{where} is a folder; expected a {suffix} array file.")
+    with path.open("rb") as f:
+        head = f.read(6)
+    if not head:
+        raise ValueError(f"{where} is empty (0 bytes); it is not a valid {suffix} array file.")
+    magic, what, saver = ((_NPY_MAGIC, "NumPy .npy", "numpy.save") if suffix == ".npy"
+                          else (_ZIP_MAGIC, "NumPy .npz (zip)", "numpy.savez"))
+    if not any(head.startswith(m) for m in magic):
+        raise ValueError(
+            f"{where} is not a valid {suffix} array file: it does not start with the {what} "
+            f"signature (a text or CSV file renamed? Write it with {saver})."
+        )
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
+        return {"x": loaded}
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # an object array: never loaded, never advised to
+            raise ValueError(
+                f"{where} holds an object (dtype=object) array, which jaxvi does not load "
+                f"(unpickling can run arbitrary code); save a numeric array instead."
+            ) from None
+        raise ValueError(f"{where} is not a valid {suffix} array file: "
+                         f"{_one_line(err)}") from None
+    except (EOFError, zipfile.BadZipFile, zlib.error, OSError) as err:
+        raise ValueError(f"{where} is not a valid {suffix} array file (cut short or "
+                         f"corrupt): {_one_line(err)}") from None
 
 
 def load(data: str | Path | None = None) -> Dataset:
@@ -102,28 +171,72 @@ def load(data: str | Path | None = None) -> Dataset:
     return load_array(data)
 
 
-def _features(a, name: str) -> np.ndarray:
+def _features(a, name: str, where: str, min_points: int = 2) -> np.ndarray:
+    """(N, ...) numeric, real, finite and within float32's range -> (N, D) float32."""
     a = np.asarray(a)
-    check_min = a.ndim >= 2
-    if not check_min:
-        check_ndim(name, a, 2, "(N, D)")
+    if a.ndim < 2:
+        raise ValueError(f"{where}: `{name}` must have 2 dimensions (N, D) (or more: images "
+                         f"(N, ...) are flattened); got shape {a.shape}.")
+    check_real_values(a, f"{where}: `{name}`", np.float32)
+    if a.shape[0] < min_points:
+        raise ValueError(f"{where}: `{name}` holds {a.shape[0]} data points; at least "
+                         f"{min_points} are needed{_MIN_WHY.get(name, '')}.")
+    a = a.reshape(a.shape[0], -1)
+    if a.shape[1] == 0:
+        raise ValueError(f"{where}: `{name}` must have at least one feature; got shape "
+                         f"{a.shape}.")
+    return a.astype(np.float32)
+
+
+def check_real_values(a: np.ndarray, what: str, dtype=np.float32) -> None:
+    """A real numeric array, finite and within the range of `dtype`; else a `ValueError`
+    that starts with `what` (e.g. "`data` file 'x.npz': `x`") and says what was given
+    (complex values, a non-numeric dtype, NaN/Inf, the largest magnitude)."""
+    if np.iscomplexobj(a):
+        raise ValueError(f"{what} must be real; got complex values (dtype {a.dtype}), whose "
+                         "imaginary part would be lost.")
     if not np.issubdtype(a.dtype, np.number):
-        raise ValueError(f"`{name}` must be numeric; got dtype {a.dtype}.")
-    a = a.reshape(a.shape[0], -1).astype(np.float32)
-    if a.shape[0] < 2:
-        raise ValueError(f"`{name}` must hold at least 2 data points; got {a.shape[0]}.")
-    check_finite(name, a)
-    return a
+        raise ValueError(f"{what} must be numeric; got dtype {a.dtype}.")
+    if a.size == 0 or np.issubdtype(a.dtype, np.integer):
+        return  # every int64 value is finite in float32
+    finite = np.isfinite(a)
+    if not finite.all():
+        bad = int(a.size - np.count_nonzero(finite))
+        raise ValueError(f"{what} must be finite; got {bad} NaN or Inf value(s).")
+    biggest = float(np.max(np.abs(a)))
+    limit = float(np.finfo(dtype).max)
+    if biggest > limit:
+        raise ValueError(
+            f"{what} has values up to {biggest:.3g} in magnitude, which overflow "
+            f"{np.dtype(dtype).name} (largest {limit:.3g}); rescale the data."
+        )
 
 
-def _labels(y, x) -> np.ndarray | None:
+def _labels(y, x, name: str, where: str) -> np.ndarray | None:
+    """Class labels, one per point: integers, bools or integer-valued floats -> int64."""
     if y is None:
         return None
     y = np.asarray(y).reshape(-1)
     if y.shape[0] != x.shape[0]:
-        raise ValueError(f"labels must have one entry per data point; got {y.shape[0]} for "
-                         f"{x.shape[0]} points.")
+        raise ValueError(f"{where}: labels `{name}` must have one entry per data point; got "
+                         f"{y.shape[0]} for {x.shape[0]} points.")
+    if y.dtype == np.bool_:
+        return y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating):
+            raise ValueError(f"{where}: `{name}` must hold integer class labels; got dtype "
+                             f"{y.dtype}.")
+        bad = ~np.isfinite(y) | (y != np.round(y)) | (np.abs(y) > 2.0**62)
+        if bad.any():
+            raise ValueError(
+                f"{where}: `{name}` must hold integer class labels; got {int(bad.sum())} "
+                f"non-integer value(s) such as {float(y[bad][0]):g} (dtype {y.dtype})."
+            )
     return y.astype(np.int64)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def check_data(name: str, x, data_dim: int | None = None) -> None:

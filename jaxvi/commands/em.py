@@ -1,8 +1,13 @@
 """`jaxvi em DATA.npy --components K`: fit a Gaussian mixture by EM, print the log-likelihood,
-BIC and weights, save the parameters (.npz) and optionally plot the fit (PNG)."""
+BIC and weights, save the parameters (.npz) and optionally plot the fit (PNG).
+
+The data, the options and both output paths are checked before the fit: an output that is a
+folder or sits under a file, or that would replace an earlier result without `--overwrite`,
+is refused then (exit 2), not after the fit has run."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +32,63 @@ def register(subparsers) -> None:
     p.add_argument("--n-init", type=int, default=1, help="restarts, run batched (default 1)")
     p.add_argument("--reg-covar", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="gmm_params.npz", help="parameters file (.npz)")
-    p.add_argument("--plot", default=None, help="write a PNG of the fit here")
+    p.add_argument("--out", default="gmm_params.npz",
+                   help="parameters file (.npz; the suffix is added when missing)")
+    p.add_argument("--plot", default=None,
+                   help="write a picture of the fit here (PNG; .png is added when there is no "
+                   "suffix)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier --out / --plot (without it they are refused)")
     p.set_defaults(func=run)
 
 
 def load_array(path: str) -> np.ndarray:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    x = np.load(path, allow_pickle=False)
-    if not isinstance(x, np.ndarray):
-        raise ValueError(f"`data` must be a .npy file holding one array; got {path}.")
+    """The (N, D) float64 data of a .npy file (an (N,) array is one feature), read safely;
+    a `ValueError` naming the file for anything else (see `jaxvi.data.read_arrays`)."""
+    from jaxvi import data
+
+    where = f"`data` file {str(path)!r}"
+    x = data.read_arrays(path, "data", formats=(".npy",))["x"]
+    data.check_real_values(x, where, np.float64)
     if x.ndim == 1:
         x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"{where} must hold an (N, D) or (N,) array; got shape {x.shape}.")
     return x
+
+
+def output_paths(args) -> tuple[Path, Path | None]:
+    """The files `run` will write, as numpy and matplotlib name them (--out gets .npz when it
+    lacks it; --plot gets .png when it has no suffix), checked before the fit."""
+    from jaxvi.cli import check_output_file
+
+    out = str(args.out)
+    out = Path(out if out.endswith(".npz") else out + ".npz")
+    check_output_file("--out", out, overwrite=args.overwrite)
+    plot = None
+    if args.plot is not None:
+        plot = Path(args.plot)
+        if not plot.suffix:
+            plot = plot.with_name(plot.name + ".png")
+        formats = _image_formats()
+        if plot.suffix[1:].lower() not in formats:
+            raise ValueError(f"`--plot` {str(plot)!r} must end in an image suffix ("
+                             f"{', '.join('.' + f for f in sorted(formats))}); got "
+                             f"{plot.suffix!r}.")
+        check_output_file("--plot", plot, overwrite=args.overwrite)
+    return out, plot
+
+
+def _image_formats() -> set[str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return set(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_args(args) -> None:
+    for flag, value in (("--tol", args.tol), ("--reg-covar", args.reg_covar)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"`{flag}` must be a finite number >= 0; got {value}.")
 
 
 def run(args) -> int:
@@ -50,6 +98,8 @@ def run(args) -> int:
     from jaxvi import em
 
     x = load_array(args.data)
+    check_args(args)
+    out, plot = output_paths(args)
     with jax.enable_x64(True):
         xj = jnp.asarray(x, jnp.float64)
         result = em.fit(xj, args.components, key=jax.random.key(args.seed),
@@ -68,16 +118,15 @@ def run(args) -> int:
         print(f"mean log-likelihood: {mean_ll:.6f}")
         print(f"BIC: {bic:.3f}")
         print("weights: " + " ".join(f"{w:.4f}" for w in weights))
-        out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, weights=weights, means=np.asarray(gmm.means),
                  covariances=np.asarray(gmm.covariances),
                  covariance_type=np.asarray(args.covariance_type),
                  log_likelihood=np.asarray(mean_ll), bic=np.asarray(bic), history=history)
         print(f"saved {out}")
-        if args.plot:
-            plot_fit(x, gmm, history, args.plot)
-            print(f"saved {args.plot}")
+        if plot is not None:
+            plot_fit(x, gmm, history, plot)
+            print(f"saved {plot}")
     return 0
 
 

@@ -7,7 +7,8 @@ program of vmapped `jaxvi.objectives.fit_many` loops: one compile per target). P
 where the exclusive fits end (the largest mode, another mode, between modes) and how far the
 inclusive fits are from the target's mean and covariance, which is where the inclusive optimum
 lies for a Gaussian family. Writes kl_modes_1d.png, kl_modes_2d.png, kl_modes_sweep.png and
-kl_modes_sweep.json into --out.
+kl_modes_sweep.json into --out (an earlier run's files there are replaced only with
+--overwrite).
 """
 
 from __future__ import annotations
@@ -274,16 +275,28 @@ def run_kl_modes(out: Path, *, learning_rates, grid: int, scales, steps: int,
     return rows
 
 
-def _main(args) -> int:
+OUTPUTS = ("kl_modes_1d.png", "kl_modes_2d.png", "kl_modes_sweep.png", "kl_modes_sweep.json")
+
+
+def check_args(args) -> Path:
+    """Every option, and --out (a folder or creatable, not holding an earlier run's files
+    unless --overwrite), before anything is computed or written. -> the output folder."""
+    from jaxvi.cli import check_output_dir
+
     for name in ("steps", "grid", "num_samples"):
         if getattr(args, name) < 1:
             raise ValueError(f"`--{name.replace('_', '-')}` must be a positive integer; got "
                              f"{getattr(args, name)}.")
     for name in ("learning_rates", "init_scales", "plot_lr"):
-        if np.min(getattr(args, name)) <= 0:
-            raise ValueError(f"`--{name.replace('_', '-')}` must be positive; got "
+        values = np.asarray(getattr(args, name), float)
+        if not np.all(np.isfinite(values) & (values > 0)):
+            raise ValueError(f"`--{name.replace('_', '-')}` must be positive and finite; got "
                              f"{getattr(args, name)}.")
-    out = Path(args.out)
+    return check_output_dir("--out", args.out, OUTPUTS, overwrite=args.overwrite)
+
+
+def _main(args) -> int:
+    out = check_args(args)
     start = time.perf_counter()
     rows = run_kl_modes(out, learning_rates=args.learning_rates, grid=args.grid,
                         scales=args.init_scales, steps=args.steps, num_samples=args.num_samples,
@@ -303,6 +316,8 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n")[1],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="kl_modes_out", help="output directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier run in --out (refused without it)")
     p.add_argument("--steps", type=int, default=400, help="optimizer steps per fit")
     p.add_argument("--learning-rates", type=float, nargs="+", default=[0.003, 0.03, 0.3],
                    help="Adam peak learning rates (cosine decay to 0)")

@@ -1,0 +1,81 @@
+"""`jaxvi.data` loading: broken files, too few points, values float32 cannot hold, complex
+data and non-integer labels give a clear ValueError naming the file (in process; the same
+cases through the `jaxvi` command are in test_cli_errors.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxvi import data
+
+
+def test_empty_and_non_numpy_files(tmp_path):
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"'.*empty\.npy' is empty"):
+        data.load(tmp_path / "empty.npy")
+    (tmp_path / "t.npy").write_text("1,2\n3,4\n")
+    with pytest.raises(ValueError, match=r"t\.npy' is not a valid \.npy") as info:
+        data.load(tmp_path / "t.npy")
+    assert "pickle" not in str(info.value).lower()
+    (tmp_path / "t.npz").write_text("1,2\n3,4\n")
+    with pytest.raises(ValueError, match=r"t\.npz' is not a valid \.npz"):
+        data.load(tmp_path / "t.npz")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="object") as info:
+        data.load(tmp_path / "obj.npy")
+    assert "allow_pickle" not in str(info.value)
+    np.save(tmp_path / "cut.npy", np.ones((100, 4)))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"cut\.npy' is not a valid \.npy"):
+        data.load(tmp_path / "cut.npy")
+
+
+def test_too_few_points(tmp_path):
+    np.save(tmp_path / "three.npy", np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"three\.npy': `x` holds 3 data points; at least 10"):
+        data.load(tmp_path / "three.npy")
+    data.load_array(_save(tmp_path / "ten.npy", np.arange(20.0).reshape(10, 2)))  # enough
+    # Labels with every class of 2 points: the stratified split would leave no test set.
+    x = np.arange(40.0).reshape(20, 2)
+    np.savez(tmp_path / "pairs.npz", x=x, y=np.repeat(np.arange(10), 2))
+    with pytest.raises(ValueError, match=r"pairs\.npz.*0 test points"):
+        data.load(tmp_path / "pairs.npz")
+    np.savez(tmp_path / "split.npz", x_train=x[:5], x_test=x[5:])
+    with pytest.raises(ValueError, match=r"`x_train` .* 5 data points; at least 8"):
+        data.load(tmp_path / "split.npz")
+
+
+def test_values_float32_cannot_hold(tmp_path):
+    x = np.ones((20, 3))
+    x[2, 1] = 1e39
+    with pytest.raises(ValueError, match=r"big\.npy.*1e\+39 in magnitude, which overflow float"):
+        data.load(_save(tmp_path / "big.npy", x))
+    x[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"nan\.npy.*finite"):
+        data.load(_save(tmp_path / "nan.npy", x))
+
+
+def test_complex_and_non_integer_labels(tmp_path):
+    with pytest.raises(ValueError, match=r"c\.npy.*complex64"):
+        data.load(_save(tmp_path / "c.npy", np.ones((20, 2), np.complex64)))
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    np.savez(tmp_path / "f.npz", x=x, y=np.linspace(0, 2, 20))
+    with pytest.raises(ValueError, match=r"f\.npz.*`y` must hold integer"):
+        data.load(tmp_path / "f.npz")
+    np.savez(tmp_path / "c.npz", x=x, y=np.ones(20, np.complex128))
+    with pytest.raises(ValueError, match=r"c\.npz.*`y`"):
+        data.load(tmp_path / "c.npz")
+    np.savez(tmp_path / "s.npz", x=x, y=np.array(["a", "b"] * 10))
+    with pytest.raises(ValueError, match=r"s\.npz.*`y`"):
+        data.load(tmp_path / "s.npz")
+    # Integer-valued floats are labels.
+    np.savez(tmp_path / "i.npz", x=x, y=np.repeat([0.0, 1.0, 3.0, 4.0], 5))
+    ds = data.load(tmp_path / "i.npz")
+    assert ds.y_train.dtype == np.int64
+    assert set(ds.y_train.tolist()) | set(ds.y_test.tolist()) == {0, 1, 3, 4}
+
+
+def _save(path, x):
+    np.save(path, x)
+    return path

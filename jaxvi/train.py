@@ -14,7 +14,9 @@ import dataclasses
 import functools
 import json
 import math
+import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +30,16 @@ from flax import nnx
 from jaxvi import distributed
 from jaxvi import metrics as metrics_lib
 from jaxvi._validate import check_choice
+from jaxvi.checkpoint import (  # noqa: F401  (re-exported: jaxvi.train.* as before)
+    DamagedCheckpointWarning,
+    latest_checkpoint,
+    load_meta,
+    read_meta,
+    restore_checkpoint,
+    restore_into,
+    save_checkpoint,
+    set_aside,
+)
 from jaxvi.data import check_data, epoch_batches
 from jaxvi.nn import HierarchicalVAE, VAEConfig
 
@@ -42,6 +54,22 @@ class TrainState(NamedTuple):
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class NonFiniteParamsError(NonFiniteLossError):
+    """The parameters became NaN or Inf (a non-finite gradient) while the loss was finite; no
+    checkpoint of them is written, the last good one is kept."""
+
+
+PRETRAIN_DIR = "pretrain"  # the subfolder of a `train_vae` checkpoint folder for pretraining
+
+
+def all_finite(tree) -> jax.Array:
+    """() bool: every element of every inexact leaf of `tree` is finite. One fused reduction,
+    traceable (run it on device inside the jitted epoch, fetch one bool)."""
+    flags = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+             if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
 
 
 def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
@@ -254,90 +282,21 @@ def make_evaluator(graphdef, *, iwae_samples: int = 64, cluster_samples: int = 1
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _manager(directory, max_to_keep: int = 2):
-    import orbax.checkpoint as ocp
-
-    return ocp.CheckpointManager(
-        Path(directory).absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-    )
-
-
-def save_checkpoint(directory, state: TrainState, meta: dict, *, epoch: int) -> None:
-    """Write `state` and the JSON `meta` (config, history) as checkpoint number `epoch`."""
-    import orbax.checkpoint as ocp
-
-    mngr = _manager(directory)
-    payload = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
-    mngr.save(
-        epoch,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(payload), meta=ocp.args.JsonSave({**meta, "epoch": epoch})
-        ),
-        force=True,
-    )
-    mngr.wait_until_finished()
-    mngr.close()
-
-
-def latest_checkpoint(directory) -> int | None:
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    mngr = _manager(directory)
-    step = mngr.latest_step()
-    mngr.close()
-    return step
-
-
 def check_fresh_checkpoint_dir(directory, resume: bool) -> None:
-    """A run that does not resume must not start in a folder holding checkpoints: its saves
-    would collide with them, and a user who meant to resume would lose that run."""
+    """A run that does not resume must not start in a folder holding checkpoints (of the run or
+    of its pretraining, in `PRETRAIN_DIR`): its saves would collide with them, and a user who
+    meant to resume would lose that run."""
     if directory is None or resume:
         return
     step = latest_checkpoint(directory)
-    if step is not None:
+    pre = latest_checkpoint(Path(directory) / PRETRAIN_DIR)
+    if step is not None or pre is not None:
+        latest = f"epoch {step}" if step is not None else f"pretraining epoch {pre}"
         raise ValueError(
-            f"{str(directory)!r} already holds checkpoints (latest: epoch {step}); resume from "
+            f"{str(directory)!r} already holds checkpoints (latest: {latest}); resume from "
             "it (`resume=True`, `--resume`), write to another folder, or delete it first "
             "(`jaxvi train --overwrite`)."
         )
-
-
-def load_meta(directory) -> dict:
-    """The JSON metadata (config, history, epoch) of the latest checkpoint in `directory`."""
-    import orbax.checkpoint as ocp
-
-    directory = Path(directory)
-    step = latest_checkpoint(directory)
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint found in {str(directory)!r}.")
-    mngr = _manager(directory)
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    mngr.close()
-    return dict(meta)
-
-
-def restore_checkpoint(directory, target: TrainState) -> tuple[TrainState, dict]:
-    """Restore the latest checkpoint into the structure of `target`. -> (state, meta)."""
-    import orbax.checkpoint as ocp
-
-    directory = Path(directory)
-    step = latest_checkpoint(directory)
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint found in {str(directory)!r}.")
-    abstract = {"params": target.params, "opt_state": target.opt_state, "step": target.step}
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
-    mngr = _manager(directory)
-    out = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-        ),
-    )
-    mngr.close()
-    s = out["state"]
-    return TrainState(s["params"], s["opt_state"], s["step"]), dict(out["meta"])
 
 
 # ----------------------------------------------------------------------------- fit
@@ -367,8 +326,12 @@ def fit(
     uninterrupted run with the same key ends. A checkpoint (params, optimizer state, step, and
     `meta` with the history) is written at the first epoch end after every `checkpoint_every`
     steps and at the end. With `resume=True` and a checkpoint in `checkpoint_dir`, training
-    continues from it. If an epoch's mean loss is not finite, `NonFiniteLossError` is raised
-    and no checkpoint is written, so the last good one stays. `eval_fn(params, epoch) -> dict`
+    continues from the newest intact checkpoint there (damaged newer ones, see
+    `jaxvi.checkpoint`, are renamed `damaged-<epoch>` and named in a `DamagedCheckpointWarning`;
+    if none is intact, `ValueError`). If an epoch's mean loss is not finite
+    (`NonFiniteLossError`), or its parameters are not (`NonFiniteParamsError`: a non-finite
+    gradient, even on the epoch's last step; checked on device in the jitted epoch), training
+    stops and no checkpoint is written, so the last good one stays. `eval_fn(params, epoch) -> dict`
     runs after each epoch. With a `mesh` (`jaxvi.distributed.data_mesh`), training is
     data-parallel over its "data" axis (see `make_epoch`); `batch_size` must then be a
     multiple of the number of devices on that axis.
@@ -389,35 +352,48 @@ def fit(
                 f"`batch_size` ({batch_size}) must be a multiple of the {n_dev} devices of "
                 "`mesh` for data-parallel training."
             )
-    check_fresh_checkpoint_dir(checkpoint_dir, resume)
+    _refuse_existing(checkpoint_dir, resume)
     x = jnp.asarray(x)
     meta = dict(meta or {})
     state = init_state(params, optimizer)
     history: list[dict] = []
     start = 0
     if resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None:
-        state, saved = restore_checkpoint(checkpoint_dir, state)
+        state, saved = _resume_from(checkpoint_dir, state)
         history = list(saved.get("history", []))
         start = int(saved["epoch"])
     if mesh is not None:
         state, x = jax.device_put((state, x), distributed.replicated(mesh))
     epoch_fn = make_epoch(make_step(loss_fn, optimizer), batch_size, mesh)
+
+    @jax.jit
+    def guarded_epoch(state, x, key):
+        new_state, info = epoch_fn(state, x, key)
+        return new_state, info, all_finite(new_state.params)
+
     emit = log or (lambda s: tqdm.write(s))
     bar = tqdm(range(start, epochs), initial=start, total=epochs, disable=not progress,
                desc="train", unit="epoch", leave=False)
     last_saved_step = int(state.step)
     for epoch in bar:
         t0 = time.perf_counter()
-        new_state, info = epoch_fn(state, x, jax.random.fold_in(key, epoch))
+        new_state, info, finite = guarded_epoch(state, x, jax.random.fold_in(key, epoch))
+        info, finite = jax.device_get((info, finite))  # the epoch's one host sync
         info = {k: float(v) for k, v in info.items()}
-        if not math.isfinite(info["loss"]):
+        if not math.isfinite(info["loss"]) or not finite:
             kept = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
             where = (f"; the last good checkpoint (epoch {kept}) is kept in {checkpoint_dir}"
                      if kept is not None else "")
-            raise NonFiniteLossError(
-                f"training loss became {info['loss']} during epoch {epoch + 1} "
-                f"(step ≤ {int(state.step) + (x.shape[0] // batch_size)}){where}. "
-                "Try a smaller learning rate."
+            steps = f"step ≤ {int(state.step) + (x.shape[0] // batch_size)}"
+            if not math.isfinite(info["loss"]):
+                raise NonFiniteLossError(
+                    f"training loss became {info['loss']} during epoch {epoch + 1} "
+                    f"({steps}){where}. Try a smaller learning rate."
+                )
+            raise NonFiniteParamsError(
+                f"the parameters became NaN or Inf during epoch {epoch + 1} ({steps}) while "
+                f"the loss stayed finite ({info['loss']:.4g}): a non-finite gradient; they "
+                f"were not saved{where}. Try a smaller learning rate."
             )
         state = new_state
         row = {"epoch": epoch + 1, "step": int(state.step), **info,
@@ -436,6 +412,34 @@ def fit(
             last_saved_step = int(state.step)
     bar.close()
     return state, history
+
+
+def _refuse_existing(directory, resume: bool) -> None:
+    """`fit`'s own check: a run that does not resume must not write into a folder that already
+    holds checkpoints (subfolders, such as a recipe's pretraining, are not its business)."""
+    step = None if directory is None or resume else latest_checkpoint(directory)
+    if step is not None:
+        raise ValueError(
+            f"{str(directory)!r} already holds checkpoints (latest: epoch {step}); resume from "
+            "it (`resume=True`, `--resume`), write to another folder, or delete it first "
+            "(`jaxvi train --overwrite`)."
+        )
+
+
+def _resume_from(directory, target: TrainState) -> tuple[TrainState, dict]:
+    """Restore the newest intact checkpoint; damaged newer ones are set aside (renamed, so the
+    resumed run can write those epochs again) and named in one warning."""
+    state, saved, damaged = restore_into(directory, target)
+    if damaged:
+        moved = set_aside(directory, [d.step for d in damaged])
+        listing = "; ".join(f"epoch {d.step}: {d.reason}" for d in damaged)
+        warnings.warn(
+            f"the newest checkpoint(s) in {str(directory)!r} are damaged ({listing}); resuming "
+            f"from epoch {saved['epoch']}, the newest intact one; the damaged one(s) are kept "
+            f"as {', '.join(repr(m.name) for m in moved)}.",
+            DamagedCheckpointWarning, stacklevel=3,
+        )
+    return state, saved
 
 
 def _format_row(row: dict) -> str:
@@ -572,24 +576,30 @@ def init_prior_from_codes(model: HierarchicalVAE, x: np.ndarray, *, seed: int) -
 def pretrain(
     model_config: VAEConfig, train_config: TrainConfig, x_train: np.ndarray, *,
     key: jax.Array, progress: bool = False, log: Callable[[str], None] | None = None,
-    mesh: jax.sharding.Mesh | None = None,
+    mesh: jax.sharding.Mesh | None = None, checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[HierarchicalVAE, dict]:
     """Pretrain `restarts` autoencoders (vmapped, one compiled step), cluster each one's codes
     with a GMM, and return the model whose prior starts from those clusters (the consensus when
     restarts > 1), with a summary (its "cluster_labels": (N,) the clusters of x_train the
-    prior was set from). Uses no labels."""
+    prior was set from). Uses no labels. With a `checkpoint_dir`, the autoencoders are
+    checkpointed there every `checkpoint_every` steps and at the end (`fit`), and `resume=True`
+    continues from there: the result equals an uninterrupted run's."""
     mc, tc = model_config, train_config
     r = tc.restarts
     keys = jax.random.split(key, r + 1)
     models = [HierarchicalVAE(mc, rngs=nnx.Rngs(params=keys[i])) for i in range(r)]
     graphdef = nnx.split(models[0])[0]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *[split_model(m)[1] for m in models])
-    x_fit = neighbor_table(x_train, tc.pretrain_neighbors) if tc.pretrain_neighbors else x_train
-    loss = ensemble_loss(autoencoder_loss(graphdef, tc.pretrain_neighbors), r)
+    n_neighbors = min(tc.pretrain_neighbors, x_train.shape[0] - 1)  # as many as there are
+    x_fit = neighbor_table(x_train, n_neighbors) if n_neighbors else x_train
+    loss = ensemble_loss(autoencoder_loss(graphdef, n_neighbors), r)
+    meta = {"stage": "pretrain", "model_config": mc.to_dict(), "train_config": tc.to_dict()}
     state, hist = fit(
         loss, optax.adam(tc.pretrain_learning_rate), stacked, x_fit, key=keys[-1],
         epochs=tc.pretrain_epochs, batch_size=min(tc.batch_size, x_train.shape[0]),
-        progress=progress, log=False, mesh=mesh,
+        progress=progress, log=False, mesh=mesh, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=tc.checkpoint_every, resume=resume, meta=meta,
     )
     models = [merge_model(graphdef, jax.tree.map(lambda a, i=i: a[i], state.params))
               for i in range(r)]
@@ -637,33 +647,39 @@ def train_vae(
     codes, joint training (ELBO, with the consensus term of `TrainConfig.consensus_weight`, or
     wake-sleep with `inference="forward-kl"`) with test
     metrics every `eval_every` epochs when x_test is given. Same seed, same result. With a
-    `mesh`, training is data-parallel over its "data" axis. -> (trained model, history)."""
-    check_data("x_train", x_train, model_config.data_dim)
-    if x_test is not None:
-        check_data("x_test", x_test, model_config.data_dim)
+    `mesh`, training is data-parallel over its "data" axis. Every input is checked first
+    (`check_train_inputs`). With a `checkpoint_dir`, pretraining is checkpointed in its
+    `PRETRAIN_DIR` subfolder (removed once the run ends) and joint training in the folder
+    itself; `resume=True` continues from wherever the run stopped, to the same result as an
+    uninterrupted run. -> (trained model, history)."""
+    check_train_inputs(x_train, model_config, train_config, x_test=x_test, mesh=mesh)
     check_fresh_checkpoint_dir(checkpoint_dir, resume)
     tc, mc = train_config, model_config
     key = jax.random.key(tc.seed)
     k_init, k_pre, k_train, k_eval = jax.random.split(key, 4)
     meta = {"model_config": mc.to_dict(), "train_config": tc.to_dict(), "data": data_name}
+    pre_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / PRETRAIN_DIR
     resuming = (
         resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None
     )
     if resuming:
-        saved = load_meta(checkpoint_dir)
-        saved_cfg = VAEConfig.from_dict(saved["model_config"])
-        if saved_cfg != mc:
-            raise ValueError(
-                f"the checkpoint in {str(checkpoint_dir)!r} was written for model config "
-                f"{saved_cfg}, not {mc}."
-            )
+        saved, _ = read_meta(checkpoint_dir)  # `fit`'s restore names any damage, once
+        _check_saved_config(checkpoint_dir, saved, mc)
         model = HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init))  # structure only
         if "pretrain" in saved:
             meta["pretrain"] = saved["pretrain"]
         cluster_labels = meta.get("pretrain", {}).get("cluster_labels")
     elif tc.pretrain_epochs > 0:
+        pre_resume = resume and pre_dir is not None and latest_checkpoint(pre_dir) is not None
+        if pre_resume:
+            saved, _ = read_meta(pre_dir)
+            _check_saved_config(pre_dir, saved, mc, tc, ("restarts",))
+            if log:
+                log(f"resuming pretraining from epoch {saved['epoch']} of "
+                    f"{tc.pretrain_epochs} ({pre_dir})")
         model, summary = pretrain(mc, tc, x_train, key=k_pre, progress=progress,
-                                  log=log if log else None, mesh=mesh)
+                                  log=log if log else None, mesh=mesh, checkpoint_dir=pre_dir,
+                                  resume=pre_resume)
         meta["pretrain"] = summary
         cluster_labels = summary["cluster_labels"]
     else:
@@ -699,14 +715,71 @@ def train_vae(
         checkpoint_dir=checkpoint_dir, checkpoint_every=tc.checkpoint_every, resume=resume,
         meta=meta, progress=progress, log=log, mesh=mesh,
     )
+    if pre_dir is not None and pre_dir.is_dir():
+        shutil.rmtree(pre_dir)  # the run's own checkpoint now holds what resuming needs
     return merge_model(graphdef, state.params), history
 
 
+def check_train_inputs(
+    x_train, model_config: VAEConfig, train_config: TrainConfig, *, x_test=None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> None:
+    """Everything `train_vae` needs of its inputs, checked before anything is trained: the
+    data's shape, features and values, a `batch_size` no larger than the training set (and a
+    multiple of the mesh's devices), and, with pretraining, at least `components` training
+    points for the GMM on the codes. Raises `ValueError` naming the argument."""
+    mc, tc = model_config, train_config
+    check_data("x_train", x_train, mc.data_dim)
+    if x_test is not None:
+        check_data("x_test", x_test, mc.data_dim)
+    n = np.shape(x_train)[0]
+    if n < tc.batch_size:
+        raise ValueError(
+            f"`batch_size` ({tc.batch_size}) must not exceed the number of training points "
+            f"({n}); use a batch size of at most {n}."
+        )
+    if tc.pretrain_epochs > 0 and n < mc.components:
+        raise ValueError(
+            f"`components` ({mc.components}) must not exceed the number of training points "
+            f"({n}): the prior starts from a {mc.components}-component GMM on their codes."
+        )
+    if mesh is not None:
+        n_dev = distributed.check_mesh(mesh).shape[distributed.DATA_AXIS]
+        if tc.batch_size % n_dev:
+            raise ValueError(
+                f"`batch_size` ({tc.batch_size}) must be a multiple of the {n_dev} devices of "
+                "`mesh` for data-parallel training."
+            )
+
+
+def _check_saved_config(directory, saved: dict, mc: VAEConfig, tc: TrainConfig | None = None,
+                        train_fields: Sequence[str] = ()) -> None:
+    """The checkpoint in `directory` was written for this model (and these `train_fields`)."""
+    if "model_config" not in saved:
+        raise ValueError(f"the checkpoint in {str(directory)!r} has no model config: it was "
+                         "not written by `train_vae`.")
+    saved_cfg = VAEConfig.from_dict(saved["model_config"])
+    if saved_cfg != mc:
+        raise ValueError(
+            f"the checkpoint in {str(directory)!r} was written for model config "
+            f"{saved_cfg}, not {mc}."
+        )
+    for name in train_fields:
+        was = saved.get("train_config", {}).get(name)
+        if was != getattr(tc, name):
+            raise ValueError(f"the checkpoint in {str(directory)!r} was written with `{name}` "
+                             f"{was!r}, not {getattr(tc, name)!r}.")
+
+
 def load_model(checkpoint_dir) -> tuple[HierarchicalVAE, dict]:
-    """Rebuild the model from a checkpoint folder written by `train_vae`. -> (model, meta)."""
-    meta = load_meta(checkpoint_dir)
+    """Rebuild the model from a checkpoint folder written by `train_vae`: the newest intact
+    checkpoint there (see `jaxvi.checkpoint`). -> (model, meta)."""
+    meta, _ = read_meta(checkpoint_dir)  # `restore_checkpoint` below names any damage, once
     if "model_config" not in meta:
         raise ValueError(f"checkpoint in {str(checkpoint_dir)!r} has no model config.")
+    if meta.get("stage") == "pretrain":
+        raise ValueError(f"{str(checkpoint_dir)!r} holds a pretraining checkpoint (the "
+                         "autoencoders), not a trained model; resume the run to finish it.")
     mc = VAEConfig.from_dict(meta["model_config"])
     tc = TrainConfig.from_dict(meta.get("train_config", {}))
     model = HierarchicalVAE(mc, rngs=nnx.Rngs(0))

@@ -22,11 +22,20 @@ def register(subparsers) -> None:
 
 
 def resolve_checkpoint(path) -> Path:
+    """The checkpoint folder: `path` itself or its checkpoint/ subfolder; a folder holding
+    neither any checkpoint nor a checkpoint/ subfolder is refused (`FileNotFoundError`)."""
+    from jaxvi.checkpoint import latest_checkpoint
+
     path = Path(path)
     if (path / "checkpoint").is_dir():
         path = path / "checkpoint"
     if not path.is_dir():
         raise FileNotFoundError(f"`checkpoint` {str(path)!r} is not a folder.")
+    if latest_checkpoint(path) is None:
+        raise FileNotFoundError(
+            f"`checkpoint` {str(path)!r} is not a checkpoint folder: it holds no numbered "
+            "checkpoint; give a `jaxvi train` output folder or its checkpoint/ subfolder."
+        )
     return path
 
 
@@ -35,9 +44,10 @@ def run(args) -> int:
 
     from jaxvi import data as data_lib
     from jaxvi import train as train_lib
-    from jaxvi.commands.train import format_metrics
+    from jaxvi.commands.train import format_metrics, one_line_warnings
 
-    model, meta = train_lib.load_model(resolve_checkpoint(args.checkpoint))
+    with one_line_warnings("jaxvi evaluate"):
+        model, meta = train_lib.load_model(resolve_checkpoint(args.checkpoint))
     data = args.data or meta.get("data", "digits")
     ds = data_lib.load(data)
     final = train_lib.test_metrics(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in --out")
+                   help="continue from the latest intact checkpoint in --out (of the joint "
+                   "training, or of the pretraining if the run stopped during it)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="checkpoint at the first epoch end after every N optimizer steps, in "
+                   f"pretraining and in joint training (default {d.checkpoint_every})")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out that holds an earlier run's checkpoint, "
                         "deleting it (without this or --resume, such an --out is refused)")
@@ -69,6 +75,9 @@ def run(args) -> int:
     from jaxvi.nn import VAEConfig
 
     t0 = time.perf_counter()
+    # Every argument and the data are checked before anything is deleted, trained or written.
+    out = Path(args.out)
+    check_out_folder(out)
     ds = data_lib.load(args.data)
     mc = VAEConfig(
         data_dim=int(ds.x_train.shape[1]), components=args.components,
@@ -78,6 +87,7 @@ def run(args) -> int:
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed, restarts=args.restarts,
         pretrain_neighbors=args.pretrain_neighbors, inference=args.inference,
+        checkpoint_every=args.checkpoint_every,
     )
     mesh = None
     if args.devices != 1:
@@ -88,21 +98,28 @@ def run(args) -> int:
             raise ValueError(f"`--devices` must be between 1 and the {len(available)} local "
                              f"device(s); got {args.devices}.")
         mesh = data_mesh(available[: args.devices])
-    out = Path(args.out)
-    if args.overwrite and not args.resume and (out / "checkpoint").exists():
-        import shutil
+    train_lib.check_train_inputs(ds.x_train, mc, tc, x_test=ds.x_test, mesh=mesh)
+    ckpt = out / "checkpoint"
+    if args.overwrite and not args.resume:
+        if ckpt.is_dir():
+            import shutil
 
-        shutil.rmtree(out / "checkpoint")
+            shutil.rmtree(ckpt)
+        elif ckpt.exists():
+            ckpt.unlink()
+    else:
+        train_lib.check_fresh_checkpoint_dir(ckpt, args.resume)
     out.mkdir(parents=True, exist_ok=True)
     print(f"data {ds.name}: {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test, "
           f"{mc.data_dim} features; K={mc.components}, latent {mc.latent_dim}, "
           f"{mc.likelihood} decoder; writing to {out}")
     try:
-        model, history = train_lib.train_vae(
-            ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
-            checkpoint_dir=out / "checkpoint", resume=args.resume,
-            progress=not args.no_progress, log=print, data_name=str(args.data), mesh=mesh,
-        )
+        with one_line_warnings("jaxvi train"):
+            model, history = train_lib.train_vae(
+                ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
+                checkpoint_dir=ckpt, resume=args.resume,
+                progress=not args.no_progress, log=print, data_name=str(args.data), mesh=mesh,
+            )
     except train_lib.NonFiniteLossError as err:
         print(f"jaxvi train: error: {err}", file=sys.stderr)
         return 1
@@ -121,6 +138,35 @@ def run(args) -> int:
     print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint'}, samples.png, recon.png, "
           f"latent.png in {final['train_seconds']:.0f} s")
     return 0
+
+
+def check_out_folder(out: Path, name: str = "out") -> None:
+    """`out` is a folder or can be made one: neither it nor a folder above it is a file."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"sits under the file {str(p)!r}"
+                raise ValueError(f"`--{name}` must be a folder; got {str(out)!r}, which {what}.")
+            return
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str):
+    """Within the block, a `DamagedCheckpointWarning` is printed as one line on stderr,
+    "<prog>: warning: <message>" (other warnings as usual); restored on exit."""
+    from jaxvi.checkpoint import DamagedCheckpointWarning
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DamagedCheckpointWarning):
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def _widths(text: str) -> tuple[int, ...]:

@@ -1,0 +1,305 @@
+"""Orbax checkpoints that notice damage: each one carries SHA-256 digests of its state's array
+bytes, of the state's structure and of its JSON metadata, and a restore checks them.
+
+A checkpoint folder holds numbered steps (`<folder>/<step>/state` for the arrays,
+`<folder>/<step>/meta/metadata` for the JSON). Reading (`load_meta`, `restore_checkpoint`)
+takes the newest step that reads back intact: a damaged newer one (a flipped bit, a cut or
+deleted file) is named in a `DamagedCheckpointWarning`, and when no step is intact a
+`ValueError` names the folder and what is wrong with each step. A state whose structure
+differs from the one asked for (another model) is a `ValueError` at once, not damage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import inspect
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+CHECKSUM_KEY = "checksum"
+META_FILE = Path("meta") / "metadata"  # where orbax's JsonSave puts a step's metadata
+
+
+class DamagedCheckpointWarning(UserWarning):
+    """A newer checkpoint could not be read back intact; an older one is used instead."""
+
+
+class Damaged(NamedTuple):
+    step: int
+    reason: str  # one line
+
+
+# ----------------------------------------------------------------------------- digests
+
+
+def state_digest(tree) -> str:
+    """SHA-256 over every leaf's dtype, shape and bytes, in the tree's leaf order."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(tree)):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.dtype.name}{a.shape};".encode())
+        h.update(a.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+def structure_digest(tree) -> str:
+    """SHA-256 of the leaves' dtypes and shapes (arrays or `jax.ShapeDtypeStruct`s)."""
+    leaves = [(np.dtype(x.dtype).name, tuple(x.shape)) for x in jax.tree.leaves(tree)]
+    return hashlib.sha256(repr(leaves).encode()).hexdigest()
+
+
+def meta_digest(meta: dict) -> str:
+    """SHA-256 of `meta` (without its checksum) as JSON, keys sorted, after a JSON round trip
+    (so tuples and lists, or int and str keys, hash as they are read back)."""
+    body = {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
+    canonical = json.loads(json.dumps(body))
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+@contextlib.contextmanager
+def _quiet_reads():
+    """While reading possibly damaged checkpoints, the noise of orbax's failed reads stays off
+    stderr (the caller reports the damage once, in one line): its absl log lines, the
+    "Exception ignored in <coroutine>" reports of the parallel reads it abandons, and the
+    "Event loop is closed" errors of their TensorStore callbacks. Everything is restored on
+    exit. -> a callable that marks a failed read: the exit then waits a moment for the
+    abandoned reads to finish, and collects their coroutines, inside."""
+    logger = logging.getLogger("absl")
+    level, unraisable_hook, except_hook = logger.level, sys.unraisablehook, sys.excepthook
+    failed = []
+
+    def unraisable(info):
+        if not inspect.iscoroutine(info.object):
+            unraisable_hook(info)
+
+    def excepthook(kind, value, tb):
+        if not (kind is RuntimeError and "Event loop is closed" in str(value)):
+            except_hook(kind, value, tb)
+
+    logger.setLevel(logging.CRITICAL)
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
+    try:
+        yield lambda: failed.append(True)
+    finally:
+        if failed:
+            time.sleep(0.1)
+            gc.collect()
+        sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
+        logger.setLevel(level)
+
+
+def _manager(directory, *, max_to_keep: int = 2, create: bool = True):
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManager(
+        Path(directory).absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
+    )
+
+
+def checkpoint_steps(directory) -> list[int]:
+    """The finished checkpoint steps in `directory`, oldest first ([] when there is none)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    with _quiet_reads():
+        mngr = _manager(directory, create=False)
+        steps = sorted(mngr.all_steps())
+        mngr.close()
+    return steps
+
+
+def latest_checkpoint(directory) -> int | None:
+    """The newest checkpoint step in `directory` (intact or not), or None."""
+    steps = checkpoint_steps(directory)
+    return steps[-1] if steps else None
+
+
+def set_aside(directory, steps) -> list[Path]:
+    """Rename the given step folders to `damaged-<step>` (suffixed `.1`, `.2`, … if taken), so
+    that new checkpoints can take their numbers; nothing is deleted. -> the new paths."""
+    directory = Path(directory)
+    moved = []
+    for step in steps:
+        dest = directory / f"damaged-{step}"
+        n = 0
+        while dest.exists():
+            n += 1
+            dest = directory / f"damaged-{step}.{n}"
+        (directory / str(step)).rename(dest)
+        moved.append(dest)
+    return moved
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def save_checkpoint(directory, state: NamedTuple, meta: dict, *, epoch: int,
+                    max_to_keep: int = 2) -> None:
+    """Write the arrays of `state` (a NamedTuple of pytrees, e.g. `TrainState`) and the JSON
+    `meta` as checkpoint number `epoch`, with digests of both in `meta["checksum"]`; the
+    newest `max_to_keep` checkpoints are kept."""
+    import orbax.checkpoint as ocp
+
+    payload = state._asdict()
+    meta = {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
+    meta["epoch"] = epoch
+    meta[CHECKSUM_KEY] = {
+        "algorithm": "sha256",
+        "state": state_digest(payload),
+        "structure": structure_digest(payload),
+        "meta": meta_digest(meta),
+    }
+    mngr = _manager(directory, max_to_keep=max_to_keep)
+    mngr.save(
+        epoch,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(payload), meta=ocp.args.JsonSave(meta)
+        ),
+        force=True,
+    )
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+# ----------------------------------------------------------------------------- read
+
+
+class _DamagedStep(Exception):
+    pass
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _read_meta(mngr, directory: Path, step: int) -> dict:
+    import orbax.checkpoint as ocp
+
+    file = directory / str(step) / META_FILE
+    if not file.is_file():
+        raise _DamagedStep(f"its metadata file {str(file)!r} is missing")
+    try:
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except json.JSONDecodeError as err:
+        raise _DamagedStep(f"{str(file)!r} is not valid JSON ({err})") from None
+    except Exception as err:  # orbax and TensorStore raise many kinds
+        raise _DamagedStep(f"{str(file)!r} cannot be read ({_one_line(err)})") from None
+    if not isinstance(meta, dict):
+        raise _DamagedStep(f"{str(file)!r} holds a {type(meta).__name__}, not a JSON object")
+    meta = dict(meta)
+    checksum = meta.get(CHECKSUM_KEY)
+    if checksum is not None and (not isinstance(checksum, dict)
+                                 or checksum.get("meta") != meta_digest(meta)):
+        raise _DamagedStep(f"{str(file)!r} does not match its SHA-256 checksum")
+    return meta
+
+
+def _read_state(mngr, directory: Path, step: int, meta: dict, abstract: dict):
+    import orbax.checkpoint as ocp
+
+    checksum = meta.get(CHECKSUM_KEY) or {}
+    if "structure" in checksum and checksum["structure"] != structure_digest(abstract):
+        raise ValueError(
+            f"checkpoint epoch {step} in {str(directory)!r} holds a state of another structure "
+            "(array shapes or dtypes) than the one to restore into: it was written for another "
+            "model or configuration."
+        )
+    try:
+        state = mngr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+        )["state"]
+    except Exception as err:  # a cut or deleted array file: TensorStore errors of many kinds
+        folder = directory / str(step) / "state"
+        raise _DamagedStep(f"its arrays in {str(folder)!r} cannot be read "
+                           f"({_one_line(err)})") from None
+    if "state" in checksum and checksum["state"] != state_digest(state):
+        raise _DamagedStep("its arrays do not match their SHA-256 checksum (changed on disk)")
+    return state
+
+
+def _newest_intact(directory, abstract: dict | None):
+    """-> (step, meta, state or None, damaged newer steps). Raises FileNotFoundError when
+    `directory` holds no checkpoint and ValueError when none is intact."""
+    directory = Path(directory)
+    steps = checkpoint_steps(directory)
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint found in {str(directory)!r}.")
+    damaged: list[Damaged] = []
+    with _quiet_reads() as mark_failed:
+        mngr = _manager(directory, create=False)
+        try:
+            for step in reversed(steps):
+                try:
+                    meta = _read_meta(mngr, directory, step)
+                    state = None if abstract is None else _read_state(
+                        mngr, directory, step, meta, abstract)
+                except _DamagedStep as err:
+                    damaged.append(Damaged(step, str(err)))
+                    mark_failed()
+                    continue
+                meta.pop(CHECKSUM_KEY, None)
+                return step, meta, state, damaged
+        finally:
+            mngr.close()
+    listing = "; ".join(f"epoch {d.step}: {d.reason}" for d in damaged)
+    raise ValueError(f"no intact checkpoint in {str(directory)!r} ({listing}).")
+
+
+def _damaged_message(directory, damaged: list[Damaged], used: int) -> str:
+    listing = "; ".join(f"epoch {d.step}: {d.reason}" for d in damaged)
+    return (f"the newest checkpoint(s) in {str(Path(directory))!r} are damaged ({listing}); "
+            f"using epoch {used}, the newest intact one.")
+
+
+def _warn(directory, damaged, used) -> None:
+    if damaged:
+        warnings.warn(_damaged_message(directory, damaged, used), DamagedCheckpointWarning,
+                      stacklevel=3)
+
+
+def read_meta(directory) -> tuple[dict, list[Damaged]]:
+    """Like `load_meta`, without warning: -> (meta, the damaged newer steps)."""
+    _, meta, _, damaged = _newest_intact(directory, None)
+    return meta, damaged
+
+
+def load_meta(directory) -> dict:
+    """The JSON metadata (config, history, epoch) of the newest checkpoint in `directory`
+    whose metadata reads back intact (see the module docstring)."""
+    meta, damaged = read_meta(directory)
+    _warn(directory, damaged, meta["epoch"])
+    return meta
+
+
+def restore_into(directory, target: NamedTuple) -> tuple[Any, dict, list[Damaged]]:
+    """Like `restore_checkpoint`, without warning: -> (state, meta, the damaged newer steps)."""
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target._asdict())
+    _, meta, state, damaged = _newest_intact(directory, abstract)
+    return type(target)(**state), meta, damaged
+
+
+def restore_checkpoint(directory, target: NamedTuple) -> tuple[Any, dict]:
+    """Restore the newest intact checkpoint in `directory` into the structure of `target` (a
+    NamedTuple such as `TrainState`), its arrays checked against their checksum. Damaged newer
+    checkpoints are named in a `DamagedCheckpointWarning`. -> (state, meta)."""
+    state, meta, damaged = restore_into(directory, target)
+    _warn(directory, damaged, meta["epoch"])
+    return state, meta

@@ -97,9 +97,15 @@ def pairwise_sq_mahalanobis_full(
 
     x: (N, D), mean: (K, D), precision: (K, D, D) -> (N, K).
     Uses xᵀΛx = ⟨x xᵀ, Λ⟩ so the work is an (N, D²)×(D², K) matmul plus an (N, D)×(D, K) one,
-    with no (N, K, D) intermediate. Centred on the mean of `mean` like the diagonal kernel.
+    with no (N, K, D) intermediate. Both sides are centred on `mean[0]` first (the result is
+    translation invariant), so locations far from the origin do not cancel in the expansion.
+    The shift is a copy of stored values, not an average: under jit XLA recomputes a computed
+    shift inside each consumer fusion and evaluates `x − sum·(1/K)` differently in some of them
+    (the multiply and subtract contracted into one rounding), so x and `mean` were shifted by
+    values up to an ulp apart (0.5 % error at an offset of 1e5 in float32); a copied row is
+    the same bits in every fusion.
     """
-    shift = jax.lax.stop_gradient(jnp.mean(mean, axis=0))
+    shift = jax.lax.stop_gradient(mean[0] if mean.shape[0] else jnp.zeros_like(x[0]))
     x = x - shift
     mean = mean - shift
     n, d = x.shape
@@ -179,3 +185,24 @@ def single_threaded_lapack():
     if not _BLAS_CONTROLLER:
         _BLAS_CONTROLLER.append(ThreadpoolController())
     return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
+def log_positive(x: jax.Array) -> jax.Array:
+    """log x for x > 0, right for subnormal x too. x: any shape, floating.
+
+    XLA's CPU kernels (and, by default, GPU ones) flush subnormal floats to zero, so
+    `jnp.log(1e-40)` in float32 is −inf although 1e-40 is representable. A subnormal's bits,
+    read as an integer, are its mantissa m, and x = m · 2^(minexp − nmant), so
+    log x = log m + (minexp − nmant) log 2, computed from the bits with no subnormal
+    arithmetic. Normal x get `jnp.log(x)`, value and gradient; the gradient at a subnormal x
+    is 0 (the true 1/x overflows anyway). Costs a few elementwise integer ops per entry.
+    """
+    x = jnp.asarray(x)
+    info = jnp.finfo(x.dtype)
+    int_dtype = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(jax.lax.stop_gradient(x), int_dtype)
+    subnormal = (bits > 0) & (bits < (1 << info.nmant))  # exponent field zero, x > 0
+    # One log: of x itself, or of the mantissa (an integer < 2^nmant, exact as a float).
+    arg = jnp.where(subnormal, bits.astype(x.dtype), x)
+    offset = (int(info.minexp) - int(info.nmant)) * math.log(2.0)
+    return jnp.log(arg) + jnp.where(subnormal, jnp.asarray(offset, x.dtype), 0.0)

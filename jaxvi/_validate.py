@@ -105,3 +105,68 @@ def check_broadcastable(name_a: str, shape_a, name_b: str, shape_b) -> tuple[int
 def check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {sorted(choices)}; got {value!r}.")
+
+
+def check_normal_range(name: str, a, dtype) -> None:
+    """Positive entries of `a` at least the smallest normal number of `dtype`.
+
+    Subnormal values pass a `> 0` test but XLA's kernels flush them to zero, so a scale of
+    1e-40 in float32 divides by zero. Call after the positivity check; concrete arrays only.
+    """
+    if not is_concrete(a):
+        return
+    arr = np.asarray(a)
+    tiny = float(np.finfo(dtype).tiny)
+    small = (arr > 0) & (arr < tiny)
+    if np.any(small):
+        raise ValueError(
+            f"`{name}` must be at least the smallest normal {np.dtype(dtype).name} number "
+            f"({tiny:.3g}): smaller values are flushed to zero in computation; got minimum "
+            f"{float(np.min(arr[small]))!r}. Use float64 arrays (inside "
+            "`jax.enable_x64(True)`) or rescale the problem."
+        )
+
+
+def check_cholesky_resolvable(name: str, cov, dtype) -> None:
+    """A positive-definite `cov` (..., D, D) that a Cholesky factorisation in `dtype` resolves.
+
+    Positive definiteness is checked in float64 (`check_positive_definite`, call it first); a
+    matrix can pass it and still be numerically singular in float32 (a Hilbert(8) matrix, a
+    sample covariance of nearly collinear data), where the factorisation fails (NaN) or its
+    round-off swamps the answer. Refused: a condition number, after scaling to unit diagonal
+    (which a Cholesky is indifferent to), above 1 / (max(D, 16)·eps) of `dtype` (NumPy's rank
+    tolerance, floored: about 5e5 in float32, 3e14 in float64), or pivots below the smallest
+    normal number of `dtype`. Concrete arrays only.
+    """
+    if not is_concrete(cov):
+        return
+    arr = np.asarray(cov, dtype=np.float64)
+    if arr.size == 0:
+        return
+    d = arr.shape[-1]
+    info = np.finfo(dtype)
+    dname = np.dtype(dtype).name
+    var = np.diagonal(arr, axis1=-2, axis2=-1)
+    inv_sd = 1.0 / np.sqrt(var)
+    eig = np.linalg.eigvalsh(arr * inv_sd[..., :, None] * inv_sd[..., None, :])
+    lam_min, lam_max = eig[..., 0], eig[..., -1]
+    with np.errstate(divide="ignore"):
+        cond = np.where(lam_min > 0, lam_max / np.maximum(lam_min, 1e-300), np.inf)
+    limit = 1.0 / (max(d, 16) * float(info.eps))
+    where = np.unravel_index(int(np.argmax(cond)), cond.shape) if cond.ndim else ()
+    at = f" (at batch index {tuple(int(i) for i in where)})" if where else ""
+    if float(np.max(cond)) > limit:
+        raise ValueError(
+            f"`{name}` is numerically singular in {dname}: its condition number (scaled to "
+            f"unit diagonal) is {float(np.max(cond)):.3g}{at}, above the {limit:.3g} that a "
+            f"{dname} Cholesky factorisation resolves. Use float64 arrays (inside "
+            "`jax.enable_x64(True)`), or regularise it (add a small multiple of the identity)."
+        )
+    pivot = var * lam_min[..., None]  # a lower bound on each Cholesky pivot
+    if float(np.min(pivot)) < float(info.tiny):
+        raise ValueError(
+            f"`{name}` is too small for {dname}: its Cholesky pivots would fall below the "
+            f"smallest normal {dname} number ({float(info.tiny):.3g}) and be flushed to zero; "
+            f"got smallest variance {float(np.min(var)):.3g}. Use float64 arrays (inside "
+            "`jax.enable_x64(True)`) or rescale the problem."
+        )

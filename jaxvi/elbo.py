@@ -11,16 +11,26 @@ inference q(w | x) = N(m(x), diag s(x)²), q(z | w, x) = Cat(softmax(ℓ(w, x)))
 Expectations over w use the S reparameterised samples the caller passes; the sum over the K
 components is exact. Every function here is written for one data point (unbatched); `vmap`
 over the batch at the call site.
+
+Every public function checks its arguments' shapes against the unbatched shapes in its
+docstring (static, so free under jit and vmap: it runs once, at trace time, on the per-point
+shapes) and raises `ValueError` naming the argument, what was expected and what was given;
+nothing is broadcast silently (a prior of K = 1 against q(z | w, x) of K = 3, or `log_px_w`
+of the wrong length, is refused). Values (positive, normal-range scales; finite locations;
+no NaN) are checked only when the arrays are concrete, i.e. not under jit/vmap/grad.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxvi import _validate
 from jaxvi._linalg import diag_normal_log_prob, diag_normal_log_prob_pairwise
 
 
@@ -39,11 +49,111 @@ class ElboTerms(NamedTuple):
         return self.reconstruction - self.kl_z - self.kl_w
 
 
+# --------------------------------------------------------------------------- validation
+
+
+def _arr(a) -> jax.Array:
+    """As a JAX array; Python and NumPy numbers become the default float dtype."""
+    a = jnp.asarray(a)
+    return a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(jnp.result_type(float))
+
+
+def _check_shape(name: str, a, shape: tuple[int, ...], hint: str, because: str = "") -> None:
+    if tuple(a.shape) != tuple(shape):
+        why = f" to match {because}" if because else ""
+        raise ValueError(f"`{name}` must have shape {hint} = {tuple(shape)}{why}; "
+                         f"got {tuple(a.shape)}.")
+
+
+def _check_no_nan(name: str, a) -> None:
+    """No NaN and no +inf (−inf, a zero probability, is allowed). Concrete arrays only."""
+    if not _validate.is_concrete(a):
+        return
+    arr = np.asarray(a)
+    bad = np.isnan(arr) | (arr == np.inf)
+    if np.any(bad):
+        raise ValueError(f"`{name}` must not contain NaN or +inf; got {int(np.sum(bad))} "
+                         "such value(s).")
+
+
+def _check_scale(name: str, a) -> None:
+    """Finite, strictly positive and not subnormal (flushed to zero in computation)."""
+    _validate.check_positive(name, a)
+    _validate.check_normal_range(name, a, a.dtype)
+
+
+def _check_prior(prior_logits, prior_mean, prior_scale):
+    """prior_logits: (K,), prior_mean, prior_scale: (K, L), K ≥ 1. -> the three as arrays."""
+    prior_logits, prior_mean, prior_scale = map(_arr, (prior_logits, prior_mean, prior_scale))
+    _validate.check_ndim("prior_logits", prior_logits, 1, "(K,)")
+    k = prior_logits.shape[0]
+    if k < 1:
+        raise ValueError(f"`prior_logits` must have at least one component (K ≥ 1); got shape "
+                         f"{prior_logits.shape}.")
+    _validate.check_ndim("prior_mean", prior_mean, 2, "(K, L)")
+    _check_shape("prior_mean", prior_mean, (k, prior_mean.shape[1]), "(K, L)",
+                 f"K = {k} of `prior_logits`")
+    _check_shape("prior_scale", prior_scale, prior_mean.shape, "(K, L)", "`prior_mean`")
+    _check_no_nan("prior_logits", prior_logits)
+    _validate.check_finite("prior_mean", prior_mean)
+    _check_scale("prior_scale", prior_scale)
+    return prior_logits, prior_mean, prior_scale
+
+
+def _check_samples(w, latent: int, name: str = "w") -> jax.Array:
+    """w: (S, L) with S ≥ 1 and L = `latent`."""
+    w = _arr(w)
+    _validate.check_ndim(name, w, 2, "(S, L)")
+    if w.shape[0] < 1:
+        raise ValueError(f"`{name}` must hold at least one sample (S ≥ 1); got shape {w.shape}.")
+    _check_shape(name, w, (w.shape[0], latent), "(S, L)", f"L = {latent} of the prior")
+    _validate.check_finite(name, w)
+    return w
+
+
+def _check_q_w(w_mean, w_scale, latent: int, because: str = "`w` and the prior"):
+    """w_mean, w_scale: (L,), the parameters of q(w | x)."""
+    w_mean, w_scale = _arr(w_mean), _arr(w_scale)
+    _check_shape("w_mean", w_mean, (latent,), "(L,)", because)
+    _check_shape("w_scale", w_scale, (latent,), "(L,)", because)
+    _validate.check_finite("w_mean", w_mean)
+    _check_scale("w_scale", w_scale)
+    return w_mean, w_scale
+
+
+def _check_log_px_w(log_px_w, num_samples: int) -> jax.Array:
+    log_px_w = _arr(log_px_w)
+    _check_shape("log_px_w", log_px_w, (num_samples,), "(S,)", "the S samples of `w`")
+    _check_no_nan("log_px_w", log_px_w)
+    return log_px_w
+
+
+def _check_x_and_params(x, param_name: str, param):
+    """x: (D,), param: (..., D). -> both as arrays."""
+    x, param = _arr(x), _arr(param)
+    _validate.check_ndim("x", x, 1, "(D,) (one data point; vmap over a batch)")
+    _validate.check_min_ndim(param_name, param, 1, "(..., D)")
+    _validate.check_same_size("x", x.shape[0], param_name, param.shape[-1],
+                              "number of features D (last axis)")
+    _validate.check_finite("x", x)
+    return x, param
+
+
 # --------------------------------------------------------------------------- likelihoods
 
 
 def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, scale: jax.Array) -> jax.Array:
-    """log N(x; mean, diag scale²) summed over the last axis. x: (D,), mean: (..., D) -> (...)."""
+    """log N(x; mean, diag scale²) summed over the last axis. x: (D,), mean: (..., D) -> (...).
+
+    scale: positive, broadcastable to mean's shape (e.g. (..., D), (D,) or a scalar).
+    """
+    x, mean = _check_x_and_params(x, "mean", mean)
+    scale = _arr(scale)
+    if _validate.check_broadcastable("scale", scale.shape, "mean", mean.shape) != mean.shape:
+        raise ValueError(f"`scale` must broadcast to the shape of `mean` {mean.shape}; got "
+                         f"{scale.shape}.")
+    _validate.check_finite("mean", mean)
+    _check_scale("scale", scale)
     return diag_normal_log_prob(x, mean, scale)
 
 
@@ -52,6 +162,14 @@ def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
 
     x: (D,), logits: (..., D) -> (...).
     """
+    x, logits = _check_x_and_params(x, "logits", logits)
+    if _validate.is_concrete(x) and np.any((np.asarray(x) < 0) | (np.asarray(x) > 1)):
+        arr = np.asarray(x)
+        raise ValueError(f"`x` must lie in [0, 1] for a Bernoulli likelihood; got values in "
+                         f"[{float(arr.min())!r}, {float(arr.max())!r}].")
+    if _validate.is_concrete(logits) and np.any(np.isnan(np.asarray(logits))):
+        raise ValueError("`logits` must not contain NaN; got "
+                         f"{int(np.sum(np.isnan(np.asarray(logits))))} NaN value(s).")
     return jnp.sum(x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits), -1)
 
 
@@ -65,6 +183,12 @@ def prior_component_log_prob(
 
     w: (S, L), prior_mean, prior_scale: (K, L) -> (S, K).
     """
+    prior_mean, prior_scale = _arr(prior_mean), _arr(prior_scale)
+    _validate.check_ndim("prior_mean", prior_mean, 2, "(K, L)")
+    _check_shape("prior_scale", prior_scale, prior_mean.shape, "(K, L)", "`prior_mean`")
+    _validate.check_finite("prior_mean", prior_mean)
+    _check_scale("prior_scale", prior_scale)
+    w = _check_samples(w, prior_mean.shape[1])
     return diag_normal_log_prob_pairwise(w, prior_mean, prior_scale)
 
 
@@ -84,12 +208,22 @@ def elbo_terms(
     w_mean, w_scale: (L,) parameters of q(w | x); qz_logits: (S, K) logits of q(z | w_s, x);
     prior_logits: (K,) logits of π; prior_mean, prior_scale: (K, L).
     """
+    prior_logits, prior_mean, prior_scale = _check_prior(prior_logits, prior_mean, prior_scale)
+    k, latent = prior_mean.shape
+    w = _check_samples(w, latent)
+    s = w.shape[0]
+    log_px_w = _check_log_px_w(log_px_w, s)
+    w_mean, w_scale = _check_q_w(w_mean, w_scale, latent)
+    qz_logits = _arr(qz_logits)
+    _check_shape("qz_logits", qz_logits, (s, k), "(S, K)",
+                 f"S = {s} samples of `w` and K = {k} components of the prior")
+    _check_no_nan("qz_logits", qz_logits)
     log_qz = jax.nn.log_softmax(qz_logits, axis=-1)  # (S, K)
     qz = jnp.exp(log_qz)
     log_pi = jax.nn.log_softmax(prior_logits)  # (K,)
     kl_z = jnp.sum(qz * (log_qz - log_pi), axis=-1)  # (S,)
     log_qw = diag_normal_log_prob(w, w_mean, w_scale)  # (S,)
-    log_pw_z = prior_component_log_prob(w, prior_mean, prior_scale)  # (S, K)
+    log_pw_z = diag_normal_log_prob_pairwise(w, prior_mean, prior_scale)  # (S, K)
     kl_w = log_qw - jnp.sum(qz * log_pw_z, axis=-1)  # (S,)
     return ElboTerms(jnp.mean(log_px_w), jnp.mean(kl_z), jnp.mean(kl_w))
 
@@ -103,16 +237,28 @@ def prior_posterior_logits(
     w: jax.Array, prior_logits: jax.Array, prior_mean: jax.Array, prior_scale: jax.Array
 ) -> jax.Array:
     """Unnormalised log p(z | w) = log π_z + log p(w | z). w: (S, L) -> (S, K)."""
-    return jax.nn.log_softmax(prior_logits) + prior_component_log_prob(w, prior_mean, prior_scale)
+    prior_logits, prior_mean, prior_scale = _check_prior(prior_logits, prior_mean, prior_scale)
+    w = _check_samples(w, prior_mean.shape[1])
+    return _prior_posterior_logits(w, prior_logits, prior_mean, prior_scale)
+
+
+def _prior_posterior_logits(w, prior_logits, prior_mean, prior_scale):
+    return (jax.nn.log_softmax(prior_logits)
+            + diag_normal_log_prob_pairwise(w, prior_mean, prior_scale))
 
 
 def log_marginal_prior(
     w: jax.Array, prior_logits: jax.Array, prior_mean: jax.Array, prior_scale: jax.Array
 ) -> jax.Array:
     """log p(w) = log Σ_z π_z N(w; μ_z, σ_z²), the z sum exact. w: (S, L) -> (S,)."""
+    prior_logits, prior_mean, prior_scale = _check_prior(prior_logits, prior_mean, prior_scale)
+    w = _check_samples(w, prior_mean.shape[1])
+    return _log_marginal_prior(w, prior_logits, prior_mean, prior_scale)
+
+
+def _log_marginal_prior(w, prior_logits, prior_mean, prior_scale):
     return jax.nn.logsumexp(
-        prior_posterior_logits(w, prior_logits, prior_mean, prior_scale), axis=-1
-    )
+        _prior_posterior_logits(w, prior_logits, prior_mean, prior_scale), axis=-1)
 
 
 def iwae_bound(
@@ -132,15 +278,24 @@ def iwae_bound(
     and is never below the ELBO with the same q(w | x) (for k = 1, in expectation).
     log_px_w: (S,), w: (S, L), w_mean, w_scale: (L,), prior_*: as in `elbo_terms` -> ().
     """
+    prior_logits, prior_mean, prior_scale = _check_prior(prior_logits, prior_mean, prior_scale)
+    w = _check_samples(w, prior_mean.shape[1])
+    log_px_w = _check_log_px_w(log_px_w, w.shape[0])
+    w_mean, w_scale = _check_q_w(w_mean, w_scale, prior_mean.shape[1])
     log_w = (
         log_px_w
-        + log_marginal_prior(w, prior_logits, prior_mean, prior_scale)
+        + _log_marginal_prior(w, prior_logits, prior_mean, prior_scale)
         - diag_normal_log_prob(w, w_mean, w_scale)
     )
     return jax.nn.logsumexp(log_w) - math.log(w.shape[0])
 
 
 def sample_w(w_mean: jax.Array, w_scale: jax.Array, n: int, *, key: jax.Array) -> jax.Array:
-    """n reparameterised samples of q(w | x). w_mean, w_scale: (L,) -> (n, L)."""
+    """n reparameterised samples of q(w | x). w_mean, w_scale: (L,) -> (n, L); n ≥ 1."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"`n` must be a positive integer (the number of samples); got {n!r}.")
+    w_mean = _arr(w_mean)
+    _validate.check_ndim("w_mean", w_mean, 1, "(L,)")
+    w_mean, w_scale = _check_q_w(w_mean, w_scale, w_mean.shape[0], "`w_mean`")
     eps = jax.random.normal(key, (n, *w_mean.shape), w_mean.dtype)
     return w_mean + w_scale * eps

@@ -110,6 +110,20 @@ def _checked_gaussian_pair(names, arrays, event_ndims, check_scale):
     return args
 
 
+def _refuse_nan(fn: str, out, dtype) -> jax.Array:
+    """The last guard of an eager call: inputs that passed validation must not give NaN.
+
+    (+inf is a true value that overflows the dtype; NaN would be a failed factorisation or an
+    inf − inf, which the argument checks are meant to rule out.) Skipped under jit.
+    """
+    if _validate.is_concrete(out) and np.any(np.isnan(np.asarray(out))):
+        raise FloatingPointError(
+            f"`kl.{fn}` gave NaN in {np.dtype(dtype).name} on inputs that passed its checks "
+            "(an overflow or a failed factorisation); use float64 arrays (inside "
+            "`jax.enable_x64(True)`) or rescale the problem.")
+    return out
+
+
 def _side_batch(a: jax.Array, b: jax.Array, ka: int, kb: int) -> tuple[int, ...]:
     return tuple(jnp.broadcast_shapes(a.shape[: a.ndim - ka], b.shape[: b.ndim - kb]))
 
@@ -149,13 +163,25 @@ def _pairs_call(core, lead, n, m, p_args, q_args, p_event, q_event):
 # --------------------------------------------------------------------------------------------
 
 
-def _normal_diag_elementwise(loc_p, scale_p, loc_q, scale_q):
+def _log_p(a, exact_log_p: bool):
+    """log of p's (positive) scales: `jnp.log`, or with `exact_log_p` `_linalg.log_positive`,
+    which is right for subnormal values too (XLA flushes them to zero, so `jnp.log(1e-40)` is
+    −inf in float32). The eager wrappers pick `exact_log_p` only when some scale of p is
+    subnormal: its bit manipulation costs 5-10 % of a small kernel."""
+    return _linalg.log_positive(a) if exact_log_p else jnp.log(a)
+
+
+def _normal_diag_elementwise(loc_p, scale_p, loc_q, scale_q, exact_log_p=False):
     ratio = scale_p / scale_q
     z = (loc_p - loc_q) / scale_q
-    return 0.5 * jnp.sum(jnp.square(ratio) - 1.0 - 2.0 * jnp.log(ratio) + jnp.square(z), axis=-1)
+    if exact_log_p:  # log σ_p − log σ_q: σ_p/σ_q flushes a subnormal σ_p to zero
+        log_ratio = _log_p(scale_p, True) - jnp.log(scale_q)
+    else:
+        log_ratio = jnp.log(ratio)
+    return 0.5 * jnp.sum(jnp.square(ratio) - 1.0 - 2.0 * log_ratio + jnp.square(z), axis=-1)
 
 
-def _normal_diag_pairs(loc_p, scale_p, loc_q, scale_q):
+def _normal_diag_pairs(loc_p, scale_p, loc_q, scale_q, exact_log_p=False):
     """All pairs. loc_p, scale_p: (N, D); loc_q, scale_q: (M, D) -> (N, M).
 
     Σ_d (σ_p² + (μ_p − μ_q)²)/σ_q² is `_linalg.pairwise_sq_mahalanobis_diag` with x_var = σ_p²
@@ -166,17 +192,25 @@ def _normal_diag_pairs(loc_p, scale_p, loc_q, scale_q):
     quad = _linalg.pairwise_sq_mahalanobis_diag(
         loc_p, loc_q, 1.0 / jnp.square(scale_q), x_var=jnp.square(scale_p))
     log_det_q = jnp.sum(jnp.log(scale_q), axis=-1)
-    log_det_p = jnp.sum(jnp.log(scale_p), axis=-1)
+    log_det_p = jnp.sum(_log_p(scale_p, exact_log_p), axis=-1)
     return 0.5 * (quad - d) + (log_det_q[None, :] - log_det_p[:, None])
 
 
-@jax.jit
-def _normal_diag_impl(loc_p, scale_p, loc_q, scale_q):
+@functools.partial(jax.jit, static_argnames="exact_log_p")
+def _normal_diag_impl(loc_p, scale_p, loc_q, scale_q, exact_log_p=False):
     layout = _all_pairs_layout(_side_batch(loc_p, scale_p, 1, 1), _side_batch(loc_q, scale_q, 1, 1))
     if layout is None:
-        return _normal_diag_elementwise(loc_p, scale_p, loc_q, scale_q)
-    return _pairs_call(_normal_diag_pairs, *layout, (loc_p, scale_p), (loc_q, scale_q),
-                       (1, 1), (1, 1))
+        return _normal_diag_elementwise(loc_p, scale_p, loc_q, scale_q, exact_log_p)
+    return _pairs_call(functools.partial(_normal_diag_pairs, exact_log_p=exact_log_p), *layout,
+                       (loc_p, scale_p), (loc_q, scale_q), (1, 1), (1, 1))
+
+
+def _has_subnormal(a) -> bool:
+    """Concrete `a` with a positive entry below its dtype's smallest normal number."""
+    if not _validate.is_concrete(a):
+        return False
+    arr = np.asarray(a)
+    return bool(np.any((arr > 0) & (arr < np.finfo(arr.dtype).tiny)))
 
 
 def normal_diag(loc_p, scale_p, loc_q, scale_q) -> jax.Array:
@@ -184,11 +218,18 @@ def normal_diag(loc_p, scale_p, loc_q, scale_q) -> jax.Array:
 
     loc_p, scale_p, loc_q, scale_q: (..., D), batch axes broadcast -> (...).
     ½ Σ_d [σ_p²/σ_q² − 1 − 2 log(σ_p/σ_q) + (μ_p − μ_q)²/σ_q²].
+
+    Any positive σ_p is exact in an eager call, subnormal ones included (1e-40 in float32: its
+    log is read from its bits; under jit a subnormal σ_p is flushed to zero, giving +inf);
+    σ_q must be at least the dtype's smallest normal number (1.2e-38 in float32), since
+    dividing by a subnormal divides by zero.
     """
     args = _checked_gaussian_pair(("loc_p", "scale_p", "loc_q", "scale_q"),
                                   (loc_p, scale_p, loc_q, scale_q), (1, 1, 1, 1),
                                   _validate.check_positive)
-    return _normal_diag_impl(*args)
+    _validate.check_normal_range("scale_q", args[3], args[3].dtype)
+    out = _normal_diag_impl(*args, exact_log_p=_has_subnormal(args[1]))
+    return _refuse_nan("normal_diag", out, args[0].dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +237,7 @@ def normal_diag(loc_p, scale_p, loc_q, scale_q) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def _mvn_from_tril_elementwise(loc_p, tril_p, loc_q, tril_q):
+def _mvn_from_tril_elementwise(loc_p, tril_p, loc_q, tril_q, exact_log_p=False):
     """½(‖L_q⁻¹L_p‖² + ‖L_q⁻¹(μ_q − μ_p)‖² − D) + log|L_q| − log|L_p|, one triangular solve
     with the right-hand side [L_p | μ_q − μ_p]."""
     d = loc_p.shape[-1]
@@ -208,7 +249,17 @@ def _mvn_from_tril_elementwise(loc_p, tril_p, loc_q, tril_q):
     )
     sol = _linalg.solve_tril(tril_q, rhs)
     sq = jnp.sum(jnp.square(sol), axis=(-2, -1))
-    return 0.5 * (sq - d + _linalg.logdet_tril(tril_q) - _linalg.logdet_tril(tril_p))
+    return 0.5 * (sq - d + _linalg.logdet_tril(tril_q) - _logdet_tril_p(tril_p, exact_log_p))
+
+
+def _logdet_tril_p(tril_p, exact_log_p=False):
+    """log|L_p L_pᵀ|; with `exact_log_p` right for a subnormal diagonal entry too (see `_log_p`):
+    p may be as narrow as the dtype represents, while q's factor must be normal (it is
+    divided by)."""
+    if not exact_log_p:
+        return _linalg.logdet_tril(tril_p)
+    diag = jnp.abs(jnp.diagonal(tril_p, axis1=-2, axis2=-1))
+    return 2.0 * jnp.sum(_log_p(diag, True), axis=-1)
 
 
 def _mvn_pairs(loc_p, cov_p, logdet_p, loc_q, tril_q):
@@ -223,9 +274,9 @@ def _mvn_pairs(loc_p, cov_p, logdet_p, loc_q, tril_q):
     return 0.5 * (trace + maha - d + logdet_q[None, :] - logdet_p[:, None])
 
 
-def _mvn_tril_pairs(loc_p, tril_p, loc_q, tril_q):
+def _mvn_tril_pairs(loc_p, tril_p, loc_q, tril_q, exact_log_p=False):
     cov_p = tril_p @ jnp.swapaxes(tril_p, -1, -2)
-    return _mvn_pairs(loc_p, cov_p, _linalg.logdet_tril(tril_p), loc_q, tril_q)
+    return _mvn_pairs(loc_p, cov_p, _logdet_tril_p(tril_p, exact_log_p), loc_q, tril_q)
 
 
 def _mvn_cov_pairs(loc_p, cov_p, loc_q, cov_q):
@@ -234,14 +285,15 @@ def _mvn_cov_pairs(loc_p, cov_p, loc_q, cov_q):
     return _mvn_pairs(loc_p, cov_p, logdet_p, loc_q, _linalg.cholesky(cov_q))
 
 
-@jax.jit
-def _mvn_tril_impl(loc_p, tril_p, loc_q, tril_q):
+@functools.partial(jax.jit, static_argnames="exact_log_p")
+def _mvn_tril_impl(loc_p, tril_p, loc_q, tril_q, exact_log_p=False):
     tril_p = _linalg.tril_only(tril_p)
     tril_q = _linalg.tril_only(tril_q)
     layout = _all_pairs_layout(_side_batch(loc_p, tril_p, 1, 2), _side_batch(loc_q, tril_q, 1, 2))
     if layout is None:
-        return _mvn_from_tril_elementwise(loc_p, tril_p, loc_q, tril_q)
-    return _pairs_call(_mvn_tril_pairs, *layout, (loc_p, tril_p), (loc_q, tril_q), (1, 2), (1, 2))
+        return _mvn_from_tril_elementwise(loc_p, tril_p, loc_q, tril_q, exact_log_p)
+    return _pairs_call(functools.partial(_mvn_tril_pairs, exact_log_p=exact_log_p), *layout,
+                       (loc_p, tril_p), (loc_q, tril_q), (1, 2), (1, 2))
 
 
 @jax.jit
@@ -258,13 +310,18 @@ def mvn_tril(loc_p, scale_tril_p, loc_q, scale_tril_q) -> jax.Array:
 
     loc_*: (..., D), scale_tril_*: (..., D, D), batch axes broadcast -> (...).
     Only the lower triangle of each factor is read (the gradient above the diagonal is exactly
-    zero); its diagonal must be positive. Computed with one triangular solve per pair:
+    zero); its diagonal must be positive, and L_q's at least the dtype's smallest normal
+    number (L_p's may be subnormal in an eager call, as σ_p in `normal_diag`). Computed with
+    one triangular solve per pair:
     ½(‖L_q⁻¹L_p‖²_F + ‖L_q⁻¹(μ_q − μ_p)‖² − D) + Σ log diag L_q − Σ log diag L_p.
     """
     args = _checked_gaussian_pair(("loc_p", "scale_tril_p", "loc_q", "scale_tril_q"),
                                   (loc_p, scale_tril_p, loc_q, scale_tril_q), (1, 2, 1, 2),
                                   _validate.check_tril_scale)
-    return _mvn_tril_impl(*args)
+    _validate.check_normal_range(
+        "scale_tril_q", jnp.diagonal(args[3], axis1=-2, axis2=-1), args[3].dtype)
+    exact = _has_subnormal(jnp.diagonal(args[1], axis1=-2, axis2=-1))
+    return _refuse_nan("mvn_tril", _mvn_tril_impl(*args, exact_log_p=exact), args[0].dtype)
 
 
 def mvn(loc_p, cov_p, loc_q, cov_q) -> jax.Array:
@@ -275,13 +332,20 @@ def mvn(loc_p, cov_p, loc_q, cov_q) -> jax.Array:
     Cholesky factors and triangular solves; no explicit inverse or determinant.
 
     For the all-pairs pattern (p batch (..., N, 1), q batch (..., 1, M)) Σ_q⁻¹ is formed once
-    per q from its Cholesky factor and the pairs cost two matmuls; its float32 round-off grows
-    with cond(Σ_q)², so use float64 for very ill-conditioned covariances.
+    per q from its Cholesky factor and the pairs cost two matmuls.
+
+    Eagerly, positive definiteness is checked in float64 and then what the Cholesky in the
+    compute dtype can do: a covariance that is numerically singular in that dtype (condition
+    number, scaled to unit diagonal, above 1/(max(D, 16)·eps): about 5e5 in float32, e.g. a
+    Hilbert(8) matrix or the sample covariance of nearly collinear data) is refused with a
+    `ValueError` suggesting float64, rather than factorised into NaN or a wrong value.
     """
     args = _checked_gaussian_pair(("loc_p", "cov_p", "loc_q", "cov_q"),
                                   (loc_p, cov_p, loc_q, cov_q), (1, 2, 1, 2),
                                   _validate.check_positive_definite)
-    return _mvn_impl(*args)
+    for name, cov in (("cov_p", args[1]), ("cov_q", args[3])):
+        _validate.check_cholesky_resolvable(name, cov, cov.dtype)
+    return _refuse_nan("mvn", _mvn_impl(*args), args[0].dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,6 +388,9 @@ def categorical(logits_p, logits_q) -> jax.Array:
     dtype = _float_dtype(logits_p, logits_q)
     logits_p, logits_q = _as_float(dtype, logits_p, logits_q)
     _check_pair_shapes(("logits_p", "logits_q"), (logits_p, logits_q), (1, 1))
+    if logits_p.shape[-1] < 1:
+        raise ValueError("`logits_p` must have at least one category (K ≥ 1) in its last axis "
+                         f"(..., K); got shape {logits_p.shape}.")
     _check_logits("logits_p", logits_p)
     _check_logits("logits_q", logits_q)
     return _categorical_impl(logits_p, logits_q)
@@ -380,9 +447,27 @@ class GaussianMixture(NamedTuple):
 
     @classmethod
     def from_covariance(cls, logits, loc, cov) -> GaussianMixture:
-        """Build from covariances cov: (..., K, D, D) (Cholesky-factored here)."""
+        """Build from covariances cov: (..., K, D, D) (Cholesky-factored here).
+
+        logits: (..., K), loc: (..., K, D). The covariances must be positive definite and
+        resolvable by a Cholesky factorisation in their dtype (see `mvn`).
+        """
+        dtype = _float_dtype(logits, loc, cov)
+        logits, loc, cov = _as_float(dtype, logits, loc, cov)
+        _validate.check_min_ndim("cov", cov, 3, "(..., K, D, D)")
+        k, d = cov.shape[-3], cov.shape[-1]
+        if cov.shape[-2] != d:
+            raise ValueError(f"`cov` must be square in its last two axes (..., K, D, D); got "
+                             f"shape {cov.shape}.")
+        _validate.check_min_ndim("loc", loc, 2, "(..., K, D)")
+        if loc.shape[-2:] != (k, d):
+            raise ValueError(f"`loc` must have shape (..., {k}, {d}) to match `cov` "
+                             f"{cov.shape}; got {loc.shape}.")
+        _validate.check_min_ndim("logits", logits, 1, "(..., K)")
+        _validate.check_same_size("logits", logits.shape[-1], "cov", k, "number of components K")
         _validate.check_positive_definite("cov", cov)
-        return cls(jnp.asarray(logits), jnp.asarray(loc), _linalg.cholesky(jnp.asarray(cov)))
+        _validate.check_cholesky_resolvable("cov", cov, dtype)
+        return cls(logits, loc, _linalg.cholesky(cov))
 
     @property
     def log_weights(self) -> jax.Array:
@@ -438,6 +523,8 @@ def _check_mixture(name: str, mix) -> GaussianMixture:
     _validate.check_finite(f"{name}.logits", logits)
     _validate.check_finite(f"{name}.loc", loc)
     _validate.check_tril_scale(f"{name}.scale_tril", tril)
+    _validate.check_normal_range(f"{name}.scale_tril",
+                                 jnp.diagonal(tril, axis1=-2, axis2=-1), tril.dtype)
     dtype = _float_dtype(logits, loc, tril)
     return GaussianMixture(*_as_float(dtype, logits, loc, tril))
 

@@ -16,9 +16,19 @@ A *family* is a small NamedTuple of static sizes whose methods take unconstraine
 (a NamedTuple of arrays): `FullCovGaussian`, `DiagGaussian`, `GaussianMixtureFamily`.
 
 `fit(target, family, direction, *, key, steps, optimizer)` runs an optax loop in `lax.scan`
-under `jit`; `fit_many` vmaps the same loop over initialisations and learning rates (one
-compile); `snis_forward_kl_surrogate` is the encoder objective of reweighted wake-sleep for an
+under `jit` and raises `NonFiniteFitError` if it diverged (NaN/Inf parameters: checked once,
+on device, after the loop); `fit_many` vmaps the same loop over initialisations and learning
+rates (one compile) and returns diverged runs as they are, for the caller to filter;
+`snis_forward_kl_surrogate` is the encoder objective of reweighted wake-sleep for an
 amortised q(z | x).
+
+Validation: the public entry points (`fit`, `fit_many`, `run`, the two losses, the families'
+`init`, `gaussian_mixture_target`, `mixture_moments`, `nearest_mode`,
+`snis_forward_kl_surrogate`) check shapes and configuration statically (free under jit) and
+values (finite, positive scales) on concrete arrays, raising `ValueError` naming the argument.
+The families' other methods (`log_prob`, `sample`, `weighted_rsample`, `moments`,
+`scale_tril`, ...) and `GaussianMixtureTarget`'s are traced primitives: they are called with
+parameters that the losses and `fit` have checked against `param_shapes()`.
 """
 
 from __future__ import annotations
@@ -55,6 +65,26 @@ def _inverse_softplus(y):
     return y + jnp.log(-jnp.expm1(-y))
 
 
+def _init_loc_scale(family: str, loc, scale, loc_shape: tuple[int, ...]):
+    """Checked (loc, scale) of a family's `init`: loc of `loc_shape`, finite; scale positive,
+    finite, not subnormal and broadcastable to `loc_shape` (a scale of 0 would give a raw
+    parameter of −inf). -> (loc, scale broadcast to loc_shape)."""
+    loc = jnp.zeros(loc_shape) if loc is None else jnp.asarray(loc, dtype=float)
+    if tuple(loc.shape) != tuple(loc_shape):
+        raise ValueError(f"`loc` must have shape {tuple(loc_shape)} for {family}; got "
+                         f"{tuple(loc.shape)}.")
+    v.check_finite("loc", loc)
+    sd = jnp.asarray(scale, dtype=loc.dtype)
+    try:
+        sd = jnp.broadcast_to(sd, loc_shape)
+    except ValueError:
+        raise ValueError(f"`scale` must be a scalar or broadcast to {tuple(loc_shape)} for "
+                         f"{family}; got shape {tuple(sd.shape)}.") from None
+    v.check_positive("scale", sd)
+    v.check_normal_range("scale", sd, sd.dtype)
+    return loc, sd
+
+
 def _tril_from_raw(raw: Array) -> Array:
     """Lower-triangular factor with softplus diagonal from an unconstrained (..., D, D)."""
     diag = jax.nn.softplus(jnp.diagonal(raw, axis1=-2, axis2=-1))
@@ -78,11 +108,9 @@ class FullCovGaussian(NamedTuple):
     dim: int
 
     def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> GaussianParams:
-        """loc: (D,) or None (zeros); scale: scalar or (D,) standard deviations."""
+        """loc: (D,) or None (zeros); scale: positive scalar or (D,) standard deviations."""
         del key  # deterministic; kept for a uniform signature
-        d = self.dim
-        loc = jnp.zeros((d,)) if loc is None else jnp.asarray(loc, dtype=float)
-        sd = jnp.broadcast_to(jnp.asarray(scale, dtype=loc.dtype), (d,))
+        loc, sd = _init_loc_scale(repr(self), loc, scale, (self.dim,))
         return GaussianParams(loc, jnp.diag(_inverse_softplus(sd)))
 
     def scale_tril(self, params: GaussianParams) -> Array:
@@ -121,10 +149,9 @@ class DiagGaussian(NamedTuple):
     dim: int
 
     def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> GaussianParams:
+        """loc: (D,) or None (zeros); scale: positive scalar or (D,) standard deviations."""
         del key
-        d = self.dim
-        loc = jnp.zeros((d,)) if loc is None else jnp.asarray(loc, dtype=float)
-        sd = jnp.broadcast_to(jnp.asarray(scale, dtype=loc.dtype), (d,))
+        loc, sd = _init_loc_scale(repr(self), loc, scale, (self.dim,))
         return GaussianParams(loc, _inverse_softplus(sd))
 
     def scale(self, params: GaussianParams) -> Array:
@@ -154,15 +181,15 @@ class GaussianMixtureFamily(NamedTuple):
     num_components: int
 
     def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> MixtureParams:
-        """loc: (K, D), or None: draws N(0, 1) locations from `key` (required then)."""
+        """loc: (K, D), or None: draws N(0, 1) locations from `key` (required then);
+        scale: positive, broadcastable to (K, D)."""
         d, k = self.dim, self.num_components
         if loc is None:
             if key is None:
                 raise ValueError("`key` is required to initialise mixture locations when "
                                  "`loc` is None; got None.")
             loc = jax.random.normal(key, (k, d))
-        loc = jnp.asarray(loc, dtype=float)
-        sd = jnp.broadcast_to(jnp.asarray(scale, dtype=loc.dtype), (k, d))
+        loc, sd = _init_loc_scale(repr(self), loc, scale, (k, d))
         raw = _inverse_softplus(sd)[..., None] * jnp.eye(d, dtype=loc.dtype)
         return MixtureParams(jnp.zeros((k,), loc.dtype), loc, raw)
 
@@ -234,7 +261,10 @@ def mixture_moments(weights: Array, loc: Array, cov: Array) -> tuple[Array, Arra
 
     weights: (K,), loc: (K, D), cov: (K, D, D). The second moment is formed about the mean
     (Σ_k w_k [cov_k + (m_k − μ)(m_k − μ)ᵀ]), which does not cancel in float32.
+    Shapes are checked (statically); `weights` should be non-negative and sum to 1.
     """
+    weights, loc, cov = (jnp.asarray(a) for a in (weights, loc, cov))
+    _check_mixture_shapes(weights, loc, cov)
     mean = weights @ loc
     c = loc - mean
     cov = jnp.einsum("k,kij->ij", weights, cov) + jnp.einsum("k,ki,kj->ij", weights, c, c)
@@ -261,6 +291,8 @@ class GaussianMixtureTarget(NamedTuple):
     def log_prob(self, x: Array) -> Array:
         """x: (..., D) -> (...)."""
         d = self.loc.shape[-1]
+        v.check_min_ndim("x", x, 1, "(..., D)")
+        v.check_same_size("x", x.shape[-1], "loc", d, "event size D (last axis)")
         l = _linalg.cholesky(self.cov)
         flat = x.reshape((-1, d))
         maha = _linalg.pairwise_sq_mahalanobis_full(flat, self.loc, _linalg.precision_from_tril(l))
@@ -280,23 +312,33 @@ class GaussianMixtureTarget(NamedTuple):
         return mixture_moments(self.weights, self.loc, self.cov)
 
 
-def gaussian_mixture_target(weights, loc, cov) -> GaussianMixtureTarget:
-    """Checked constructor: weights (K,) positive summing to 1, loc (K, D), cov (K, D, D) SPD."""
-    weights, loc, cov = (jnp.asarray(a, dtype=float) for a in (weights, loc, cov))
+def _check_mixture_shapes(weights, loc, cov) -> None:
+    """weights (K,), loc (K, D), cov (K, D, D), K ≥ 1."""
     v.check_ndim("weights", weights, 1, "(K,)")
     v.check_ndim("loc", loc, 2, "(K, D)")
     v.check_ndim("cov", cov, 3, "(K, D, D)")
+    if weights.shape[0] < 1:
+        raise ValueError(f"`weights` must have at least one component (K ≥ 1); got shape "
+                         f"{weights.shape}.")
     v.check_same_size("weights", weights.shape[0], "loc", loc.shape[0], "number of components")
     v.check_same_size("loc", loc.shape[0], "cov", cov.shape[0], "number of components")
     if cov.shape[1:] != (loc.shape[1],) * 2:
         want = (loc.shape[0],) + (loc.shape[1],) * 2
         raise ValueError(f"`cov` must have shape (K, D, D) = {want}"
                          f"; got {cov.shape}.")
+
+
+def gaussian_mixture_target(weights, loc, cov) -> GaussianMixtureTarget:
+    """Checked constructor: weights (K,) positive summing to 1, loc (K, D), cov (K, D, D) SPD
+    (and resolvable by a Cholesky factorisation in its dtype, see `jaxvi.kl.mvn`)."""
+    weights, loc, cov = (jnp.asarray(a, dtype=float) for a in (weights, loc, cov))
+    _check_mixture_shapes(weights, loc, cov)
     v.check_positive("weights", weights)
     if abs(float(jnp.sum(weights)) - 1.0) > 1e-5:
         raise ValueError(f"`weights` must sum to 1; got {float(jnp.sum(weights))!r}.")
     v.check_finite("loc", loc)
     v.check_positive_definite("cov", cov)
+    v.check_cholesky_resolvable("cov", cov, cov.dtype)
     return GaussianMixtureTarget(weights, loc, cov)
 
 
@@ -362,6 +404,12 @@ def _check_compatible(family: Family, target, params=None, name: str = "params")
                                  f"{family!r}; got {tuple(np.shape(leaf))}.")
 
 
+def _check_proposal(proposal) -> None:
+    if proposal is not None and not (hasattr(proposal, "sample") and hasattr(proposal, "log_prob")):
+        raise ValueError("`proposal` must have `sample(seed=, sample_shape=)` and `log_prob` "
+                         f"methods, or be None; got {type(proposal).__name__}.")
+
+
 def _check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
@@ -407,6 +455,7 @@ def forward_kl_loss(params, target, *, family: Family, key: Array, num_samples: 
     _check_compatible(family, target, params)
     num_samples = _check_positive_int("num_samples", num_samples)
     v.check_choice("estimator", estimator, _ESTIMATORS)
+    _check_proposal(proposal)
     if estimator == "auto":
         estimator = "target-samples" if (proposal is None and hasattr(target, "sample")) else "snis"
     log_p = jax.vmap(_target_log_prob(target))
@@ -455,6 +504,15 @@ def snis_forward_kl_surrogate(log_q: Array, log_weights: Array, axis: int = -1) 
 # --------------------------------------------------------------------------------------------
 
 
+class NonFiniteFitError(FloatingPointError):
+    """`fit` diverged: its parameters became NaN or Inf. `losses` holds the per-step losses
+    (steps,) of the run, as a NumPy array, to see where it went wrong."""
+
+    def __init__(self, message: str, losses=None):
+        super().__init__(message)
+        self.losses = losses
+
+
 class FitState(NamedTuple):
     params: Any  # family parameters
     opt_state: optax.OptState
@@ -480,8 +538,15 @@ def run(params, target, family: Family, direction: str, *, key: Array, steps: in
 
     Traceable (jit/vmap over `params`, `key`, `opt_state`); `family`, `direction`, `steps`,
     `num_samples` are static. `family` must be a family instance and `direction` one of
-    "reverse"/"exclusive"/"forward"/"inclusive".
+    "reverse"/"exclusive"/"forward"/"inclusive". Configuration and parameter shapes are checked
+    (statically); no value checks and no divergence guard (`fit` has one): a diverged run
+    returns non-finite parameters.
     """
+    if not isinstance(family, (FullCovGaussian, DiagGaussian, GaussianMixtureFamily)):
+        raise ValueError("`family` must be a FullCovGaussian, DiagGaussian or "
+                         f"GaussianMixtureFamily instance; got {family!r}.")
+    _check_compatible(family, target, params)
+    steps = _check_positive_int("steps", steps)
     direction = _resolve_direction(direction)
     loss = _loss_fn(target, family, direction, num_samples, estimator, proposal)
     value_and_grad = jax.value_and_grad(loss)
@@ -523,6 +588,11 @@ def fit(target, family, direction: str, *, key: Array, steps: int,
     init_params: starting parameters; default `family.init(key=...)` (zeros mean, unit scale
     for Gaussians; N(0, 1) locations for a mixture). Returns `FitResult(params, losses)`,
     losses: (steps,).
+
+    Raises `NonFiniteFitError` if the run diverged (a learning rate too large for the target,
+    or a start far from it): the final parameters are checked on device after the loop (one
+    scalar comes back, no per-step host check), and the message names the first step whose
+    loss was not finite. The error's `losses` attribute holds the run's losses.
     """
     family, direction, steps, num_samples = _check_fit_args(
         target, family, direction, steps, optimizer, num_samples, init_params)
@@ -533,10 +603,38 @@ def fit(target, family, direction: str, *, key: Array, steps: int,
 
     @jax.jit
     def go(params, k):
-        return run(params, target, family, direction, key=k, steps=steps, optimizer=optimizer,
-                   num_samples=num_samples, estimator=estimator, proposal=proposal)
+        res = run(params, target, family, direction, key=k, steps=steps, optimizer=optimizer,
+                  num_samples=num_samples, estimator=estimator, proposal=proposal)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf))
+                                    for leaf in jax.tree_util.tree_leaves(res.params)]))
+        bad = ~jnp.isfinite(res.losses)
+        first_bad = jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
+        return res, finite, first_bad
 
-    return go(init_params, k_run)
+    result, finite, first_bad = go(init_params, k_run)
+    if not bool(finite):
+        _raise_diverged(result.losses, int(first_bad), steps)
+    return result
+
+
+def _raise_diverged(losses, first_bad: int, steps: int):
+    losses = np.asarray(losses)
+    if first_bad == 0:
+        raise NonFiniteFitError(
+            f"`fit` diverged: the loss at the initial parameters is already {float(losses[0])}, "
+            "so the parameters became NaN or Inf at the first update: the target is too far "
+            f"from the start for {losses.dtype.name} (or its log density is not finite there). "
+            "Pass `init_params` nearer the target, rescale the problem, or use float64 "
+            "(inside `jax.enable_x64(True)`).", losses)
+    if first_bad > 0:
+        where = (f"the loss first became {float(losses[first_bad])} at step {first_bad + 1} "
+                 f"of {steps}")
+    else:
+        where = f"the loss stayed finite, but the last update (step {steps}) was not"
+    raise NonFiniteFitError(
+        f"`fit` diverged: the parameters are NaN or Inf after {steps} steps ({where}). Try a "
+        "smaller learning rate for the optimizer, or `init_params` nearer the target.",
+        losses)
 
 
 def fit_many(target, family, direction: str, init_params, *, key: Array, steps: int,
@@ -549,7 +647,8 @@ def fit_many(target, family, direction: str, init_params, *, key: Array, steps: 
     learning_rates: (L,). make_optimizer(lr, steps) builds the optimizer from a traced
     learning rate; default Adam (b2 = 0.9) with a cosine decay from lr to 0 over `steps`.
     Returns FitResult with params (L, B, ...) and losses (L, B, steps). Each fit gets its own
-    key.
+    key. Unlike `fit`, a diverged run does not raise (a sweep is expected to contain learning
+    rates that are too large): its parameters come back NaN/Inf; filter with `jnp.isfinite`.
     """
     lrs = jnp.asarray(learning_rates, dtype=float)
     v.check_ndim("learning_rates", lrs, 1, "(L,)")
@@ -594,8 +693,17 @@ def nearest_mode(mean: Array, mode_locs: Array, mode_covs: Array, radius: float 
 
     mean: (..., D), mode_locs: (K, D), mode_covs: (K, D, D) -> ((...) int, (...) float).
     """
-    mean = jnp.asarray(mean)
-    l = _linalg.cholesky(jnp.asarray(mode_covs))
+    mean, mode_locs, mode_covs = (jnp.asarray(a) for a in (mean, mode_locs, mode_covs))
+    v.check_min_ndim("mean", mean, 1, "(..., D)")
+    _check_mixture_shapes(jnp.zeros(mode_locs.shape[:1]), mode_locs, mode_covs)
+    v.check_same_size("mean", mean.shape[-1], "mode_locs", mode_locs.shape[-1],
+                      "event size D (last axis)")
+    if not (isinstance(radius, (int, float, np.integer, np.floating)) and radius >= 0):
+        raise ValueError(f"`radius` must be a non-negative number; got {radius!r}.")
+    v.check_finite("mean", mean)
+    v.check_finite("mode_locs", mode_locs)
+    v.check_positive_definite("mode_covs", mode_covs)
+    l = _linalg.cholesky(mode_covs)
     flat = mean.reshape((-1, mean.shape[-1]))
     d2 = _linalg.pairwise_sq_mahalanobis_full(flat, mode_locs, _linalg.precision_from_tril(l))
     dist = jnp.sqrt(jnp.min(d2, axis=-1))

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxvi import _validate
 from jaxvi import elbo as elbo_lib
 from jaxvi._linalg import diag_normal_log_prob
 from jaxvi.objectives import snis_forward_kl_surrogate
@@ -64,13 +65,32 @@ class RWSTerms(NamedTuple):
     ess: jax.Array  # 1 / Σ_s ŵ_s², in [1, S]
 
 
+def _check_n_samples(n_samples, minimum: int) -> None:
+    if (isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral)
+            or n_samples < minimum):
+        why = (" for reweighted wake-sleep (with one sample the self-normalised weights are "
+               "all 1)") if minimum >= 2 else ""
+        raise ValueError(f"`n_samples` must be an integer ≥ {minimum}{why}; got {n_samples!r}.")
+
+
 def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerms:
     """Reweighted wake-sleep terms for a batch x: (B, D) -> `RWSTerms` of (B,) arrays.
 
     `model` is a `jaxvi.nn.HierarchicalVAE`. The w_s are drawn exactly as `model.iwae` draws
     them (one key per data point, split from `key`), so `iwae` equals `model.iwae(x, key=key,
-    n_samples=n_samples)`. Pure; works under jit and vmap.
+    n_samples=n_samples)`. Pure; works under jit and vmap. n_samples: S ≥ 1 (use S ≥ 2 to
+    train: see `rws_loss`). Shapes are checked (x must be (B, D) with D the model's
+    `config.data_dim`); x's values (finite) only when concrete.
     """
+    _check_n_samples(n_samples, minimum=1)
+    n_samples = int(n_samples)
+    x = jnp.asarray(x)
+    _validate.check_ndim("x", x, 2, "(B, D) (a batch of data points)")
+    data_dim = getattr(getattr(model, "config", None), "data_dim", None)
+    if data_dim is not None:
+        _validate.check_same_size("x", x.shape[1], "model.config.data_dim", int(data_dim),
+                                  "number of features D")
+    _validate.check_finite("x", x)
     prior = model.prior()  # (K,), (K, L), (K, L)
     prior_fixed = jax.tree.map(jax.lax.stop_gradient, prior)
     w_mean, w_scale = model.encoder(x)  # (B, L) each
@@ -112,12 +132,7 @@ def rws_loss(graphdef, n_samples: int = 16):
     and ess. n_samples: S ≥ 2 samples of w per data point (with S = 1 every weight is 1 and the
     encoder's gradient is pure noise).
     """
-    if (isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral)
-            or n_samples < 2):
-        raise ValueError(
-            "`n_samples` must be an integer ≥ 2 for reweighted wake-sleep (with one sample "
-            f"the self-normalised weights are all 1); got {n_samples!r}."
-        )
+    _check_n_samples(n_samples, minimum=2)
     n_samples = int(n_samples)
     def loss_fn(params, batch, key):
         model = nnx.merge(graphdef, params)  # as jaxvi.train.merge_model (no import cycle)

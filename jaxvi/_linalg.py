@@ -206,3 +206,45 @@ def log_positive(x: jax.Array) -> jax.Array:
     arg = jnp.where(subnormal, bits.astype(x.dtype), x)
     offset = (int(info.minexp) - int(info.nmant)) * math.log(2.0)
     return jnp.log(arg) + jnp.where(subnormal, jnp.asarray(offset, x.dtype), 0.0)
+
+
+def cholesky_floored(cov: jax.Array, floor, clip=None) -> tuple[jax.Array, jax.Array]:
+    """Lower Cholesky factor of a symmetric matrix whose eigenvalues are ≥ `floor` in exact
+    arithmetic (an M step's S/n + reg_covar·I), positive definite by construction.
+
+    cov: (..., D, D), floor: () or (...,) ≥ 0, clip (default `floor`): the eigenvalue floor of
+    a repaired matrix -> (L (..., D, D), repaired (...,) bool).
+    A matrix whose condition number is beyond 1/eps (float32: 1.7e7, e.g. the scatter of a
+    rank-deficient cluster plus reg_covar = 1e-6) is not positive definite to round-off: its
+    Cholesky fails, or returns pivots far below `floor`. Such a matrix (a pivot² below floor/2,
+    or a non-finite factor) is refactored from its eigendecomposition with the eigenvalues
+    clipped at `floor`: L is the triangular factor of the QR of diag(√λ)Vᵀ, so that LLᵀ =
+    V max(λ, floor) Vᵀ without forming, and re-rounding, that product. The eigendecomposition
+    runs only when some matrix needs it (`lax.cond`; under `vmap` both branches run).
+    """
+    cov = symmetrize(cov)
+    floor = jnp.asarray(floor, cov.dtype)[..., None]
+    clip = floor if clip is None else jnp.asarray(clip, cov.dtype)[..., None]
+    l = jnp.linalg.cholesky(cov)
+    pivots = jnp.diagonal(l, axis1=-2, axis2=-1)
+    bad = ~jnp.all(jnp.isfinite(l), axis=(-2, -1)) | jnp.any(
+        pivots * pivots < 0.5 * floor, axis=-1
+    )
+
+    def repair(l):
+        w, v = jnp.linalg.eigh(cov)
+        root = v * jnp.sqrt(jnp.maximum(w, clip))[..., None, :]  # root rootᵀ = V max(λ,c) Vᵀ
+        r = jnp.linalg.qr(jnp.swapaxes(root, -1, -2), mode="r")  # rootᵀ = QR: root rootᵀ = RᵀR
+        lf = jnp.swapaxes(r, -1, -2)
+        sign = jnp.where(jnp.diagonal(lf, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(lf.dtype)
+        return jnp.where(bad[..., None, None], lf * sign[..., None, :], l)
+
+    return jax.lax.cond(jnp.any(bad), repair, lambda l: l, l), bad
+
+
+def resolution_floor(cov: jax.Array) -> jax.Array:
+    """The smallest eigenvalue a symmetric cov: (..., D, D) resolves in its dtype,
+    D · eps · max_i cov_ii (...,): eigenvalues below it are round-off."""
+    d = cov.shape[-1]
+    diag = jnp.diagonal(cov, axis1=-2, axis2=-1)
+    return d * jnp.finfo(cov.dtype).eps * jnp.max(jnp.abs(diag), axis=-1)

@@ -1,7 +1,9 @@
 """Training: a pure jitted step over optax, an epoch as one `lax.scan`, `fit` with a progress
-bar, per-epoch evaluation, orbax checkpoints, `resume` and a non-finite-loss guard; and the
-hierarchical VAE's recipe (autoencoder pretraining, a GMM on the codes to initialise the prior,
-then joint training on the ELBO).
+bar, per-epoch evaluation, checksummed orbax checkpoints (`jaxvi.checkpoint`, its names
+re-exported here), `resume` from the newest intact one and a guard against non-finite losses
+and parameters; and the hierarchical VAE's recipe (autoencoder pretraining, a GMM on the codes
+to initialise the prior, then joint training on the ELBO), checkpointed and resumable at every
+stage.
 
 The step is `step(state, batch, key) -> (state, metrics)`, a pure function of arrays, built by
 `make_step(loss_fn, optimizer)` from any `loss_fn(params, batch, key) -> (loss, metrics)`. A

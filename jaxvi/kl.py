@@ -4,7 +4,12 @@ Every function here computes KL(p ‖ q) and is a pure function of arrays. The c
 broadcast over leading batch axes between p and q (NumPy rules) and work under `jit`, `vmap`
 and `grad` in float32 and float64. Arguments are validated when called eagerly (shapes always;
 NaN, positivity and positive-definiteness only on concrete arrays): bad input raises
-`ValueError` naming the argument.
+`ValueError` naming the argument. Value checks are of what the compute dtype can do, not only
+of the mathematics: a covariance that is positive definite but numerically singular in float32
+is refused with a suggestion to use float64, and so is a scale of q below the dtype's smallest
+normal number; p's scales may be subnormal (their logs are read from their bits). An eager
+result is never NaN on accepted input (a last check raises `FloatingPointError`).
+`GaussianMixture`'s `log_prob` and `sample` are traced primitives, checked only statically.
 
 Closed forms:
   `normal_diag`   diagonal Gaussians, summed over the last axis.
@@ -482,6 +487,8 @@ class GaussianMixture(NamedTuple):
         """log density. x: (..., D) broadcasting against the batch shape -> (...)."""
         tril = _linalg.tril_only(self.scale_tril)
         d = self.loc.shape[-1]
+        _validate.check_min_ndim("x", x, 1, "(..., D)")
+        _validate.check_same_size("x", x.shape[-1], "loc", d, "event size D (last axis)")
         diff = x[..., None, :] - self.loc
         z = _linalg.solve_tril_vec(tril, diff)
         comp = (-0.5 * (jnp.sum(jnp.square(z), axis=-1) + d * _linalg.LOG_2PI)

@@ -400,3 +400,11 @@ def test_fit_that_converges_is_returned_unchanged():
     np.testing.assert_allclose(res.params.loc, [1.0, -2.0], atol=0.1)
     np.testing.assert_allclose(O.DiagGaussian(2).scale(res.params), [1.0, 1.0], atol=0.1)
     assert math.isfinite(float(res.losses[-1]))
+
+
+def test_gaussian_mixture_log_prob_checks_event_size():
+    mix = kl.GaussianMixture(np.zeros(2), np.zeros((2, 3)), np.broadcast_to(np.eye(3), (2, 3, 3)))
+    np.testing.assert_allclose(mix.log_prob(np.zeros(3)), -1.5 * math.log(2 * math.pi),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="`x` and `loc`"):
+        mix.log_prob(np.zeros(2))

@@ -437,22 +437,25 @@ def _stats_chunked(xb, mask, gmm: GMM, shift, featurized: bool = False):
     return Stats(count, nk, first, second), sum_ll
 
 
-def _stats_precise(xb, mask, gmm: GMM):
+def _stats_precise(xb, mask, gmm: GMM, centres: jax.Array | None = None):
     """Fused E step + statistics over chunks (the precise kernel). xb: (C, R, D), mask: (C, R).
-    Returns (Stats about each component's own mean, shift = gmm.means (K, D); Σ_n log p(x_n)).
+    Returns (Stats about `centres` (K, D), default each component's own mean gmm.means;
+    Σ_n log p(x_n)).
 
     log-densities from whitened residuals L_k⁻¹(x − μ_k) (`_whitening`), second moments
-    Σ_n r_nk (x_n − μ_k)(x_n − μ_k)ᵀ from the differences themselves: round-off is relative to
-    each component's own spread, not to its distance from a global shift (outliers, data far
-    from the origin) nor to the covariance's condition number. About twice the FLOPs of
-    `_stats_chunked`."""
+    Σ_n r_nk (x_n − c_k)(x_n − c_k)ᵀ from the differences themselves: round-off is relative to
+    each component's own spread (when c_k is near its new mean: `_em_update` makes a second
+    pass about the new means when they moved far), not to its distance from a global shift
+    (outliers, data far from the origin) nor to the covariance's condition number. About
+    twice the FLOPs of `_stats_chunked`."""
+    centres = gmm.means if centres is None else centres
     params = _whitening(gmm)
     full = gmm.covariance_type in ("full", "tied")
 
     def one(x_rows, m_rows):
         joint = -0.5 * _whitened_sq_norms(x_rows, gmm, params) + params[3]
         resp, lse = _resp_and_log_prob(joint, m_rows)
-        diff = x_rows[:, None, :] - gmm.means  # (R, K, D)
+        diff = x_rows[:, None, :] - centres  # (R, K, D)
         weighted = resp[..., None] * diff
         if full:
             second = jnp.einsum("rkd,rke->kde", weighted, diff, precision=_PRECISION)
@@ -470,6 +473,17 @@ def _stats_precise(xb, mask, gmm: GMM):
 # 2ρ at most (synthetic N = 20,000, D = 16, K = 16: ρ = 5e-5; digits, reg_covar 1e-3: 6e-3;
 # digits, reg_covar 1e-6: 5.3, errors up to 9 nats; three unit clusters + 30 points at 1e7: 60).
 _FAST_KERNEL_MAX_ERROR = 1e-2
+
+
+def _cancellation_error(gmm: GMM, m: jax.Array) -> jax.Array:
+    """eps·max_k |m_k|ᵀ|Λ_k||m_k| (): the relative round-off, in the metric of Σ_k, of second
+    moments taken about points m_k: (K, D) away from the component means."""
+    precision, _ = _component_precisions(gmm)
+    if gmm.covariance_type in ("full", "tied"):
+        rho = jnp.einsum("ki,kij,kj->k", jnp.abs(m), jnp.abs(precision), jnp.abs(m))
+    else:
+        rho = jnp.sum(m * m * precision, axis=-1)
+    return jnp.finfo(m.dtype).eps * jnp.max(rho)
 
 
 def _expansion_error(gmm: GMM, shift: jax.Array) -> jax.Array:
@@ -516,6 +530,19 @@ def _em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior,
 
     stats, sum_ll, shifts = jax.lax.cond(use_fast, fast, precise, gmms)
     stats, sum_ll = combine((stats, sum_ll))
+    # Second moments about the old means lose eps·|δ|ᵀ|Λ||δ| (relative, in the old metric)
+    # when the means move by δ; past `_FAST_KERNEL_MAX_ERROR`/10, take them again about the new
+    # means (the same responsibilities, so the same E step). Early iterations pay it, rarely
+    # later ones; the fast kernel's shift is bounded by `_expansion_error` already.
+    moved = shifts + stats.sum_x / (stats.nk + 10.0 * jnp.finfo(stats.nk.dtype).eps)[..., None]
+    drift = jax.vmap(_cancellation_error)(gmms, moved - shifts)
+    recentre = ~use_fast & jnp.any(drift > 0.1 * _FAST_KERNEL_MAX_ERROR)
+
+    def again(_):
+        local = jax.vmap(lambda g, c: _stats_precise(xb, mask, g, c)[0])(gmms, moved)
+        return combine(local), moved
+
+    stats, shifts = jax.lax.cond(recentre, again, lambda _: (stats, shifts), None)
     new = jax.vmap(
         lambda st, c: m_step_from_stats(st, c, covariance_type=cov_type, reg_covar=reg_covar,
                                         prior=prior)

@@ -504,6 +504,16 @@ def _expansion_error(gmm: GMM, shift: jax.Array) -> jax.Array:
     return eps * jnp.max(rho)
 
 
+def _per_restart(fn, *args):
+    """fn mapped over axis 0 of its (pytree) args: `vmap`, or for a single restart a plain
+    call (XLA:CPU runs the batched matmuls of a size-1 `vmap` 1.5x slower than plain ones:
+    7.4 against 4.9 ms per diag iteration at N = 100,000, D = 16, K = 16)."""
+    if jax.tree_util.tree_leaves(args)[0].shape[0] == 1:
+        out = fn(*jax.tree_util.tree_map(lambda a: a[0], args))
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+    return jax.vmap(fn)(*args)
+
+
 def _em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior, combine):
     """One EM iteration of restarts batched along axis 0: (new GMMs with their factors, mean
     log-likelihood (B,) of `gmms`).
@@ -515,17 +525,17 @@ def _em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior,
     (Stats, Σ log p) (e.g. a `psum`). The covariances are factored with eigenvalues floored at
     reg_covar, positive definite by construction (`_with_scale_tril`)."""
     cov_type = gmms.covariance_type
-    errors = jax.vmap(lambda g: _expansion_error(g, shift))(gmms)
+    errors = _per_restart(lambda g: _expansion_error(g, shift), gmms)
     use_fast = jnp.all(errors < _FAST_KERNEL_MAX_ERROR)
 
     def fast(gmms):
-        stats, sum_ll = jax.vmap(lambda g: _stats_chunked(chunks, mask, g, shift, featurized))(
-            gmms
+        stats, sum_ll = _per_restart(
+            lambda g: _stats_chunked(chunks, mask, g, shift, featurized), gmms
         )
         return stats, sum_ll, jnp.broadcast_to(shift, gmms.means.shape)
 
     def precise(gmms):
-        stats, sum_ll = jax.vmap(lambda g: _stats_precise(xb, mask, g))(gmms)
+        stats, sum_ll = _per_restart(lambda g: _stats_precise(xb, mask, g), gmms)
         return stats, sum_ll, gmms.means
 
     stats, sum_ll, shifts = jax.lax.cond(use_fast, fast, precise, gmms)
@@ -535,18 +545,19 @@ def _em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior,
     # means (the same responsibilities, so the same E step). Early iterations pay it, rarely
     # later ones; the fast kernel's shift is bounded by `_expansion_error` already.
     moved = shifts + stats.sum_x / (stats.nk + 10.0 * jnp.finfo(stats.nk.dtype).eps)[..., None]
-    drift = jax.vmap(_cancellation_error)(gmms, moved - shifts)
+    drift = _per_restart(_cancellation_error, gmms, moved - shifts)
     recentre = ~use_fast & jnp.any(drift > 0.1 * _FAST_KERNEL_MAX_ERROR)
 
     def again(_):
-        local = jax.vmap(lambda g, c: _stats_precise(xb, mask, g, c)[0])(gmms, moved)
+        local = _per_restart(lambda g, c: _stats_precise(xb, mask, g, c)[0], gmms, moved)
         return combine(local), moved
 
     stats, shifts = jax.lax.cond(recentre, again, lambda _: (stats, shifts), None)
-    new = jax.vmap(
+    new = _per_restart(
         lambda st, c: m_step_from_stats(st, c, covariance_type=cov_type, reg_covar=reg_covar,
-                                        prior=prior)
-    )(stats, shifts)
+                                        prior=prior),
+        stats, shifts,
+    )
     return _with_scale_tril(new, reg_covar), sum_ll / stats.count
 
 

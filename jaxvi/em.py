@@ -150,9 +150,15 @@ class FitResult(NamedTuple):
 
 def default_prior(x: jax.Array, *, covariance_type: str = "full") -> Prior:
     """A weak data-dependent prior (like scikit-learn's BayesianGaussianMixture defaults):
-    α = 1 (flat Dirichlet), m0 = mean(x), κ0 = 1, ν0 = D, Ψ0 = ν0 · cov(x) / 100."""
-    del covariance_type
+    α = 1 (flat Dirichlet), m0 = mean(x), κ0 = 1, ν0 = D, Ψ0 = ν0 · cov(x) / 100.
+    x: (N, D) with N ≥ 2."""
+    _validate.check_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
+    n, _ = _check_x(x)
+    if n < 2:
+        raise ValueError(f"`x` must have at least 2 samples for a covariance; got {n}.")
     x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
     d = x.shape[-1]
     cov = jnp.atleast_2d(jnp.cov(x, rowvar=False))
     one = jnp.ones((), x.dtype)
@@ -192,8 +198,11 @@ def _with_scale_tril(gmm: GMM, floor=None) -> GMM:
         chol, _ = _linalg.cholesky_floored(cov, 0.0, _linalg.resolution_floor(cov))
         return dataclasses.replace(gmm, scale_tril=chol)
     chol, repaired = _linalg.cholesky_floored(cov, floor)
-    product = chol @ jnp.swapaxes(chol, -1, -2)
-    cov = jnp.where(repaired[..., None, None], product, cov)
+    cov = jax.lax.cond(
+        jnp.any(repaired),
+        lambda: jnp.where(repaired[..., None, None], chol @ jnp.swapaxes(chol, -1, -2), cov),
+        lambda: cov,
+    )
     return dataclasses.replace(gmm, covariances=cov, scale_tril=chol)
 
 
@@ -347,11 +356,12 @@ def _features(xc: jax.Array, covariance_type: str) -> jax.Array:
     return jnp.concatenate([second, xc], axis=-1)
 
 
-def _linear_log_prob_params(gmm: GMM, shift: jax.Array):
-    """W (K, F + D), bias (K,) with log w_k + log N(x; μ_k, Σ_k) = φ(x − c) · W_k + bias_k."""
+def _linear_log_prob_params(gmm: GMM, shift: jax.Array, precisions=None):
+    """W (K, F + D), bias (K,) with log w_k + log N(x; μ_k, Σ_k) = φ(x − c) · W_k + bias_k;
+    `precisions`: `_component_precisions(gmm)` when already computed."""
     d = gmm.n_features
     m = gmm.means - shift
-    precision, logdet = _component_precisions(gmm)
+    precision, logdet = _component_precisions(gmm) if precisions is None else precisions
     if gmm.covariance_type in ("full", "tied"):
         quad = _linalg.pack_sym(precision, 2.0)
         lam_m = jnp.einsum("kij,kj->ki", precision, m)
@@ -409,15 +419,16 @@ def _sum_over_chunks(one, xb, mask):
     return jax.lax.fori_loop(1, xb.shape[0], body, one(xb[0], mask[0]))
 
 
-def _stats_chunked(xb, mask, gmm: GMM, shift, featurized: bool = False):
+def _stats_chunked(xb, mask, gmm: GMM, shift, featurized: bool = False, precisions=None):
     """Fused E step + statistics over chunks (the fast kernel). xb: (C, R, D), mask: (C, R)
     (1 = real point), or with `featurized` the features xb = φ(x − shift): (C, R, F + D)
     (`_feature_chunks`). Returns (Stats about `shift` (D,), Σ_n log p(x_n)).
 
     log-densities are one matmul of φ(x − shift) against [−½Λ_k, Λ_k μ_k]: an expansion of the
     quadratic form whose round-off grows with |μ_k − shift|²·|Λ_k| (`_expansion_error`);
-    `_em_update` uses it only where that is negligible and `_stats_precise` elsewhere."""
-    w, bias = _linear_log_prob_params(gmm, shift)
+    `_em_update` uses it only where that is negligible and `_stats_precise` elsewhere.
+    `precisions`: `_component_precisions(gmm)` when already computed."""
+    w, bias = _linear_log_prob_params(gmm, shift, precisions)
     f = w.shape[-1]
     d = gmm.n_features
 
@@ -475,22 +486,23 @@ def _stats_precise(xb, mask, gmm: GMM, centres: jax.Array | None = None):
 _FAST_KERNEL_MAX_ERROR = 1e-2
 
 
-def _cancellation_error(gmm: GMM, m: jax.Array) -> jax.Array:
+def _cancellation_error(m: jax.Array, precision: jax.Array) -> jax.Array:
     """eps·max_k |m_k|ᵀ|Λ_k||m_k| (): the relative round-off, in the metric of Σ_k, of second
-    moments taken about points m_k: (K, D) away from the component means."""
-    precision, _ = _component_precisions(gmm)
-    if gmm.covariance_type in ("full", "tied"):
+    moments taken about points m_k: (K, D) away from the component means. precision: Λ_k
+    (K, D, D), or 1/σ²_k (K, D) for diag/spherical (`_component_precisions`)."""
+    if precision.ndim == 3:
         rho = jnp.einsum("ki,kij,kj->k", jnp.abs(m), jnp.abs(precision), jnp.abs(m))
     else:
         rho = jnp.sum(m * m * precision, axis=-1)
     return jnp.finfo(m.dtype).eps * jnp.max(rho)
 
 
-def _expansion_error(gmm: GMM, shift: jax.Array) -> jax.Array:
+def _expansion_error(gmm: GMM, shift: jax.Array, precision: jax.Array | None = None):
     """ρ = max_k eps·(|μ_k − c|ᵀ|Λ_k||μ_k − c| + Σ_ij |Λ_k,ij Σ_k,ij|) (): the scale, in nats,
     of the round-off of `_stats_chunked`'s expanded quadratic forms about c = `shift` for the
-    points of each component, and (relative to Σ_k) of its second moments about c."""
-    precision, _ = _component_precisions(gmm)
+    points of each component, and (relative to Σ_k) of its second moments about c.
+    `precision`: `_component_precisions(gmm)[0]` when already computed."""
+    precision = _component_precisions(gmm)[0] if precision is None else precision
     m = gmm.means - shift
     eps = jnp.finfo(m.dtype).eps
     if gmm.covariance_type in ("full", "tied"):
@@ -525,34 +537,36 @@ def _em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior,
     (Stats, Σ log p) (e.g. a `psum`). The covariances are factored with eigenvalues floored at
     reg_covar, positive definite by construction (`_with_scale_tril`)."""
     cov_type = gmms.covariance_type
-    errors = _per_restart(lambda g: _expansion_error(g, shift), gmms)
+    precisions = _per_restart(_component_precisions, gmms)
+    errors = _per_restart(lambda g, p: _expansion_error(g, shift, p[0]), gmms, precisions)
     use_fast = jnp.all(errors < _FAST_KERNEL_MAX_ERROR)
 
-    def fast(gmms):
-        stats, sum_ll = _per_restart(
-            lambda g: _stats_chunked(chunks, mask, g, shift, featurized), gmms
-        )
+    def fast(_):
+        stats, sum_ll = combine(_per_restart(
+            lambda g, p: _stats_chunked(chunks, mask, g, shift, featurized, p), gmms, precisions
+        ))
         return stats, sum_ll, jnp.broadcast_to(shift, gmms.means.shape)
 
-    def precise(gmms):
-        stats, sum_ll = _per_restart(lambda g: _stats_precise(xb, mask, g), gmms)
-        return stats, sum_ll, gmms.means
+    def precise(_):
+        stats, sum_ll = combine(_per_restart(lambda g: _stats_precise(xb, mask, g), gmms))
+        # Second moments about the old means lose eps·|δ|ᵀ|Λ||δ| (relative, in the old
+        # metric) when the means move by δ; past `_FAST_KERNEL_MAX_ERROR`/10, take them again
+        # about the new means (the same responsibilities, so the same E step). Early
+        # iterations pay it, rarely later ones.
+        eps = 10.0 * jnp.finfo(stats.nk.dtype).eps
+        moved = gmms.means + stats.sum_x / (stats.nk + eps)[..., None]
+        drift = _per_restart(lambda dm, p: _cancellation_error(dm, p[0]), moved - gmms.means,
+                             precisions)
 
-    stats, sum_ll, shifts = jax.lax.cond(use_fast, fast, precise, gmms)
-    stats, sum_ll = combine((stats, sum_ll))
-    # Second moments about the old means lose eps·|δ|ᵀ|Λ||δ| (relative, in the old metric)
-    # when the means move by δ; past `_FAST_KERNEL_MAX_ERROR`/10, take them again about the new
-    # means (the same responsibilities, so the same E step). Early iterations pay it, rarely
-    # later ones; the fast kernel's shift is bounded by `_expansion_error` already.
-    moved = shifts + stats.sum_x / (stats.nk + 10.0 * jnp.finfo(stats.nk.dtype).eps)[..., None]
-    drift = _per_restart(_cancellation_error, gmms, moved - shifts)
-    recentre = ~use_fast & jnp.any(drift > 0.1 * _FAST_KERNEL_MAX_ERROR)
+        def again(_):
+            local = _per_restart(lambda g, c: _stats_precise(xb, mask, g, c)[0], gmms, moved)
+            return combine(local), moved
 
-    def again(_):
-        local = _per_restart(lambda g, c: _stats_precise(xb, mask, g, c)[0], gmms, moved)
-        return combine(local), moved
+        stats, shifts = jax.lax.cond(jnp.any(drift > 0.1 * _FAST_KERNEL_MAX_ERROR), again,
+                                     lambda _: (stats, gmms.means), None)
+        return stats, sum_ll, shifts
 
-    stats, shifts = jax.lax.cond(recentre, again, lambda _: (stats, shifts), None)
+    stats, sum_ll, shifts = jax.lax.cond(use_fast, fast, precise, None)
     new = _per_restart(
         lambda st, c: m_step_from_stats(st, c, covariance_type=cov_type, reg_covar=reg_covar,
                                         prior=prior),
@@ -563,7 +577,7 @@ def _em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior,
 
 def model_shift(gmm: GMM) -> jax.Array:
     """Σ_k w_k μ_k: the centre about which `fit` takes second moments (replicated across
-    devices, and equal to the data mean after any M step)."""
+    devices, and equal to the data mean after any M step). A traced primitive."""
     return jax.lax.stop_gradient(gmm.weights @ gmm.means)
 
 
@@ -574,7 +588,9 @@ def e_step_stats(
 
     x: (N, D); shift: (D,), default `model_shift(gmm)`. Pure and jit/vmap-able; processes x in
     chunks of `chunk_size` rows (default ≈ 2¹⁹/D² rows on CPU, 2²⁷/D² on accelerators), so
-    no (N, D²) array is formed.
+    no (N, D²) array is formed. The fast kernel (`_stats_chunked`): exact in exact arithmetic,
+    in float32 only as accurate as `_expansion_error` says (`em_step` and `fit` choose between
+    it and the precise kernel). A traced primitive: no argument checks; `fit` validates.
     """
     if shift is None:
         shift = model_shift(gmm)
@@ -588,7 +604,8 @@ def sufficient_stats(
     covariance_type: str = "full",
 ) -> Stats:
     """Stats of x: (N, D) under responsibilities resp: (N, K), about shift (D,) (default the
-    mean of x). Second moments as matmuls: respᵀ @ [x_i x_j]."""
+    mean of x). Second moments as matmuls: respᵀ @ [x_i x_j]. A traced primitive: no argument
+    checks (`m_step` is the checked entry point)."""
     x = jnp.asarray(x)
     if shift is None:
         shift = jnp.mean(x, axis=0)
@@ -623,8 +640,11 @@ def m_step_from_stats(
 ) -> GMM:
     """Closed-form M step (maximum likelihood, or MAP under `prior`) from `Stats` about `shift`.
 
-    Guards empty components like scikit-learn: n_k + 10·eps, so they get the prior/zero mean
-    offset and `reg_covar` covariance instead of NaN.
+    stats: one restart's Stats (K leading); shift: (D,), or (K, D) for statistics taken about
+    per-component points (`_stats_precise`). Guards empty components like scikit-learn:
+    n_k + 10·eps, so they get the prior/zero mean offset and `reg_covar` covariance instead of
+    NaN. A traced primitive (no argument checks; it returns covariances only: `em_step` and
+    `fit` add their floored Cholesky factors, `_with_scale_tril`).
     """
     dt = stats.sum_x.dtype
     d = stats.sum_x.shape[-1]
@@ -758,7 +778,8 @@ def _sq_dists(x, centres):
 
 def kmeans_plusplus(key: jax.Array, x: jax.Array, n_components: int) -> jax.Array:
     """k-means++ seeding (Arthur & Vassilvitskii 2007): centres (K, D) drawn from the rows of
-    x: (N, D), each with probability ∝ squared distance to the nearest centre chosen so far."""
+    x: (N, D), each with probability ∝ squared distance to the nearest centre chosen so far.
+    A traced primitive: no argument checks (`initialize` and `fit` validate)."""
     n = x.shape[0]
     keys = jax.random.split(key, n_components)
     first = jax.random.randint(keys[0], (), 0, n)
@@ -1189,6 +1210,7 @@ def fit_minibatch(
 
 def n_parameters(gmm: GMM) -> int:
     """Free parameters: K−1 weights, K·D means and the covariances (scikit-learn's count)."""
+    _check_gmm(gmm)
     k, d = gmm.n_components, gmm.n_features
     cov = {"full": k * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": k * d,
            "spherical": k}[gmm.covariance_type]
@@ -1300,10 +1322,12 @@ def _check_gmm(gmm, n_components=None, n_features=None, name="gmm") -> None:
         if abs(float(w.sum()) - 1.0) > tol:
             raise ValueError(f"`{name}.weights` must sum to 1; got {float(w.sum())!r}.")
     _validate.check_finite(f"{name}.means", gmm.means)
-    if gmm.covariance_type in ("full", "tied"):
-        _validate.check_positive_definite(f"{name}.covariances", gmm.covariances)
-    else:
+    if gmm.covariance_type not in ("full", "tied"):
         _validate.check_positive(f"{name}.covariances", gmm.covariances)
+    elif gmm.scale_tril is None:
+        _validate.check_positive_definite(f"{name}.covariances", gmm.covariances)
+    else:  # the factors are what densities use (a float32 product may round to singular)
+        _validate.check_finite(f"{name}.covariances", gmm.covariances)
     if gmm.scale_tril is not None:
         if gmm.covariance_type not in ("full", "tied"):
             raise ValueError(f"`{name}.scale_tril` must be None for covariance_type "

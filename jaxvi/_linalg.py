@@ -208,12 +208,13 @@ def log_positive(x: jax.Array) -> jax.Array:
     return jnp.log(arg) + jnp.where(subnormal, jnp.asarray(offset, x.dtype), 0.0)
 
 
-def cholesky_floored(cov: jax.Array, floor, clip=None) -> tuple[jax.Array, jax.Array]:
+def cholesky_floored(cov: jax.Array, floor, clip=None):
     """Lower Cholesky factor of a symmetric matrix whose eigenvalues are ≥ `floor` in exact
     arithmetic (an M step's S/n + reg_covar·I), positive definite by construction.
 
     cov: (..., D, D), floor: () or (...,) ≥ 0, clip (default `floor`): the eigenvalue floor of
-    a repaired matrix -> (L (..., D, D), repaired (...,) bool).
+    a repaired matrix -> (L (..., D, D), the matrices L stands for (..., D, D): `cov`
+    symmetrised, or LLᵀ where repaired, repaired (...,) bool).
     A matrix whose condition number is beyond 1/eps (float32: 1.7e7, e.g. the scatter of a
     rank-deficient cluster plus reg_covar = 1e-6) is not positive definite to round-off: its
     Cholesky fails, or returns pivots far below `floor`. Such a matrix (a pivot² below floor/2,
@@ -237,9 +238,13 @@ def cholesky_floored(cov: jax.Array, floor, clip=None) -> tuple[jax.Array, jax.A
         r = jnp.linalg.qr(jnp.swapaxes(root, -1, -2), mode="r")  # rootᵀ = QR: root rootᵀ = RᵀR
         lf = jnp.swapaxes(r, -1, -2)
         sign = jnp.where(jnp.diagonal(lf, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(lf.dtype)
-        return jnp.where(bad[..., None, None], lf * sign[..., None, :], l)
+        lf = lf * sign[..., None, :]
+        product = lf @ jnp.swapaxes(lf, -1, -2)
+        return (jnp.where(bad[..., None, None], lf, l),
+                jnp.where(bad[..., None, None], product, cov))
 
-    return jax.lax.cond(jnp.any(bad), repair, lambda l: l, l), bad
+    l, cov = jax.lax.cond(jnp.any(bad), repair, lambda l: (l, cov), l)
+    return l, cov, bad
 
 
 def resolution_floor(cov: jax.Array) -> jax.Array:

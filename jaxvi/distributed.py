@@ -40,6 +40,7 @@ def data_mesh(devices=None) -> Mesh:
 
 
 def check_mesh(mesh) -> Mesh:
+    """`mesh`, checked: a `jax.sharding.Mesh` with a "data" axis (else a ValueError)."""
     if not isinstance(mesh, Mesh):
         raise ValueError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
     if DATA_AXIS not in mesh.axis_names:
@@ -50,17 +51,21 @@ def check_mesh(mesh) -> Mesh:
 
 
 def psum_data(tree):
-    """Sum a pytree over the "data" axis (inside `shard_map`)."""
+    """Sum a pytree over the "data" axis (inside `shard_map`). A traced primitive."""
     return jax.lax.psum(tree, DATA_AXIS)
 
 
 def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
     """Sharding that splits axis `batch_axis` of an array over the "data" axis."""
+    check_mesh(mesh)
+    if isinstance(batch_axis, bool) or not isinstance(batch_axis, int) or batch_axis < 0:
+        raise ValueError(f"`batch_axis` must be a non-negative integer; got {batch_axis!r}.")
     return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())
+    """Sharding that keeps a whole copy of an array on every device of `mesh`."""
+    return NamedSharding(check_mesh(mesh), P())
 
 
 def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn):
@@ -71,7 +76,11 @@ def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn):
     the mesh along axis 0; mask is 1 for real rows and 0 for padding. With several processes,
     every process pads its rows to the largest local count.
     """
+    check_mesh(mesh)
     x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"`x` must have 2 dimensions (n_samples, n_features); got shape "
+                         f"{x.shape}.")
     n, d = x.shape
     local_devices = len(mesh.local_devices)
     if jax.process_count() > 1:
@@ -97,7 +106,8 @@ def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn):
 
 def shard_map_data(fn, mesh: Mesh, n_sharded: int, n_replicated: int):
     """`shard_map` of fn(*sharded, *replicated) with the first `n_sharded` arguments split
-    over "data" along axis 0 and the rest (and the output) replicated."""
+    over "data" along axis 0 and the rest (and the output) replicated. Builds the mapped
+    function only: shapes are checked when it is traced."""
     in_specs = (P(DATA_AXIS),) * n_sharded + (P(),) * n_replicated
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P())
 

@@ -195,14 +195,9 @@ def _with_scale_tril(gmm: GMM, floor=None) -> GMM:
         return gmm
     cov = gmm.covariances
     if floor is None:
-        chol, _ = _linalg.cholesky_floored(cov, 0.0, _linalg.resolution_floor(cov))
+        chol, _, _ = _linalg.cholesky_floored(cov, 0.0, _linalg.resolution_floor(cov))
         return dataclasses.replace(gmm, scale_tril=chol)
-    chol, repaired = _linalg.cholesky_floored(cov, floor)
-    cov = jax.lax.cond(
-        jnp.any(repaired),
-        lambda: jnp.where(repaired[..., None, None], chol @ jnp.swapaxes(chol, -1, -2), cov),
-        lambda: cov,
-    )
+    chol, cov, _ = _linalg.cholesky_floored(cov, floor)
     return dataclasses.replace(gmm, covariances=cov, scale_tril=chol)
 
 

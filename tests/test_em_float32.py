@@ -135,7 +135,7 @@ def test_cholesky_floored_repairs_only_what_round_off_broke():
     a = rng.normal(size=(3, 5, 8)).astype(np.float32)
     scatter = 100.0 * np.einsum("kni,knj->kij", a, a)  # rank 5 in 8 dimensions
     cov = jnp.asarray(scatter) + 1e-6 * jnp.eye(8, dtype=jnp.float32)
-    chol, repaired = jax.jit(_linalg.cholesky_floored)(cov, 1e-6)
+    chol, stands_for, repaired = jax.jit(_linalg.cholesky_floored)(cov, 1e-6)
     assert bool(np.any(repaired))
     c64 = np.asarray(chol, np.float64)
     assert np.all(np.isfinite(c64)) and np.all(np.triu(c64, 1) == 0)
@@ -143,9 +143,11 @@ def test_cholesky_floored_repairs_only_what_round_off_broke():
     # Positive definite with the floor honoured, and the matrix it was given, to round-off.
     assert np.min(np.linalg.eigvalsh(product)) > 0.9e-6
     assert np.max(np.abs(product - np.asarray(cov, np.float64))) < 1e-5 * np.max(scatter)
+    np.testing.assert_allclose(np.asarray(stands_for, np.float64), product, rtol=0,
+                               atol=1e-6 * np.max(scatter))
     # A well-conditioned matrix is left to the plain Cholesky, bit for bit.
     good = jnp.asarray(np.eye(8) * 2.0 + 0.1, jnp.float32)
-    chol_good, rep_good = _linalg.cholesky_floored(good, 1e-6)
+    chol_good, _, rep_good = _linalg.cholesky_floored(good, 1e-6)
     assert not bool(rep_good)
     np.testing.assert_array_equal(np.asarray(chol_good), np.asarray(jnp.linalg.cholesky(good)))
 

@@ -137,7 +137,10 @@ def test_resume_sets_a_damaged_checkpoint_aside_and_matches_an_uninterrupted_run
     assert checkpoint.checkpoint_steps(tmp_path) == [2, 3]
     flip_bit(_largest_state_file(tmp_path, 3))
     with pytest.warns(checkpoint.DamagedCheckpointWarning,
-                      match="epoch 3: .*checksum.*resuming from epoch 2.*'damaged-3'"):
+                      # The flipped bit reads back as changed values (checksum) or, when
+                      # it lands in a chunk's framing, as an unreadable array: both damage.
+                      match="epoch 3: .*(checksum|cannot be read).*resuming from epoch 2"
+                            ".*'damaged-3'"):
         resumed, history = train.fit(loss_fn, optax.adam(0.01), _state(7).params, x, epochs=4,
                                      checkpoint_dir=tmp_path, resume=True, **kw)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]

@@ -52,12 +52,14 @@ def check_reported(result: em.FitResult, x, slack: float = 2e-3) -> float:
     return score
 
 
-def test_float32_digits_fits_every_seed_as_well_as_sklearn():
+@pytest.mark.parametrize("seeds", [range(0, 10), range(10, 20)], ids=["0-9", "10-19"])
+def test_float32_digits_fits_every_seed_as_well_as_sklearn(seeds):
     # Before: "Fitting the mixture failed ... Increase `reg_covar`" on 13 of these 20 seeds
-    # (covariance eigenvalues down to -5e-6 against reg_covar 1e-6).
+    # (covariance eigenvalues down to -5e-6 against reg_covar 1e-6). Two halves, so that the
+    # test workers share them.
     x = load_digits().data
     ours, theirs, gaps = [], [], []
-    for seed in range(20):
+    for seed in seeds:
         result = em.fit(x, 10, key=jax.random.key(seed))
         score = check_reported(result, x)
         # The returned model is usable as it is: its own float32 log_prob agrees with float64,

@@ -5,6 +5,8 @@ concrete arrays: under `jit` they are skipped, so the traced math stays check-fr
 
 from __future__ import annotations
 
+import math
+
 import jax
 import numpy as np
 
@@ -170,3 +172,21 @@ def check_cholesky_resolvable(name: str, cov, dtype) -> None:
             f"got smallest variance {float(np.min(var)):.3g}. Use float64 arrays (inside "
             "`jax.enable_x64(True)`) or rescale the problem."
         )
+
+
+def check_int(name: str, value, low: int) -> int:
+    """An integer ≥ low (a Python or NumPy integer, not a bool or a float) -> int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"`{name}` must be an integer >= {low}; got {value!r}.")
+    return int(value)
+
+
+def check_number(name: str, value, low: float = 0.0) -> float:
+    """A finite real scalar ≥ low (not a bool) -> float."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if isinstance(value, bool) or not math.isfinite(v) or v < low or np.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be a finite number >= {low:g}; got {value!r}.")
+    return v

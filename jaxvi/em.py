@@ -702,7 +702,7 @@ def m_step(
     _check_x(x)
     _validate.check_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
     _check_resp(resp, np.shape(x)[0], None)
-    _check_number("reg_covar", reg_covar)
+    _validate.check_number("reg_covar", reg_covar)
     return _m_step(jnp.asarray(x), jnp.asarray(resp), covariance_type, reg_covar, prior)
 
 
@@ -834,7 +834,7 @@ def initialize(
     k = _check_n_components(n_components, n)
     _validate.check_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
     _validate.check_choice("init", init, INITS)
-    _check_number("reg_covar", reg_covar)
+    _validate.check_number("reg_covar", reg_covar)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
@@ -1039,11 +1039,11 @@ def fit(
     n, d = _check_x(x)
     k = _check_n_components(n_components, n)
     _validate.check_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
-    _check_int("max_iter", max_iter, 0)
-    _check_number("tol", tol)
-    _check_number("reg_covar", reg_covar)
+    _validate.check_int("max_iter", max_iter, 0)
+    _validate.check_number("tol", tol)
+    _validate.check_number("reg_covar", reg_covar)
     if chunk_size is not None:
-        _check_int("chunk_size", chunk_size, 1)
+        _validate.check_int("chunk_size", chunk_size, 1)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
@@ -1066,7 +1066,7 @@ def fit(
         gmm0s = jax.tree_util.tree_map(lambda a: a[None], init)
     else:
         _validate.check_choice("init", init, INITS)
-        _check_int("n_init", n_init, 1)
+        _validate.check_int("n_init", n_init, 1)
         keys = jax.random.split(key, int(n_init))
         if mesh is None:
             return _raise_if_not_finite(
@@ -1134,9 +1134,9 @@ def fit_minibatch(
         raise ValueError(f"`kappa` must be in (0.5, 1]; got {kappa!r}.")
     _validate.check_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
     if max_steps is not None:
-        _check_int("max_steps", max_steps, 1)
-    _check_number("tol", tol)
-    _check_number("reg_covar", reg_covar)
+        _validate.check_int("max_steps", max_steps, 1)
+    _validate.check_number("tol", tol)
+    _validate.check_number("reg_covar", reg_covar)
     iterator = iter(batches)
     try:
         first = next(iterator)
@@ -1244,24 +1244,6 @@ def _check_x(x, n_features: int | None = None, name: str = "x") -> tuple[int, in
                          f"model; got {d}.")
     _validate.check_finite(name, x)
     return n, d
-
-
-def _check_number(name: str, value, low: float = 0.0) -> float:
-    """A finite real number ≥ low (not a bool)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if isinstance(value, bool) or not math.isfinite(v) or v < low or np.ndim(value) != 0:
-        raise ValueError(f"`{name}` must be a finite number >= {low:g}; got {value!r}.")
-    return v
-
-
-def _check_int(name: str, value, low: int) -> int:
-    """An integer ≥ low (a Python or NumPy integer, not a bool or a float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}; got {value!r}.")
-    return int(value)
 
 
 def _check_n_components(n_components, n_samples: int) -> int:

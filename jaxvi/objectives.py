@@ -410,12 +410,6 @@ def _check_proposal(proposal) -> None:
                          f"methods, or be None; got {type(proposal).__name__}.")
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    return int(value)
-
-
 # --------------------------------------------------------------------------------------------
 # The two losses.
 # --------------------------------------------------------------------------------------------
@@ -430,7 +424,7 @@ def reverse_kl_loss(params, target, *, family: Family, key: Array, num_samples: 
     """
     family = _resolve_family(family, target)
     _check_compatible(family, target, params)
-    num_samples = _check_positive_int("num_samples", num_samples)
+    num_samples = v.check_int("num_samples", num_samples, 1)
     log_p = jax.vmap(_target_log_prob(target))
     x, w = family.weighted_rsample(params, key=key, n=num_samples)
     return jnp.sum(w * (family.log_prob(params, x) - log_p(x)))
@@ -453,7 +447,7 @@ def forward_kl_loss(params, target, *, family: Family, key: Array, num_samples: 
     """
     family = _resolve_family(family, target)
     _check_compatible(family, target, params)
-    num_samples = _check_positive_int("num_samples", num_samples)
+    num_samples = v.check_int("num_samples", num_samples, 1)
     v.check_choice("estimator", estimator, _ESTIMATORS)
     _check_proposal(proposal)
     if estimator == "auto":
@@ -546,7 +540,7 @@ def run(params, target, family: Family, direction: str, *, key: Array, steps: in
         raise ValueError("`family` must be a FullCovGaussian, DiagGaussian or "
                          f"GaussianMixtureFamily instance; got {family!r}.")
     _check_compatible(family, target, params)
-    steps = _check_positive_int("steps", steps)
+    steps = v.check_int("steps", steps, 1)
     direction = _resolve_direction(direction)
     loss = _loss_fn(target, family, direction, num_samples, estimator, proposal)
     value_and_grad = jax.value_and_grad(loss)
@@ -566,8 +560,8 @@ def _check_fit_args(target, family, direction, steps, optimizer, num_samples, in
     _target_log_prob(target)
     family = _resolve_family(family, target)
     direction = _resolve_direction(direction)
-    steps = _check_positive_int("steps", steps)
-    num_samples = _check_positive_int("num_samples", num_samples)
+    steps = v.check_int("steps", steps, 1)
+    num_samples = v.check_int("num_samples", num_samples, 1)
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise ValueError(f"`optimizer` must be an optax GradientTransformation; got {optimizer!r}.")
     _check_compatible(family, target, init_params, name="init_params")

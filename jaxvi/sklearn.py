@@ -15,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from jaxvi import _linalg, em
+from jaxvi import _linalg, _validate, em
 
 _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
@@ -78,14 +78,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.init_params not in _INIT_PARAMS:
             raise ValueError(f"`init_params` must be one of {sorted(_INIT_PARAMS)}; "
                              f"got {self.init_params!r}.")
-        for name, low in (("tol", 0.0), ("reg_covar", 0.0)):
-            if not np.isscalar(getattr(self, name)) or getattr(self, name) < low:
-                raise ValueError(f"`{name}` must be a non-negative number; "
-                                 f"got {getattr(self, name)!r}.")
+        for name in ("tol", "reg_covar"):
+            _validate.check_number(name, getattr(self, name))
         for name, low in (("max_iter", 0), ("n_init", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ValueError(f"`{name}` must be an integer >= {low}; got {v!r}.")
+            _validate.check_int(name, getattr(self, name), low)
 
     def _user_init(self, x, key) -> em.GMM | None:
         """The initial GMM from weights_init / means_init / precisions_init (the missing ones

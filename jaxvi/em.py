@@ -220,9 +220,9 @@ def _component_precisions(gmm: GMM) -> tuple[jax.Array, jax.Array]:
 
 
 def _whitening(gmm: GMM):
-    """The precise kernel's parameters: (W, b, log-normaliser (K,)) with the whitened residual
-    z_nk = L_k⁻¹(x_n − μ_k) = W_k (x_n − c) − b_k about c = the coordinate-wise median of
-    the means (robust to a few far components), so that
+    """The precise kernel's parameters: (c (D,), W, b, log-normaliser (K,)) with the
+    whitened residual z_nk = L_k⁻¹(x_n − μ_k) = W_k (x_n − c) − b_k about c = the
+    coordinate-wise median of the means (robust to a few far components), so that
     log w_k + log N(x_n; μ_k, Σ_k) = −½|z_nk|² + log-normaliser_k.
     full/tied: W (K·D, D), b (K·D,); diag/spherical: W = 1/σ (K, D), b (K, D)."""
     k, d = gmm.n_components, gmm.n_features
@@ -260,12 +260,13 @@ def component_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
     L_k⁻¹(x_n − μ_k) (one (N, D)×(D, K·D) matmul), accurate in float32 also for
     ill-conditioned covariances and far-apart components. A traced primitive: `log_prob`
     and `e_step` validate."""
-    params = _whitening(gmm)
-    return -0.5 * _whitened_sq_norms(x, gmm, params) + params[3] - jnp.log(gmm.weights)
+    return _joint_log_prob(x, gmm) - jnp.log(gmm.weights)
 
 
-def _joint_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
-    params = _whitening(gmm)
+def _joint_log_prob(x: jax.Array, gmm: GMM, params=None) -> jax.Array:
+    """log w_k + log N(x_n; μ_k, Σ_k) (N, K) by the precise kernel; `params`: `_whitening(gmm)`
+    when already computed."""
+    params = _whitening(gmm) if params is None else params
     return -0.5 * _whitened_sq_norms(x, gmm, params) + params[3]
 
 
@@ -459,7 +460,7 @@ def _stats_precise(xb, mask, gmm: GMM, centres: jax.Array | None = None):
     full = gmm.covariance_type in ("full", "tied")
 
     def one(x_rows, m_rows):
-        joint = -0.5 * _whitened_sq_norms(x_rows, gmm, params) + params[3]
+        joint = _joint_log_prob(x_rows, gmm, params)
         resp, lse = _resp_and_log_prob(joint, m_rows)
         diff = x_rows[:, None, :] - centres  # (R, K, D)
         weighted = resp[..., None] * diff

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -172,6 +173,16 @@ def check_cholesky_resolvable(name: str, cov, dtype) -> None:
             f"got smallest variance {float(np.min(var)):.3g}. Use float64 arrays (inside "
             "`jax.enable_x64(True)`) or rescale the problem."
         )
+
+
+def float_dtype(*arrays):
+    """The common floating dtype of `arrays` (float32 unless one of them is wider)."""
+    return jnp.result_type(*[jnp.asarray(a).dtype for a in arrays], jnp.float32)
+
+
+def as_float(dtype, *arrays) -> tuple:
+    """`arrays` as JAX arrays of `dtype`."""
+    return tuple(jnp.asarray(a, dtype=dtype) for a in arrays)
 
 
 def check_int(name: str, value, low: int) -> int:

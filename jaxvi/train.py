@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,16 +42,9 @@ from jaxvi.checkpoint import (  # noqa: F401  (re-exported: jaxvi.train.* as bef
     save_checkpoint,
     set_aside,
 )
-from jaxvi.data import check_data, epoch_batches
+from jaxvi.data import check_data
 from jaxvi.nn import HierarchicalVAE, VAEConfig
-
-LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, dict]]
-
-
-class TrainState(NamedTuple):
-    params: Any  # pytree of arrays (the model's parameters as a pure dict)
-    opt_state: optax.OptState
-    step: jax.Array  # () int32, optimizer steps taken
+from jaxvi.training.step import LossFn, TrainState, all_finite, init_state, make_epoch, make_step  # noqa: F401
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -64,62 +57,6 @@ class NonFiniteParamsError(NonFiniteLossError):
 
 
 PRETRAIN_DIR = "pretrain"  # the subfolder of a `train_vae` checkpoint folder for pretraining
-
-
-def all_finite(tree) -> jax.Array:
-    """() bool: every element of every inexact leaf of `tree` is finite. One fused reduction,
-    traceable (run it on device inside the jitted epoch, fetch one bool)."""
-    flags = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
-             if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
-    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
-
-
-def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
-
-
-def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
-    """-> step(state, batch, key) -> (state, metrics), pure and jit/vmap-able.
-
-    loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics).
-    """
-
-    def step(state: TrainState, batch: jax.Array, key: jax.Array):
-        (loss, info), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.step + 1), {"loss": loss, **info}
-
-    return step
-
-
-def make_epoch(step, batch_size: int, mesh: jax.sharding.Mesh | None = None):
-    """-> jitted epoch(state, x, key) -> (state, mean metrics): shuffle x: (N, D) with `key`,
-    run `step` over the batches in one `lax.scan`, average the metrics on device.
-
-    With a `mesh`, every batch is split over its "data" axis (data parallelism): XLA runs the
-    step on each device's rows of the batch with the parameters replicated and sums the
-    gradient across devices, so an epoch equals the single-device epoch for the same global
-    batch (up to the order of floating-point sums)."""
-
-    @jax.jit
-    def epoch(state: TrainState, x: jax.Array, key: jax.Array):
-        key_perm, key_steps = jax.random.split(key)
-        batches = epoch_batches(x, batch_size, key=key_perm)
-        if mesh is not None:
-            batches = jax.lax.with_sharding_constraint(
-                batches, distributed.batch_sharding(mesh, batch_axis=1)
-            )
-        keys = jax.random.split(key_steps, batches.shape[0])
-
-        def body(s, inputs):
-            batch, k = inputs
-            return step(s, batch, k)
-
-        state, info = jax.lax.scan(body, state, (batches, keys))
-        return state, jax.tree.map(jnp.mean, info)
-
-    return epoch
 
 
 # ----------------------------------------------------------------------------- VAE losses

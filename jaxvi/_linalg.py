@@ -10,6 +10,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -18,6 +19,14 @@ LOG_2PI = math.log(2.0 * math.pi)
 def symmetrize(a: jax.Array) -> jax.Array:
     """(A + Aᵀ)/2 over the last two axes. a: (..., D, D)."""
     return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+
+
+def inverse_softplus(y):
+    """softplus⁻¹(y) = log(expm1(y)) for y > 0, written y + log(−expm1(−y)) so it neither
+    overflows for large y nor loses digits for small y. NumPy in, NumPy (same dtype) out;
+    anything else goes through jax.numpy."""
+    xp = np if isinstance(y, (float, np.ndarray, np.generic)) else jnp
+    return y + xp.log(-xp.expm1(-y))
 
 
 def cholesky(cov: jax.Array, jitter: float = 0.0) -> jax.Array:

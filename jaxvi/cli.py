@@ -36,13 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"jaxvi.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"jaxvi.commands.{name}":
-                continue  # not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"jaxvi.commands.{name}").register(subparsers)
     return parser
 
 

@@ -43,6 +43,7 @@ import optax
 
 from jaxvi import _linalg
 from jaxvi import _validate as v
+from jaxvi.training.step import TrainState, init_state, make_step
 
 Array = jax.Array
 
@@ -507,11 +508,6 @@ class NonFiniteFitError(FloatingPointError):
         self.losses = losses
 
 
-class FitState(NamedTuple):
-    params: Any  # family parameters
-    opt_state: optax.OptState
-
-
 class FitResult(NamedTuple):
     params: Any  # fitted family parameters
     losses: Array  # (steps,) loss estimate at each step (before its update)
@@ -527,10 +523,10 @@ def _loss_fn(target, family, direction, num_samples, estimator, proposal):
 
 def run(params, target, family: Family, direction: str, *, key: Array, steps: int,
         optimizer: optax.GradientTransformation, num_samples: int = 64,
-        estimator: str = "auto", proposal=None, opt_state=None) -> FitResult:
+        estimator: str = "auto", proposal=None) -> FitResult:
     """The pure loop behind `fit`: `steps` optax updates in `lax.scan`, one key per step.
 
-    Traceable (jit/vmap over `params`, `key`, `opt_state`); `family`, `direction`, `steps`,
+    Traceable (jit/vmap over `params`, `key`); `family`, `direction`, `steps`,
     `num_samples` are static. `family` must be a family instance and `direction` one of
     "reverse"/"exclusive"/"forward"/"inclusive". Configuration and parameter shapes are checked
     (statically); no value checks and no divergence guard (`fit` has one): a diverged run
@@ -543,16 +539,14 @@ def run(params, target, family: Family, direction: str, *, key: Array, steps: in
     steps = v.check_int("steps", steps, 1)
     direction = _resolve_direction(direction)
     loss = _loss_fn(target, family, direction, num_samples, estimator, proposal)
-    value_and_grad = jax.value_and_grad(loss)
-    if opt_state is None:
-        opt_state = optimizer.init(params)
+    step = make_step(lambda p, batch, k: (loss(p, k), {}), optimizer)
 
-    def step(state: FitState, k):
-        value, grads = value_and_grad(state.params, k)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        return FitState(optax.apply_updates(state.params, updates), opt_state), value
+    def body(state: TrainState, k):
+        state, metrics = step(state, None, k)
+        return state, metrics["loss"]
 
-    final, losses = jax.lax.scan(step, FitState(params, opt_state), jax.random.split(key, steps))
+    final, losses = jax.lax.scan(body, init_state(params, optimizer),
+                                 jax.random.split(key, steps))
     return FitResult(final.params, losses)
 
 

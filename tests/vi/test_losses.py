@@ -238,9 +238,7 @@ def test_bad_input_raises_value_error_naming_the_argument():
                                     estimator="target-samples"), "target"),
         (lambda: vi.reverse_kl_loss(fam.init(), target, family="cholesky", key=key), "family"),
         (lambda: vi.snis_forward_kl_surrogate(jnp.zeros(3), jnp.zeros(4)), "log_q"),
-        # The mixture target's constructor (`gaussian_mixture_target(weights, ...)` before, whose
-        # weights had to sum to 1; logits have no such constraint, so that case is now a count
-        # of components that does not match).
+        # The mixture target's constructor.
         (lambda: Mixture.from_covariance(np.log(W)[:2], LOC, COV), "logits"),
         (lambda: _target(W, LOC, COV[:, :1]), "cov"),
         (lambda: _target(W, LOC, -COV), "cov"),

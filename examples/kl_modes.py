@@ -1,4 +1,4 @@
-"""Inclusive vs exclusive KL, through the `jaxvi.objectives` API.
+"""Inclusive vs exclusive KL, through the `jaxvi.vi` API.
 
 Fit a Gaussian q to a Gaussian mixture p with unequal weights, both ways:
 
@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from matplotlib.figure import Figure
 
-from jaxvi import objectives
+from jaxvi import mixture, vi
 
 LEARNING_RATES = [0.003, 0.03, 0.3]
 STEPS = 400
@@ -49,12 +49,12 @@ def main(out: Path) -> None:
     target_1d = distrax.MixtureSameFamily(
         distrax.Categorical(probs=jnp.asarray(w1)),
         distrax.MultivariateNormalDiag(jnp.asarray(m1[:, None]), jnp.asarray(s1[:, None])))
-    q1 = objectives.FullCovGaussian(1)
+    q1 = vi.FullCovGaussian(1)
     optimizer = optax.adam(optax.cosine_decay_schedule(0.05, STEPS), b2=0.9)
-    inclusive = objectives.fit(target_1d, q1, "inclusive", key=k1, steps=STEPS,
-                               optimizer=optimizer, num_samples=128)
+    inclusive = vi.fit(target_1d, q1, "inclusive", key=k1, steps=STEPS, optimizer=optimizer,
+                       num_samples=128)
     starts_1d = [-6.0, -1.5, 2.0, 4.0]
-    exclusive = objectives.fit_many(
+    exclusive = vi.fit_many(
         target_1d, q1, "exclusive", stack([q1.init(loc=[s], scale=1.0) for s in starts_1d]),
         key=k2, steps=STEPS, learning_rates=[0.05], num_samples=64)
     x = np.linspace(-8, 8, 600)
@@ -76,27 +76,29 @@ def main(out: Path) -> None:
     ax.legend(fontsize=8)
     fig.savefig(out / "kl_modes_1d.png", dpi=110)
 
-    # ---- 2-D: the library's own mixture target (a pytree; one matmul per log density). -----
-    target = objectives.gaussian_mixture_target(
-        [0.5, 0.3, 0.2], [[-3.0, -2.0], [3.0, 0.0], [-1.0, 3.5]],
-        [[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 0.8]], [[0.6, -0.2], [-0.2, 0.4]]])
-    q2 = objectives.FullCovGaussian(2)
-    mean_p, cov_p = (np.asarray(a) for a in target.moments())
+    # ---- 2-D: the library's own mixture distribution (a pytree), `jaxvi.mixture.Mixture`. ----
+    weights = np.array([0.5, 0.3, 0.2], np.float32)
+    locs = np.array([[-3.0, -2.0], [3.0, 0.0], [-1.0, 3.5]], np.float32)
+    covs = np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 0.8]],
+                     [[0.6, -0.2], [-0.2, 0.4]]], np.float32)
+    target = mixture.Mixture.from_covariance(np.log(weights), locs, covs)
+    q2 = vi.FullCovGaussian(2)
+    mean_p, cov_p = (np.asarray(a) for a in mixture.moments(weights, locs, covs))
 
     # The sweep: starts on a 5 × 5 grid, two initial scales, three learning rates.
     g = np.linspace(-5, 5, 5)
     grid = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     starts = stack([q2.init(loc=p, scale=s) for s in (0.5, 2.0) for p in grid])
     k_rev, k_fwd = jax.random.split(k3)
-    rev = objectives.fit_many(target, q2, "exclusive", starts, key=k_rev, steps=STEPS,
-                              learning_rates=LEARNING_RATES, num_samples=32)
-    fwd = objectives.fit_many(target, q2, "inclusive", starts, key=k_fwd, steps=STEPS,
-                              learning_rates=LEARNING_RATES, num_samples=32)
+    rev = vi.fit_many(target, q2, "exclusive", starts, key=k_rev, steps=STEPS,
+                      learning_rates=LEARNING_RATES, num_samples=32)
+    fwd = vi.fit_many(target, q2, "inclusive", starts, key=k_fwd, steps=STEPS,
+                      learning_rates=LEARNING_RATES, num_samples=32)
     moments = jax.vmap(jax.vmap(q2.moments))
     (rev_mean, rev_cov), (fwd_mean, fwd_cov) = moments(rev.params), moments(fwd.params)
-    mode, _ = objectives.nearest_mode(rev_mean, target.loc, target.cov)  # −1: between modes
+    mode, _ = vi.nearest_mode(rev_mean, locs, covs)  # −1: between modes
     mode = np.asarray(mode)
-    largest = int(np.argmax(target.weights))
+    largest = int(np.argmax(weights))
     frac = {"largest": np.mean(mode == largest, 1), "between": np.mean(mode < 0, 1)}
     frac["other"] = 1 - frac["largest"] - frac["between"]
     mean_err = np.linalg.norm(np.asarray(fwd_mean) - mean_p, axis=-1)
@@ -111,8 +113,7 @@ def main(out: Path) -> None:
               f"{np.median(cov_err[i]):>15.3f}  {cov_err[i].max():>6.3f}")
 
     (out / "kl_modes_sweep.json").write_text(json.dumps({
-        "target": {"weights": np.asarray(target.weights).tolist(),
-                   "loc": np.asarray(target.loc).tolist(), "cov": np.asarray(target.cov).tolist(),
+        "target": {"weights": weights.tolist(), "loc": locs.tolist(), "cov": covs.tolist(),
                    "mean": mean_p.tolist(), "covariance": cov_p.tolist()},
         "steps": STEPS, "num_starts": int(mode.shape[1]),
         "rows": [{"learning_rate": lr,

@@ -3,7 +3,7 @@
 For a 1-D and a 2-D Gaussian mixture with unequal weights, fits a full-covariance Gaussian by
 the exclusive KL(q ‖ p) and the inclusive KL(p ‖ q) from a grid of initial locations and
 scales, for every learning rate given (all fits of one target, both directions, are one jitted
-program of vmapped `jaxvi.objectives.fit_many` loops: one compile per target). Prints a table:
+program of vmapped `jaxvi.vi.fit_many` loops: one compile per target). Prints a table:
 where the exclusive fits end (the largest mode, another mode, between modes) and how far the
 inclusive fits are from the target's mean and covariance, which is where the inclusive optimum
 lies for a Gaussian family. Writes kl_modes_1d.png, kl_modes_2d.png, kl_modes_sweep.png and
@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvi import objectives
+from jaxvi import vi
+from jaxvi.mixture import Mixture
 
 OUTCOMES = ("largest", "other", "between")
 
@@ -35,17 +36,15 @@ class MixtureSpec(NamedTuple):
     covs: np.ndarray  # (K, D, D)
     box: tuple[float, float]  # range of the initial locations (and the plot) on each axis
 
-    def distribution(self) -> objectives.GaussianMixtureTarget:
-        return objectives.gaussian_mixture_target(self.weights, self.locs, self.covs)
+    def distribution(self) -> Mixture:
+        return Mixture.from_covariance(np.log(self.weights), self.locs, self.covs)
 
     def density(self, x: np.ndarray) -> np.ndarray:
-        """p(x) in numpy for plotting. x: (N, D) -> (N,)."""
-        diff = x[:, None, :] - self.locs  # (N, K, D)
-        maha = np.einsum("nki,kij,nkj->nk", diff, np.linalg.inv(self.covs), diff)
-        norm = np.sqrt(np.linalg.det(2 * np.pi * self.covs))
-        return np.exp(-0.5 * maha) / norm @ self.weights
+        """p(x) as numpy, for plotting. x: (N, D) -> (N,)."""
+        return np.exp(np.asarray(self.distribution().log_prob(jnp.asarray(x))))
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and covariance (D, D) in float64 numpy, for the JSON report."""
         w, m, c = (np.asarray(a, np.float64) for a in (self.weights, self.locs, self.covs))
         mean = w @ m
         centred = m - mean
@@ -61,13 +60,13 @@ TARGET_2D = MixtureSpec(
     (-5.0, 5.0))
 
 
-def initial_params(spec: MixtureSpec, grid: int, scales) -> objectives.GaussianParams:
+def initial_params(spec: MixtureSpec, grid: int, scales) -> vi.GaussianParams:
     """A (grid^D·len(scales))-batch of full-Gaussian parameters: locations on a grid over the
     box (grid² points on the line in 1-D), each with every initial scale."""
     d = spec.locs.shape[1]
     axis = np.linspace(*spec.box, grid * grid if d == 1 else grid)
     locs = np.stack(np.meshgrid(*([axis] * d), indexing="ij"), -1).reshape(-1, d)
-    family = objectives.FullCovGaussian(d)
+    family = vi.FullCovGaussian(d)
     batch = [family.init(loc=loc, scale=s) for s in scales for loc in locs]
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *batch)
 
@@ -76,17 +75,17 @@ def sweep(spec: MixtureSpec, *, key, learning_rates, grid: int, scales, steps: i
           num_samples: int) -> dict:
     """Both directions from every initialisation at every learning rate; numpy results."""
     target = spec.distribution()
-    family = objectives.FullCovGaussian(spec.locs.shape[1])
+    family = vi.FullCovGaussian(spec.locs.shape[1])
     init = initial_params(spec, grid, scales)
     directions = ("reverse", "forward")
 
     @jax.jit  # both directions and the mode read-out in one program: one compile per target
     def fit_both(k):
-        fits = [objectives.fit_many(target, family, d, init, key=kd, steps=steps,
-                                    learning_rates=learning_rates, num_samples=num_samples)
+        fits = [vi.fit_many(target, family, d, init, key=kd, steps=steps,
+                            learning_rates=learning_rates, num_samples=num_samples)
                 for d, kd in zip(directions, jax.random.split(k), strict=True)]
         moments = [jax.vmap(jax.vmap(family.moments))(f.params) for f in fits]
-        mode, _ = objectives.nearest_mode(moments[0][0], target.loc, target.cov)
+        mode, _ = vi.nearest_mode(moments[0][0], spec.locs, spec.covs)
         return fits, moments, mode
 
     out = {"init_loc": np.asarray(init.loc), "init_scale": np.repeat(

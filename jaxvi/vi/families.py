@@ -1,0 +1,221 @@
+"""Families of q: small NamedTuples of static sizes whose methods take unconstrained parameters.
+
+`FullCovGaussian(dim)` and `DiagGaussian(dim)` take `GaussianParams`;
+`GaussianMixtureFamily(dim, num_components)` takes `MixtureParams` and evaluates its density
+with `jaxvi.mixture`'s kernel. `init` checks its arguments (shapes, finite locations, positive
+normal-range scales) and raises `ValueError` naming them; the other methods (`log_prob`,
+`sample`, `weighted_rsample`, `moments`, `scale_tril`, ...) are traced primitives, called with
+parameters that the losses and `fit` have checked against `param_shapes()`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvi import _linalg, mixture
+from jaxvi import _validate as v
+
+Array = jax.Array
+
+FAMILY_NAMES = ("full", "diag", "mixture")
+
+
+class GaussianParams(NamedTuple):
+    loc: Array  # (D,)
+    raw_scale: Array  # (D, D) unconstrained lower factor (full) or (D,) (diag)
+
+
+class MixtureParams(NamedTuple):
+    logits: Array  # (K,)
+    loc: Array  # (K, D)
+    raw_scale: Array  # (K, D, D) unconstrained lower factors
+
+
+def _init_loc_scale(family: str, loc, scale, loc_shape: tuple[int, ...]):
+    """Checked (loc, scale) of a family's `init`: loc of `loc_shape`, finite; scale positive,
+    finite, not subnormal and broadcastable to `loc_shape` (a scale of 0 would give a raw
+    parameter of −inf). -> (loc, scale broadcast to loc_shape)."""
+    loc = jnp.zeros(loc_shape) if loc is None else jnp.asarray(loc, dtype=float)
+    if tuple(loc.shape) != tuple(loc_shape):
+        raise ValueError(f"`loc` must have shape {tuple(loc_shape)} for {family}; got "
+                         f"{tuple(loc.shape)}.")
+    v.check_finite("loc", loc)
+    sd = jnp.asarray(scale, dtype=loc.dtype)
+    try:
+        sd = jnp.broadcast_to(sd, loc_shape)
+    except ValueError:
+        raise ValueError(f"`scale` must be a scalar or broadcast to {tuple(loc_shape)} for "
+                         f"{family}; got shape {tuple(sd.shape)}.") from None
+    v.check_positive("scale", sd)
+    v.check_normal_range("scale", sd, sd.dtype)
+    return loc, sd
+
+
+def _tril_from_raw(raw: Array) -> Array:
+    """Lower-triangular factor with softplus diagonal from an unconstrained (..., D, D)."""
+    diag = jax.nn.softplus(jnp.diagonal(raw, axis1=-2, axis2=-1))
+    return jnp.tril(raw, -1) + diag[..., None] * jnp.eye(raw.shape[-1], dtype=raw.dtype)
+
+
+def _equal_weights(n: int, dtype) -> Array:
+    """(n,) weights 1/n of n plain draws, for `weighted_rsample`."""
+    return jnp.full((n,), 1.0 / n, dtype)
+
+
+class FullCovGaussian(NamedTuple):
+    """N(loc, L Lᵀ), L lower-triangular with a softplus diagonal."""
+
+    dim: int
+
+    def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> GaussianParams:
+        """loc: (D,) or None (zeros); scale: positive scalar or (D,) standard deviations."""
+        del key  # deterministic; kept for a uniform signature
+        loc, sd = _init_loc_scale(repr(self), loc, scale, (self.dim,))
+        return GaussianParams(loc, jnp.diag(_linalg.inverse_softplus(sd)))
+
+    def scale_tril(self, params: GaussianParams) -> Array:
+        """(D, D) lower-triangular factor L."""
+        return _tril_from_raw(params.raw_scale)
+
+    def log_prob(self, params: GaussianParams, x: Array) -> Array:
+        """x: (..., D) -> (...)."""
+        l = self.scale_tril(params)
+        flat = x.reshape((-1, self.dim))
+        maha = _linalg.pairwise_sq_mahalanobis_full(
+            flat, params.loc[None], _linalg.precision_from_tril(l)[None])[:, 0]
+        lp = -0.5 * (maha + self.dim * _linalg.LOG_2PI + _linalg.logdet_tril(l))
+        return lp.reshape(x.shape[:-1])
+
+    def sample(self, params: GaussianParams, *, key: Array, n: int) -> Array:
+        """Reparameterised draws: (n, D)."""
+        eps = jax.random.normal(key, (n, self.dim), dtype=params.loc.dtype)
+        return params.loc + eps @ self.scale_tril(params).T
+
+    def weighted_rsample(self, params, *, key: Array, n: int) -> tuple[Array, Array]:
+        """(x: (M, D), w: (M,)) with E_q[f] ≈ Σ w f(x), differentiable in params."""
+        return self.sample(params, key=key, n=n), _equal_weights(n, params.loc.dtype)
+
+    def moments(self, params: GaussianParams) -> tuple[Array, Array]:
+        """(mean: (D,), cov: (D, D))."""
+        l = self.scale_tril(params)
+        return params.loc, l @ l.T
+
+    def param_shapes(self) -> GaussianParams:
+        return GaussianParams((self.dim,), (self.dim, self.dim))
+
+
+class DiagGaussian(NamedTuple):
+    """N(loc, diag(s²)), s = softplus(raw_scale)."""
+
+    dim: int
+
+    def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> GaussianParams:
+        """loc: (D,) or None (zeros); scale: positive scalar or (D,) standard deviations."""
+        del key
+        loc, sd = _init_loc_scale(repr(self), loc, scale, (self.dim,))
+        return GaussianParams(loc, _linalg.inverse_softplus(sd))
+
+    def scale(self, params: GaussianParams) -> Array:
+        """(D,) standard deviations."""
+        return jax.nn.softplus(params.raw_scale)
+
+    def log_prob(self, params: GaussianParams, x: Array) -> Array:
+        """x: (..., D) -> (...)."""
+        return _linalg.diag_normal_log_prob(x, params.loc, self.scale(params))
+
+    def sample(self, params: GaussianParams, *, key: Array, n: int) -> Array:
+        """Reparameterised draws: (n, D)."""
+        eps = jax.random.normal(key, (n, self.dim), dtype=params.loc.dtype)
+        return params.loc + eps * self.scale(params)
+
+    def weighted_rsample(self, params, *, key: Array, n: int) -> tuple[Array, Array]:
+        """(x: (n, D), w: (n,)) with E_q[f] ≈ Σ w f(x), differentiable in params."""
+        return self.sample(params, key=key, n=n), _equal_weights(n, params.loc.dtype)
+
+    def moments(self, params: GaussianParams) -> tuple[Array, Array]:
+        """(mean: (D,), cov: (D, D))."""
+        return params.loc, jnp.diag(jnp.square(self.scale(params)))
+
+    def param_shapes(self) -> GaussianParams:
+        return GaussianParams((self.dim,), (self.dim,))
+
+
+class GaussianMixtureFamily(NamedTuple):
+    """Σ_k softmax(logits)_k N(loc_k, L_k L_kᵀ) with full-covariance components."""
+
+    dim: int
+    num_components: int
+
+    def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> MixtureParams:
+        """loc: (K, D), or None: draws N(0, 1) locations from `key` (required then);
+        scale: positive, broadcastable to (K, D)."""
+        d, k = self.dim, self.num_components
+        if loc is None:
+            if key is None:
+                raise ValueError("`key` is required to initialise mixture locations when "
+                                 "`loc` is None; got None.")
+            loc = jax.random.normal(key, (k, d))
+        loc, sd = _init_loc_scale(repr(self), loc, scale, (k, d))
+        raw = _linalg.inverse_softplus(sd)[..., None] * jnp.eye(d, dtype=loc.dtype)
+        return MixtureParams(jnp.zeros((k,), loc.dtype), loc, raw)
+
+    def scale_tril(self, params: MixtureParams) -> Array:
+        """(K, D, D) lower-triangular factors L_k."""
+        return _tril_from_raw(params.raw_scale)
+
+    def component_log_prob(self, params: MixtureParams, x: Array) -> Array:
+        """log w_k + log N(x; m_k, Σ_k). x: (..., D) -> (..., K)."""
+        comp = mixture.component_log_prob(x, params.loc, self.scale_tril(params))
+        return comp + jax.nn.log_softmax(params.logits)
+
+    def log_prob(self, params: MixtureParams, x: Array) -> Array:
+        """x: (..., D) -> (...)."""
+        return jax.nn.logsumexp(self.component_log_prob(params, x), axis=-1)
+
+    def sample(self, params: MixtureParams, *, key: Array, n: int) -> Array:
+        """Ancestral draws (not differentiable through the weights): (n, D)."""
+        q = mixture.Mixture(params.logits, params.loc, self.scale_tril(params))
+        return q.sample(seed=key, sample_shape=(n,))
+
+    def weighted_rsample(self, params, *, key: Array, n: int) -> tuple[Array, Array]:
+        """n reparameterised draws per component, weighted w_k / n: (K·n, D), (K·n,).
+
+        Σ_k w_k E_{q_k}[f] is then differentiable in the weights as well as in the components.
+        """
+        k, d = self.num_components, self.dim
+        eps = jax.random.normal(key, (k, n, d), dtype=params.loc.dtype)
+        x = params.loc[:, None, :] + jnp.einsum("kij,knj->kni", self.scale_tril(params), eps)
+        w = jnp.repeat(jax.nn.softmax(params.logits) / n, n)
+        return x.reshape((k * n, d)), w
+
+    def moments(self, params: MixtureParams) -> tuple[Array, Array]:
+        """(mean: (D,), cov: (D, D)) of the mixture."""
+        l = self.scale_tril(params)
+        cov = l @ jnp.swapaxes(l, -1, -2)
+        return mixture.moments(jax.nn.softmax(params.logits), params.loc, cov)
+
+    def param_shapes(self) -> MixtureParams:
+        d, k = self.dim, self.num_components
+        return MixtureParams((k,), (k, d), (k, d, d))
+
+
+Family = FullCovGaussian | DiagGaussian | GaussianMixtureFamily
+FAMILY_TYPES = (FullCovGaussian, DiagGaussian, GaussianMixtureFamily)
+
+
+def make_family(name: str, dim: int, num_components: int = 2) -> Family:
+    """"full" | "diag" | "mixture" (with `num_components`) of dimension `dim`."""
+    v.check_choice("family", name, FAMILY_NAMES)
+    if not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"`dim` must be a positive integer; got {dim!r}.")
+    if name == "full":
+        return FullCovGaussian(int(dim))
+    if name == "diag":
+        return DiagGaussian(int(dim))
+    if not isinstance(num_components, (int, np.integer)) or num_components < 1:
+        raise ValueError(f"`num_components` must be a positive integer; got {num_components!r}.")
+    return GaussianMixtureFamily(int(dim), int(num_components))

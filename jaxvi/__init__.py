@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "kl", "em", "elbo", "objectives", "train", "data", "metrics", "nn", "distributed", "wake_sleep",
+    "mixture",
 )
 _ATTRIBUTES = {"GaussianMixture": "jaxvi.sklearn"}
 

@@ -112,7 +112,7 @@ def _pairwise_log_overlap(loc_a, tril_a, loc_b, tril_b):
 
 
 def _expect(log_w, values):
-    """Σ_a w_a v_a with w = exp(log_w), zero where w = 0."""
+    """Σ w v over all entries with w = exp(log_w), zero where w = 0 (any shape)."""
     w = jnp.exp(log_w)
     return jnp.sum(jnp.where(w > 0, w * values, 0.0))
 
@@ -159,9 +159,7 @@ def _variational_upper_single(logits_p, loc_p, tril_p, logits_q, loc_q, tril_q, 
     log_phi = jax.lax.fori_loop(0, num_iters, body, log_phi)
     log_psi = update_psi(log_phi)
     log_joint = log_pi[:, None] + log_phi
-    terms = log_joint - log_psi - log_omega[None, :] + kl
-    w = jnp.exp(log_joint)
-    return jnp.sum(jnp.where(w > 0, w * terms, 0.0))
+    return _expect(log_joint, log_joint - log_psi - log_omega[None, :] + kl)
 
 
 def _assignment_callback(cost):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jax.test_util import check_grads
 
 from jaxvi import kl
 from jaxvi.mixture import Mixture
@@ -129,7 +130,7 @@ def test_batched_jit_vmap_and_grad(x64):
     for fn in (kl.mixture_matched_upper_bound, kl.mixture_lower_bound):
         g = jax.grad(lambda loc, fn=fn: fn(p1._replace(loc=loc), q1))(p1.loc)
         assert np.all(np.isfinite(g))
-    jax.test_util.check_grads(
+    check_grads(
         jax.jit(lambda loc: kl.mixture_variational(p1._replace(loc=loc), q1)),
         (p1.loc,), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
 

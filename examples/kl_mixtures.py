@@ -30,19 +30,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxvi import kl  # noqa: E402
+from jaxvi.mixture import Mixture  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "output" / "kl_mixtures.png"
 
 
 def make_mixtures():
     """p: 3 components; q: 3 components (its own shape), before any shift."""
-    p = kl.GaussianMixture.from_covariance(
+    p = Mixture.from_covariance(
         jnp.log(jnp.array([0.5, 0.3, 0.2])),
         jnp.array([[-1.5, 0.0], [1.5, 1.0], [0.5, -1.5]]),
         jnp.array([[[0.6, 0.25], [0.25, 0.4]], [[0.3, 0.0], [0.0, 0.5]],
                    [[0.4, -0.1], [-0.1, 0.3]]]),
     )
-    q = kl.GaussianMixture.from_covariance(
+    q = Mixture.from_covariance(
         jnp.log(jnp.array([0.4, 0.4, 0.2])),
         jnp.array([[-1.0, 0.5], [1.0, 0.5], [0.0, -1.0]]),
         jnp.array([[[0.8, 0.0], [0.0, 0.8]], [[0.5, 0.2], [0.2, 0.6]],
@@ -51,13 +52,13 @@ def make_mixtures():
     return p, q
 
 
-def shifted(q: kl.GaussianMixture, shifts: jax.Array) -> kl.GaussianMixture:
+def shifted(q: Mixture, shifts: jax.Array) -> Mixture:
     """A batch of copies of q, the s-th moved by shifts[s] along x. -> batch (S,)."""
     offset = jnp.stack([shifts, jnp.zeros_like(shifts)], axis=-1)[:, None, :]  # (S, 1, 2)
     s = shifts.shape[0]
-    return kl.GaussianMixture(jnp.broadcast_to(q.logits, (s, *q.logits.shape)),
-                              q.loc[None] + offset,
-                              jnp.broadcast_to(q.scale_tril, (s, *q.scale_tril.shape)))
+    return Mixture(jnp.broadcast_to(q.logits, (s, *q.logits.shape)),
+                   q.loc[None] + offset,
+                   jnp.broadcast_to(q.scale_tril, (s, *q.scale_tril.shape)))
 
 
 def compute(shifts, num_samples: int, seed: int) -> dict:
@@ -76,7 +77,7 @@ def compute(shifts, num_samples: int, seed: int) -> dict:
     }
 
 
-def _density(mix: kl.GaussianMixture, xx, yy):
+def _density(mix: Mixture, xx, yy):
     grid = jnp.stack([xx, yy], axis=-1)
     return np.exp(np.asarray(jax.jit(mix.log_prob)(grid)))
 

@@ -1,7 +1,9 @@
 """jaxvi: KL divergences, EM for Gaussian mixtures and a hierarchical VAE in JAX.
 
-Submodules load on first use, so `import jaxvi` stays cheap:
-`jaxvi.kl`, `jaxvi.em`, `jaxvi.objectives`, `jaxvi.elbo`, `jaxvi.train`, ...
+Submodules load on first use, so `import jaxvi` stays cheap: `jaxvi.kl` (KL divergences),
+`jaxvi.mixture` (the Gaussian-mixture distribution), `jaxvi.em` (EM), `jaxvi.vi` (fitting by
+inclusive or exclusive KL), `jaxvi.vae` (the hierarchical VAE), `jaxvi.training` (the optax
+step, loop and checkpoints), ...
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "kl", "em", "elbo", "vi", "train", "data", "metrics", "nn", "distributed", "wake_sleep",
+    "kl", "mixture", "em", "vi", "vae", "training", "data", "metrics", "nn", "distributed",
 )
 _ATTRIBUTES = {"GaussianMixture": "jaxvi.sklearn"}
 

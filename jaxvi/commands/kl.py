@@ -44,14 +44,14 @@ def example_mixtures():
     """Two 2-D Gaussian mixtures: p with 2 components, q with 3."""
     import jax.numpy as jnp
 
-    from jaxvi import kl
+    from jaxvi.mixture import Mixture
 
-    p = kl.GaussianMixture.from_covariance(
+    p = Mixture.from_covariance(
         jnp.log(jnp.array([0.6, 0.4])),
         jnp.array([[-2.0, 0.0], [2.0, 1.0]]),
         jnp.array([[[1.0, 0.3], [0.3, 0.5]], [[0.6, 0.0], [0.0, 0.6]]]),
     )
-    q = kl.GaussianMixture.from_covariance(
+    q = Mixture.from_covariance(
         jnp.log(jnp.array([0.3, 0.3, 0.4])),
         jnp.array([[-1.5, 0.5], [1.0, 1.0], [3.0, -0.5]]),
         jnp.array([[[0.8, 0.0], [0.0, 0.8]], [[0.7, 0.2], [0.2, 0.9]], [[1.0, -0.3], [-0.3, 0.6]]]),

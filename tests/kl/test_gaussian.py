@@ -1,6 +1,10 @@
-"""Closed-form KL divergences of `jaxvi.kl`: against distrax and Monte Carlo in float64,
-gradients against finite differences, broadcasting, the all-pairs fast path, jit/vmap, input
-validation and `kl_divergence` dispatch."""
+"""Closed-form KL divergences (`jaxvi.kl.gaussian`): against distrax in float64, gradients
+against finite differences, broadcasting, the all-pairs fast path, jit/vmap, input validation;
+float32 never fails or misleads where float64 works (numerically singular covariances refused,
+subnormal scales computed right or refused with a clear error, far-offset all-pairs KLs
+accurate under jit). References are float64 (NumPy/SciPy, or jaxvi inside
+`jax.enable_x64(True)` on the very same float32-rounded inputs); float32 results are compared
+at a loose tolerance."""
 
 import distrax
 import hypothesis.extra.numpy as hnp
@@ -11,8 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
+from scipy.linalg import hilbert
 
-from jaxvi import kl
+from jaxvi import _linalg, kl
+from jaxvi.kl import _layout, gaussian
 
 D = 3
 
@@ -31,7 +37,6 @@ def _params(rng, shape, d=D):
             tril @ np.swapaxes(tril, -1, -2))
 
 
-# Batch shapes: the all-pairs pattern (fast path) and plain broadcasting (elementwise path).
 SHAPES = [((3, 1), (1, 4)), ((2, 3, 1), (2, 1, 4)), ((3, 4), (4,)), ((), (2,))]
 
 
@@ -71,14 +76,14 @@ def test_closed_forms_match_distrax(x64, shape_p, shape_q):
 def test_fast_path_equals_elementwise(x64):
     """The factored all-pairs path agrees with the per-pair formula to float64 round-off."""
     rng = np.random.default_rng(1)
-    elementwise_diag = jax.jit(kl._normal_diag_elementwise)
-    elementwise_full = jax.jit(kl._mvn_from_tril_elementwise)
+    elementwise_diag = jax.jit(gaussian._normal_diag_elementwise)
+    elementwise_full = jax.jit(gaussian._mvn_from_tril_elementwise)
     for d in (1, 6):
         lp, sp, tp, cp = (jnp.asarray(a) for a in _params(rng, (2, 5, 1), d))
         lq, sq, tq, cq = (jnp.asarray(a) for a in _params(rng, (2, 1, 6), d))
         lp = lp + 30.0  # far from the origin: the centring in the pairwise kernels matters
         lq = lq + 30.0
-        assert kl._all_pairs_layout((2, 5, 1), (2, 1, 6)) == ((2,), 5, 6)
+        assert _layout.all_pairs_layout((2, 5, 1), (2, 1, 6)) == ((2,), 5, 6)
         np.testing.assert_allclose(kl.normal_diag(lp, sp, lq, sq),
                                    elementwise_diag(lp, sp, lq, sq), rtol=1e-11)
         np.testing.assert_allclose(kl.mvn_tril(lp, tp, lq, tq),
@@ -90,46 +95,12 @@ def test_fast_path_equals_elementwise(x64):
 
 
 def test_all_pairs_layout_detection():
-    assert kl._all_pairs_layout((7, 1), (1, 5)) == ((), 7, 5)
-    assert kl._all_pairs_layout((7, 1), (5,)) == ((), 7, 5)
-    assert kl._all_pairs_layout((7, 5), (1, 5)) is None
-    assert kl._all_pairs_layout((1, 1), (1, 5)) is None
-    assert kl._all_pairs_layout((2, 7, 1), (3, 1, 5)) is None
-    assert kl._all_pairs_layout((7,), (5,)) is None
-
-
-def test_closed_forms_match_monte_carlo(x64):
-    """Each closed form equals a large Monte Carlo estimate (within 5 standard errors)."""
-    rng = np.random.default_rng(2)
-    lp, sp, tp, _ = _params(rng, (2, 1))
-    lq, sq, tq, _ = _params(rng, (1, 3))
-    batch = (2, 3)
-    keys = jax.random.split(jax.random.key(0), 3)
-    n = 20_000
-
-    @jax.jit
-    def mc_fn(key, p, q):
-        return kl.monte_carlo(key, p, q, n)
-
-    def check(closed, p, q, key):
-        mc = mc_fn(key, p, q)
-        assert mc.estimate.shape == batch
-        assert np.all(np.abs(np.asarray(closed) - mc.estimate) < 5 * mc.stderr + 1e-9)
-
-    check(kl.normal_diag(lp, sp, lq, sq),
-          distrax.MultivariateNormalDiag(*(_bcast(jnp.asarray(a), batch, 1) for a in (lp, sp))),
-          distrax.MultivariateNormalDiag(*(_bcast(jnp.asarray(a), batch, 1) for a in (lq, sq))),
-          keys[0])
-    check(kl.mvn_tril(lp, tp, lq, tq),
-          distrax.MultivariateNormalTri(_bcast(jnp.asarray(lp), batch, 1),
-                                        _bcast(jnp.asarray(tp), batch, 2)),
-          distrax.MultivariateNormalTri(_bcast(jnp.asarray(lq), batch, 1),
-                                        _bcast(jnp.asarray(tq), batch, 2)),
-          keys[1])
-    logits_p, logits_q = rng.normal(size=(2, 1, 4)), rng.normal(size=(1, 3, 4))
-    check(kl.categorical(logits_p, logits_q),
-          distrax.Categorical(logits=_bcast(jnp.asarray(logits_p), batch, 1)),
-          distrax.Categorical(logits=_bcast(jnp.asarray(logits_q), batch, 1)), keys[2])
+    assert _layout.all_pairs_layout((7, 1), (1, 5)) == ((), 7, 5)
+    assert _layout.all_pairs_layout((7, 1), (5,)) == ((), 7, 5)
+    assert _layout.all_pairs_layout((7, 5), (1, 5)) is None
+    assert _layout.all_pairs_layout((1, 1), (1, 5)) is None
+    assert _layout.all_pairs_layout((2, 7, 1), (3, 1, 5)) is None
+    assert _layout.all_pairs_layout((7,), (5,)) is None
 
 
 @pytest.mark.parametrize("pairs", [False, True])
@@ -143,7 +114,7 @@ def test_gradients_match_finite_differences(x64, pairs):
     check_grads(jax.jit(lambda *a: jnp.sum(kl.mvn_tril(*a))), (lp, tp, lq, tq), **tol)
     # Perturb covariances only along symmetric directions (the function symmetrises anyway).
     check_grads(jax.jit(lambda lp, cp, lq, cq: jnp.sum(
-        kl.mvn(lp, kl._linalg.symmetrize(cp), lq, kl._linalg.symmetrize(cq)))),
+        kl.mvn(lp, _linalg.symmetrize(cp), lq, _linalg.symmetrize(cq)))),
                 (lp, cp, lq, cq), eps=1e-5, **tol)
     logits_p, logits_q = jnp.asarray(rng.normal(size=(*shape_p, 4))), jnp.asarray(
         rng.normal(size=(*shape_q, 4)))
@@ -271,7 +242,7 @@ def test_normal_diag_broadcasting_property(data):
         got = kl.normal_diag(lp, sp, lq, sq)
         batch = np.broadcast_shapes(shape_p, shape_q)
         assert got.shape == batch
-        want = kl._normal_diag_elementwise(*(np.broadcast_to(a, (*batch, 2))
+        want = gaussian._normal_diag_elementwise(*(np.broadcast_to(a, (*batch, 2))
                                              for a in (lp, sp, lq, sq)))
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
@@ -301,10 +272,6 @@ def test_bad_input_raises_naming_the_argument():
     for fn, args, name in cases:
         with pytest.raises(ValueError, match=f"`{name}`"):
             fn(*args)
-    with pytest.raises(ValueError, match="num_samples"):
-        kl.monte_carlo(jax.random.key(0), distrax.Normal(0.0, 1.0), distrax.Normal(0.0, 1.0), 1)
-    with pytest.raises(ValueError, match="`q`"):
-        kl.monte_carlo(jax.random.key(0), distrax.Normal(0.0, 1.0), object(), 10)
 
 
 def test_no_value_checks_under_jit():
@@ -315,24 +282,156 @@ def test_no_value_checks_under_jit():
         jax.jit(kl.normal_diag)(loc, scale, loc[:, :2], scale[:, :2])
 
 
-def test_kl_divergence_dispatch(x64):
-    rng = np.random.default_rng(8)
-    lp, sp, tp, cp = (jnp.asarray(a) for a in _params(rng, (2,)))
-    lq, sq, tq, cq = (jnp.asarray(a) for a in _params(rng, (2,)))
-    diag_p, diag_q = distrax.MultivariateNormalDiag(lp, sp), distrax.MultivariateNormalDiag(lq, sq)
-    tri_p, tri_q = distrax.MultivariateNormalTri(lp, tp), distrax.MultivariateNormalTri(lq, tq)
-    full_p = distrax.MultivariateNormalFullCovariance(lp, cp)
-    full_q = distrax.MultivariateNormalFullCovariance(lq, cq)
-    for p, q in [(diag_p, diag_q), (tri_p, tri_q), (full_p, full_q), (diag_p, tri_q),
-                 (full_p, diag_q), (tri_p, full_q)]:
-        np.testing.assert_allclose(kl.kl_divergence(p, q), p.kl_divergence(q), rtol=1e-10)
-    normal_p, normal_q = distrax.Normal(lp, sp), distrax.Normal(lq, sq)
-    np.testing.assert_allclose(kl.kl_divergence(normal_p, normal_q),
-                               normal_p.kl_divergence(normal_q), rtol=1e-10)
-    cat_p, cat_q = distrax.Categorical(logits=lp), distrax.Categorical(logits=lq)
-    np.testing.assert_allclose(kl.kl_divergence(cat_p, cat_q), cat_p.kl_divergence(cat_q),
-                               rtol=1e-10)
-    with pytest.raises(ValueError, match="`p` and `q`"):
-        kl.kl_divergence(normal_p, cat_q)
-    with pytest.raises(ValueError, match="method"):
-        kl.kl_divergence(diag_p, diag_q, method="nope")
+def test_categorical_with_no_category_is_refused():
+    with pytest.raises(ValueError, match="`logits_p` must have at least one category"):
+        kl.categorical(np.zeros((2, 0)), np.zeros((2, 0)))
+
+
+# --------------------------------------------------------------------------------------------
+# mvn on covariances that float32 cannot factor
+# --------------------------------------------------------------------------------------------
+
+
+def _kl_mvn_np(mp, cp, mq, cq):
+    """KL(N(mp, cp) ‖ N(mq, cq)) in float64 NumPy (reference)."""
+    mp, cp, mq, cq = (np.asarray(a, np.float64) for a in (mp, cp, mq, cq))
+    d = mp.shape[-1]
+    iq = np.linalg.inv(cq)
+    diff = mq - mp
+    return 0.5 * (np.trace(iq @ cp) + diff @ iq @ diff - d
+                  + np.linalg.slogdet(cq)[1] - np.linalg.slogdet(cp)[1])
+
+
+def _collinear_cov():
+    r = np.random.default_rng(0)
+    a = r.normal(size=(100, 1))
+    x = np.hstack([a, a + 1e-4 * r.normal(size=(100, 1)), r.normal(size=(100, 1))])
+    return np.cov(x.T)
+
+
+@pytest.mark.parametrize("which", ["cov_p", "cov_q"])
+@pytest.mark.parametrize("cov", [hilbert(8), _collinear_cov()], ids=["hilbert8", "collinear"])
+def test_mvn_refuses_float32_numerically_singular_covariance(which, cov):
+    d = cov.shape[0]
+    c32 = cov.astype(np.float32)
+    z, eye = np.zeros(d, np.float32), np.eye(d, dtype=np.float32)
+    args = (z, c32, z, eye) if which == "cov_p" else (z, eye, z, c32)
+    with pytest.raises(ValueError, match=rf"`{which}` is numerically singular in float32.*float64"):
+        kl.mvn(*args)
+    with jax.enable_x64(True):  # float64 works, and gives the right value
+        got = float(kl.mvn(*(a.astype(np.float64) for a in args)))
+    np.testing.assert_allclose(got, _kl_mvn_np(*args), rtol=1e-6)
+
+
+@settings(max_examples=12, deadline=None)
+@given(log_cond=st.floats(0.0, 9.0), d=st.sampled_from([3, 8]), seed=st.integers(0, 2**16))
+def test_float32_mvn_never_nan_nor_far_from_float64(log_cond, d, seed):
+    """Over condition numbers 1 to 1e9: float32 either refuses clearly or agrees with float64
+    on the same (float32-rounded) inputs. Never NaN, never a silently wrong value."""
+    r = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(r.normal(size=(d, d)))
+    cov_q = ((q * np.logspace(0, -log_cond, d)) @ q.T).astype(np.float32)
+    a = r.normal(size=(d, d))
+    cov_p = (a @ a.T / d + np.eye(d)).astype(np.float32)
+    mp, mq = r.normal(size=d).astype(np.float32), r.normal(size=d).astype(np.float32)
+    with jax.enable_x64(True):
+        ref = float(kl.mvn(mp.astype(float), cov_p.astype(float), mq.astype(float),
+                           cov_q.astype(float)))
+    try:
+        got = float(kl.mvn(mp, cov_p, mq, cov_q))
+    except ValueError as e:
+        assert "numerically singular in float32" in str(e)
+        assert log_cond > 4  # well-conditioned matrices are never refused
+        return
+    assert abs(got - ref) <= 2e-2 * max(abs(ref), 1.0), (got, ref)
+
+
+def test_mvn_moderately_conditioned_float32_still_accepted():
+    r = np.random.default_rng(1)
+    q, _ = np.linalg.qr(r.normal(size=(6, 6)))
+    cov = ((q * np.logspace(0, -3, 6)) @ q.T).astype(np.float32)  # cond 1e3
+    m = r.normal(size=6).astype(np.float32)
+    got = float(kl.mvn(m, np.eye(6, dtype=np.float32), np.zeros(6, np.float32), cov))
+    np.testing.assert_allclose(got, _kl_mvn_np(m, np.eye(6), np.zeros(6), cov), rtol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# Subnormal scales
+# --------------------------------------------------------------------------------------------
+
+
+def _kl_diag_np(mp, sp, mq, sq):
+    mp, sp, mq, sq = (np.asarray(a, np.float64) for a in (mp, sp, mq, sq))
+    return 0.5 * np.sum((sp / sq) ** 2 - 1 - 2 * (np.log(sp) - np.log(sq))
+                        + ((mp - mq) / sq) ** 2, axis=-1)
+
+
+def test_normal_diag_subnormal_scale_p_is_exact():
+    sp = np.full(3, 1e-40, np.float32)  # subnormal in float32
+    ref = _kl_diag_np(np.zeros(3), sp, np.zeros(3), np.ones(3))  # 274.81
+    np.testing.assert_allclose(ref, 274.8102, rtol=1e-6)
+    got = kl.normal_diag(np.zeros(3, np.float32), sp, np.zeros(3, np.float32),
+                         np.ones(3, np.float32))
+    np.testing.assert_allclose(float(got), ref, rtol=1e-6)
+    # The all-pairs layout too: p (2, 1, 3) against q (1, 4, 3).
+    mq = np.random.default_rng(0).normal(size=(1, 4, 3)).astype(np.float32)
+    got = kl.normal_diag(np.zeros((2, 1, 3), np.float32), np.broadcast_to(sp, (2, 1, 3)), mq,
+                         np.ones((1, 4, 3), np.float32))
+    np.testing.assert_allclose(
+        got, _kl_diag_np(np.zeros((2, 1, 3)), np.full((2, 1, 3), sp[0]), mq, np.ones(3)),
+        rtol=1e-6)
+
+
+def test_normal_diag_subnormal_float64(x64):
+    sp = np.array([1e-310, 2.0])
+    got = float(kl.normal_diag(np.zeros(2), sp, np.zeros(2), np.ones(2)))
+    np.testing.assert_allclose(got, _kl_diag_np(np.zeros(2), sp, np.zeros(2), np.ones(2)),
+                               rtol=1e-12)
+
+
+def test_mvn_tril_subnormal_scale_p_is_exact():
+    lp = np.diag(np.array([1e-40, 0.5, 2.0], np.float32))
+    lq = np.eye(3, dtype=np.float32)
+    z = np.zeros(3, np.float32)
+    ref = _kl_diag_np(z, np.diag(lp), z, np.ones(3))
+    np.testing.assert_allclose(float(kl.mvn_tril(z, lp, z, lq)), ref, rtol=1e-6)
+    pairs = kl.mvn_tril(np.zeros((2, 1, 3), np.float32), np.broadcast_to(lp, (2, 1, 3, 3)),
+                        np.zeros((1, 3, 3), np.float32), np.broadcast_to(lq, (1, 3, 3, 3)))
+    np.testing.assert_allclose(pairs, np.full((2, 3), ref), rtol=1e-6)
+
+
+def test_subnormal_scale_q_is_refused_with_a_clear_error():
+    z, one = np.zeros(3, np.float32), np.ones(3, np.float32)
+    tiny = np.full(3, 1e-40, np.float32)
+    with pytest.raises(ValueError, match=r"`scale_q` must be at least the smallest normal float32"):
+        kl.normal_diag(z, one, z, tiny)
+    with pytest.raises(ValueError, match=r"`scale_tril_q` must be at least the smallest normal"):
+        kl.mvn_tril(z, np.eye(3, dtype=np.float32), z, np.diag(tiny))
+    with pytest.raises(ValueError, match=r"`cov_q` is too small for float32"):
+        kl.mvn(z, np.eye(3, dtype=np.float32), z, np.diag(tiny))
+
+
+# --------------------------------------------------------------------------------------------
+# All-pairs full covariance with a shared offset, under jit
+# --------------------------------------------------------------------------------------------
+
+
+def _offset_pairs(n=6, m=5, d=4, offset=1e5, seed=0):
+    r = np.random.default_rng(seed)
+    lp = (r.normal(size=(n, 1, d)) + offset).astype(np.float32)
+    lq = (r.normal(size=(1, m, d)) + offset).astype(np.float32)
+    a = r.normal(size=(n, 1, d, d))
+    b = r.normal(size=(1, m, d, d))
+    cp = (a @ np.swapaxes(a, -1, -2) / d + np.eye(d)).astype(np.float32)
+    cq = (b @ np.swapaxes(b, -1, -2) / d + np.eye(d)).astype(np.float32)
+    return lp, cp, lq, cq
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 4), (3, 7, 3), (50, 8, 8)])
+def test_all_pairs_mvn_with_a_large_shared_offset_under_jit(shape):
+    args = _offset_pairs(*shape)
+    with jax.enable_x64(True):
+        ref = np.asarray(kl.mvn(*(a.astype(np.float64) for a in args)))
+    for fn in (kl.mvn, jax.jit(kl.mvn)):
+        got = np.asarray(fn(*args))
+        np.testing.assert_allclose(got, ref, rtol=1e-5)

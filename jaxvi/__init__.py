@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "kl", "em", "elbo", "objectives", "train", "data", "metrics", "nn", "distributed", "wake_sleep",
+    "kl", "em", "objectives", "data", "metrics", "nn", "distributed", "training", "vae",
 )
 _ATTRIBUTES = {"GaussianMixture": "jaxvi.sklearn"}
 

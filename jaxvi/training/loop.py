@@ -22,6 +22,7 @@ from jaxvi import distributed
 from jaxvi.data import check_data
 from jaxvi.training.checkpoint import (
     DamagedCheckpointWarning,
+    has_checkpoint,
     latest_checkpoint,
     restore_into,
     save_checkpoint,
@@ -181,7 +182,7 @@ def _start(params, optimizer, checkpoint_dir, resume: bool) -> tuple[TrainState,
     """-> (state, history, first epoch): fresh, or restored from the newest intact checkpoint
     when resuming from a folder that holds one."""
     state = init_state(params, optimizer)
-    if resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None:
+    if resume and has_checkpoint(checkpoint_dir):
         state, saved = _resume_from(checkpoint_dir, state)
         return state, list(saved.get("history", [])), int(saved["epoch"])
     return state, [], 0

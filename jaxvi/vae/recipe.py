@@ -19,7 +19,12 @@ from flax import nnx
 
 from jaxvi._validate import check_choice
 from jaxvi.data import check_data
-from jaxvi.training.checkpoint import latest_checkpoint, read_meta, restore_checkpoint
+from jaxvi.training.checkpoint import (
+    has_checkpoint,
+    latest_checkpoint,
+    read_meta,
+    restore_checkpoint,
+)
 from jaxvi.training.loop import check_batch_size_on_mesh, fit
 from jaxvi.training.step import LossFn, init_state
 from jaxvi.vae.evaluate import make_evaluator
@@ -170,13 +175,13 @@ def _initial_model(mc: VAEConfig, tc: TrainConfig, x_train, *, checkpoint_dir, p
     when resuming joint training, a model of the right structure (`fit` restores the
     parameters) and the saved summary; else the pretrained model (pretraining resumed from
     `pre_dir` if it stopped there); without pretraining, a freshly initialised model."""
-    if resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None:
+    if resume and has_checkpoint(checkpoint_dir):
         saved, _ = read_meta(checkpoint_dir)  # `fit`'s restore names any damage, once
         _check_saved_config(checkpoint_dir, saved, mc)
         return HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init)), saved.get("pretrain")
     if tc.pretrain_epochs == 0:
         return HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init)), None
-    pre_resume = resume and pre_dir is not None and latest_checkpoint(pre_dir) is not None
+    pre_resume = resume and has_checkpoint(pre_dir)
     if pre_resume:
         saved, _ = read_meta(pre_dir)
         _check_saved_config(pre_dir, saved, mc, tc, ("restarts",))

@@ -76,11 +76,11 @@ def _check_n_samples(n_samples, minimum: int) -> None:
 def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerms:
     """Reweighted wake-sleep terms for a batch x: (B, D) -> `RWSTerms` of (B,) arrays.
 
-    `model` is a `jaxvi.vae.model.HierarchicalVAE`. The w_s are drawn exactly as `model.iwae` draws
-    them (one key per data point, split from `key`), so `iwae` equals `model.iwae(x, key=key,
-    n_samples=n_samples)`. Pure; works under jit and vmap. n_samples: S ≥ 1 (use S ≥ 2 to
-    train: see `rws_loss`). Shapes are checked (x must be (B, D) with D the model's
-    `config.data_dim`); x's values (finite) only when concrete.
+    `model` is a `jaxvi.vae.model.HierarchicalVAE`. The w_s are drawn exactly as `model.iwae`
+    draws them (`model.sample_latents`: one key per data point, split from `key`), so `iwae`
+    equals `model.iwae(x, key=key, n_samples=n_samples)`. Pure; works under jit and vmap.
+    n_samples: S ≥ 1 (use S ≥ 2 to train: see `rws_loss`). Shapes are checked (x must be
+    (B, D) with D the model's `config.data_dim`); x's values (finite) only when concrete.
     """
     _check_n_samples(n_samples, minimum=1)
     n_samples = int(n_samples)

@@ -30,9 +30,11 @@ def worker(n_devices: int, em_n: int, vae_batch: int, quick: bool) -> dict:
     from flax import nnx
 
     from benchmarks._harness import device_info, time_fn
-    from jaxvi import distributed, em, train
+    from jaxvi import distributed, em
     from jaxvi.data import load_digits
-    from jaxvi.nn import HierarchicalVAE, VAEConfig
+    from jaxvi.training.step import init_state, make_epoch, make_step
+    from jaxvi.vae.losses import elbo_loss
+    from jaxvi.vae.model import HierarchicalVAE, VAEConfig, split_model
 
     devices = jax.devices()[:n_devices]
     if len(devices) < n_devices:
@@ -60,14 +62,14 @@ def worker(n_devices: int, em_n: int, vae_batch: int, quick: bool) -> dict:
     # VAE: the `jaxvi train` model, batch = vae_batch per device, one epoch of 20 steps.
     data = load_digits()
     cfg = VAEConfig(data_dim=data.x_train.shape[1])
-    graphdef, params = train.split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(params=0)))
+    graphdef, params = split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(params=0)))
     batch = vae_batch * n_devices
     steps = 5 if quick else 20
     xs = np.resize(np.asarray(data.x_train, np.float32), (batch * steps, data.x_train.shape[1]))
     optimizer = optax.adam(1e-3)
-    state = train.init_state(params, optimizer)
+    state = init_state(params, optimizer)
     state, xs_dev = jax.device_put((state, xs), distributed.replicated(mesh))
-    epoch = train.make_epoch(train.make_step(train.elbo_loss(graphdef), optimizer), batch, mesh)
+    epoch = make_epoch(make_step(elbo_loss(graphdef), optimizer), batch, mesh)
     t_epoch = time_fn(lambda: epoch(state, xs_dev, jax.random.key(1))[1], warmup=1,
                       repeats=repeats)
     return {

@@ -33,8 +33,11 @@ from benchmarks._harness import (  # noqa: E402
     time_fn,
     write_result,
 )
-from jaxvi import data, train  # noqa: E402
-from jaxvi.nn import HierarchicalVAE, VAEConfig, dense  # noqa: E402
+from jaxvi import data  # noqa: E402
+from jaxvi.nn import dense  # noqa: E402
+from jaxvi.training.step import init_state, make_epoch, make_step  # noqa: E402
+from jaxvi.vae.losses import elbo_loss  # noqa: E402
+from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model  # noqa: E402
 
 
 def analytic_matmul_flops(cfg: VAEConfig, batch: int) -> float:
@@ -82,12 +85,12 @@ def same_shape_matmuls(cfg: VAEConfig, batch: int):
 
 def bench_jax(cfg, x, batch_size, steps):
     model = HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
-    graphdef, params = train.split_model(model)
+    graphdef, params = split_model(model)
     opt = optax.adam(1e-3)
-    step = train.make_step(train.elbo_loss(graphdef), opt)
-    state = train.init_state(params, opt)
+    step = make_step(elbo_loss(graphdef), opt)
+    state = init_state(params, opt)
     xs = jnp.asarray(np.resize(x, (steps * batch_size, x.shape[1])))
-    epoch = train.make_epoch(step, batch_size)  # `steps` steps in one lax.scan
+    epoch = make_epoch(step, batch_size)  # `steps` steps in one lax.scan
     key = jax.random.key(1)
     t_epoch = time_fn(lambda: epoch(state, xs, key)[1]["loss"], warmup=2, repeats=7)
     jstep = jax.jit(step)
@@ -104,7 +107,7 @@ def dense_layers_loss(graphdef):
     and ReLUs included), wired as in the ELBO but with a plain sum of squares in place of it."""
 
     def loss_fn(params, batch, key):
-        model = train.merge_model(graphdef, params)
+        model = merge_model(graphdef, params)
         w = model.encoder.net(batch)[:, : model.config.latent_dim]
         head = model.head.net(jnp.concatenate([w, batch], axis=-1))
         return jnp.sum(jnp.square(model.decoder.net(w))) + jnp.sum(jnp.square(head)), {}
@@ -119,18 +122,18 @@ def step_breakdown(cfg, x, batch_size, steps):
     ELBO's gradient with SGD, then the real step (ELBO gradient and Adam). Each part adds work
     to the one above."""
     model = HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
-    graphdef, params = train.split_model(model)
+    graphdef, params = split_model(model)
     xs = jnp.asarray(np.resize(x, (steps * batch_size, x.shape[1])))
     key = jax.random.key(1)
     variants = {
         "dense layers, gradient + SGD": (dense_layers_loss(graphdef), optax.sgd(1e-3)),
-        "ELBO, gradient + SGD": (train.elbo_loss(graphdef), optax.sgd(1e-3)),
-        "ELBO, gradient + Adam (the step)": (train.elbo_loss(graphdef), optax.adam(1e-3)),
+        "ELBO, gradient + SGD": (elbo_loss(graphdef), optax.sgd(1e-3)),
+        "ELBO, gradient + Adam (the step)": (elbo_loss(graphdef), optax.adam(1e-3)),
     }
     epochs = {}
     for name, (loss, opt) in variants.items():
-        state = train.init_state(params, opt)
-        epochs[name] = (train.make_epoch(train.make_step(loss, opt), batch_size), state)
+        state = init_state(params, opt)
+        epochs[name] = (make_epoch(make_step(loss, opt), batch_size), state)
     matmuls, args, flops = same_shape_matmuls(cfg, batch_size)
     times = {"matmuls alone": [], **{name: [] for name in epochs}}
     for _ in range(3):  # interleaved, so that a drift of the host's speed hits all alike

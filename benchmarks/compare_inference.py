@@ -33,9 +33,14 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks._harness import print_device, print_table, write_result  # noqa: E402
-from jaxvi import data, train  # noqa: E402
-from jaxvi.nn import HierarchicalVAE, VAEConfig  # noqa: E402
-from jaxvi.wake_sleep import rws_loss  # noqa: E402
+from jaxvi import data  # noqa: E402
+from jaxvi.training.loop import fit  # noqa: E402
+from jaxvi.vae.evaluate import evaluate_test_set  # noqa: E402
+from jaxvi.vae.losses import elbo_loss  # noqa: E402
+from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model  # noqa: E402
+from jaxvi.vae.pretrain import pretrain  # noqa: E402
+from jaxvi.vae.recipe import TrainConfig  # noqa: E402
+from jaxvi.vae.wake_sleep import rws_loss  # noqa: E402
 
 MODE_MASS = 0.10  # a posterior mode counts when it holds ≥ 10 % of p(w | x)
 KEPT_MASS = 0.10  # ... and q keeps it when q(w | x) puts ≥ 10 % of its mass in its basin
@@ -43,7 +48,7 @@ KEPT_MASS = 0.10  # ... and q keeps it when q(w | x) puts ≥ 10 % of its mass i
 
 def make_loss(method, graphdef, rws_samples, elbo_samples=1):
     if method == "elbo":
-        return train.elbo_loss(graphdef, elbo_samples)
+        return elbo_loss(graphdef, elbo_samples)
     return rws_loss(graphdef, rws_samples)
 
 
@@ -61,8 +66,8 @@ def frozen_generative(loss_fn):
 
 def run_fit(loss_fn, params, x, *, key, epochs, batch_size, lr):
     t0 = time.perf_counter()
-    state, hist = train.fit(loss_fn, optax.adam(lr), params, x, key=key, epochs=epochs,
-                            batch_size=batch_size, progress=False, log=False)
+    state, hist = fit(loss_fn, optax.adam(lr), params, x, key=key, epochs=epochs,
+                      batch_size=batch_size, progress=False, log=False)
     return state.params, hist, time.perf_counter() - t0
 
 
@@ -74,20 +79,20 @@ def digits_seed(args, seed):
     objective from that same init with the same key, epochs, batch size and optimizer."""
     ds = data.load_digits()
     mc = VAEConfig(data_dim=ds.x_train.shape[1])
-    tc = train.TrainConfig(seed=seed, pretrain_epochs=args.pretrain_epochs,
-                           restarts=args.restarts, epochs=args.epochs)
+    tc = TrainConfig(seed=seed, pretrain_epochs=args.pretrain_epochs,
+                     restarts=args.restarts, epochs=args.epochs)
     t0 = time.perf_counter()
-    model, _ = train.pretrain(mc, tc, ds.x_train, key=jax.random.key(seed))
+    model, _ = pretrain(mc, tc, ds.x_train, key=jax.random.key(seed))
     out = {"pretrain_seconds": time.perf_counter() - t0}
-    graphdef, params0 = train.split_model(model)
+    graphdef, params0 = split_model(model)
     x = jnp.asarray(ds.x_train)
     for method in ("elbo", "forward-kl"):
         loss = make_loss(method, graphdef, args.rws_samples)
         params, hist, secs = run_fit(loss, params0, x, key=jax.random.key(seed + 1),
                                      epochs=tc.epochs, batch_size=tc.batch_size,
                                      lr=tc.learning_rate)
-        m = train.test_metrics(train.merge_model(graphdef, params), ds.x_test, ds.y_test,
-                               key=jax.random.key(seed + 2), iwae_samples=256)
+        m = evaluate_test_set(merge_model(graphdef, params), ds.x_test, ds.y_test,
+                              key=jax.random.key(seed + 2), iwae_samples=256)
         m["train_seconds"] = secs
         m["final_train"] = {k: v for k, v in hist[-1].items() if k not in ("epoch", "step")}
         out[method] = m
@@ -206,7 +211,7 @@ def posterior_modes(model: HierarchicalVAE, x: np.ndarray, *, grid_n: int = 161)
 
     @jax.jit
     def log_joint(m, xx, gw):  # (N, G): log p(x | w) + log p(w)
-        from jaxvi.elbo import log_marginal_prior
+        from jaxvi.vae.bounds import log_marginal_prior
         params = m.decoder(gw)
         ll = jax.vmap(lambda xb: m.decoder.log_prob(xb, params))(xx)
         return ll + log_marginal_prior(gw, *m.prior())[None, :]
@@ -252,9 +257,9 @@ def posterior_modes(model: HierarchicalVAE, x: np.ndarray, *, grid_n: int = 161)
 def bimodal_part(args, seed):
     noise = args.bimodal_noise
     cfg = VAEConfig(data_dim=8, components=2, latent_dim=2, hidden=(32,), head_hidden=(16,))
-    graphdef, init = train.split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(seed)))
+    graphdef, init = split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(seed)))
     true = teacher_params(cfg, init, seed=seed, noise=noise)
-    teacher = train.merge_model(graphdef, true)
+    teacher = merge_model(graphdef, true)
     x_train, _ = sample_data(teacher, args.bimodal_train, key=jax.random.key(seed + 10),
                              noise=noise)
     x_test, _ = sample_data(teacher, args.bimodal_test, key=jax.random.key(seed + 11),
@@ -283,7 +288,7 @@ def bimodal_part(args, seed):
             params, hist, secs = run_fit(loss, params0, jnp.asarray(x_train),
                                          key=jax.random.key(seed + 1),
                                          epochs=args.bimodal_epochs, batch_size=128, lr=1e-3)
-            model = train.merge_model(graphdef, params)
+            model = merge_model(graphdef, params)
             res = posterior_modes(model, x_test)
             res["test_iwae"] = float(np.mean(jax.jit(
                 lambda m, xx: m.iwae(xx, key=jax.random.key(seed + 3), n_samples=256))(
@@ -313,7 +318,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="bimodal set seed")
     p.add_argument("--rws-samples", type=int, default=16)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="digits seeds")
-    defaults = train.TrainConfig()
+    defaults = TrainConfig()
     p.add_argument("--epochs", type=int, default=defaults.epochs,
                    help="digits: joint epochs per method")
     p.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs)

@@ -12,16 +12,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxvi import data, train
-from jaxvi.commands.train import save_figures
+from jaxvi import data
 from jaxvi.metrics import cluster_accuracy, nmi
-from jaxvi.nn import VAEConfig
+from jaxvi.vae.model import VAEConfig
+from jaxvi.vae.plots import save_figures
+from jaxvi.vae.recipe import TrainConfig, train_vae
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="examples/output/vae")
-    p.add_argument("--epochs", type=int, default=train.TrainConfig().epochs)
+    p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint in OUT/checkpoint (a fresh run needs a "
@@ -32,10 +33,10 @@ def main(argv=None):
 
     ds = data.load_digits()  # 8×8 digits in [0, 1], fixed stratified 80/20 split
     model_config = VAEConfig(data_dim=64, components=10, latent_dim=5, likelihood="gaussian")
-    recipe = train.TrainConfig(epochs=args.epochs, seed=args.seed)
+    recipe = TrainConfig(epochs=args.epochs, seed=args.seed)
     # Autoencoder pretraining (vmapped restarts, neighbour targets), the prior from a GMM on
     # all restarts' codes side by side, then the ELBO; test metrics every `eval_every` epochs.
-    model, history = train.train_vae(
+    model, history = train_vae(
         ds.x_train, model_config, recipe, x_test=ds.x_test, y_test=ds.y_test,
         checkpoint_dir=out / "checkpoint", resume=args.resume, progress=True, log=print,
     )

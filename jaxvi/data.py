@@ -84,8 +84,8 @@ def load_array(path: str | Path) -> Dataset:
     if "x_train" in lower:
         if "x_test" not in lower:
             raise ValueError(f"`data` {path.name} has `x_train` but no `x_test`.")
-        xtr = _features(lower["x_train"], "x_train", where, MIN_TRAIN)
-        xte = _features(lower["x_test"], "x_test", where, MIN_TEST)
+        xtr = _feature_matrix(lower["x_train"], "x_train", where, MIN_TRAIN)
+        xte = _feature_matrix(lower["x_test"], "x_test", where, MIN_TEST)
         if xtr.shape[1] != xte.shape[1]:
             raise ValueError(
                 f"`x_train` and `x_test` must have the same feature count; got {xtr.shape[1]} "
@@ -99,7 +99,7 @@ def load_array(path: str | Path) -> Dataset:
             f"`data` {path.name} must hold an array `x` (or `x_train`/`x_test`); got "
             f"{sorted(arrays)}."
         )
-    x = _features(lower["x"], "x", where, MIN_POINTS)
+    x = _feature_matrix(lower["x"], "x", where, MIN_POINTS)
     y = _labels(lower.get("y"), x, "y", where)
     if y is not None:
         tr, te = stratified_split(y)
@@ -171,7 +171,7 @@ def load(data: str | Path | None = None) -> Dataset:
     return load_array(data)
 
 
-def _features(a, name: str, where: str, min_points: int = 2) -> np.ndarray:
+def _feature_matrix(a, name: str, where: str, min_points: int = 2) -> np.ndarray:
     """(N, ...) numeric, real, finite and within float32's range -> (N, D) float32."""
     a = np.asarray(a)
     if a.ndim < 2:

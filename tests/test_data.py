@@ -1,9 +1,12 @@
-"""`jaxvi.data` loading: broken files, too few points, values float32 cannot hold, complex
-data and non-integer labels give a clear ValueError naming the file (in process; the same
-cases through the `jaxvi` command are in test_cli_errors.py)."""
+"""`jaxvi.data`: the digits split is fixed and stratified, `.npy`/`.npz` files load, an
+epoch's batches are a permutation; broken files, too few points, values float32 cannot hold,
+complex data and non-integer labels give a clear ValueError naming the file (in process; the
+same cases through the `jaxvi` command are in test_cli_errors.py)."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -79,3 +82,48 @@ def test_complex_and_non_integer_labels(tmp_path):
 def _save(path, x):
     np.save(path, x)
     return path
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_digits()
+
+
+def test_digits_split_is_fixed_and_stratified(digits):
+    assert digits.x_train.shape == (1438, 64) and digits.x_test.shape == (359, 64)
+    assert digits.x_train.min() >= 0 and digits.x_train.max() <= 1
+    counts = np.bincount(digits.y_test)
+    assert counts.min() >= 35 and counts.max() <= 37
+    again = data.load_digits()
+    np.testing.assert_array_equal(again.x_test, digits.x_test)
+
+
+def test_load_array_npy_and_npz(tmp_path, digits):
+    x, y = digits.x_train[:100], digits.y_train[:100]
+    np.save(tmp_path / "a.npy", x.reshape(100, 8, 8))
+    ds = data.load(tmp_path / "a.npy")
+    assert ds.x_train.shape == (80, 64) and ds.y_train is None
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    ds = data.load(tmp_path / "b.npz")
+    assert ds.x_train.shape[0] + ds.x_test.shape[0] == 100 and ds.y_test is not None
+    np.savez(tmp_path / "c.npz", x_train=x[:70], x_test=x[70:], y_train=y[:70], y_test=y[70:])
+    ds = data.load(tmp_path / "c.npz")
+    np.testing.assert_array_equal(ds.x_test, x[70:])
+    bad = x.copy()
+    bad[3, 5] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match="finite"):
+        data.load(tmp_path / "nan.npy")
+    with pytest.raises(FileNotFoundError):
+        data.load(tmp_path / "missing.npy")
+    (tmp_path / "d.csv").write_text("1,2\n")
+    with pytest.raises(ValueError, match=".npy or .npz"):
+        data.load(tmp_path / "d.csv")
+
+
+def test_epoch_batches_is_a_permutation():
+    x = jnp.arange(20.0).reshape(10, 2)
+    b = jax.jit(lambda x, k: data.epoch_batches(x, 3, key=k))(x, jax.random.key(0))
+    assert b.shape == (3, 3, 2)
+    rows = np.asarray(b).reshape(-1, 2)[:, 0] / 2
+    assert len(set(rows.tolist())) == 9 and set(rows.tolist()) <= set(range(10))

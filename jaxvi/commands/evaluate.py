@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 def resolve_checkpoint(path) -> Path:
     """The checkpoint folder: `path` itself or its checkpoint/ subfolder; a folder holding
     neither any checkpoint nor a checkpoint/ subfolder is refused (`FileNotFoundError`)."""
-    from jaxvi.checkpoint import latest_checkpoint
+    from jaxvi.training.checkpoint import latest_checkpoint
 
     path = Path(path)
     if (path / "checkpoint").is_dir():
@@ -43,14 +43,15 @@ def run(args) -> int:
     import jax
 
     from jaxvi import data as data_lib
-    from jaxvi import train as train_lib
     from jaxvi.commands.train import format_metrics, one_line_warnings
+    from jaxvi.vae.evaluate import evaluate_test_set
+    from jaxvi.vae.recipe import load_model
 
     with one_line_warnings("jaxvi evaluate"):
-        model, meta = train_lib.load_model(resolve_checkpoint(args.checkpoint))
+        model, meta = load_model(resolve_checkpoint(args.checkpoint))
     data = args.data or meta.get("data", "digits")
     ds = data_lib.load(data)
-    final = train_lib.test_metrics(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))
+    final = evaluate_test_set(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))
     if args.json:
         print(json.dumps(final, indent=2))
     else:

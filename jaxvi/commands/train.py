@@ -9,13 +9,11 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 DEFAULT_OUT = "runs/digits"
 
 
 def register(subparsers) -> None:
-    from jaxvi.train import TrainConfig
+    from jaxvi.vae.recipe import TrainConfig
 
     d = TrainConfig()
     p = subparsers.add_parser(
@@ -71,8 +69,11 @@ def run(args) -> int:
     import jax
 
     from jaxvi import data as data_lib
-    from jaxvi import train as train_lib
-    from jaxvi.nn import VAEConfig
+    from jaxvi.training.loop import NonFiniteLossError
+    from jaxvi.vae import recipe
+    from jaxvi.vae.evaluate import evaluate_test_set
+    from jaxvi.vae.model import VAEConfig
+    from jaxvi.vae.plots import save_figures
 
     t0 = time.perf_counter()
     # Every argument and the data are checked before anything is deleted, trained or written.
@@ -83,7 +84,7 @@ def run(args) -> int:
         data_dim=int(ds.x_train.shape[1]), components=args.components,
         latent_dim=args.latent_dim, likelihood=args.likelihood, hidden=_widths(args.hidden),
     )
-    tc = train_lib.TrainConfig(
+    tc = recipe.TrainConfig(
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed, restarts=args.restarts,
         pretrain_neighbors=args.pretrain_neighbors, inference=args.inference,
@@ -98,7 +99,7 @@ def run(args) -> int:
             raise ValueError(f"`--devices` must be between 1 and the {len(available)} local "
                              f"device(s); got {args.devices}.")
         mesh = data_mesh(available[: args.devices])
-    train_lib.check_train_inputs(ds.x_train, mc, tc, x_test=ds.x_test, mesh=mesh)
+    recipe.check_train_inputs(ds.x_train, mc, tc, x_test=ds.x_test, mesh=mesh)
     ckpt = out / "checkpoint"
     if args.overwrite and not args.resume:
         if ckpt.is_dir():
@@ -108,22 +109,22 @@ def run(args) -> int:
         elif ckpt.exists():
             ckpt.unlink()
     else:
-        train_lib.check_fresh_checkpoint_dir(ckpt, args.resume)
+        recipe.check_fresh_checkpoint_dir(ckpt, args.resume)
     out.mkdir(parents=True, exist_ok=True)
     print(f"data {ds.name}: {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test, "
           f"{mc.data_dim} features; K={mc.components}, latent {mc.latent_dim}, "
           f"{mc.likelihood} decoder; writing to {out}")
     try:
         with one_line_warnings("jaxvi train"):
-            model, history = train_lib.train_vae(
+            model, history = recipe.train_vae(
                 ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
                 checkpoint_dir=ckpt, resume=args.resume,
                 progress=not args.no_progress, log=print, data_name=str(args.data), mesh=mesh,
             )
-    except train_lib.NonFiniteLossError as err:
+    except NonFiniteLossError as err:
         print(f"jaxvi train: error: {err}", file=sys.stderr)
         return 1
-    final = train_lib.test_metrics(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))
+    final = evaluate_test_set(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))
     final["train_seconds"] = time.perf_counter() - t0
     result = {
         "data": str(args.data),
@@ -140,13 +141,13 @@ def run(args) -> int:
     return 0
 
 
-def check_out_folder(out: Path, name: str = "out") -> None:
+def check_out_folder(out: Path) -> None:
     """`out` is a folder or can be made one: neither it nor a folder above it is a file."""
     for p in (out, *out.parents):
         if p.exists():
             if not p.is_dir():
                 what = "is a file" if p == out else f"sits under the file {str(p)!r}"
-                raise ValueError(f"`--{name}` must be a folder; got {str(out)!r}, which {what}.")
+                raise ValueError(f"`--out` must be a folder; got {str(out)!r}, which {what}.")
             return
 
 
@@ -154,7 +155,7 @@ def check_out_folder(out: Path, name: str = "out") -> None:
 def one_line_warnings(prog: str):
     """Within the block, a `DamagedCheckpointWarning` is printed as one line on stderr,
     "<prog>: warning: <message>" (other warnings as usual); restored on exit."""
-    from jaxvi.checkpoint import DamagedCheckpointWarning
+    from jaxvi.training.checkpoint import DamagedCheckpointWarning
 
     with warnings.catch_warnings():
         shown = warnings.showwarning
@@ -182,82 +183,3 @@ def _widths(text: str) -> tuple[int, ...]:
 def format_metrics(final: dict) -> str:
     keys = ["test_accuracy", "test_nmi", "test_elbo", "test_iwae", "test_clusters_used"]
     return "  ".join(f"{k} {final[k]:.4g}" for k in keys if k in final)
-
-
-def _as_images(x: np.ndarray) -> np.ndarray:
-    """(n, D) -> (n, h, w): square images when D is a square, else one row of D pixels."""
-    d = x.shape[1]
-    side = int(round(np.sqrt(d)))
-    if side * side == d:
-        return x.reshape(-1, side, side)
-    return x.reshape(-1, 1, d)
-
-
-def save_figures(model, x_test, out, *, key, n_per_row: int = 10) -> None:
-    """samples.png (one row per mixture component), recon.png (inputs above their
-    reconstructions) and latent.png (2-D PCA of the means of q(w | x), coloured by predicted
-    cluster, prior means marked)."""
-    import jax
-    import jax.numpy as jnp
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    k = model.config.components
-    key_s, key_c = jax.random.split(key)
-    z = jnp.repeat(jnp.arange(k), n_per_row)
-    samples = np.asarray(jax.jit(lambda m, kk: m.sample_given(kk, z))(model, key_s))
-    rows = samples.reshape(k, n_per_row, -1)
-    weights = np.asarray(jax.nn.softmax(model.prior()[0]))
-    fig, axes = plt.subplots(k, n_per_row, figsize=(n_per_row * 0.8, k * 0.8), squeeze=False)
-    for c in range(k):
-        imgs = _as_images(rows[c])
-        for j in range(n_per_row):
-            ax = axes[c, j]
-            ax.imshow(imgs[j], cmap="gray_r", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[c, 0].set_ylabel(f"{c}\nπ={weights[c]:.2f}", fontsize=6, rotation=0, labelpad=14)
-    fig.suptitle("samples, one row per mixture component", fontsize=8)
-    fig.savefig(out / "samples.png", dpi=100)
-    plt.close(fig)
-
-    x = np.asarray(x_test[: 2 * n_per_row])
-    rec = np.asarray(jax.jit(lambda m, xx: m.reconstruct(xx))(model, jnp.asarray(x)))
-    fig, axes = plt.subplots(4, n_per_row, figsize=(n_per_row * 0.8, 4 * 0.8), squeeze=False)
-    for i in range(2):
-        src, dst = _as_images(x[i * n_per_row : (i + 1) * n_per_row]), _as_images(
-            rec[i * n_per_row : (i + 1) * n_per_row])
-        for j in range(min(n_per_row, src.shape[0])):
-            for r, img in ((2 * i, src[j]), (2 * i + 1, dst[j])):
-                axes[r, j].imshow(img, cmap="gray_r", vmin=0, vmax=1)
-        for r in (2 * i, 2 * i + 1):
-            for ax in axes[r]:
-                ax.set_xticks([])
-                ax.set_yticks([])
-        axes[2 * i, 0].set_ylabel("input", fontsize=6)
-        axes[2 * i + 1, 0].set_ylabel("recon", fontsize=6)
-    fig.savefig(out / "recon.png", dpi=100)
-    plt.close(fig)
-
-    xt = jnp.asarray(x_test)
-    means, pred = jax.jit(lambda m, xx, kk: (m.encoder(xx)[0], m.cluster(xx, key=kk)))(
-        model, xt, key_c)
-    means, pred = np.asarray(means), np.asarray(pred)
-    prior_means = np.asarray(model.prior()[1])
-    centre = means.mean(0)
-    _, _, vt = np.linalg.svd(means - centre, full_matrices=False)
-    proj = vt[:2].T if vt.shape[0] >= 2 else np.eye(means.shape[1], 2)
-    pts, pm = (means - centre) @ proj, (prior_means - centre) @ proj
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    sc = ax.scatter(pts[:, 0], pts[:, 1], c=pred, cmap="tab10", s=8, vmin=0, vmax=max(k - 1, 9))
-    ax.scatter(pm[:, 0], pm[:, 1], c=np.arange(k), cmap="tab10", marker="X", s=140,
-               edgecolors="black", vmin=0, vmax=max(k - 1, 9), label="prior means μ_z")
-    ax.set_title("means of q(w | x), first two principal axes; colour = predicted cluster",
-                 fontsize=8)
-    ax.legend(fontsize=7)
-    fig.colorbar(sc, ax=ax, label="cluster")
-    fig.savefig(out / "latent.png", dpi=100)
-    plt.close(fig)

@@ -1,24 +1,2 @@
-"""Flax NNX modules for the hierarchical (Gaussian-mixture-prior) VAE. They return the
-distributions' parameters; the bounds themselves live in `jaxvi.elbo`."""
-
-from jaxvi.nn.vae import (
-    LIKELIHOODS,
-    MLP,
-    ClusterHead,
-    Decoder,
-    Encoder,
-    GaussianMixturePrior,
-    HierarchicalVAE,
-    VAEConfig,
-)
-
-__all__ = [
-    "LIKELIHOODS",
-    "MLP",
-    "ClusterHead",
-    "Decoder",
-    "Encoder",
-    "GaussianMixturePrior",
-    "HierarchicalVAE",
-    "VAEConfig",
-]
+"""Neural-network building blocks shared by the models: `dense` (the dense layers' matmul).
+The hierarchical VAE's modules are `jaxvi.vae.model`."""

@@ -1,9 +1,8 @@
 """The dense layers' matmul, with a weight gradient that XLA:CPU runs at its plain-GEMM speed.
 
 For y = x @ W the weight gradient is xᵀ @ dy: a matmul contracting the leading (batch) axis
-of both operands. XLA:CPU (jaxlib 0.9.2) runs that transposed form up to 2× slower than
-writing xᵀ out first and multiplying, copy included, at every shape of the VAE (256×512 by
-256×512: 500-670 µs against 380-560 µs; 256×512 by 256×10: 220-235 µs against 105-110 µs).
+of both operands. XLA:CPU runs that transposed form slower than writing xᵀ out first and
+multiplying, copy included, at every shape of the VAE (see benchmarks/README.md).
 `dot_general` is `nnx.Linear`'s matmul with that gradient: on CPU it writes xᵀ out (behind an
 optimisation barrier, so that XLA does not fold the transpose back into the dot); elsewhere
 the gradient is XLA's own. Values and derivatives (both modes) are those of `x @ W`.

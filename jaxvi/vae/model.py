@@ -7,6 +7,10 @@ q(w | x) = N(m(x), diag s(x)²), q(z | w, x) = Cat(softmax(log π + log p(w | z)
 The head's logits start from the prior's own posterior p(z | w) plus a learned residual r whose
 last layer starts at zero, so q(z | w, x) = p(z | w) at initialisation: the "warm start" that
 keeps a near-uniform q(z | w, x) from dragging every prior component onto every point.
+
+The modules return the distributions' parameters; the bounds themselves are the pure functions
+of `jaxvi.vae.bounds`. `split_model` / `merge_model` turn a model into (graphdef, a pure dict of
+arrays) and back, the form the training step differentiates.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvi import elbo as elbo_lib
+from jaxvi._linalg import inverse_softplus
 from jaxvi._validate import check_choice
 from jaxvi.nn import dense
+from jaxvi.vae import bounds
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 
@@ -117,7 +122,7 @@ class GaussianMixturePrior(nnx.Module):
         k, l = cfg.components, cfg.latent_dim
         self.logits = nnx.Param(jnp.zeros((k,), jnp.float32))
         self.mean = nnx.Param(jax.random.normal(rngs.params(), (k, l)))
-        self.raw_scale = nnx.Param(jnp.full((k, l), _softplus_inverse(1.0), jnp.float32))
+        self.raw_scale = nnx.Param(jnp.full((k, l), inverse_softplus(1.0), jnp.float32))
 
     def __call__(self) -> tuple[jax.Array, jax.Array, jax.Array]:
         """-> logits (K,), mean (K, L), scale (K, L)."""
@@ -139,7 +144,7 @@ class ClusterHead(nnx.Module):
     def __call__(self, w: jax.Array, x: jax.Array, prior) -> jax.Array:
         xs = jnp.broadcast_to(x, (*w.shape[:-1], x.shape[-1]))
         residual = self.net(jnp.concatenate([w, xs], axis=-1))
-        return elbo_lib.prior_posterior_logits(w, *prior) + residual
+        return bounds.prior_posterior_logits(w, *prior) + residual
 
 
 class Decoder(nnx.Module):
@@ -151,7 +156,7 @@ class Decoder(nnx.Module):
         self.likelihood = cfg.likelihood
         self.min_scale = cfg.min_scale
         if cfg.likelihood == "gaussian":
-            raw = jnp.full((cfg.data_dim,), _softplus_inverse(0.2), jnp.float32)
+            raw = jnp.full((cfg.data_dim,), inverse_softplus(0.2), jnp.float32)
             self.raw_scale = nnx.Param(raw)
 
     def __call__(self, w: jax.Array) -> tuple[jax.Array, ...]:
@@ -164,8 +169,8 @@ class Decoder(nnx.Module):
     def log_prob(self, x: jax.Array, params: tuple[jax.Array, ...]) -> jax.Array:
         """log p(x | w) for x: (D,) and params from `__call__` with batch shape (...) -> (...)."""
         if self.likelihood == "gaussian":
-            return elbo_lib.gaussian_log_likelihood(x, *params)
-        return elbo_lib.bernoulli_log_likelihood(x, *params)
+            return bounds.gaussian_log_likelihood(x, *params)
+        return bounds.bernoulli_log_likelihood(x, *params)
 
     def mean(self, params: tuple[jax.Array, ...]) -> jax.Array:
         """E[x | w], the picture to draw."""
@@ -185,22 +190,31 @@ class HierarchicalVAE(nnx.Module):
         self.decoder = Decoder(cfg, rngs=rngs)
 
     # ---- pieces -------------------------------------------------------------------------
+    def sample_latents(self, x: jax.Array, *, key: jax.Array, n_samples: int):
+        """S reparameterised samples of q(w | x) per data point, one key per point split from
+        `key`. x: (B, D) -> w (B, S, L), mean, scale (B, L)."""
+        mean, scale = self.encoder(x)
+        return bounds.sample_w_batch(mean, scale, n_samples, key=key), mean, scale
+
+    def cluster_logits(self, w: jax.Array, x: jax.Array, prior) -> jax.Array:
+        """Logits of q(z | w, x) for a batch: w (B, S, L), x (B, D), prior: (logits, mean,
+        scale) as `self.prior()` gives -> (B, S, K)."""
+        return jax.vmap(lambda wb, xb: self.head(wb, xb, prior))(w, x)
+
     def _per_point(self, x, key, n_samples):
         """For each x_b: S samples of w and the log-likelihoods. -> w (B, S, L), mean, scale
         (B, L), log_px_w (B, S)."""
-        mean, scale = self.encoder(x)
-        keys = jax.random.split(key, x.shape[0])
-        w = jax.vmap(lambda m, s, k: elbo_lib.sample_w(m, s, n_samples, key=k))(mean, scale, keys)
+        w, mean, scale = self.sample_latents(x, key=key, n_samples=n_samples)
         params = self.decoder(w)
         log_px_w = jax.vmap(self.decoder.log_prob)(x, params)
         return w, mean, scale, log_px_w
 
-    def elbo_terms(self, x: jax.Array, *, key: jax.Array, n_samples: int = 1) -> elbo_lib.ElboTerms:
+    def elbo_terms(self, x: jax.Array, *, key: jax.Array, n_samples: int = 1) -> bounds.ElboTerms:
         """The three ELBO terms per data point, each (B,)."""
         prior = self.prior()
         w, mean, scale, log_px_w = self._per_point(x, key, n_samples)
-        qz_logits = jax.vmap(lambda wb, xb: self.head(wb, xb, prior))(w, x)
-        return jax.vmap(lambda lp, wb, m, s, ql: elbo_lib.elbo_terms(lp, wb, m, s, ql, *prior))(
+        qz_logits = self.cluster_logits(w, x, prior)
+        return jax.vmap(lambda lp, wb, m, s, ql: bounds.elbo_terms(lp, wb, m, s, ql, *prior))(
             log_px_w, w, mean, scale, qz_logits
         )
 
@@ -212,17 +226,15 @@ class HierarchicalVAE(nnx.Module):
         """The n_samples-sample IWAE bound on log p(x) per data point. (B, D) -> (B,)."""
         prior = self.prior()
         w, mean, scale, log_px_w = self._per_point(x, key, n_samples)
-        return jax.vmap(lambda lp, wb, m, s: elbo_lib.iwae_bound(lp, wb, m, s, *prior))(
+        return jax.vmap(lambda lp, wb, m, s: bounds.iwae_bound(lp, wb, m, s, *prior))(
             log_px_w, w, mean, scale
         )
 
     def cluster_probs(self, x: jax.Array, *, key: jax.Array, n_samples: int = 16) -> jax.Array:
         """q(z | x) ≈ mean over w ~ q(w | x) of q(z | w, x). (B, D) -> (B, K)."""
         prior = self.prior()
-        mean, scale = self.encoder(x)
-        keys = jax.random.split(key, x.shape[0])
-        w = jax.vmap(lambda m, s, k: elbo_lib.sample_w(m, s, n_samples, key=k))(mean, scale, keys)
-        logits = jax.vmap(lambda wb, xb: self.head(wb, xb, prior))(w, x)
+        w, _, _ = self.sample_latents(x, key=key, n_samples=n_samples)
+        logits = self.cluster_logits(w, x, prior)
         return jnp.mean(jax.nn.softmax(logits, axis=-1), axis=1)
 
     def cluster(self, x: jax.Array, *, key: jax.Array, n_samples: int = 16) -> jax.Array:
@@ -257,7 +269,12 @@ class HierarchicalVAE(nnx.Module):
         return self.decoder.mean(self.decoder(w))
 
 
-def _softplus_inverse(y: float) -> float:
-    import math
+def split_model(model: nnx.Module):
+    """-> (graphdef, params as a pure dict of arrays)."""
+    graphdef, state = nnx.split(model)
+    return graphdef, nnx.to_pure_dict(state)
 
-    return math.log(math.expm1(y))
+
+def merge_model(graphdef, params) -> HierarchicalVAE:
+    """The model again from `split_model`'s (graphdef, params)."""
+    return nnx.merge(graphdef, params)

@@ -1,7 +1,8 @@
 """Reweighted wake-sleep for the hierarchical VAE: each parameter group gets exactly the gradient
 it is designed to get (checked against independent formulas), the encoder's and decoder's
 gradients approach the exact ∇ KL(p(w | x) ‖ q(w | x)) and ∇ log p(x) computed on a grid,
-finite gradients everywhere, training raises the IWAE bound, jit/vmap."""
+finite gradients everywhere, training raises the IWAE bound, jit/vmap;
+`rws_terms` validates x and n_samples."""
 
 import jax
 import jax.numpy as jnp
@@ -11,12 +12,17 @@ import pytest
 import tensorflow_probability.substrates.jax as tfp
 from flax import nnx
 
-from jaxvi import data, train
-from jaxvi.elbo import iwae_bound, sample_w
-from jaxvi.nn import HierarchicalVAE, VAEConfig
-from jaxvi.wake_sleep import rws_loss
+from jaxvi import data
+from jaxvi.training.loop import fit
+from jaxvi.vae import wake_sleep as W
+from jaxvi.vae.bounds import iwae_bound, sample_w
+from jaxvi.vae.evaluate import make_evaluator
+from jaxvi.vae.losses import ensemble_loss
+from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
+from jaxvi.vae.wake_sleep import rws_loss
 
 tfd = tfp.distributions
+
 
 TINY = VAEConfig(data_dim=5, components=3, latent_dim=2, hidden=(8,), head_hidden=(4,))
 
@@ -24,7 +30,7 @@ TINY = VAEConfig(data_dim=5, components=3, latent_dim=2, hidden=(8,), head_hidde
 def _model(cfg, seed=0, head_scale=0.3):
     """A model as (graphdef, params); the head's zero-initialised last layer is perturbed so
     that q(z | w, x) ≠ p(z | w) and the head has a gradient."""
-    graphdef, params = train.split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(seed)))
+    graphdef, params = split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(seed)))
     out = params["head"]["net"]["out"]
     k = jax.random.key(seed + 100)
     out["kernel"] = head_scale * jax.random.normal(k, out["kernel"].shape)
@@ -51,7 +57,7 @@ def test_gradients_split_by_parameter_group(x64):
     def run(params):
         (_, info), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, key)
         # The same samples, drawn independently of rws_terms; the weights as plain numbers.
-        m0 = train.merge_model(graphdef, params)
+        m0 = merge_model(graphdef, params)
         mean0, scale0 = m0.encoder(x)
         keys = jax.random.split(key, x.shape[0])
         w = jnp.stack([sample_w(mean0[b], scale0[b], s, key=keys[b])
@@ -65,9 +71,9 @@ def test_gradients_split_by_parameter_group(x64):
         log_q0 = tfd.MultivariateNormalDiag(mean0[:, None], scale0[:, None]).log_prob(w)
         w_bar = jax.nn.softmax(log_joint - log_q0, axis=-1)  # (B, S)
 
-        # θ (decoder, prior): ∇θ of jaxvi.elbo.iwae_bound with these w, q(w | x) held fixed.
+        # θ (decoder, prior): ∇θ of jaxvi.vae.bounds.iwae_bound with these w, q(w | x) held fixed.
         def iwae_ref(p):
-            m = train.merge_model(graphdef, p)
+            m = merge_model(graphdef, p)
             lp = jax.vmap(m.decoder.log_prob)(x, m.decoder(w))
             b = jax.vmap(lambda l, wb, mu, sd: iwae_bound(l, wb, mu, sd, *m.prior()))(
                 lp, w, mean0, scale0)
@@ -75,7 +81,7 @@ def test_gradients_split_by_parameter_group(x64):
 
         # ψ (encoder): ∇ψ of −Σ_s ŵ_s log q_ψ(w_s | x) (TFP density, ŵ constants).
         def enc_ref(p):
-            mean, scale = train.merge_model(graphdef, p).encoder(x)
+            mean, scale = merge_model(graphdef, p).encoder(x)
             lq = tfd.MultivariateNormalDiag(mean[:, None], scale[:, None]).log_prob(w)
             return -jnp.mean(jnp.sum(w_bar * lq, -1))
 
@@ -85,7 +91,7 @@ def test_gradients_split_by_parameter_group(x64):
             mu0, sd0).log_prob(w[..., None, :])  # (B, S, K)
 
         def head_ref(p):
-            m = train.merge_model(graphdef, p)
+            m = merge_model(graphdef, p)
             ql = jax.vmap(lambda wb, xb: m.head(wb, xb, (logits0, mu0, sd0)))(w, x)
             kl = tfd.kl_divergence(tfd.Categorical(logits=pz_logits),
                                    tfd.Categorical(logits=ql))
@@ -131,7 +137,7 @@ def test_gradients_approach_exact_forward_kl_and_log_evidence_on_a_grid(x64):
     dw = grid[1, 0] - grid[0, 0]
 
     def log_joint_grid(p):  # (B, G)
-        m = train.merge_model(graphdef, p)
+        m = merge_model(graphdef, p)
         logits, mu, sd = m.prior()
         mix = tfd.MixtureSameFamily(tfd.Categorical(logits=logits),
                                     tfd.MultivariateNormalDiag(mu, sd))
@@ -140,7 +146,7 @@ def test_gradients_approach_exact_forward_kl_and_log_evidence_on_a_grid(x64):
         return lik + mix.log_prob(grid)
 
     def exact_fkl(p, post):  # the ψ-dependent part of KL(p ‖ q), batch mean; post: (B, G)
-        mean, scale = train.merge_model(graphdef, p).encoder(x)
+        mean, scale = merge_model(graphdef, p).encoder(x)
         lq = tfd.Normal(mean, scale).log_prob(grid[:, 0][None, :])  # (B, G)
         return -jnp.mean(jnp.sum(post * lq, -1))
 
@@ -175,7 +181,7 @@ def test_finite_gradients_reach_every_parameter_group():
     cfg = VAEConfig(data_dim=64, components=4, latent_dim=3, hidden=(32,), head_hidden=(8,))
     x = jnp.asarray(data.load_digits().x_train[:32])
     graphdef, params = _model(cfg)
-    _, params0 = train.split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(0)))
+    _, params0 = split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(0)))
     vg = jax.jit(jax.value_and_grad(rws_loss(graphdef, 8), has_aux=True))
     (loss, info), grads = vg(params, x, jax.random.key(0))
     assert np.isfinite(float(loss)) and all(np.isfinite(float(v)) for v in info.values())
@@ -194,10 +200,10 @@ def test_vmap_over_stacked_parameters():
     graphdef, params = _model(TINY)
     x = jax.random.uniform(jax.random.key(1), (6, TINY.data_dim))
     loss_fn = rws_loss(graphdef, 4)
-    # vmap over stacked parameters (train.ensemble_loss): each copy gets its own gradient.
+    # vmap over stacked parameters (ensemble_loss): each copy gets its own gradient.
     _, params2 = _model(TINY, seed=1)
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, params2)
-    g = jax.jit(jax.grad(lambda p, k: train.ensemble_loss(loss_fn, 2)(p, x, k)[0]))(
+    g = jax.jit(jax.grad(lambda p, k: ensemble_loss(loss_fn, 2)(p, x, k)[0]))(
         stacked, jax.random.key(5))
     keys = jax.random.split(jax.random.key(5), 2)
     single = jax.jit(jax.grad(lambda q, k: loss_fn(q, x, k)[0]))
@@ -208,10 +214,10 @@ def test_vmap_over_stacked_parameters():
 def test_short_rws_training_raises_the_iwae_bound():
     cfg = VAEConfig(data_dim=64, components=3, latent_dim=2, hidden=(32,), head_hidden=(8,))
     x = jnp.asarray(data.load_digits().x_train[:256])
-    graphdef, params = train.split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(0)))
-    evaluator = train.make_evaluator(graphdef, iwae_samples=16)
+    graphdef, params = split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(0)))
+    evaluator = make_evaluator(graphdef, iwae_samples=16)
     before, _ = evaluator(params, x, key=jax.random.key(1))
-    state, history = train.fit(
+    state, history = fit(
         rws_loss(graphdef, 4), optax.adam(5e-3), params, x, key=jax.random.key(2),
         epochs=8, batch_size=64, progress=False, log=False,
     )
@@ -224,6 +230,31 @@ def test_short_rws_training_raises_the_iwae_bound():
 
 @pytest.mark.parametrize("bad", [1, 0, 2.5, True])
 def test_bad_n_samples(bad):
-    graphdef, _ = train.split_model(HierarchicalVAE(TINY, rngs=nnx.Rngs(0)))
+    graphdef, _ = split_model(HierarchicalVAE(TINY, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="n_samples"):
         rws_loss(graphdef, bad)
+
+
+def _tiny_vae():
+    from flax import nnx
+
+    from jaxvi.vae.model import HierarchicalVAE, VAEConfig
+
+    cfg = VAEConfig(data_dim=5, components=2, latent_dim=2, hidden=(8,), head_hidden=(8,))
+    return HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
+
+
+def test_rws_terms_validates_x_and_n_samples():
+    model = _tiny_vae()
+    x = np.random.default_rng(0).uniform(size=(3, 5)).astype(np.float32)
+    terms = W.rws_terms(model, x, key=jax.random.key(0), n_samples=4)
+    np.testing.assert_allclose(terms.iwae, model.iwae(x, key=jax.random.key(0), n_samples=4),
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="`x` must have 2 dimensions"):
+        W.rws_terms(model, x[0], key=jax.random.key(0), n_samples=4)
+    with pytest.raises(ValueError, match="`x` and `model.config.data_dim`"):
+        W.rws_terms(model, x[:, :4], key=jax.random.key(0), n_samples=4)
+    with pytest.raises(ValueError, match="`n_samples`"):
+        W.rws_terms(model, x, key=jax.random.key(0), n_samples=0)
+    with pytest.raises(ValueError, match="`x` must be finite"):
+        W.rws_terms(model, np.full((3, 5), np.nan), key=jax.random.key(0), n_samples=4)

@@ -17,7 +17,7 @@ and its gradient is, parameter group by parameter group (each term reaches one g
 
 - decoder and prior (θ): −∇θ of the S-sample IWAE bound with those w_s (wake-θ);
 - encoder q(w | x) (ψ): ∇ψ of −Σ_s ŵ_s log q_ψ(w_s | x), the self-normalised estimate of
-  ∇ψ KL(p_θ(w | x) ‖ q_ψ(w | x)) (wake-ψ; `objectives.snis_forward_kl_surrogate`);
+  ∇ψ KL(p_θ(w | x) ‖ q_ψ(w | x)) (wake-ψ; `snis_forward_kl_surrogate`);
 - head q(z | w, x) (φ): ∇φ of Σ_s ŵ_s KL(p(z | w_s) ‖ q_φ(z | w_s, x)), the forward KL to the
   exact posterior of z: in the generative model x ⊥ z | w, so p(z | w, x) = p(z | w) =
   softmax(log π + log p(w | z)), computed exactly. The prior is held fixed inside this term
@@ -42,12 +42,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from jaxvi import _validate
-from jaxvi import elbo as elbo_lib
 from jaxvi._linalg import diag_normal_log_prob
 from jaxvi.objectives import snis_forward_kl_surrogate
+from jaxvi.vae import bounds
+from jaxvi.vae.model import merge_model
 
 __all__ = ["RWSTerms", "rws_terms", "rws_loss"]
 
@@ -76,11 +76,11 @@ def _check_n_samples(n_samples, minimum: int) -> None:
 def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerms:
     """Reweighted wake-sleep terms for a batch x: (B, D) -> `RWSTerms` of (B,) arrays.
 
-    `model` is a `jaxvi.nn.HierarchicalVAE`. The w_s are drawn exactly as `model.iwae` draws
-    them (one key per data point, split from `key`), so `iwae` equals `model.iwae(x, key=key,
-    n_samples=n_samples)`. Pure; works under jit and vmap. n_samples: S ≥ 1 (use S ≥ 2 to
-    train: see `rws_loss`). Shapes are checked (x must be (B, D) with D the model's
-    `config.data_dim`); x's values (finite) only when concrete.
+    `model` is a `jaxvi.vae.model.HierarchicalVAE`. The w_s are drawn exactly as `model.iwae`
+    draws them (`model.sample_latents`: one key per data point, split from `key`), so `iwae`
+    equals `model.iwae(x, key=key, n_samples=n_samples)`. Pure; works under jit and vmap.
+    n_samples: S ≥ 1 (use S ≥ 2 to train: see `rws_loss`). Shapes are checked (x must be
+    (B, D) with D the model's `config.data_dim`); x's values (finite) only when concrete.
     """
     _check_n_samples(n_samples, minimum=1)
     n_samples = int(n_samples)
@@ -93,17 +93,13 @@ def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerm
     _validate.check_finite("x", x)
     prior = model.prior()  # (K,), (K, L), (K, L)
     prior_fixed = jax.tree.map(jax.lax.stop_gradient, prior)
-    w_mean, w_scale = model.encoder(x)  # (B, L) each
-    keys = jax.random.split(key, x.shape[0])
-    w = jax.vmap(lambda m, s, k: elbo_lib.sample_w(m, s, n_samples, key=k))(
-        w_mean, w_scale, keys
-    )
+    w, w_mean, w_scale = model.sample_latents(x, key=key, n_samples=n_samples)
     w = jax.lax.stop_gradient(w)  # (B, S, L): samples, not reparameterised
     log_px_w = jax.vmap(model.decoder.log_prob)(x, model.decoder(w))  # (B, S)
-    qz_logits = jax.vmap(lambda wb, xb: model.head(wb, xb, prior_fixed))(w, x)  # (B, S, K)
+    qz_logits = model.cluster_logits(w, x, prior_fixed)  # (B, S, K)
 
     def per_point(log_px_w, w, m, s, qz_logits):
-        log_pw = elbo_lib.log_marginal_prior(w, *prior)  # (S,)
+        log_pw = bounds.log_marginal_prior(w, *prior)  # (S,)
         log_qw = diag_normal_log_prob(w, m, s)  # (S,)
         log_weights = log_px_w + log_pw - log_qw
         # θ: IWAE bound with the samples and q's density held fixed.
@@ -113,7 +109,7 @@ def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerm
         encoder = snis_forward_kl_surrogate(log_qw, log_weights)
         w_bar = jax.nn.softmax(jax.lax.stop_gradient(log_weights))  # (S,)
         # φ: forward KL from the exact p(z | w) = p(z | w, x), the prior held fixed.
-        log_p = jax.nn.log_softmax(elbo_lib.prior_posterior_logits(w, *prior_fixed), axis=-1)
+        log_p = jax.nn.log_softmax(bounds.prior_posterior_logits(w, *prior_fixed), axis=-1)
         log_q = jax.nn.log_softmax(qz_logits, axis=-1)
         kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)  # (S,)
         head_kl = jnp.sum(w_bar * kl)
@@ -125,7 +121,7 @@ def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerm
 
 def rws_loss(graphdef, n_samples: int = 16):
     """-> loss_fn(params, batch, key) -> (scalar surrogate, metrics), the contract of
-    `jaxvi.train.elbo_loss`, so `jaxvi.train.fit` trains with it unchanged.
+    `jaxvi.vae.losses.elbo_loss`, so `jaxvi.training.loop.fit` trains with it unchanged.
 
     The scalar is the batch mean of `RWSTerms.surrogate` (separate objectives per parameter
     group, not one bound: see the module doc). Metrics: batch means of iwae, encoder, head_kl
@@ -134,8 +130,9 @@ def rws_loss(graphdef, n_samples: int = 16):
     """
     _check_n_samples(n_samples, minimum=2)
     n_samples = int(n_samples)
+
     def loss_fn(params, batch, key):
-        model = nnx.merge(graphdef, params)  # as jaxvi.train.merge_model (no import cycle)
+        model = merge_model(graphdef, params)
         t = rws_terms(model, batch, key=key, n_samples=n_samples)
         return jnp.mean(t.surrogate), {
             "iwae": jnp.mean(t.iwae),

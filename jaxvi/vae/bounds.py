@@ -299,3 +299,10 @@ def sample_w(w_mean: jax.Array, w_scale: jax.Array, n: int, *, key: jax.Array) -
     w_mean, w_scale = _check_q_w(w_mean, w_scale, w_mean.shape[0], "`w_mean`")
     eps = jax.random.normal(key, (n, *w_mean.shape), w_mean.dtype)
     return w_mean + w_scale * eps
+
+
+def sample_w_batch(w_mean: jax.Array, w_scale: jax.Array, n: int, *, key: jax.Array) -> jax.Array:
+    """`sample_w` for every row of a batch, one key per row split from `key`.
+    w_mean, w_scale: (B, L) -> (B, n, L)."""
+    keys = jax.random.split(key, w_mean.shape[0])
+    return jax.vmap(lambda m, s, k: sample_w(m, s, n, key=k))(w_mean, w_scale, keys)

@@ -128,6 +128,11 @@ def latest_checkpoint(directory) -> int | None:
     return steps[-1] if steps else None
 
 
+def has_checkpoint(directory) -> bool:
+    """`directory` is given (not None) and holds a checkpoint step (intact or not)."""
+    return directory is not None and latest_checkpoint(directory) is not None
+
+
 def set_aside(directory, steps) -> list[Path]:
     """Rename the given step folders to `damaged-<step>` (suffixed `.1`, `.2`, … if taken), so
     that new checkpoints can take their numbers; nothing is deleted. -> the new paths."""

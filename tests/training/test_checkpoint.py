@@ -2,8 +2,6 @@
 named (the file or the step), the newest intact checkpoint is used instead, and with none
 intact a `ValueError` names the folder. Real orbax checkpoints, really damaged on disk."""
 
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -13,20 +11,29 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvi import checkpoint, train
+from jaxvi.training.checkpoint import (
+    DamagedCheckpointWarning,
+    checkpoint_steps,
+    latest_checkpoint,
+    load_meta,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from jaxvi.training.loop import fit
+from jaxvi.training.step import TrainState, init_state
 
 
-def _state(seed: int) -> train.TrainState:
+def _state(seed: int) -> TrainState:
     # Random (incompressible) values: a flipped byte in the middle of the data file changes
     # one value and still decodes (what a silent restore looked like).
     w = np.random.default_rng(seed).normal(size=(40, 100)).astype(np.float32)
-    return train.init_state({"w": jnp.asarray(w), "b": jnp.ones(3)}, optax.sgd(0.1))
+    return init_state({"w": jnp.asarray(w), "b": jnp.ones(3)}, optax.sgd(0.1))
 
 
 def _two_checkpoints(folder: Path):
     states = {e: _state(e) for e in (1, 2)}
     for e, s in states.items():
-        train.save_checkpoint(folder, s, {"history": [{"epoch": e}]}, epoch=e)
+        save_checkpoint(folder, s, {"history": [{"epoch": e}]}, epoch=e)
     return states
 
 
@@ -66,8 +73,8 @@ def test_damaged_latest_state_falls_back_to_the_newest_intact(tmp_path, how, rea
     states = _two_checkpoints(tmp_path)
     _damage(tmp_path, 2, how)
     target = _state(0)
-    with pytest.warns(checkpoint.DamagedCheckpointWarning, match=f"epoch 2: .*{reason}") as rec:
-        state, meta = train.restore_checkpoint(tmp_path, target)
+    with pytest.warns(DamagedCheckpointWarning, match=f"epoch 2: .*{reason}") as rec:
+        state, meta = restore_checkpoint(tmp_path, target)
     assert "using epoch 1" in str(rec[0].message) and str(tmp_path) in str(rec[0].message)
     assert meta["epoch"] == 1 and meta["history"] == [{"epoch": 1}]
     assert "checksum" not in meta  # integrity data stays internal
@@ -78,48 +85,48 @@ def test_intact_checkpoints_restore_without_a_warning(tmp_path):
     states = _two_checkpoints(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        state, meta = train.restore_checkpoint(tmp_path, _state(0))
+        state, meta = restore_checkpoint(tmp_path, _state(0))
     assert meta["epoch"] == 2
     _assert_state_equal(state, states[2])
 
 
 def test_no_intact_checkpoint_is_a_value_error_naming_the_folder(tmp_path):
-    train.save_checkpoint(tmp_path, _state(1), {}, epoch=1)
+    save_checkpoint(tmp_path, _state(1), {}, epoch=1)
     flip_bit(_largest_state_file(tmp_path, 1))
     with pytest.raises(ValueError, match=f"no intact checkpoint in '{tmp_path}'.*epoch 1"):
-        train.restore_checkpoint(tmp_path, _state(0))
+        restore_checkpoint(tmp_path, _state(0))
 
 
 def test_cut_meta_json_names_the_file(tmp_path):
-    train.save_checkpoint(tmp_path, _state(1), {"history": []}, epoch=1)
+    save_checkpoint(tmp_path, _state(1), {"history": []}, epoch=1)
     meta_file = tmp_path / "1" / "meta" / "metadata"
     meta_file.write_text(meta_file.read_text()[:7])
     with pytest.raises(ValueError, match=f"{meta_file}.* is not valid JSON"):
-        train.load_meta(tmp_path)
+        load_meta(tmp_path)
     # With an intact older checkpoint, it is used, saying which file was cut.
-    train.save_checkpoint(tmp_path / "two", _state(1), {"history": []}, epoch=1)
-    train.save_checkpoint(tmp_path / "two", _state(2), {"history": []}, epoch=2)
+    save_checkpoint(tmp_path / "two", _state(1), {"history": []}, epoch=1)
+    save_checkpoint(tmp_path / "two", _state(2), {"history": []}, epoch=2)
     cut = tmp_path / "two" / "2" / "meta" / "metadata"
     cut.write_text("")
-    with pytest.warns(checkpoint.DamagedCheckpointWarning, match=f"{cut}.*not valid JSON"):
-        assert train.load_meta(tmp_path / "two")["epoch"] == 1
+    with pytest.warns(DamagedCheckpointWarning, match=f"{cut}.*not valid JSON"):
+        assert load_meta(tmp_path / "two")["epoch"] == 1
 
 
 def test_edited_meta_json_fails_its_checksum(tmp_path):
-    train.save_checkpoint(tmp_path, _state(1), {"history": [{"loss": 1.5}]}, epoch=1)
+    save_checkpoint(tmp_path, _state(1), {"history": [{"loss": 1.5}]}, epoch=1)
     meta_file = tmp_path / "1" / "meta" / "metadata"
     meta_file.write_text(meta_file.read_text().replace("1.5", "2.5"))
     with pytest.raises(ValueError, match="does not match its SHA-256 checksum"):
-        train.load_meta(tmp_path)
+        load_meta(tmp_path)
 
 
 def test_another_structure_is_an_error_not_damage(tmp_path):
-    train.save_checkpoint(tmp_path, _state(1), {}, epoch=1)
-    other = train.init_state({"w": jnp.zeros((40, 99)), "b": jnp.ones(3)}, optax.sgd(0.1))
+    save_checkpoint(tmp_path, _state(1), {}, epoch=1)
+    other = init_state({"w": jnp.zeros((40, 99)), "b": jnp.ones(3)}, optax.sgd(0.1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="another structure"):
-            train.restore_checkpoint(tmp_path, other)
+            restore_checkpoint(tmp_path, other)
 
 
 def test_resume_sets_a_damaged_checkpoint_aside_and_matches_an_uninterrupted_run(tmp_path):
@@ -131,34 +138,18 @@ def test_resume_sets_a_damaged_checkpoint_aside_and_matches_an_uninterrupted_run
 
     x = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
     kw = dict(key=jax.random.key(0), batch_size=4, checkpoint_every=1, progress=False, log=False)
-    full, _ = train.fit(loss_fn, optax.adam(0.01), _state(7).params, x, epochs=4, **kw)
-    train.fit(loss_fn, optax.adam(0.01), _state(7).params, x, epochs=3,
+    full, _ = fit(loss_fn, optax.adam(0.01), _state(7).params, x, epochs=4, **kw)
+    fit(loss_fn, optax.adam(0.01), _state(7).params, x, epochs=3,
               checkpoint_dir=tmp_path, **kw)
-    assert checkpoint.checkpoint_steps(tmp_path) == [2, 3]
+    assert checkpoint_steps(tmp_path) == [2, 3]
     flip_bit(_largest_state_file(tmp_path, 3))
-    with pytest.warns(checkpoint.DamagedCheckpointWarning,
+    with pytest.warns(DamagedCheckpointWarning,
                       # The flipped bit reads back as changed values (checksum) or, when
                       # it lands in a chunk's framing, as an unreadable array: both damage.
                       match="epoch 3: .*(checksum|cannot be read).*resuming from epoch 2"
                             ".*'damaged-3'"):
-        resumed, history = train.fit(loss_fn, optax.adam(0.01), _state(7).params, x, epochs=4,
+        resumed, history = fit(loss_fn, optax.adam(0.01), _state(7).params, x, epochs=4,
                                      checkpoint_dir=tmp_path, resume=True, **kw)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
-    assert (tmp_path / "damaged-3").is_dir() and train.latest_checkpoint(tmp_path) == 4
+    assert (tmp_path / "damaged-3").is_dir() and latest_checkpoint(tmp_path) == 4
     _assert_state_equal(resumed, full)
-
-
-def _jaxvi(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jaxvi.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_cli_evaluate_on_a_folder_that_is_not_a_checkpoint(tmp_path):
-    (tmp_path / "notes" / "0").mkdir(parents=True)  # a numbered folder, but no checkpoint
-    (tmp_path / "plain").mkdir()
-    for folder in ("notes", "plain"):
-        proc = _jaxvi("evaluate", folder, cwd=tmp_path)
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr and proc.stdout == ""
-        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-        assert folder in proc.stderr and "checkpoint" in proc.stderr

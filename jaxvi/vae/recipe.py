@@ -1,0 +1,309 @@
+"""The hierarchical VAE's training recipe: autoencoder pretraining (`jaxvi.vae.pretrain`), the
+prior from a GMM on the codes, then joint training (`jaxvi.training.loop.fit`) on the ELBO
+(with a consensus-clustering term) or by reweighted wake-sleep; checkpointed and resumable at
+every stage. `TrainConfig` holds the recipe, `train_vae` runs it, `load_model` rebuilds a
+trained model from its checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxvi._validate import check_choice
+from jaxvi.data import check_data
+from jaxvi.training.checkpoint import (
+    has_checkpoint,
+    latest_checkpoint,
+    read_meta,
+    restore_checkpoint,
+)
+from jaxvi.training.loop import check_batch_size_on_mesh, fit
+from jaxvi.training.step import LossFn, init_state
+from jaxvi.vae.evaluate import make_evaluator
+from jaxvi.vae.losses import consensus_elbo_loss, elbo_loss, smooth_targets
+from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
+from jaxvi.vae.pretrain import pretrain
+
+PRETRAIN_DIR = "pretrain"  # the subfolder of a `train_vae` checkpoint folder for pretraining
+INFERENCE = ("elbo", "forward-kl")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe. Defaults are what `jaxvi train` uses.
+
+    epochs: joint ELBO epochs; pretrain_epochs: autoencoder epochs before a GMM on the codes
+    initialises the prior (0 = none); pretrain_neighbors: k > 0 makes the pretraining target of
+    each x one of its k nearest training neighbours (0 = a plain autoencoder); restarts: how
+    many autoencoders are pretrained (together, vmapped); with more than one, the prior starts
+    from their consensus clusters (a GMM on all restarts' codes side by side,
+    `jaxvi.vae.pretrain.consensus_labels`) on the codes of the restart whose own GMM agrees
+    with it most: no labels are used. n_samples: samples of w per data point in the ELBO.
+    inference: "elbo" trains every network on the ELBO; "forward-kl" trains decoder and prior
+    on the IWAE bound and the inference networks on the forward KL (reweighted wake-sleep,
+    `jaxvi.vae.wake_sleep`) with `wake_sleep_samples` samples of w.
+    consensus_weight: with pretraining and inference="elbo", the joint loss adds this times the
+    cross-entropy of q(z | w, x) against the pretraining clusters (the consensus labels; no
+    labels of the data are used), each point's target the label fractions among it and its
+    `consensus_smoothing` nearest training neighbours (0 = its own label); 0 = the ELBO alone.
+    """
+
+    epochs: int = 60
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    pretrain_epochs: int = 100
+    pretrain_learning_rate: float = 1e-3
+    pretrain_neighbors: int = 5
+    restarts: int = 10
+    n_samples: int = 1
+    seed: int = 0
+    checkpoint_every: int = 500
+    iwae_samples: int = 64
+    eval_every: int = 10
+    inference: str = "elbo"
+    wake_sleep_samples: int = 16
+    consensus_weight: float = 3.0
+    consensus_smoothing: int = 15
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "n_samples", "checkpoint_every", "iwae_samples",
+                     "eval_every", "restarts"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer; got {getattr(self, name)!r}."
+                )
+        for name in ("pretrain_epochs", "pretrain_neighbors", "consensus_smoothing"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"`{name}` must be ≥ 0; got {getattr(self, name)!r}.")
+        if not self.learning_rate > 0 or not self.pretrain_learning_rate > 0:
+            raise ValueError("`learning_rate` and `pretrain_learning_rate` must be positive.")
+        if not float(self.consensus_weight) >= 0:
+            raise ValueError(f"`consensus_weight` must be ≥ 0; got {self.consensus_weight!r}.")
+        check_choice("inference", self.inference, INFERENCE)
+        if int(self.wake_sleep_samples) < 2:
+            raise ValueError("`wake_sleep_samples` must be an integer ≥ 2; "
+                             f"got {self.wake_sleep_samples!r}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def train_vae(
+    x_train: np.ndarray,
+    model_config: VAEConfig,
+    train_config: TrainConfig = TrainConfig(),
+    *,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    data_name: str | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[HierarchicalVAE, list[dict]]:
+    """The full recipe: autoencoder pretraining (`jaxvi.vae.pretrain.pretrain`), the prior
+    from a GMM on the codes, then joint training (ELBO, with the consensus term of
+    `TrainConfig.consensus_weight`, or wake-sleep with `inference="forward-kl"`). Same seed,
+    same result. Every input is checked first (`check_train_inputs`).
+
+    Args:
+        x_train: (N, D) training data, D = `model_config.data_dim`.
+        model_config: the model.
+        train_config: the recipe.
+        x_test, y_test: (M, D) held-out data and, optionally, its (M,) labels: test metrics
+            join the history every `eval_every` epochs and at the last.
+        checkpoint_dir: pretraining is checkpointed in its `PRETRAIN_DIR` subfolder (removed
+            once the run ends) and joint training in the folder itself.
+        resume: continue from wherever the run in `checkpoint_dir` stopped, to the same
+            result as an uninterrupted run.
+        progress: show progress bars.
+        log: called with one line per epoch and the pretraining summary (False: silent).
+        data_name: stored with the checkpoints (what `jaxvi evaluate` loads by default).
+        mesh: train data-parallel over its "data" axis.
+
+    Returns:
+        (trained model, history: one dict of metrics per joint-training epoch).
+    """
+    check_train_inputs(x_train, model_config, train_config, x_test=x_test, mesh=mesh)
+    check_fresh_checkpoint_dir(checkpoint_dir, resume)
+    tc, mc = train_config, model_config
+    key = jax.random.key(tc.seed)
+    k_init, k_pre, k_train, k_eval = jax.random.split(key, 4)
+    meta = {"model_config": mc.to_dict(), "train_config": tc.to_dict(), "data": data_name}
+    pre_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / PRETRAIN_DIR
+    model, pretrained = _initial_model(
+        mc, tc, x_train, checkpoint_dir=checkpoint_dir, pre_dir=pre_dir, resume=resume,
+        k_init=k_init, k_pre=k_pre, progress=progress, log=log, mesh=mesh,
+    )
+    if pretrained is not None:
+        meta["pretrain"] = pretrained
+    graphdef, params = split_model(model)
+    eval_fn = None if x_test is None else _test_eval_fn(graphdef, tc, x_test, y_test, k_eval)
+    cluster_labels = None if pretrained is None else pretrained.get("cluster_labels")
+    loss, x_fit = _joint_loss(graphdef, mc, tc, x_train, cluster_labels)
+    state, history = fit(
+        loss, optax.adam(tc.learning_rate), params, x_fit,
+        key=k_train, epochs=tc.epochs, batch_size=tc.batch_size, eval_fn=eval_fn,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=tc.checkpoint_every, resume=resume,
+        meta=meta, progress=progress, log=log, mesh=mesh,
+    )
+    if pre_dir is not None and pre_dir.is_dir():
+        shutil.rmtree(pre_dir)  # the run's own checkpoint now holds what resuming needs
+    return merge_model(graphdef, state.params), history
+
+
+# ----------------------------------------------------------------------------- the stages
+
+
+def _initial_model(mc: VAEConfig, tc: TrainConfig, x_train, *, checkpoint_dir, pre_dir,
+                   resume: bool, k_init, k_pre, progress, log, mesh):
+    """The model joint training starts from, and the pretraining summary (None without one):
+    when resuming joint training, a model of the right structure (`fit` restores the
+    parameters) and the saved summary; else the pretrained model (pretraining resumed from
+    `pre_dir` if it stopped there); without pretraining, a freshly initialised model."""
+    if resume and has_checkpoint(checkpoint_dir):
+        saved, _ = read_meta(checkpoint_dir)  # `fit`'s restore names any damage, once
+        _check_saved_config(checkpoint_dir, saved, mc)
+        return HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init)), saved.get("pretrain")
+    if tc.pretrain_epochs == 0:
+        return HierarchicalVAE(mc, rngs=nnx.Rngs(params=k_init)), None
+    pre_resume = resume and has_checkpoint(pre_dir)
+    if pre_resume:
+        saved, _ = read_meta(pre_dir)
+        _check_saved_config(pre_dir, saved, mc, tc, ("restarts",))
+        if log:
+            log(f"resuming pretraining from epoch {saved['epoch']} of "
+                f"{tc.pretrain_epochs} ({pre_dir})")
+    return pretrain(mc, tc, x_train, key=k_pre, progress=progress, log=log if log else None,
+                    mesh=mesh, checkpoint_dir=pre_dir, resume=pre_resume)
+
+
+def _test_eval_fn(graphdef, tc: TrainConfig, x_test, y_test, key) -> Callable[[dict, int], dict]:
+    """-> eval_fn(params, epoch): the test metrics ("test_" + name, reconstruction left out)
+    every `eval_every` epochs and at the last, {} otherwise."""
+    evaluator = make_evaluator(graphdef, iwae_samples=tc.iwae_samples)
+
+    def eval_fn(p, epoch):
+        if (epoch + 1) % tc.eval_every and epoch + 1 != tc.epochs:
+            return {}
+        res, _ = evaluator(p, x_test, y_test, key=jax.random.fold_in(key, epoch))
+        return {f"test_{k}": v for k, v in res.items() if k not in ("reconstruction",)}
+
+    return eval_fn
+
+
+def _joint_loss(graphdef, mc: VAEConfig, tc: TrainConfig, x_train,
+                cluster_labels) -> tuple[LossFn, np.ndarray]:
+    """-> (the joint-training loss, the data rows it reads): wake-sleep on x; the ELBO with the
+    consensus term on x followed by its smoothed cluster targets, given pretraining clusters
+    and a positive `consensus_weight`; else the ELBO on x."""
+    if tc.inference == "forward-kl":
+        from jaxvi.vae.wake_sleep import rws_loss
+
+        return rws_loss(graphdef, tc.wake_sleep_samples), x_train
+    if cluster_labels is not None and tc.consensus_weight > 0:
+        loss = consensus_elbo_loss(graphdef, tc.n_samples, tc.consensus_weight)
+        targets = smooth_targets(np.asarray(x_train), np.asarray(cluster_labels),
+                                 mc.components, tc.consensus_smoothing)
+        return loss, np.concatenate([np.asarray(x_train, np.float32), targets], axis=1)
+    return elbo_loss(graphdef, tc.n_samples), x_train
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_train_inputs(
+    x_train, model_config: VAEConfig, train_config: TrainConfig, *, x_test=None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> None:
+    """Everything `train_vae` needs of its inputs, checked before anything is trained: the
+    data's shape, features and values, a `batch_size` no larger than the training set (and a
+    multiple of the mesh's devices), and, with pretraining, at least `components` training
+    points for the GMM on the codes. Raises `ValueError` naming the argument."""
+    mc, tc = model_config, train_config
+    check_data("x_train", x_train, mc.data_dim)
+    if x_test is not None:
+        check_data("x_test", x_test, mc.data_dim)
+    n = np.shape(x_train)[0]
+    if n < tc.batch_size:
+        raise ValueError(
+            f"`batch_size` ({tc.batch_size}) must not exceed the number of training points "
+            f"({n}); use a batch size of at most {n}."
+        )
+    if tc.pretrain_epochs > 0 and n < mc.components:
+        raise ValueError(
+            f"`components` ({mc.components}) must not exceed the number of training points "
+            f"({n}): the prior starts from a {mc.components}-component GMM on their codes."
+        )
+    check_batch_size_on_mesh(tc.batch_size, mesh)
+
+
+def check_fresh_checkpoint_dir(directory, resume: bool) -> None:
+    """A run that does not resume must not start in a folder holding checkpoints (of the run or
+    of its pretraining, in `PRETRAIN_DIR`): its saves would collide with them, and a user who
+    meant to resume would lose that run."""
+    if directory is None or resume:
+        return
+    step = latest_checkpoint(directory)
+    pre = latest_checkpoint(Path(directory) / PRETRAIN_DIR)
+    if step is not None or pre is not None:
+        latest = f"epoch {step}" if step is not None else f"pretraining epoch {pre}"
+        raise ValueError(
+            f"{str(directory)!r} already holds checkpoints (latest: {latest}); resume from "
+            "it (`resume=True`, `--resume`), write to another folder, or delete it first "
+            "(`jaxvi train --overwrite`)."
+        )
+
+
+def _check_saved_config(directory, saved: dict, mc: VAEConfig, tc: TrainConfig | None = None,
+                        train_fields: Sequence[str] = ()) -> None:
+    """The checkpoint in `directory` was written for this model (and these `train_fields`)."""
+    if "model_config" not in saved:
+        raise ValueError(f"the checkpoint in {str(directory)!r} has no model config: it was "
+                         "not written by `train_vae`.")
+    saved_cfg = VAEConfig.from_dict(saved["model_config"])
+    if saved_cfg != mc:
+        raise ValueError(
+            f"the checkpoint in {str(directory)!r} was written for model config "
+            f"{saved_cfg}, not {mc}."
+        )
+    for name in train_fields:
+        was = saved.get("train_config", {}).get(name)
+        if was != getattr(tc, name):
+            raise ValueError(f"the checkpoint in {str(directory)!r} was written with `{name}` "
+                             f"{was!r}, not {getattr(tc, name)!r}.")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_model(checkpoint_dir) -> tuple[HierarchicalVAE, dict]:
+    """Rebuild the model from a checkpoint folder written by `train_vae`: the newest intact
+    checkpoint there (see `jaxvi.training.checkpoint`). -> (model, meta)."""
+    meta, _ = read_meta(checkpoint_dir)  # `restore_checkpoint` below names any damage, once
+    if "model_config" not in meta:
+        raise ValueError(f"checkpoint in {str(checkpoint_dir)!r} has no model config.")
+    if meta.get("stage") == "pretrain":
+        raise ValueError(f"{str(checkpoint_dir)!r} holds a pretraining checkpoint (the "
+                         "autoencoders), not a trained model; resume the run to finish it.")
+    mc = VAEConfig.from_dict(meta["model_config"])
+    tc = TrainConfig.from_dict(meta.get("train_config", {}))
+    model = HierarchicalVAE(mc, rngs=nnx.Rngs(0))
+    graphdef, params = split_model(model)
+    target = init_state(params, optax.adam(tc.learning_rate))
+    state, meta = restore_checkpoint(checkpoint_dir, target)
+    return merge_model(graphdef, state.params), meta

@@ -1,0 +1,122 @@
+"""`jaxvi.vae.recipe`: resume equals an uninterrupted run (with and without pretraining),
+`load_model` rebuilds the model, bad input and bad configurations are refused before
+training, and forward-KL (wake-sleep) training raises the IWAE bound."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxvi import data
+from jaxvi.training.checkpoint import latest_checkpoint, load_meta
+from jaxvi.vae.model import VAEConfig, split_model
+from jaxvi.vae.recipe import (
+    TrainConfig,
+    load_model,
+    train_vae,
+)
+
+SMALL = VAEConfig(data_dim=64, components=3, latent_dim=2, hidden=(32,), head_hidden=(8,))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_digits()
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, digits):
+    x = digits.x_train[:192]
+    common = dict(batch_size=64, pretrain_epochs=0, seed=3, checkpoint_every=1000)
+    full, _ = train_vae(
+        x, SMALL, TrainConfig(epochs=4, **common), checkpoint_dir=tmp_path / "full",
+        progress=False, log=False,
+    )
+    # "Interrupted" after 2 epochs (its checkpoint at the end), then resumed to 4.
+    train_vae(x, SMALL, TrainConfig(epochs=2, **common),
+                    checkpoint_dir=tmp_path / "part", progress=False, log=False)
+    assert latest_checkpoint(tmp_path / "part") == 2
+    resumed, history = train_vae(
+        x, SMALL, TrainConfig(epochs=4, **common), checkpoint_dir=tmp_path / "part",
+        resume=True, progress=False, log=False,
+    )
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    a = jax.tree.leaves(split_model(full)[1])
+    b = jax.tree.leaves(split_model(resumed)[1])
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
+    # The checkpoint rebuilds the model from its stored config.
+    loaded, meta = load_model(tmp_path / "part")
+    assert loaded.config == SMALL and meta["epoch"] == 4
+    for u, v in zip(b, jax.tree.leaves(split_model(loaded)[1]), strict=True):
+        np.testing.assert_array_equal(u, v)
+    # A fresh (not resumed) run into the same folder stops before training, keeping it.
+    with pytest.raises(ValueError, match="already holds checkpoints .*epoch 4.*resume"):
+        train_vae(x, SMALL, TrainConfig(epochs=4, **common),
+                        checkpoint_dir=tmp_path / "part", progress=False, log=False)
+    assert latest_checkpoint(tmp_path / "part") == 4
+    with pytest.raises(ValueError, match="model config"):
+        other = VAEConfig(**{**SMALL.to_dict(), "components": 4})
+        train_vae(x, other, TrainConfig(epochs=5, **common),
+                        checkpoint_dir=tmp_path / "part", resume=True, progress=False, log=False)
+
+
+def test_bad_training_input_raises(digits):
+    bad = digits.x_train[:100].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        train_vae(bad, SMALL, TrainConfig(epochs=1), progress=False, log=False)
+    with pytest.raises(ValueError, match="64 features"):
+        train_vae(digits.x_train[:, :10], SMALL, TrainConfig(epochs=1),
+                        progress=False, log=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def test_resume_after_pretraining_keeps_the_consensus_term(tmp_path, digits):
+    x = digits.x_train[:128]
+    common = dict(batch_size=64, pretrain_epochs=1, restarts=2, seed=5, checkpoint_every=1000,
+                  consensus_smoothing=3)
+    full, hist = train_vae(x, SMALL, TrainConfig(epochs=2, **common),
+                                 checkpoint_dir=tmp_path / "full", progress=False, log=False)
+    assert "consensus_ce" in hist[0]
+    assert len(load_meta(tmp_path / "full")["pretrain"]["cluster_labels"]) == 128
+    train_vae(x, SMALL, TrainConfig(epochs=1, **common),
+                    checkpoint_dir=tmp_path / "part", progress=False, log=False)
+    resumed, hist = train_vae(x, SMALL, TrainConfig(epochs=2, **common),
+                                    checkpoint_dir=tmp_path / "part", resume=True,
+                                    progress=False, log=False)
+    assert "consensus_ce" in hist[1]
+    a = jax.tree.leaves(split_model(full)[1])
+    for u, v in zip(a, jax.tree.leaves(split_model(resumed)[1]), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+
+
+def test_train_vae_checks_batch_size_and_components_before_training(tmp_path):
+    x = np.random.default_rng(0).random((20, 4)).astype(np.float32)
+    mc = VAEConfig(data_dim=4, components=3, latent_dim=2, hidden=(8,), head_hidden=(4,))
+    logged = []
+    with pytest.raises(ValueError, match=r"`batch_size` \(64\) must not exceed .* \(20\)"):
+        train_vae(x, mc, TrainConfig(batch_size=64, pretrain_epochs=1),
+                        checkpoint_dir=tmp_path / "ck", progress=False, log=logged.append)
+    with pytest.raises(ValueError, match=r"`components` \(30\) must not exceed .* \(20\)"):
+        train_vae(x, VAEConfig(**{**mc.to_dict(), "components": 30}),
+                        TrainConfig(batch_size=8, pretrain_epochs=1),
+                        checkpoint_dir=tmp_path / "ck", progress=False, log=logged.append)
+    assert logged == [] and not (tmp_path / "ck").exists()
+
+
+def test_unknown_inference_and_too_few_wake_sleep_samples_are_rejected():
+    with pytest.raises(ValueError, match="inference"):
+        TrainConfig(inference="reverse")
+    with pytest.raises(ValueError, match="wake_sleep_samples"):
+        TrainConfig(inference="forward-kl", wake_sleep_samples=1)
+
+
+def test_forward_kl_training_raises_the_iwae_bound():
+    x = np.asarray(data.load_digits().x_train[:256], np.float32)
+    mc = VAEConfig(data_dim=64, components=3, latent_dim=2, hidden=(32,), head_hidden=(8,))
+    tc = TrainConfig(epochs=6, pretrain_epochs=0, restarts=1, batch_size=64,
+                           inference="forward-kl", wake_sleep_samples=4)
+    _, history = train_vae(x, mc, tc, progress=False, log=False)
+    iwae = [h["iwae"] for h in history]
+    assert np.all(np.isfinite(iwae))
+    assert iwae[-1] > iwae[0] + 1.0

@@ -38,6 +38,7 @@ from benchmarks._harness import (
     write_result,
 )
 from jaxvi import _linalg, em
+from jaxvi.em import covariance
 
 
 def synthetic(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
@@ -56,7 +57,7 @@ def initial_params(x: np.ndarray, k: int, cov: str, reg_covar: float):
                           reg_covar=reg_covar)
         g = jax.tree_util.tree_map(np.asarray, g)
     c = np.asarray(g.covariances)
-    precisions = np.linalg.inv(c) if cov in ("full", "tied") else 1.0 / c
+    precisions = np.linalg.inv(c) if covariance.of(cov).matrix else 1.0 / c
     return g, precisions
 
 
@@ -115,7 +116,7 @@ def run_case(name, x, k, cov, *, n_iter, repeats, peer_max_n, matmul, reg_covar)
     t_sk, t_sk_default, t_sk_single, ll_sk = time_sklearn(
         x[:peer_n], g0, precisions, cov, k, n_iter, max(3, repeats // 2), reg_covar)
     t_sk, t_sk_default, t_sk_single = (t * n / peer_n for t in (t_sk, t_sk_default, t_sk_single))
-    flops = 4.0 * n * k * d * d if cov in ("full", "tied") else 8.0 * n * k * d
+    flops = 4.0 * n * k * d * d if covariance.of(cov).matrix else 8.0 * n * k * d
     row = {
         "case": name, "cov": cov, "N": n, "D": d, "K": k, "iters": n_iter, "reg_covar": reg_covar,
         "jaxvi_f32_s_per_iter": t32, "jaxvi_f64_s_per_iter": t64, "sklearn_s_per_iter": t_sk,

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvi import em
-from jaxvi.commands.em import plot_fit
+from jaxvi.em.plots import plot_fit
 
 OUT = Path(__file__).resolve().parent / "output" / "em_gmm.png"
 

@@ -16,6 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxvi import _linalg, _validate, em
+from jaxvi.em import covariance
 
 _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
@@ -101,9 +102,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.precisions_init is None:
             covariances = base.covariances
         else:
-            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[cov]
-            p = self._checked("precisions_init", self.precisions_init, shape)
-            covariances = np.linalg.inv(p) if cov in ("full", "tied") else 1.0 / p
+            kind = covariance.of(cov)
+            p = self._checked("precisions_init", self.precisions_init, kind.shape(k, d))
+            covariances = np.linalg.inv(p) if kind.matrix else 1.0 / p
         if not np.isclose(np.sum(weights), 1.0, rtol=0, atol=1e-6):
             raise ValueError(f"`weights_init` must sum to 1; got {float(np.sum(weights))!r}.")
         return em.GMM(jnp.asarray(weights), jnp.asarray(means), jnp.asarray(covariances), cov)
@@ -164,8 +165,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.weights_ = np.asarray(gmm.weights, dtype=np.float64)
         self.means_ = np.asarray(gmm.means, dtype=np.float64)
         self.covariances_ = np.asarray(gmm.covariances, dtype=np.float64)
-        cov = self.covariance_type
-        if cov in ("full", "tied"):
+        if covariance.of(self.covariance_type).matrix:
             # scikit-learn's convention: U = L⁻ᵀ (upper triangular) with Λ = U Uᵀ.
             with _linalg.single_threaded_lapack():
                 chol_inv = _linalg.tril_inverse(_linalg.cholesky(jnp.asarray(self.covariances_)))

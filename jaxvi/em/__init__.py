@@ -1,0 +1,42 @@
+"""EM for Gaussian mixtures as coordinate ascent on the free energy.
+
+F(θ, q) = Σ_z q(z) log p_θ(x, z) − Σ_z q(z) log q(z). The E step sets q = p_θ(z | x) (then
+F = log p_θ(x)); the M step maximises F over θ in closed form from additive sufficient
+statistics. The fit loop is built from three pure pieces that a sharded or streaming fit
+reuses unchanged:
+
+    stats, sum_ll = e_step_stats(x, gmm, shift)            # E step fused with Σr, Σr x, Σr x xᵀ
+    stats, sum_ll = combine((stats, sum_ll))               # e.g. lax.psum over a mesh axis
+    gmm = m_step_from_stats(stats, shift, covariance_type, reg_covar)
+
+Modules: `model` (GMM, Stats, Prior, FitResult), `covariance` (the four covariance types),
+`densities` (log densities, E step, free energy, sampling, BIC/AIC), `stats` (features,
+chunks, the fused E-step statistics kernels), `step` (the M step, one EM iteration), `init`
+(k-means++, initialisation, default prior), `fit` (the on-device loop, restarts, sharding),
+`online` (stepwise EM), `checks` (argument checks), `plots` (pictures of a fit).
+"""
+
+from jaxvi.em.covariance import COVARIANCE_TYPES
+from jaxvi.em.densities import (
+    aic,
+    bic,
+    component_log_prob,
+    e_step,
+    free_energy,
+    log_prob,
+    n_parameters,
+    sample,
+)
+from jaxvi.em.fit import fit
+from jaxvi.em.init import INITS, default_prior, initialize, kmeans_plusplus
+from jaxvi.em.model import GMM, FitResult, Prior, Stats
+from jaxvi.em.online import fit_minibatch
+from jaxvi.em.stats import e_step_stats, model_shift, sufficient_stats
+from jaxvi.em.step import em_step, m_step, m_step_from_stats
+
+__all__ = [
+    "COVARIANCE_TYPES", "FitResult", "GMM", "INITS", "Prior", "Stats", "aic", "bic",
+    "component_log_prob", "default_prior", "e_step", "e_step_stats", "em_step", "fit",
+    "fit_minibatch", "free_energy", "initialize", "kmeans_plusplus", "log_prob", "m_step",
+    "m_step_from_stats", "model_shift", "n_parameters", "sample", "sufficient_stats",
+]

@@ -1,0 +1,142 @@
+"""Argument checks of `jaxvi.em` (and `jaxvi.GaussianMixture`): eager, outside jit, with
+messages that name the argument. Traced arrays skip the value checks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvi import _validate
+from jaxvi.em import covariance
+from jaxvi.em.model import GMM, Prior
+
+
+def as_float(x, gmm: GMM) -> jax.Array:
+    """x as a JAX array, cast to the mixture's float dtype when it is not floating."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(gmm.means.dtype)
+
+
+def as_float_data(x) -> jax.Array:
+    """x as a JAX array, cast to the default float dtype when it is not floating."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def check_x(x, n_features: int | None = None, name: str = "x") -> tuple[int, int]:
+    """Data x: (N, D), N, D ≥ 1, finite, with `n_features` columns when given -> (N, D)."""
+    _validate.check_ndim(name, x, 2, "(n_samples, n_features)")
+    n, d = np.shape(x)
+    if n < 1 or d < 1:
+        raise ValueError(f"`{name}` must have at least one sample and one feature; "
+                         f"got shape {np.shape(x)}.")
+    if n_features is not None and d != n_features:
+        raise ValueError(f"`{name}` must have {n_features} features (columns) to match the "
+                         f"model; got {d}.")
+    _validate.check_finite(name, x)
+    return n, d
+
+
+def check_n_components(n_components, n_samples: int) -> int:
+    """A positive integer K ≤ n_samples -> int."""
+    if isinstance(n_components, bool) or int(n_components) != n_components or n_components < 1:
+        raise ValueError(f"`n_components` must be a positive integer; got {n_components!r}.")
+    if n_components > n_samples:
+        raise ValueError(
+            f"`n_components` must be at most n_samples = {n_samples}; got {n_components}."
+        )
+    return int(n_components)
+
+
+def check_resp(resp, n_samples: int, n_components: int | None) -> None:
+    """Responsibilities resp: (n_samples, K), finite, non-negative, rows summing to 1."""
+    _validate.check_ndim("resp", resp, 2, "(n_samples, n_components)")
+    if np.shape(resp)[0] != n_samples:
+        raise ValueError(f"`resp` must have one row per sample ({n_samples}); "
+                         f"got shape {np.shape(resp)}.")
+    if n_components is not None and np.shape(resp)[1] != n_components:
+        raise ValueError(f"`resp` must have {n_components} columns; got shape {np.shape(resp)}.")
+    _validate.check_finite("resp", resp)
+    if _validate.is_concrete(resp):
+        r = np.asarray(resp)
+        tol = 1e-4 if r.dtype == np.float32 else 1e-8
+        if np.any(r < 0) or not np.allclose(r.sum(axis=1), 1.0, rtol=0, atol=tol):
+            worst = float(np.max(np.abs(r.sum(axis=1) - 1.0)))
+            raise ValueError(
+                f"`resp` must be non-negative with rows summing to 1; got a row sum off by "
+                f"{worst:.3g} (min entry {float(r.min()):.3g})."
+            )
+
+
+def check_gmm(gmm, n_components=None, n_features=None, name="gmm") -> None:
+    """A `GMM` with consistent shapes, weights summing to 1 and valid covariances (positive
+    definite, or finite beside valid Cholesky factors `scale_tril`)."""
+    if not isinstance(gmm, GMM):
+        raise ValueError(f"`{name}` must be a jaxvi.em.GMM; got {type(gmm).__name__}.")
+    _validate.check_choice(f"{name}.covariance_type", gmm.covariance_type,
+                           covariance.COVARIANCE_TYPES)
+    kind = covariance.of(gmm.covariance_type)
+    _validate.check_ndim(f"{name}.means", gmm.means, 2, "(n_components, n_features)")
+    k, d = np.shape(gmm.means)
+    if n_components is not None and k != n_components:
+        raise ValueError(f"`{name}` must have {n_components} components; got {k}.")
+    if n_features is not None and d != n_features:
+        raise ValueError(f"`{name}` must have {n_features} features; got {d}.")
+    if np.shape(gmm.weights) != (k,):
+        raise ValueError(f"`{name}.weights` must have shape ({k},); "
+                         f"got {np.shape(gmm.weights)}.")
+    want = kind.shape(k, d)
+    if np.shape(gmm.covariances) != want:
+        raise ValueError(f"`{name}.covariances` must have shape {want} for covariance_type "
+                         f"{gmm.covariance_type!r}; got {np.shape(gmm.covariances)}.")
+    _validate.check_positive(f"{name}.weights", gmm.weights)
+    if _validate.is_concrete(gmm.weights):
+        w = np.asarray(gmm.weights, np.float64)
+        tol = 1e-4 if np.asarray(gmm.weights).dtype == np.float32 else 1e-6
+        if abs(float(w.sum()) - 1.0) > tol:
+            raise ValueError(f"`{name}.weights` must sum to 1; got {float(w.sum())!r}.")
+    _validate.check_finite(f"{name}.means", gmm.means)
+    if not kind.matrix:
+        _validate.check_positive(f"{name}.covariances", gmm.covariances)
+    elif gmm.scale_tril is None:
+        _validate.check_positive_definite(f"{name}.covariances", gmm.covariances)
+    else:  # the factors are what densities use (a float32 product may round to singular)
+        _validate.check_finite(f"{name}.covariances", gmm.covariances)
+    if gmm.scale_tril is not None:
+        if not kind.matrix:
+            raise ValueError(f"`{name}.scale_tril` must be None for covariance_type "
+                             f"{gmm.covariance_type!r}; got shape {np.shape(gmm.scale_tril)}.")
+        if np.shape(gmm.scale_tril) != want:
+            raise ValueError(f"`{name}.scale_tril` must have shape {want} (the covariances' "
+                             f"Cholesky factors); got {np.shape(gmm.scale_tril)}.")
+        _validate.check_tril_scale(f"{name}.scale_tril", gmm.scale_tril)
+
+
+def check_prior(prior: Prior, d: int, dtype) -> Prior:
+    """A `Prior` for D features with valid hyperparameters -> the prior as arrays of `dtype`."""
+    if not isinstance(prior, Prior):
+        raise ValueError(f"`prior` must be a jaxvi.em.Prior; got {type(prior).__name__}.")
+    prior = Prior(*(jnp.asarray(p, dtype) for p in prior))
+    if prior.mean_prior.shape != (d,):
+        raise ValueError(f"`prior.mean_prior` must have shape ({d},); "
+                         f"got {prior.mean_prior.shape}.")
+    if prior.covariance_prior.shape != (d, d):
+        raise ValueError(f"`prior.covariance_prior` must have shape ({d}, {d}); "
+                         f"got {prior.covariance_prior.shape}.")
+    if float(prior.weight_concentration) < 1:
+        raise ValueError("`prior.weight_concentration` must be >= 1 (a MAP mode exists); "
+                         f"got {float(prior.weight_concentration)!r}.")
+    _validate.check_positive("prior.mean_precision", prior.mean_precision)
+    if float(prior.degrees_of_freedom) <= d - 1:
+        raise ValueError(f"`prior.degrees_of_freedom` must be > n_features − 1 = {d - 1}; "
+                         f"got {float(prior.degrees_of_freedom)!r}.")
+    _validate.check_positive_definite("prior.covariance_prior", prior.covariance_prior)
+    return prior
+
+
+def check_covariance_type(covariance_type) -> None:
+    """One of `COVARIANCE_TYPES`."""
+    _validate.check_choice("covariance_type", covariance_type, covariance.COVARIANCE_TYPES)

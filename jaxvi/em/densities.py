@@ -1,0 +1,161 @@
+"""Densities of a `GMM`: the precise joint log-density kernel (whitened residuals) behind
+`component_log_prob`, `log_prob`, `e_step` and `free_energy`; `sample`; and the information
+criteria `n_parameters`, `bic` and `aic`.
+
+EM is coordinate ascent on the free energy F(θ, q) = Σ_z q(z) log p_θ(x, z) − Σ_z q(z) log q(z):
+the E step sets q = p_θ(z | x), and then F = log p_θ(x).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp, xlogy
+
+from jaxvi import _linalg
+from jaxvi.em import checks, covariance
+from jaxvi.em.model import (
+    GMM,
+    MATMUL_PRECISION,
+    component_scale_tril,
+    component_variances,
+)
+
+
+def whitening(gmm: GMM):
+    """The precise kernel's parameters: (c (D,), W, b, log-normaliser (K,)) with the
+    whitened residual z_nk = L_k⁻¹(x_n − μ_k) = W_k (x_n − c) − b_k about c = the
+    coordinate-wise median of the means (robust to a few far components), so that
+    log w_k + log N(x_n; μ_k, Σ_k) = −½|z_nk|² + log-normaliser_k.
+    full/tied: W (K·D, D), b (K·D,); diag/spherical: W = 1/σ (K, D), b (K, D)."""
+    k, d = gmm.n_components, gmm.n_features
+    centre = jax.lax.stop_gradient(jnp.median(gmm.means, axis=0))
+    m = gmm.means - centre
+    if covariance.of(gmm.covariance_type).matrix:
+        chol = component_scale_tril(gmm)
+        inv = _linalg.tril_inverse(chol)
+        w = inv.reshape(k * d, d)
+        b = jnp.einsum("kij,kj->ki", inv, m, precision=MATMUL_PRECISION).reshape(k * d)
+        logdet = _linalg.logdet_tril(chol)
+    else:
+        var = component_variances(gmm)
+        w = jax.lax.rsqrt(var)
+        b = m * w
+        logdet = jnp.sum(jnp.log(var), axis=-1)
+    norm = jnp.log(gmm.weights) - 0.5 * (logdet + d * _linalg.LOG_2PI)
+    return centre, w, b, norm
+
+
+def _whitened_sq_norms(x: jax.Array, gmm: GMM, params) -> jax.Array:
+    """|z_nk|² (N, K) of the precise kernel, from `whitening`'s params. x: (N, D)."""
+    centre, w, b, _ = params
+    k, d = gmm.n_components, gmm.n_features
+    xc = x - centre
+    if covariance.of(gmm.covariance_type).matrix:
+        z = (jnp.matmul(xc, w.T, precision=MATMUL_PRECISION) - b).reshape(x.shape[0], k, d)
+    else:
+        z = xc[:, None, :] * w - b
+    return jnp.sum(z * z, axis=-1)
+
+
+def joint_log_prob(x: jax.Array, gmm: GMM, params=None) -> jax.Array:
+    """log w_k + log N(x_n; μ_k, Σ_k) (N, K) by the precise kernel; x: (N, D); `params`:
+    `whitening(gmm)` when already computed."""
+    params = whitening(gmm) if params is None else params
+    return -0.5 * _whitened_sq_norms(x, gmm, params) + params[3]
+
+
+def component_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
+    """log N(x_n; μ_k, Σ_k) for all pairs. x: (N, D) -> (N, K). Through whitened residuals
+    L_k⁻¹(x_n − μ_k) (one (N, D)×(D, K·D) matmul), accurate in float32 also for
+    ill-conditioned covariances and far-apart components. A traced primitive: `log_prob`
+    and `e_step` validate."""
+    return joint_log_prob(x, gmm) - jnp.log(gmm.weights)
+
+
+@jax.jit
+def _log_prob(x, gmm):
+    return logsumexp(joint_log_prob(x, gmm), axis=-1)
+
+
+def log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
+    """Mixture log density log p(x_n). x: (N, D) -> (N,)."""
+    checks.check_gmm(gmm)
+    checks.check_x(x, gmm.n_features)
+    return _log_prob(checks.as_float(x, gmm), gmm)
+
+
+@jax.jit
+def _e_step(x, gmm):
+    joint = joint_log_prob(x, gmm)
+    lse = logsumexp(joint, axis=-1, keepdims=True)
+    return joint - lse, jnp.mean(lse)
+
+
+def e_step(x: jax.Array, gmm: GMM) -> tuple[jax.Array, jax.Array]:
+    """E step: log q(z_n = k) = log p(z = k | x_n) and the mean log-likelihood.
+    x: (N, D) -> (log_resp (N, K), ()). Through Cholesky factors and log-sum-exp."""
+    checks.check_x(x, gmm.n_features)
+    checks.check_gmm(gmm)
+    return _e_step(jnp.asarray(x), gmm)
+
+
+@jax.jit
+def _free_energy(x, gmm, resp):
+    joint = joint_log_prob(x, gmm)
+    # Σ_k q log p(x, z) − Σ_k q log q, with 0·log 0 = 0 and 0·(−∞) = 0.
+    energy = jnp.sum(jnp.where(resp > 0, resp * joint, 0.0), axis=-1)
+    entropy = -jnp.sum(xlogy(resp, resp), axis=-1)
+    return jnp.mean(energy + entropy)
+
+
+def free_energy(x: jax.Array, gmm: GMM, resp: jax.Array) -> jax.Array:
+    """Mean free energy (1/N) Σ_n [Σ_k q_nk log p(x_n, k) − Σ_k q_nk log q_nk].
+    x: (N, D), resp q: (N, K) -> (). Equals the mean log-likelihood when q is the E step's."""
+    checks.check_x(x, gmm.n_features)
+    checks.check_gmm(gmm)
+    checks.check_resp(resp, np.shape(x)[0], gmm.n_components)
+    return _free_energy(jnp.asarray(x), gmm, jnp.asarray(resp))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sample(key, gmm, n):
+    key_z, key_e = jax.random.split(key)
+    z = jax.random.categorical(key_z, jnp.log(gmm.weights), shape=(n,))
+    eps = jax.random.normal(key_e, (n, gmm.n_features), gmm.means.dtype)
+    if covariance.of(gmm.covariance_type).matrix:
+        noise = jnp.einsum("nij,nj->ni", component_scale_tril(gmm)[z], eps)
+    else:
+        noise = eps * jnp.sqrt(component_variances(gmm))[z]
+    return gmm.means[z] + noise, z
+
+
+def sample(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
+    """Draw n points: returns (x (n, D), component labels z (n,))."""
+    checks.check_gmm(gmm)
+    if int(n) < 1:
+        raise ValueError(f"`n` must be a positive integer; got {n!r}.")
+    return _sample(key, gmm, int(n))
+
+
+def n_parameters(gmm: GMM) -> int:
+    """Free parameters: K−1 weights, K·D means and the covariances (scikit-learn's count)."""
+    checks.check_gmm(gmm)
+    k, d = gmm.n_components, gmm.n_features
+    cov = covariance.of(gmm.covariance_type).n_parameters(k, d)
+    return int(cov + k * d + k - 1)
+
+
+def bic(x: jax.Array, gmm: GMM) -> jax.Array:
+    """Bayesian information criterion −2 log L + p log N (lower is better). x: (N, D)."""
+    n = np.shape(x)[0] if np.ndim(x) == 2 else 0
+    return -2.0 * jnp.sum(log_prob(x, gmm)) + n_parameters(gmm) * math.log(max(n, 1))
+
+
+def aic(x: jax.Array, gmm: GMM) -> jax.Array:
+    """Akaike information criterion −2 log L + 2p (lower is better). x: (N, D)."""
+    return -2.0 * jnp.sum(log_prob(x, gmm)) + 2 * n_parameters(gmm)

@@ -1,0 +1,246 @@
+"""`fit`: EM to convergence on device (`lax.while_loop`), restarts batched, on one device or
+with the rows split over a mesh (statistics `psum`-ed before every M step)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxvi import _linalg, _validate
+from jaxvi.em import checks
+from jaxvi.em import init as em_init
+from jaxvi.em.model import GMM, FitResult, Prior, with_scale_tril
+from jaxvi.em.stats import chunk_layout, feature_chunks, to_chunks
+from jaxvi.em.step import em_update, identity
+
+
+def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity):
+    """The on-device EM loop (`lax.while_loop`) of restarts batched along axis 0 of `gmm0s`,
+    on chunked data xb: (C, R, D), mask: (C, R); `combine` goes to every step (e.g. a `psum`
+    over a mesh axis inside `shard_map`). Returns a FitResult batched along axis 0.
+
+    The restarts step together, each frozen once it has converged (what `vmap` of one loop
+    would do); batching them by hand keeps the choice of E step kernel and the factor repair
+    real `lax.cond`s, which under `vmap` would run both branches. The features φ(x − c) do not
+    change during a fit, so (when they fit in memory) they are computed once and a fast-kernel
+    iteration is two matmuls and a softmax per chunk."""
+    dt = xb.dtype
+    n_restarts = gmm0s.means.shape[0]
+    chunks, shift, featurized = feature_chunks(xb, mask, gmm0s.covariance_type, combine)
+    gmm0s = with_scale_tril(gmm0s)
+    history = jnp.full((n_restarts, max_iter), jnp.nan, dt)
+    neg_inf = jnp.full((n_restarts,), -jnp.inf, dt)
+    it = jnp.zeros((n_restarts,), jnp.int32)
+    done = jnp.zeros((n_restarts,), bool)
+    if max_iter == 0:  # scikit-learn: the initial parameters, lower bound −∞
+        return FitResult(gmm0s, neg_inf, it, done, history)
+
+    def cond(state):
+        _, _, _, done, _, step = state
+        return (step < max_iter) & ~jnp.all(done)
+
+    def body(state):
+        gmms, ll, it, done, history, step = state
+        new, new_ll = em_update(gmms, xb, mask, chunks, shift, featurized, reg_covar, prior,
+                                combine)
+        active = ~done
+
+        def keep(n, o):
+            return jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+
+        gmms = jax.tree_util.tree_map(keep, new, gmms)
+        history = history.at[:, step].set(jnp.where(active, new_ll, history[:, step]))
+        done = done | (active & (jnp.abs(new_ll - ll) < tol))
+        return gmms, keep(new_ll, ll), it + active, done, history, step + 1
+
+    state = (gmm0s, neg_inf, it, done, history, jnp.zeros((), jnp.int32))
+    gmms, ll, it, converged, history, _ = jax.lax.while_loop(cond, body, state)
+    return FitResult(gmms, ll, it, converged, history)
+
+
+def all_finite(gmm: GMM) -> jax.Array:
+    """Whether every parameter of each GMM (any leading batch axes) is finite: (batch...)."""
+    leaves = jax.tree_util.tree_leaves(gmm)
+    n_batch = gmm.means.ndim - 2
+    return functools.reduce(
+        jnp.logical_and,
+        [jnp.all(jnp.isfinite(a), axis=tuple(range(n_batch, a.ndim))) for a in leaves],
+    )
+
+
+def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity):
+    """Run the EM loop from each of the batched initial GMMs and keep the best restart by
+    final log-likelihood (a NaN fit never wins; ties go to the first)."""
+    results = _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine)
+    ok = all_finite(results.gmm) & ~jnp.isnan(results.log_likelihood)
+    score = jnp.where(ok, results.log_likelihood, -jnp.inf)
+    best = jnp.argmax(score)
+    return jax.tree_util.tree_map(lambda a: a[best], results)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows", "init", "k", "cov"))
+def _fit_from_keys(x, keys, *, k, cov, init, max_iter, tol, reg_covar, prior, n_chunks, rows):
+    xb, mask = to_chunks(x, n_chunks, rows)
+    gmm0s = em_init.initial_gmms(x, keys, k, cov, init, reg_covar, prior)
+    return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows"))
+def _fit_from_gmm(x, gmm, *, max_iter, tol, reg_covar, prior, n_chunks, rows):
+    xb, mask = to_chunks(x, n_chunks, rows)
+    gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm)
+    return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior)
+
+
+def _fit_sharded(x, gmm0s, mesh, *, max_iter, tol, reg_covar, prior, chunk_size):
+    """`_fit_restarts` with the rows of x split over the mesh's "data" axis: each device runs
+    the fused E step on its rows and the Stats are `psum`-ed before every M step."""
+    from jaxvi import distributed
+
+    distributed.check_mesh(mesh)
+    gmm0s = distributed.same_on_every_process(gmm0s)
+    xb, mask = distributed.shard_chunks(
+        x, mesh, lambda n: chunk_layout(n, gmm0s.n_features, gmm0s.covariance_type, chunk_size)
+    )
+    return _sharded_fit_fn(mesh, max_iter)(xb, mask, gmm0s, tol, reg_covar, prior)
+
+
+@functools.lru_cache(maxsize=16)
+def _sharded_fit_fn(mesh, max_iter):
+    """The jitted `shard_map` of the EM loop for one mesh (compiled once per shapes)."""
+    from jaxvi import distributed
+
+    def local(xb, mask, gmm0s, tol, reg_covar, prior):
+        return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior,
+                             distributed.psum_data)
+
+    return jax.jit(distributed.shard_map_data(local, mesh, 2, 4))
+
+
+def _raise_if_not_finite(result: FitResult) -> FitResult:
+    """The guard after a fit: `result`, or a ValueError when its (concrete) mixture has
+    non-finite parameters."""
+    if _validate.is_concrete(*jax.tree_util.tree_leaves(result)) and not bool(
+        all_finite(result.gmm)
+    ):
+        raise ValueError(
+            "Fitting the mixture failed: some components have an ill-defined (singular) "
+            "covariance, e.g. from collapsed or duplicated points. Increase `reg_covar`, "
+            "pass a `prior`, decrease `n_components` or rescale `x`."
+        )
+    return result
+
+
+def lapack_scoped(fn):
+    """Run `fn` with single-threaded LAPACK on CPU (`_linalg.single_threaded_lapack`) and
+    wait for its result inside that scope."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _linalg.single_threaded_lapack():
+            return jax.block_until_ready(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar, chunk_size,
+                    prior):
+    """`fit`'s checks of its data and options -> (x as a float array, K, prior as arrays)."""
+    n, d = checks.check_x(x)
+    k = checks.check_n_components(n_components, n)
+    checks.check_covariance_type(covariance_type)
+    _validate.check_int("max_iter", max_iter, 0)
+    _validate.check_number("tol", tol)
+    _validate.check_number("reg_covar", reg_covar)
+    if chunk_size is not None:
+        _validate.check_int("chunk_size", chunk_size, 1)
+    x = checks.as_float_data(x)
+    if prior is not None:
+        prior = checks.check_prior(prior, d, x.dtype)
+    return x, k, prior
+
+
+def _check_warm_start(init: GMM, covariance_type, k, x) -> GMM:
+    """A given initial GMM, checked against the fit's options and cast to x's dtype."""
+    if init.covariance_type != covariance_type:
+        raise ValueError(
+            f"`init` has covariance_type {init.covariance_type!r} but `covariance_type` "
+            f"is {covariance_type!r}."
+        )
+    checks.check_gmm(init, n_components=k, n_features=x.shape[1], name="init")
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), init)
+
+
+@lapack_scoped
+def fit(
+    x: jax.Array,
+    n_components: int,
+    *,
+    key: jax.Array,
+    covariance_type: str = "full",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    n_init: int = 1,
+    init: str | GMM = "kmeans++",
+    reg_covar: float = 1e-6,
+    prior: Prior | None = None,
+    chunk_size: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> FitResult:
+    """Fit a Gaussian mixture by EM.
+
+    The loop runs on device (`lax.while_loop`) until |Δ mean log-likelihood| < tol or
+    `max_iter` iterations. The per-point features φ(x − mean(x)) (D(D+1)/2 + D values per
+    point for full and tied, 2D for diag and spherical) are computed once per fit when they
+    take at most 1 GiB, so each iteration is only matmuls and a softmax over them; beyond
+    that they are recomputed chunk by chunk in every iteration.
+
+    Args:
+      x: (N, D) data.
+      n_components: K ≤ N.
+      key: PRNG key of the initialisation (unused for a given `init` GMM).
+      covariance_type: "full", "tied", "diag" or "spherical".
+      max_iter: at most this many EM iterations (0: the initial parameters).
+      tol: stop when the mean log-likelihood changes less (0 runs exactly max_iter).
+      n_init: restarts from independent keys, run batched; the one with the highest final
+        log-likelihood is kept.
+      init: "kmeans++", "random", "random_from_data" or a `GMM` (warm start; then `n_init`
+        is ignored).
+      reg_covar: added to the covariances' diagonal in every M step.
+      prior: a `Prior` turns ML-EM into MAP-EM.
+      chunk_size: rows per chunk of the fused E step (default: from a per-backend budget).
+      mesh: a `jax.sharding.Mesh` with a "data" axis (`jaxvi.distributed.data_mesh`): the
+        rows of x are split over it and the sufficient statistics summed across devices
+        (`psum`) before each M step; the result equals the single-device fit. The initial
+        parameters are computed from x as given (with several processes, x is each process's
+        own rows and the first process's initialisation is used everywhere).
+
+    Returns:
+      A `FitResult` (computed; on CPU LAPACK runs single-threaded meanwhile, see
+      `_linalg.single_threaded_lapack`). A ValueError if the fitted parameters are not finite.
+    """
+    x, k, prior = _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar,
+                                  chunk_size, prior)
+    loop = dict(max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
+                reg_covar=jnp.asarray(reg_covar, x.dtype), prior=prior)
+    n_chunks, rows = chunk_layout(x.shape[0], x.shape[1], covariance_type, chunk_size)
+    if isinstance(init, GMM):
+        gmm0 = _check_warm_start(init, covariance_type, k, x)
+        if mesh is None:
+            return _raise_if_not_finite(
+                _fit_from_gmm(x, gmm0, **loop, n_chunks=n_chunks, rows=rows))
+        gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm0)
+    else:
+        _validate.check_choice("init", init, em_init.INITS)
+        _validate.check_int("n_init", n_init, 1)
+        keys = jax.random.split(key, int(n_init))
+        if mesh is None:
+            return _raise_if_not_finite(_fit_from_keys(
+                x, keys, k=k, cov=covariance_type, init=init, **loop, n_chunks=n_chunks,
+                rows=rows))
+        gmm0s = jax.jit(em_init.initial_gmms, static_argnums=(2, 3, 4))(
+            x, keys, k, covariance_type, init, loop["reg_covar"], prior
+        )
+    return _raise_if_not_finite(_fit_sharded(x, gmm0s, mesh, **loop, chunk_size=chunk_size))

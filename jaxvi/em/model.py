@@ -1,0 +1,156 @@
+"""EM's Gaussian mixture `GMM`, its additive sufficient statistics `Stats`, the conjugate `Prior`
+of MAP-EM, the `FitResult` of a fit, and the per-component Cholesky factors, variances and
+precisions that the densities and statistics read from a GMM.
+
+Covariance layouts follow scikit-learn's `GaussianMixture`: full (K, D, D), tied (D, D),
+diag (K, D), spherical (K,) (`jaxvi.em.covariance`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxvi import _linalg
+from jaxvi.em import covariance
+
+# Full float32 precision for the matmuls of the E step and statistics on accelerators (no
+# TF32): expanded quadratic forms and second moments need it. No effect on CPU.
+MATMUL_PRECISION = jax.lax.Precision.HIGHEST
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["weights", "means", "covariances", "scale_tril"],
+    meta_fields=["covariance_type"],
+)
+@dataclasses.dataclass(frozen=True)
+class GMM:
+    """A Gaussian mixture. weights: (K,), means: (K, D), covariances: full (K, D, D),
+    tied (D, D), diag (K, D) or spherical (K,), as scikit-learn stores them.
+    `covariance_type` is static pytree metadata.
+
+    scale_tril (full (K, D, D), tied (D, D); None for diag/spherical or when not known): the
+    lower Cholesky factor of the covariances that the M step computed (like scikit-learn's
+    `precisions_cholesky_`). When present, densities use it instead of refactoring
+    `covariances`, which in float32 may be numerically singular (condition number beyond
+    1/eps). `_replace(covariances=...)` drops it.
+    """
+
+    weights: jax.Array
+    means: jax.Array
+    covariances: jax.Array
+    covariance_type: str = "full"
+    scale_tril: jax.Array | None = None
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[-2]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[-1]
+
+    def _replace(self, **kwargs) -> GMM:
+        if "covariances" in kwargs:
+            kwargs.setdefault("scale_tril", None)
+        return dataclasses.replace(self, **kwargs)
+
+
+class Stats(NamedTuple):
+    """Additive sufficient statistics of a batch, second moments about a shift c.
+
+    count: () number of points; nk: (K,) Σ_n r_nk; sum_x: (K, D) Σ_n r_nk (x_n − c);
+    sum_xx: Σ_n r_nk (x_n − c)(x_n − c)ᵀ, (K, D, D) for full/tied, its diagonal (K, D) for
+    diag/spherical. Stats of disjoint batches with the same shift add (`lax.psum`).
+    """
+
+    count: jax.Array
+    nk: jax.Array
+    sum_x: jax.Array
+    sum_xx: jax.Array
+
+
+class Prior(NamedTuple):
+    """Conjugate prior for MAP-EM: Dirichlet(α·1) on the weights and, per component,
+    normal-inverse-Wishart NIW(m0, κ0, ν0, Ψ0) on (μ_k, Σ_k).
+
+    weight_concentration α ≥ 1 (scalar); mean_prior m0: (D,); mean_precision κ0 > 0;
+    degrees_of_freedom ν0 > D − 1; covariance_prior Ψ0: (D, D).
+    MAP updates (joint posterior mode), with
+    B_k = n_k S_k + κ0 n_k/(κ0 + n_k) (x̄_k − m0)(x̄_k − m0)ᵀ:
+    w_k ∝ n_k + α − 1; μ_k = (n_k x̄_k + κ0 m0)/(n_k + κ0); and
+    full: Σ_k = (Ψ0 + B_k)/(ν0 + n_k + D + 2);
+    tied (one IW(ν0, Ψ0)): Σ = (Ψ0 + Σ_k B_k)/(ν0 + N + D + 1 + K);
+    diag (inverse-gamma(ν0/2, Ψ0_dd/2) per dimension): σ²_kd = (Ψ0_dd + B_k,dd)/(ν0 + n_k + 3);
+    spherical (inverse-gamma(Dν0/2, tr Ψ0/2)): σ²_k = (tr Ψ0 + tr B_k)/(D(ν0 + n_k + 1) + 2).
+    `reg_covar` is added on top, as in the maximum-likelihood M step.
+    """
+
+    weight_concentration: jax.Array
+    mean_prior: jax.Array
+    mean_precision: jax.Array
+    degrees_of_freedom: jax.Array
+    covariance_prior: jax.Array
+
+
+class FitResult(NamedTuple):
+    """Result of `fit` / `fit_minibatch`.
+
+    gmm: the fitted mixture (after the last M step). log_likelihood: () mean log-likelihood at
+    the last E step, i.e. of the parameters before the last M step (scikit-learn's
+    `lower_bound_`; EM never decreases it, so the returned gmm scores at least this).
+    n_iter: () int, EM iterations run. converged: () bool, the last change was below `tol`.
+    history: (max_iter,) mean log-likelihood at each E step; entries from `n_iter` on are NaN.
+    """
+
+    gmm: GMM
+    log_likelihood: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    history: jax.Array
+
+
+def with_scale_tril(gmm: GMM, floor=None) -> GMM:
+    """`gmm` (any leading batch axes) with the Cholesky factors of its covariances stored
+    (full/tied; unchanged when already known, and for diag/spherical).
+
+    With `floor` (an M step's reg_covar, below which no eigenvalue is in exact arithmetic),
+    factors that round-off broke are rebuilt with eigenvalues clipped at `floor` and the
+    covariances replaced by their product (`_linalg.cholesky_floored`); without, only a failed
+    Cholesky is rebuilt, with eigenvalues clipped at their dtype's resolution."""
+    if not covariance.of(gmm.covariance_type).matrix or gmm.scale_tril is not None:
+        return gmm
+    cov = gmm.covariances
+    if floor is None:
+        chol, _, _ = _linalg.cholesky_floored(cov, 0.0, _linalg.resolution_floor(cov))
+        return dataclasses.replace(gmm, scale_tril=chol)
+    chol, cov, _ = _linalg.cholesky_floored(cov, floor)
+    return dataclasses.replace(gmm, covariances=cov, scale_tril=chol)
+
+
+def component_scale_tril(gmm: GMM) -> jax.Array:
+    """(K, D, D) lower Cholesky factors of the covariances (full/tied; tied broadcast):
+    `gmm.scale_tril` when known, else as `with_scale_tril` computes them."""
+    chol = with_scale_tril(gmm).scale_tril
+    return covariance.of(gmm.covariance_type).component_scale_tril(chol, gmm.n_components)
+
+
+def component_variances(gmm: GMM) -> jax.Array:
+    """(K, D) variances for diag/spherical."""
+    return covariance.of(gmm.covariance_type).variances(gmm.covariances, gmm.n_components,
+                                                        gmm.n_features)
+
+
+def component_precisions(gmm: GMM) -> tuple[jax.Array, jax.Array]:
+    """Per-component precisions through Cholesky factors, and log|Σ_k| (K,): Λ_k (K, D, D)
+    for full/tied, 1/σ²_k (K, D) for diag/spherical."""
+    if covariance.of(gmm.covariance_type).matrix:
+        chol = component_scale_tril(gmm)
+        return _linalg.precision_from_tril(chol), _linalg.logdet_tril(chol)
+    var = component_variances(gmm)
+    return 1.0 / var, jnp.sum(jnp.log(var), axis=-1)

@@ -1,0 +1,242 @@
+"""The E step fused with sufficient statistics (the hot path): per-point features, chunking,
+the fast and the precise statistics kernels and the round-off estimates that choose between
+them, `e_step_stats` and `sufficient_stats`.
+
+There is no loop over components: log N(x_n; μ_k, Σ_k) for all (n, k) is one matmul of
+per-point features φ(x) = [x_i x_j (i ≤ j), x_i] against per-component weights
+[−½Λ_k, Λ_k μ_k], and the same features give the second moments as respᵀ @ features. Data are
+processed in chunks, so memory stays O(chunk · D²) whatever N is. `Stats` are sums over
+points, so Stats from disjoint shards add up (`psum`); second moments are taken about a shift
+(`model_shift`) so that E[x xᵀ] − μ μᵀ does not cancel catastrophically for data far from the
+origin.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxvi import _linalg
+from jaxvi.em import covariance
+from jaxvi.em.densities import joint_log_prob, whitening
+from jaxvi.em.model import GMM, MATMUL_PRECISION, Stats, component_precisions
+
+# Rows × features per chunk of the fused E step: small on CPU (cache-sized chunks), large on
+# accelerators (few big kernels).
+_CHUNK_ELEMENTS = {"cpu": 1 << 21}
+_CHUNK_ELEMENTS_ACCELERATOR = 1 << 26
+# `fit` computes the features φ(x − c) once, before its loop, when they take at most this many
+# bytes (x and c are fixed during a fit); larger data recompute them in every iteration.
+_FEATURE_CACHE_BYTES = 1 << 30
+# Largest `expansion_error` at which an EM iteration uses the fast kernel.
+FAST_KERNEL_MAX_ERROR = 1e-2
+
+
+def model_shift(gmm: GMM) -> jax.Array:
+    """Σ_k w_k μ_k: the centre about which `fit` takes second moments (replicated across
+    devices, and equal to the data mean after any M step). A traced primitive."""
+    return jax.lax.stop_gradient(gmm.weights @ gmm.means)
+
+
+def chunk_layout(n: int, d: int, covariance_type: str, chunk_size: int | None):
+    """(n_chunks, rows per chunk) for N = n points in D = d dimensions: `chunk_size` rows, or
+    as many as the backend's chunk budget of features allows."""
+    feats = covariance.of(covariance_type).n_point_features(d)
+    budget = _CHUNK_ELEMENTS.get(jax.default_backend(), _CHUNK_ELEMENTS_ACCELERATOR)
+    max_rows = chunk_size or max(256, budget // feats)
+    n_chunks = max(1, -(-n // max_rows))
+    rows = -(-n // n_chunks)
+    return n_chunks, rows
+
+
+def to_chunks(x: jax.Array, n_chunks: int, rows: int):
+    """x: (N, D) -> xb (n_chunks, rows, D) zero-padded, mask (n_chunks, rows)."""
+    n, d = x.shape
+    pad = n_chunks * rows - n
+    mask = jnp.ones((n,), x.dtype)
+    if pad:
+        x = jnp.concatenate([x, jnp.zeros((pad, d), x.dtype)])
+        mask = jnp.concatenate([mask, jnp.zeros((pad,), x.dtype)])
+    return x.reshape(n_chunks, rows, d), mask.reshape(n_chunks, rows)
+
+
+def feature_chunks(xb, mask, covariance_type, combine):
+    """The fixed shift c (the data mean) of a fit and what its loop iterates over: the
+    features φ(x − c): (C, R, F + D) when they fit in `_FEATURE_CACHE_BYTES`, else xb itself.
+    xb: (C, R, D), mask: (C, R). Returns (chunks, c, featurized)."""
+    kind = covariance.of(covariance_type)
+    total, count = combine((jnp.einsum("cr,crd->d", mask, xb), jnp.sum(mask)))
+    shift = total / count
+    n_feats = kind.n_point_features(xb.shape[-1])
+    if mask.size * n_feats * xb.dtype.itemsize > _FEATURE_CACHE_BYTES:
+        return xb, shift, False
+    return jax.vmap(lambda c: kind.point_features(c - shift))(xb), shift, True
+
+
+def _expanded_log_prob_params(gmm: GMM, shift: jax.Array, precisions=None):
+    """W (K, F + D), bias (K,) with log w_k + log N(x; μ_k, Σ_k) = φ(x − c) · W_k + bias_k;
+    `precisions`: `component_precisions(gmm)` when already computed."""
+    d = gmm.n_features
+    m = gmm.means - shift
+    precision, logdet = component_precisions(gmm) if precisions is None else precisions
+    if covariance.of(gmm.covariance_type).matrix:
+        quad = _linalg.pack_sym(precision, 2.0)
+        lam_m = jnp.einsum("kij,kj->ki", precision, m)
+    else:
+        quad = precision
+        lam_m = m * precision
+    w = jnp.concatenate([-0.5 * quad, lam_m], axis=-1)
+    bias = (
+        jnp.log(gmm.weights)
+        - 0.5 * (logdet + d * _linalg.LOG_2PI)
+        - 0.5 * jnp.sum(m * lam_m, axis=-1)
+    )
+    return w, bias
+
+
+def _resp_and_log_prob(joint: jax.Array, m_rows: jax.Array):
+    """joint: (R, K) log w_k + log N(x_r; k), m_rows: (R,) 1 = real point -> responsibilities
+    (R, K) (zero on padding) and log p(x_r) (R,), with one exp pass: resp = e / Σe with
+    e = exp(joint − max); log p(x) = max + log Σe."""
+    top = jax.lax.stop_gradient(jnp.max(joint, axis=-1, keepdims=True))
+    e = jnp.exp(joint - top)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    return e * (m_rows[:, None] / total), (top + jnp.log(total))[:, 0]
+
+
+def _sum_over_chunks(one, xb, mask):
+    """Σ over chunks i of one(xb[i], mask[i]) (a pytree). The first chunk seeds the sum
+    (rather than zeros), so the carry has the same type as the chunks' stats, also inside
+    `shard_map` where they vary across devices. A loop over indices (not a scan over xb[1:])
+    reads the chunks in place, without copying xb."""
+
+    def body(i, carry):
+        return jax.tree_util.tree_map(jnp.add, carry, one(xb[i], mask[i]))
+
+    return jax.lax.fori_loop(1, xb.shape[0], body, one(xb[0], mask[0]))
+
+
+def e_step_stats_fast(xb, mask, gmm: GMM, shift, featurized: bool = False, precisions=None):
+    """Fused E step + statistics over chunks (the fast kernel). xb: (C, R, D), mask: (C, R)
+    (1 = real point), or with `featurized` the features xb = φ(x − shift): (C, R, F + D)
+    (`feature_chunks`). Returns (Stats about `shift` (D,), Σ_n log p(x_n)).
+
+    log-densities are one matmul of φ(x − shift) against [−½Λ_k, Λ_k μ_k]: an expansion of the
+    quadratic form whose round-off grows with |μ_k − shift|²·|Λ_k| (`expansion_error`);
+    an EM iteration uses it only where that is negligible and `e_step_stats_precise`
+    elsewhere. `precisions`: `component_precisions(gmm)` when already computed."""
+    kind = covariance.of(gmm.covariance_type)
+    w, bias = _expanded_log_prob_params(gmm, shift, precisions)
+    f = w.shape[-1]
+    d = gmm.n_features
+
+    def one(xc_rows, m_rows):
+        phi = xc_rows if featurized else kind.point_features(xc_rows - shift)
+        joint = jnp.matmul(phi, w.T, precision=MATMUL_PRECISION) + bias
+        resp, lse = _resp_and_log_prob(joint, m_rows)
+        moments = jnp.matmul(resp.T, phi, precision=MATMUL_PRECISION)  # (K, F + D)
+        return jnp.sum(m_rows), jnp.sum(resp, axis=0), moments, jnp.sum(lse * m_rows)
+
+    count, nk, moments, sum_ll = _sum_over_chunks(one, xb, mask)
+    second, first = moments[:, : f - d], moments[:, f - d :]
+    return Stats(count, nk, first, kind.unpack(second, d)), sum_ll
+
+
+def e_step_stats_precise(xb, mask, gmm: GMM, centres: jax.Array | None = None):
+    """Fused E step + statistics over chunks (the precise kernel). xb: (C, R, D), mask: (C, R).
+    Returns (Stats about `centres` (K, D), default each component's own mean gmm.means;
+    Σ_n log p(x_n)).
+
+    log-densities from whitened residuals L_k⁻¹(x − μ_k) (`whitening`), second moments
+    Σ_n r_nk (x_n − c_k)(x_n − c_k)ᵀ from the differences themselves: round-off is relative to
+    each component's own spread (when c_k is near its new mean: an EM iteration makes a second
+    pass about the new means when they moved far), not to its distance from a global shift
+    (outliers, data far from the origin) nor to the covariance's condition number. About
+    twice the FLOPs of `e_step_stats_fast`."""
+    centres = gmm.means if centres is None else centres
+    params = whitening(gmm)
+    matrix = covariance.of(gmm.covariance_type).matrix
+
+    def one(x_rows, m_rows):
+        joint = joint_log_prob(x_rows, gmm, params)
+        resp, lse = _resp_and_log_prob(joint, m_rows)
+        diff = x_rows[:, None, :] - centres  # (R, K, D)
+        weighted = resp[..., None] * diff
+        if matrix:
+            second = jnp.einsum("rkd,rke->kde", weighted, diff, precision=MATMUL_PRECISION)
+        else:
+            second = jnp.sum(weighted * diff, axis=0)
+        return (jnp.sum(m_rows), jnp.sum(resp, axis=0), jnp.sum(weighted, axis=0), second,
+                jnp.sum(lse * m_rows))
+
+    count, nk, first, second, sum_ll = _sum_over_chunks(one, xb, mask)
+    return Stats(count, nk, first, second), sum_ll
+
+
+def cancellation_error(m: jax.Array, precision: jax.Array) -> jax.Array:
+    """eps·max_k |m_k|ᵀ|Λ_k||m_k| (): the relative round-off, in the metric of Σ_k, of second
+    moments taken about points m_k: (K, D) away from the component means. precision: Λ_k
+    (K, D, D), or 1/σ²_k (K, D) for diag/spherical (`component_precisions`)."""
+    if precision.ndim == 3:
+        rho = jnp.einsum("ki,kij,kj->k", jnp.abs(m), jnp.abs(precision), jnp.abs(m))
+    else:
+        rho = jnp.sum(m * m * precision, axis=-1)
+    return jnp.finfo(m.dtype).eps * jnp.max(rho)
+
+
+def expansion_error(gmm: GMM, shift: jax.Array, precision: jax.Array | None = None):
+    """ρ = max_k eps·(|μ_k − c|ᵀ|Λ_k||μ_k − c| + Σ_ij |Λ_k,ij Σ_k,ij|) (): the scale, in nats,
+    of the round-off of `e_step_stats_fast`'s expanded quadratic forms about c = `shift` for
+    the points of each component, and (relative to Σ_k) of its second moments about c.
+    `precision`: `component_precisions(gmm)[0]` when already computed."""
+    precision = component_precisions(gmm)[0] if precision is None else precision
+    m = gmm.means - shift
+    eps = jnp.finfo(m.dtype).eps
+    if covariance.of(gmm.covariance_type).matrix:
+        cov = jnp.broadcast_to(gmm.covariances, precision.shape)
+        a = jnp.abs(precision)
+        rho = jnp.einsum("ki,kij,kj->k", jnp.abs(m), a, jnp.abs(m)) + jnp.sum(
+            a * jnp.abs(cov), axis=(-2, -1)
+        )
+    else:
+        rho = jnp.sum(m * m * precision, axis=-1) + gmm.n_features
+    return eps * jnp.max(rho)
+
+
+def e_step_stats(
+    x: jax.Array, gmm: GMM, shift: jax.Array | None = None, *, chunk_size: int | None = None
+) -> tuple[Stats, jax.Array]:
+    """E step fused with sufficient statistics: (Stats about `shift`, Σ_n log p(x_n)).
+
+    x: (N, D); shift: (D,), default `model_shift(gmm)`. Pure and jit/vmap-able; processes x in
+    chunks of `chunk_size` rows (default ≈ 2¹⁹/D² rows on CPU, 2²⁷/D² on accelerators), so
+    no (N, D²) array is formed. The fast kernel (`e_step_stats_fast`): exact in exact
+    arithmetic, in float32 only as accurate as `expansion_error` says (`em_step` and `fit`
+    choose between it and the precise kernel). A traced primitive: no argument checks; `fit`
+    validates.
+    """
+    if shift is None:
+        shift = model_shift(gmm)
+    n_chunks, rows = chunk_layout(x.shape[0], gmm.n_features, gmm.covariance_type, chunk_size)
+    xb, mask = to_chunks(x, n_chunks, rows)
+    return e_step_stats_fast(xb, mask, gmm, shift)
+
+
+def sufficient_stats(
+    x: jax.Array, resp: jax.Array, shift: jax.Array | None = None, *,
+    covariance_type: str = "full",
+) -> Stats:
+    """Stats of x: (N, D) under responsibilities resp: (N, K), about shift (D,) (default the
+    mean of x). Second moments as matmuls: respᵀ @ [x_i x_j]. A traced primitive: no argument
+    checks (`m_step` is the checked entry point)."""
+    kind = covariance.of(covariance_type)
+    x = jnp.asarray(x)
+    if shift is None:
+        shift = jnp.mean(x, axis=0)
+    xc = x - shift
+    d = x.shape[-1]
+    phi = kind.point_features(xc)
+    moments = resp.T @ phi
+    second, first = moments[:, :-d], moments[:, -d:]
+    return Stats(jnp.asarray(x.shape[0], x.dtype), jnp.sum(resp, axis=0), first,
+                 kind.unpack(second, d))

@@ -1,0 +1,244 @@
+"""The M step and one EM iteration.
+
+An iteration is built from three pure pieces that a sharded or streaming fit reuses unchanged:
+
+    stats, sum_ll = e_step_stats(x, gmm, shift)            # E step fused with Σr, Σr x, Σr x xᵀ
+    stats, sum_ll = combine((stats, sum_ll))               # e.g. lax.psum over a mesh axis
+    gmm = m_step_from_stats(stats, shift, covariance_type, reg_covar)
+
+`em_update` is the iteration `fit` and `em_step` run, on restarts batched along axis 0: the
+fast or the precise E-step kernel, whichever float32 round-off allows, then `factored_m_step`
+(the M step and its covariances' floored Cholesky factors), which `fit_minibatch` shares.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvi import _validate
+from jaxvi.em import checks, covariance
+from jaxvi.em.model import (
+    GMM,
+    MATMUL_PRECISION,
+    Prior,
+    Stats,
+    component_precisions,
+    with_scale_tril,
+)
+from jaxvi.em.stats import (
+    FAST_KERNEL_MAX_ERROR,
+    cancellation_error,
+    chunk_layout,
+    e_step_stats_fast,
+    e_step_stats_precise,
+    expansion_error,
+    model_shift,
+    to_chunks,
+)
+
+
+def _flush_roundoff(scatter, sum_xx, matrix: bool):
+    """Zero the scatter S − n δδᵀ of every dimension whose variance is below the round-off of
+    that difference (64 eps · S_ii), with its row and column for matrices (which keeps them
+    positive semi-definite). A component on duplicated points then has an exactly singular
+    covariance (caught as such) whatever the shift, not a tiny random one.
+    scatter, sum_xx: (K, D, D) if `matrix` else (K, D)."""
+    eps = jnp.finfo(scatter.dtype).eps
+    var = jnp.diagonal(scatter, axis1=-2, axis2=-1) if matrix else scatter
+    second = jnp.diagonal(sum_xx, axis1=-2, axis2=-1) if matrix else sum_xx
+    keep = var > 64.0 * eps * second
+    if matrix:
+        keep = keep[..., :, None] & keep[..., None, :]
+    return jnp.where(keep, scatter, 0.0)
+
+
+def m_step_from_stats(
+    stats: Stats, shift: jax.Array, *, covariance_type: str = "full",
+    reg_covar: float = 1e-6, prior: Prior | None = None,
+) -> GMM:
+    """Closed-form M step (maximum likelihood, or MAP under `prior`) from `Stats` about `shift`.
+
+    stats: one restart's Stats (K leading); shift: (D,), or (K, D) for statistics taken about
+    per-component points (`e_step_stats_precise`). Guards empty components like scikit-learn:
+    n_k + 10·eps, so they get the prior/zero mean offset and `reg_covar` covariance instead of
+    NaN. A traced primitive (no argument checks; it returns covariances only:
+    `factored_m_step` adds their floored Cholesky factors).
+    """
+    kind = covariance.of(covariance_type)
+    dt = stats.sum_x.dtype
+    eps = 10.0 * jnp.finfo(dt).eps
+    nk = stats.nk + eps
+    delta = stats.sum_x / nk[:, None]  # x̄_k − c
+    scatter = _flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
+
+    if prior is None:
+        weights = nk / jnp.sum(nk)
+        means = shift + delta
+        return GMM(weights, means, kind.ml_covariance(scatter, nk, reg_covar), covariance_type)
+
+    alpha, m0, kappa0, nu0, psi0 = (jnp.asarray(p, dt) for p in prior)
+    unnorm = nk + alpha - 1.0
+    weights = unnorm / jnp.sum(unnorm)
+    d0 = m0 - shift  # prior mean about the shift
+    kappa_n = kappa0 + nk
+    means = shift + (stats.sum_x + kappa0 * d0) / kappa_n[:, None]
+    dev = delta - d0  # x̄_k − m0
+    shrink = kappa0 * nk / kappa_n
+    post = kind.posterior_scatter(scatter, shrink, dev)
+    return GMM(weights, means, kind.map_covariance(post, nk, psi0, nu0, reg_covar),
+               covariance_type)
+
+
+def per_restart(fn, *args):
+    """fn mapped over axis 0 of its (pytree) args: `vmap`, or for a single restart a plain
+    call (XLA:CPU runs the batched matmuls of a size-1 `vmap` slower than plain ones)."""
+    if jax.tree_util.tree_leaves(args)[0].shape[0] == 1:
+        out = fn(*jax.tree_util.tree_map(lambda a: a[0], args))
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+    return jax.vmap(fn)(*args)
+
+
+def factored_m_step(stats: Stats, shifts: jax.Array, *, covariance_type: str, reg_covar,
+                    prior: Prior | None = None) -> GMM:
+    """`m_step_from_stats` of restarts batched along axis 0 (stats: Stats (B, ...), shifts:
+    (B, D) or (B, K, D)), with the covariances factored with eigenvalues floored at
+    reg_covar, positive definite by construction (`with_scale_tril`, outside the `vmap`, so
+    that its repair stays a real `lax.cond`) -> GMMs batched along axis 0."""
+    new = per_restart(
+        lambda st, c: m_step_from_stats(st, c, covariance_type=covariance_type,
+                                        reg_covar=reg_covar, prior=prior),
+        stats, shifts,
+    )
+    return with_scale_tril(new, reg_covar)
+
+
+def _stats_about_means(x, resp, covariance_type: str) -> tuple[Stats, jax.Array]:
+    """Stats of x: (N, D) under resp: (N, K) about the weighted means themselves (two passes:
+    the means, then Σ_n r_nk (x_n − μ_k)(x_n − μ_k)ᵀ one component at a time, so memory
+    stays O(N·D)). -> (Stats, means (K, D))."""
+    dt = x.dtype
+    matrix = covariance.of(covariance_type).matrix
+    nk = jnp.sum(resp, axis=0)
+    means = (jnp.matmul(resp.T, x, precision=MATMUL_PRECISION)
+             / (nk + 10.0 * jnp.finfo(dt).eps)[:, None])
+
+    def about(args):
+        r, mu = args
+        diff = x - mu
+        weighted = r[:, None] * diff
+        if matrix:
+            second = jnp.matmul(weighted.T, diff, precision=MATMUL_PRECISION)
+        else:
+            second = jnp.sum(weighted * diff, axis=0)
+        return jnp.sum(weighted, axis=0), second
+
+    first, second = jax.lax.map(about, (resp.T, means))
+    return Stats(jnp.asarray(x.shape[0], dt), nk, first, second), means
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def m_step_from_resp(x, resp, covariance_type, reg_covar, prior):
+    """The M step of `m_step` and of initialisation, with its covariances' floored factors.
+    x: (N, D), resp: (N, K). A traced primitive."""
+    stats, means = _stats_about_means(x, resp.astype(x.dtype), covariance_type)
+    batched = jax.tree_util.tree_map(lambda a: a[None], (stats, means))
+    gmms = factored_m_step(*batched, covariance_type=covariance_type, reg_covar=reg_covar,
+                           prior=prior)
+    return jax.tree_util.tree_map(lambda a: a[0], gmms)
+
+
+def m_step(
+    x: jax.Array, resp: jax.Array, covariance_type: str = "full", reg_covar: float = 1e-6,
+    *, prior: Prior | None = None,
+) -> GMM:
+    """M step: the GMM maximising F(θ, q) for responsibilities q = resp.
+    x: (N, D), resp: (N, K) rows summing to 1. Equals `sufficient_stats` + `m_step_from_stats`."""
+    checks.check_x(x)
+    checks.check_covariance_type(covariance_type)
+    checks.check_resp(resp, np.shape(x)[0], None)
+    _validate.check_number("reg_covar", reg_covar)
+    return m_step_from_resp(jnp.asarray(x), jnp.asarray(resp), covariance_type, reg_covar, prior)
+
+
+def _e_step_batched(gmms: GMM, xb, mask, chunks, shift, featurized, combine):
+    """The E step of `em_update`: (global Stats (B, ...), Σ log p (B,), the points (B, D) or
+    (B, K, D) the Stats' second moments are about)."""
+    precisions = per_restart(component_precisions, gmms)
+    errors = per_restart(lambda g, p: expansion_error(g, shift, p[0]), gmms, precisions)
+    use_fast = jnp.all(errors < FAST_KERNEL_MAX_ERROR)
+
+    def fast(_):
+        stats, sum_ll = combine(per_restart(
+            lambda g, p: e_step_stats_fast(chunks, mask, g, shift, featurized, p), gmms,
+            precisions,
+        ))
+        return stats, sum_ll, jnp.broadcast_to(shift, gmms.means.shape)
+
+    def precise(_):
+        stats, sum_ll = combine(per_restart(lambda g: e_step_stats_precise(xb, mask, g), gmms))
+        # Second moments about the old means lose eps·|δ|ᵀ|Λ||δ| (relative, in the old
+        # metric) when the means move by δ; past `FAST_KERNEL_MAX_ERROR`/10, take them again
+        # about the new means (the same responsibilities, so the same E step). Early
+        # iterations pay it, rarely later ones.
+        eps = 10.0 * jnp.finfo(stats.nk.dtype).eps
+        moved = gmms.means + stats.sum_x / (stats.nk + eps)[..., None]
+        drift = per_restart(lambda dm, p: cancellation_error(dm, p[0]), moved - gmms.means,
+                            precisions)
+
+        def again(_):
+            local = per_restart(lambda g, c: e_step_stats_precise(xb, mask, g, c)[0], gmms,
+                                moved)
+            return combine(local), moved
+
+        stats, shifts = jax.lax.cond(jnp.any(drift > 0.1 * FAST_KERNEL_MAX_ERROR), again,
+                                     lambda _: (stats, gmms.means), None)
+        return stats, sum_ll, shifts
+
+    return jax.lax.cond(use_fast, fast, precise, None)
+
+
+def em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior, combine):
+    """One EM iteration of restarts batched along axis 0: (new GMMs with their factors, mean
+    log-likelihood (B,) of `gmms`).
+
+    xb: (C, R, D), mask: (C, R); chunks: what the fast kernel reads (xb, or its features about
+    `shift` (D,) when `featurized`). The E step runs the fast kernel where its round-off is
+    negligible for every restart (`expansion_error` < `FAST_KERNEL_MAX_ERROR`) and the
+    precise one otherwise: one `lax.cond`, so only one runs. `combine` maps local to global
+    (Stats, Σ log p) (e.g. a `psum`)."""
+    stats, sum_ll, shifts = _e_step_batched(gmms, xb, mask, chunks, shift, featurized, combine)
+    new = factored_m_step(stats, shifts, covariance_type=gmms.covariance_type,
+                          reg_covar=reg_covar, prior=prior)
+    return new, sum_ll / stats.count
+
+
+def identity(t):
+    """The `combine` of a single-device fit."""
+    return t
+
+
+def em_step(
+    x: jax.Array, gmm: GMM, *, reg_covar: float = 1e-6, prior: Prior | None = None,
+    combine: Callable = identity, chunk_size: int | None = None,
+) -> tuple[GMM, jax.Array]:
+    """One EM iteration: (new gmm, mean log-likelihood of `gmm` on x). x: (N, D).
+
+    The iteration `fit` runs (`em_update`): the fast or the precise E step kernel, whichever
+    float32 round-off allows, then the M step and its covariances' floored factors. `combine`
+    maps the local (Stats, Σ log p), batched along a leading axis of size 1, to the global
+    one, e.g. `lambda t: jax.lax.psum(t, "data")` inside `shard_map`; the fast kernel's shift
+    is `model_shift(gmm)`, the same on every device. A traced primitive: pure, no argument
+    checks; jit it (or call it inside jit).
+    """
+    gmm = with_scale_tril(gmm)
+    n_chunks, rows = chunk_layout(x.shape[0], gmm.n_features, gmm.covariance_type, chunk_size)
+    xb, mask = to_chunks(x, n_chunks, rows)
+    batched = jax.tree_util.tree_map(lambda a: a[None], gmm)
+    new, ll = em_update(batched, xb, mask, xb, model_shift(gmm), False, reg_covar, prior,
+                        combine)
+    return jax.tree_util.tree_map(lambda a: a[0], new), ll[0]

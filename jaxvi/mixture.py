@@ -5,7 +5,7 @@ distrax distribution (`event_shape`, `log_prob`, `sample(seed=, sample_shape=)`)
 `component_log_prob` is the one log-density kernel behind it: `jaxvi.kl` (mixture bounds and
 Monte Carlo), `jaxvi.vi` (mixture targets and families), the command line and the examples use
 it. (`jaxvi.em.GMM` is EM's parametrisation, with a covariance type, and has its own float32-
-hardened kernels; `jaxvi.em` converts to and from this class.)
+hardened kernels.)
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 from jaxvi import _validate
 from jaxvi._linalg import diag_normal_log_prob
-from jaxvi.objectives import snis_forward_kl_surrogate
+from jaxvi.vi.losses import snis_forward_kl_surrogate
 from jaxvi.vae import bounds
 from jaxvi.vae.model import merge_model
 

@@ -190,16 +190,20 @@ def run_one(m: Mutation, site: Site, timeout: float, omit: tuple[str, ...],
         cmd = [python, "-m", "pytest", "-n", "0", "-x", "-q", "-p", "no:cacheprovider",
                "--durations=0", "--durations-min=1000", *args]
         t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=dest, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
-            proc = subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True,
-                                  timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            out = (e.stdout or b"")
-            out = out.decode() if isinstance(out, bytes) else out
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
             return {**record, "status": "timeout", "seconds": round(time.monotonic() - t0, 1),
-                    "output": out[-2000:]}
+                    "output": (out or "")[-2000:]}
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C): leave no pytest behind
+                proc.kill()
+                proc.wait()
         seconds = round(time.monotonic() - t0, 1)
-        out = proc.stdout + proc.stderr
         if proc.returncode == 0:
             status = "survived"
         elif proc.returncode == 1:

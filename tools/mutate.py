@@ -19,6 +19,7 @@ run kills the mutant, a passing one lets it survive, a run past `--timeout` is a
     python tools/mutate.py --list              # list the mutations and check they all resolve
     python tools/mutate.py --id kl-mvn-trace   # one mutation by id (repeatable)
     python tools/mutate.py --omit-tests 'tests/*/test_values_*.py'   # without those tests
+    python tools/mutate.py --rerun-survivors tools/mutation_results.json   # after new tests
 
 Plain Python (3.11+, `tomllib`); no dependency beyond pytest, which the tests need anyway.
 """
@@ -215,7 +216,8 @@ def run_one(m: Mutation, site: Site, timeout: float, omit: tuple[str, ...],
 
 
 def score_table(results: list[dict]) -> dict[str, dict]:
-    """Per package (and "total"): counts by status and score = (killed + timeout) / valid."""
+    """Per package (and "total"): counts by status and score = (killed + timeout) / (killed +
+    survived + timeout + no-tests); errors and invalid mutants are left out (fix them)."""
     table: dict[str, dict] = {}
     for pkg in [*PACKAGES, "total"]:
         rs = [r for r in results if pkg == "total" or r["package"] == pkg]
@@ -223,8 +225,10 @@ def score_table(results: list[dict]) -> dict[str, dict]:
             continue
         counts = {s: sum(r["status"] == s for r in rs)
                   for s in ("killed", "survived", "timeout", "error", "invalid", "no-tests")}
-        valid = counts["killed"] + counts["survived"] + counts["timeout"]
-        counts["score"] = round((counts["killed"] + counts["timeout"]) / valid, 3) if valid else None
+        # a mutant that no test runs for is not caught: it counts as surviving
+        valid = counts["killed"] + counts["survived"] + counts["timeout"] + counts["no-tests"]
+        caught = counts["killed"] + counts["timeout"]
+        counts["score"] = round(caught / valid, 3) if valid else None
         table[pkg] = counts
     return table
 
@@ -235,11 +239,12 @@ def _print_results(results: list[dict], table: dict[str, dict]) -> None:
     for r in results:
         print(f"{r['id']:<{w}}  {r['package']:<15} {r['status']:<9} {r['seconds']:>6}  "
               f"{r['where']}")
-    print(f"\n{'package':<16}{'killed':>7}{'survived':>9}{'timeout':>8}{'error':>6}{'score':>7}")
+    print(f"\n{'package':<16}{'killed':>7}{'survived':>9}{'timeout':>8}{'no-tests':>9}"
+          f"{'error':>6}{'score':>7}")
     for pkg, c in table.items():
         s = "-" if c["score"] is None else f"{c['score']:.0%}"
-        print(f"{pkg:<16}{c['killed']:>7}{c['survived']:>9}{c['timeout']:>8}"
-              f"{c['error'] + c['invalid'] + c['no-tests']:>6}{s:>7}")
+        print(f"{pkg:<16}{c['killed']:>7}{c['survived']:>9}{c['timeout']:>8}{c['no-tests']:>9}"
+              f"{c['error'] + c['invalid']:>6}{s:>7}")
     survivors = [r for r in results if r["status"] not in ("killed", "timeout")]
     for r in survivors:
         print(f"\n{r['status'].upper()}: {r['id']} ({r['where']}): {r['description']}\n"
@@ -262,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave test files matching GLOB (relative, e.g. "
                          "'tests/*/test_values_*.py') out of the copy and of every mutant's "
                          "arguments: the score without them")
+    ap.add_argument("--rerun-survivors", type=Path, metavar="JSON",
+                    help="run only the mutants that were not killed in this earlier results "
+                         "file; the killed ones are carried over into the new results (more "
+                         "tests can only kill more)")
     ap.add_argument("--output", type=Path, default=RESULTS)
     ap.add_argument("--python", default=sys.executable)
     args = ap.parse_args(argv)
@@ -274,6 +283,15 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown mutation id(s): {sorted(unknown)}")
         mutations = [m for m in mutations if m.id in args.id]
+    carried: list[dict] = []
+    if args.rerun_survivors:
+        previous = {r["id"]: r for r in json.loads(args.rerun_survivors.read_text())["results"]}
+        carried = [{**previous[m.id], "carried": True} for m in mutations
+                   if m.id in previous and previous[m.id]["status"] in ("killed", "timeout")]
+        done = {r["id"] for r in carried}
+        mutations_all, mutations = mutations, [m for m in mutations if m.id not in done]
+    else:
+        mutations_all = mutations
     sources = _sources(ROOT)
     errors, sites = [], {}
     for m in mutations:
@@ -303,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             print(f"[{len(results)}/{len(mutations)}] {r['status']:<9} {r['seconds']:>6}s "
                   f"{r['id']}", flush=True)
-    order = {m.id: i for i, m in enumerate(mutations)}
+    results.extend(carried)
+    order = {m.id: i for i, m in enumerate(mutations_all)}
     results.sort(key=lambda r: order[r["id"]])
     table = score_table(results)
     _print_results(results, table)

@@ -211,8 +211,10 @@ def run_one(m: Mutation, site: Site, timeout: float, omit: tuple[str, ...],
             status = "killed"
         else:  # 2-5: interrupted, internal or usage error, nothing collected
             status = "error"
+        # a survivor's or an error's output is read in full; a kill needs only its failure line
+        keep = 600 if status == "killed" else 3000
         return {**record, "status": status, "seconds": seconds, "returncode": proc.returncode,
-                "output": out[-3000:]}
+                "output": out[-keep:]}
 
 
 def score_table(results: list[dict]) -> dict[str, dict]:

@@ -69,3 +69,21 @@ def test_sample_given_follows_the_labels_it_is_given():
     x = np.asarray(model.sample_given(jax.random.key(4), z), np.float64)
     for k in range(3):
         _check_moments(x[np.asarray(z) == k], k)
+
+
+def test_decoder_and_encoder_scales_are_floored_softplus():
+    """Gaussian decoder: σ_x = min_scale + softplus(raw) per pixel (0.2 + min_scale at
+    initialisation, min_scale when raw → −∞); encoder: s(x) = min_latent_scale + softplus."""
+    cfg = VAEConfig(data_dim=3, components=2, latent_dim=2, hidden=(4,), head_hidden=(4,),
+                    min_scale=0.07, min_latent_scale=0.01)
+    model = HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
+    w = jnp.zeros((2, 2))
+    _, scale = model.decoder(w)
+    np.testing.assert_allclose(scale, np.full((2, 3), 0.27), rtol=1e-6)
+    model.decoder.raw_scale[...] = jnp.full(3, -50.0)
+    np.testing.assert_allclose(model.decoder(w)[1], np.full((2, 3), 0.07), rtol=1e-6)
+    model.encoder.net.out.kernel[...] = jnp.zeros_like(model.encoder.net.out.kernel[...])
+    model.encoder.net.out.bias[...] = jnp.asarray([0.0, 0.0, -50.0, 1.0])
+    mean, s = model.encoder(jnp.ones((1, 3)))
+    np.testing.assert_allclose(mean, np.zeros((1, 2)), atol=1e-7)
+    np.testing.assert_allclose(s, [[0.01, 0.01 + np.log1p(np.e)]], rtol=1e-6)

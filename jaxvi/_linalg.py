@@ -94,7 +94,7 @@ def pairwise_sq_mahalanobis_diag(
     const = jnp.sum(mean * mean * inv_var, axis=-1)
     # Contract the last axes of both sides (no transposed copy of rhs). 2D columns, not
     # 2D + 2 with the constants folded in: an aligned K plus one fused add over the (N, K)
-    # result measured 10-25 % faster than the unaligned matmul.
+    # result is faster than the unaligned matmul (benchmarks/README.md).
     quad = jax.lax.dot_general(lhs, rhs, (((1,), (1,)), ((), ())))
     return jnp.maximum(quad + const, 0.0)
 
@@ -111,8 +111,8 @@ def pairwise_sq_mahalanobis_full(
     The shift is a copy of stored values, not an average: under jit XLA recomputes a computed
     shift inside each consumer fusion and evaluates `x − sum·(1/K)` differently in some of them
     (the multiply and subtract contracted into one rounding), so x and `mean` were shifted by
-    values up to an ulp apart (0.5 % error at an offset of 1e5 in float32); a copied row is
-    the same bits in every fusion.
+    values up to an ulp apart, which an offset of 1e5 in float32 turns into a visible error;
+    a copied row is the same bits in every fusion.
     """
     shift = jax.lax.stop_gradient(mean[0] if mean.shape[0] else jnp.zeros_like(x[0]))
     x = x - shift
@@ -179,8 +179,8 @@ def single_threaded_lapack():
 
     JAX's CPU Cholesky and triangular solves call LAPACK from scipy's OpenBLAS; for the small
     batched factorisations of an EM or KL step its multi-threaded hand-off costs tens of ms per
-    call on a busy machine (measured on 2 cores: 84 ms vs 4.6 ms for one EM step on digits,
-    K = 10, D = 64). XLA's own matmuls do not use OpenBLAS, so nothing else slows down.
+    call on a busy machine (benchmarks/README.md). XLA's own matmuls do not use OpenBLAS, so
+    nothing else slows down.
     Scoped: the previous limits are restored on exit. A no-op without threadpoolctl or off CPU.
     """
     import contextlib

@@ -102,17 +102,19 @@ VAE_SCRIPT = textwrap.dedent(
     import json
     import jax, numpy as np, optax
     from flax import nnx
-    from jaxvi import data, distributed, train
-    from jaxvi.nn import HierarchicalVAE, VAEConfig
+    from jaxvi import data, distributed
+    from jaxvi.training.loop import fit
+    from jaxvi.vae.losses import elbo_loss as vae_elbo_loss
+    from jaxvi.vae.model import HierarchicalVAE, VAEConfig, split_model
 
     assert jax.device_count() == 4, jax.devices()
     x = np.asarray(data.load_digits().x_train[:256], np.float32)
     cfg = VAEConfig(data_dim=64, components=3, latent_dim=2, hidden=(32,), head_hidden=(8,))
-    graphdef, params = train.split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(params=0)))
+    graphdef, params = split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(params=0)))
     # Where each batch is when the loss sees it (reported by the SPMD partitioner at compile
     # time; a no-op for the numbers), and which batch shardings the epoch asks for.
     seen, asked = [], []
-    elbo_loss = train.elbo_loss(graphdef, 2)
+    elbo_loss = vae_elbo_loss(graphdef, 2)
 
     def loss_fn(params, batch, key):
         jax.debug.inspect_array_sharding(batch, callback=lambda s: seen.append(dict(
@@ -129,7 +131,7 @@ VAE_SCRIPT = textwrap.dedent(
     distributed.batch_sharding = spy_batch_sharding
     # Plain SGD: Adam divides by √v, which turns the rounding noise of gradients that are
     # ~0 at initialisation (the q(z | w, x) head starts at its optimum) into full-size steps.
-    run = lambda mesh: train.fit(
+    run = lambda mesh: fit(
         loss_fn, optax.sgd(1e-3), params, x, key=jax.random.key(1),
         epochs=3, batch_size=64, progress=False, log=False, mesh=mesh)
     one, hist1 = run(None)
@@ -152,7 +154,7 @@ VAE_SCRIPT = textwrap.dedent(
         "batch_sharding_asked": asked,
     }
     try:
-        run_bad = train.fit(train.elbo_loss(graphdef, 1), optax.adam(1e-3), params, x,
+        run_bad = fit(vae_elbo_loss(graphdef, 1), optax.adam(1e-3), params, x,
                             key=jax.random.key(1), epochs=1, batch_size=66, progress=False,
                             log=False, mesh=distributed.data_mesh())
         out["bad_batch_error"] = ""

@@ -45,9 +45,9 @@ import jax.numpy as jnp
 
 from jaxvi import _validate
 from jaxvi._linalg import diag_normal_log_prob
-from jaxvi.vi.losses import snis_forward_kl_surrogate
 from jaxvi.vae import bounds
 from jaxvi.vae.model import merge_model
+from jaxvi.vi.losses import snis_forward_kl_surrogate
 
 __all__ = ["RWSTerms", "rws_terms", "rws_loss"]
 

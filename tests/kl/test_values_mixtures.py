@@ -109,7 +109,7 @@ def ref_variational_upper(p, q, iters):
 
 
 def _gm(params):
-    return kl.GaussianMixture(*(jnp.asarray(a) for a in params))
+    return Mixture(*(jnp.asarray(a) for a in params))
 
 
 def test_single_gaussians_have_closed_form_bounds(x64):
@@ -174,8 +174,8 @@ def test_bounds_equal_reference_formulas_d3(x64, zero_weight):
 
 def test_bounds_float32_match_float64_reference():
     p, q = _mix(2, 3, spread=1.0), _mix(3, 3, spread=1.0)
-    gp = kl.GaussianMixture(*(jnp.asarray(a, jnp.float32) for a in p))
-    gq = kl.GaussianMixture(*(jnp.asarray(a, jnp.float32) for a in q))
+    gp = Mixture(*(jnp.asarray(a, jnp.float32) for a in p))
+    gq = Mixture(*(jnp.asarray(a, jnp.float32) for a in q))
     np.testing.assert_allclose(kl.mixture_lower_bound(gp, gq), ref_lower(p, q), rtol=2e-3,
                                atol=2e-3)
     np.testing.assert_allclose(kl.mixture_product_upper_bound(gp, gq), ref_product_upper(p, q),
@@ -222,7 +222,7 @@ def test_densities_equal_scipy(x64):
     params = _mix(3, 3)
     x = RNG.normal(size=(7, 3)) * 2
     comp, want = _scipy_mixture_logpdf(params, x)
-    np.testing.assert_allclose(kl.GaussianMixture(*params).log_prob(x), want, rtol=1e-11)
+    np.testing.assert_allclose(Mixture(*params).log_prob(x), want, rtol=1e-11)
     m = Mixture(*(jnp.asarray(a) for a in params))
     np.testing.assert_allclose(m.log_prob(x), want, rtol=1e-11)
     np.testing.assert_allclose(component_log_prob(x, params[1], params[2]), comp, rtol=1e-11)
@@ -245,8 +245,7 @@ def test_moments_equal_law_of_total_covariance(x64):
     np.testing.assert_allclose(m_mean, mean, rtol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [Mixture, kl.GaussianMixture])
-def test_sampler_per_component_moments(x64, cls):
+def test_sampler_per_component_moments(x64):
     """Two far-apart components with non-symmetric factors (LLᵀ ≠ LᵀL): each draw is labelled
     by its nearest mean; weights, means and covariances within 5 standard errors."""
     n = 20_000
@@ -254,7 +253,7 @@ def test_sampler_per_component_moments(x64, cls):
     loc = np.array([[-20.0, 0.0, 5.0], [20.0, 3.0, -5.0]])
     tril = np.stack([np.array([[1.0, 0, 0], [0.9, 0.5, 0], [-0.4, 0.8, 0.3]]),
                      np.array([[0.4, 0, 0], [-0.7, 1.2, 0], [0.2, 0.3, 0.9]])])
-    x = np.asarray(cls(*(jnp.asarray(a) for a in (logits, loc, tril))).sample(
+    x = np.asarray(Mixture(*(jnp.asarray(a) for a in (logits, loc, tril))).sample(
         seed=jax.random.key(3), sample_shape=(n,)))
     lab = (x[:, 0] > 0).astype(int)
     frac = lab.mean()

@@ -12,9 +12,9 @@ from flax import nnx
 from scipy import stats
 from scipy.special import expit, log_softmax, logsumexp, softmax
 
-from jaxvi import elbo as E
-from jaxvi import wake_sleep
-from jaxvi.nn import HierarchicalVAE, VAEConfig
+from jaxvi.vae import bounds as E
+from jaxvi.vae import wake_sleep
+from jaxvi.vae.model import HierarchicalVAE, VAEConfig
 
 RNG = np.random.default_rng(1801)
 S, K, L = 4, 3, 2

@@ -1,4 +1,4 @@
-"""`jaxvi.train.make_evaluator` pinned by VALUE on one chunk and on several (the last one
+"""`jaxvi.vae.evaluate.make_evaluator` pinned by VALUE on one chunk and on several (the last one
 short): every reported mean equals the model's own bounds recomputed chunk by chunk with the
 same keys, over all the points; `elbo_loss` is minus the batch-mean ELBO."""
 
@@ -8,19 +8,21 @@ import pytest
 from flax import nnx
 from sklearn.metrics import normalized_mutual_info_score
 
-from jaxvi import train
-from jaxvi.nn import HierarchicalVAE, VAEConfig
+from jaxvi.vae import evaluate as evaluate_lib
+from jaxvi.vae import losses
+from jaxvi.vae import model as model_lib
+from jaxvi.vae.model import HierarchicalVAE, VAEConfig
 
 CFG = VAEConfig(data_dim=5, components=3, latent_dim=2, hidden=(8,), head_hidden=(4,))
 
 
 MODEL = HierarchicalVAE(CFG, rngs=nnx.Rngs(0))
-GRAPHDEF, PARAMS = train.split_model(MODEL)
+GRAPHDEF, PARAMS = model_lib.split_model(MODEL)
 
 
 @jax.jit
 def _bounds(params, xb, k1, k2, k3):
-    model = train.merge_model(GRAPHDEF, params)
+    model = model_lib.merge_model(GRAPHDEF, params)
     return (model.elbo_terms(xb, key=k1, n_samples=1), model.iwae(xb, key=k2, n_samples=4),
             model.cluster(xb, key=k3, n_samples=2))
 
@@ -46,7 +48,7 @@ def _reference(x, key, chunk):
 def test_evaluator_equals_chunkwise_reference(n):
     x = np.asarray(jax.random.uniform(jax.random.key(1), (n, CFG.data_dim)))
     y = np.arange(n) % 3
-    evaluate = train.make_evaluator(GRAPHDEF, iwae_samples=4, cluster_samples=2, chunk=8)
+    evaluate = evaluate_lib.make_evaluator(GRAPHDEF, iwae_samples=4, cluster_samples=2, chunk=8)
     key = jax.random.key(7)
     res, pred = evaluate(PARAMS, x, y, key=key)
     want, want_pred = _reference(x, key, 8)
@@ -62,7 +64,7 @@ def test_evaluator_equals_chunkwise_reference(n):
 def test_elbo_loss_is_minus_the_batch_mean_elbo():
     x = jax.random.uniform(jax.random.key(2), (6, CFG.data_dim))
     key = jax.random.key(3)
-    loss, info = train.elbo_loss(GRAPHDEF, n_samples=2)(PARAMS, x, key)
+    loss, info = losses.elbo_loss(GRAPHDEF, n_samples=2)(PARAMS, x, key)
     elbo = np.asarray(MODEL.elbo(x, key=key, n_samples=2))
     np.testing.assert_allclose(loss, -elbo.mean(), rtol=1e-5)
     np.testing.assert_allclose(info["elbo"], elbo.mean(), rtol=1e-5)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxvi.nn import HierarchicalVAE, VAEConfig
+from jaxvi.vae.model import HierarchicalVAE, VAEConfig
 
 L = 2
 WEIGHTS = np.array([0.2, 0.5, 0.3])

@@ -2,7 +2,7 @@
 with SciPy on the same draws, the reverse KL against the closed-form Gaussian KL and, for the
 mixture family's stratified weighted draws, against an independent NumPy Monte Carlo
 reference (asymmetric weights, so a weight paired with the wrong component shows); the full-
-covariance family's sampler by its covariance; `mixture_moments` by the law of total
+covariance family's sampler by its covariance; `jaxvi.mixture.moments` by the law of total
 covariance."""
 
 import jax
@@ -11,7 +11,8 @@ import numpy as np
 from scipy import stats
 from scipy.special import logsumexp, softmax
 
-from jaxvi import objectives as O
+from jaxvi import vi as O
+from jaxvi.mixture import Mixture, moments
 
 D = 2
 L_Q = np.array([[1.0, 0.0], [1.5, 0.5]])  # L Lᵀ and Lᵀ L differ a lot
@@ -26,7 +27,7 @@ def _full_params():
 
 
 def _target():
-    return O.gaussian_mixture_target(jnp.ones(1), jnp.asarray(P_LOC), jnp.asarray(P_COV))
+    return Mixture.from_covariance(jnp.zeros(1), jnp.asarray(P_LOC), jnp.asarray(P_COV))
 
 
 def _kl_g(m1, c1, m2, c2):
@@ -90,7 +91,7 @@ def test_mixture_family_reverse_kl_equals_numpy_monte_carlo(x64):
     w = np.array([0.8, 0.2])
     loc = np.array([[8.0, 0.0], [-3.0, 2.0]])
     params = fam.init(loc=jnp.asarray(loc), scale=0.7)._replace(logits=jnp.asarray(np.log(w)))
-    target = O.gaussian_mixture_target(jnp.ones(1), jnp.zeros((1, D)), 4.0 * jnp.eye(D)[None])
+    target = Mixture.from_covariance(jnp.zeros(1), jnp.zeros((1, D)), 4.0 * jnp.eye(D)[None])
     loss = O.reverse_kl_loss(params, target, family=fam, key=jax.random.key(3),
                              num_samples=4000)
     rng = np.random.default_rng(0)
@@ -115,7 +116,7 @@ def test_mixture_moments_and_snis_surrogate_equal_numpy(x64):
     mean = w @ loc
     want = sum(wk * (ck + np.outer(mk - mean, mk - mean)) for wk, mk, ck in
                zip(w, loc, cov, strict=True))
-    got_mean, got_cov = O.mixture_moments(jnp.asarray(w), jnp.asarray(loc), jnp.asarray(cov))
+    got_mean, got_cov = moments(jnp.asarray(w), jnp.asarray(loc), jnp.asarray(cov))
     np.testing.assert_allclose(got_mean, mean, rtol=1e-12)
     np.testing.assert_allclose(got_cov, want, rtol=1e-11)
     log_q, log_w = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))  # batched (B, S)

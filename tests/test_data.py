@@ -84,11 +84,6 @@ def _save(path, x):
     return path
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return data.load_digits()
-
-
 def test_digits_split_is_fixed_and_stratified(digits):
     assert digits.x_train.shape == (1438, 64) and digits.x_test.shape == (359, 64)
     assert digits.x_train.min() >= 0 and digits.x_train.max() <= 1

@@ -12,18 +12,9 @@ import pytest
 from scipy.linalg import hilbert
 from scipy.special import logsumexp, softmax
 from scipy.stats import multivariate_normal
+from shared_inputs import random_mixture
 
 from jaxvi.mixture import Mixture, component_log_prob, moments
-
-
-def _mixture(rng, k, d=2, batch=(), spread=2.0, shift=0.0):
-    off = np.tril(rng.normal(size=(*batch, k, d, d)) * 0.3, -1)
-    diag = np.exp(0.3 * rng.normal(size=(*batch, k, d)))
-    return Mixture(
-        jnp.asarray(rng.normal(size=(*batch, k))),
-        jnp.asarray(spread * rng.normal(size=(*batch, k, d)) + shift),
-        jnp.asarray(off + diag[..., None, :] * np.eye(d)),
-    )
 
 
 def _np(mix):
@@ -48,7 +39,7 @@ def _scipy_log_prob(x, weights, loc, cov):
 @pytest.mark.parametrize("d", [1, 2, 4])
 def test_log_prob_matches_scipy(x64, d):
     rng = np.random.default_rng(10 + d)
-    mix = _mixture(rng, 3, d=d)
+    mix = random_mixture(rng, 3, d=d)
     x = rng.normal(size=(7, d)) * 2.0
     want = _scipy_log_prob(x, *_np(mix))
     np.testing.assert_allclose(mix.log_prob(jnp.asarray(x)), want, rtol=1e-12)
@@ -58,7 +49,7 @@ def test_log_prob_matches_scipy(x64, d):
 def test_batched_log_prob_matches_scipy(x64):
     """A batch of mixtures (2, 3) evaluated at x (5, 2, 3, D): each against its own mixture."""
     rng = np.random.default_rng(11)
-    mix = _mixture(rng, 4, d=2, batch=(2, 3))
+    mix = random_mixture(rng, 4, d=2, batch=(2, 3))
     x = rng.normal(size=(5, 2, 3, 2)) * 2.0
     got = np.asarray(mix.log_prob(jnp.asarray(x)))
     assert got.shape == (5, 2, 3)
@@ -72,7 +63,7 @@ def test_batched_log_prob_matches_scipy(x64):
 
 def test_component_log_prob_matches_scipy(x64):
     rng = np.random.default_rng(12)
-    mix = _mixture(rng, 3, d=3)
+    mix = random_mixture(rng, 3, d=3)
     x = rng.normal(size=(6, 3))
     weights, loc, cov = _np(mix)
     want = np.stack([multivariate_normal(loc[k], cov[k]).logpdf(x) for k in range(3)], axis=-1)
@@ -88,7 +79,7 @@ def test_component_log_prob_matches_scipy(x64):
 
 def test_log_prob_and_sampling_match_distrax(x64):
     rng = np.random.default_rng(2)
-    p = _mixture(rng, 3, d=2, batch=(2,))
+    p = random_mixture(rng, 3, d=2, batch=(2,))
     ref = distrax.MixtureSameFamily(distrax.Categorical(logits=p.logits),
                                     distrax.MultivariateNormalTri(p.loc, p.scale_tril))
     x = jnp.asarray(rng.normal(size=(5, 2, 2)))
@@ -129,7 +120,7 @@ def _np_moments(weights, loc, cov):
 
 def test_moments_match_numpy(x64):
     rng = np.random.default_rng(13)
-    mix = _mixture(rng, 4, d=3, batch=(2,))
+    mix = random_mixture(rng, 4, d=3, batch=(2,))
     weights, loc, cov = _np(mix)
     want_mean, want_cov = _np_moments(weights, loc, cov)
     mean, got_cov = moments(jnp.asarray(weights), jnp.asarray(loc), jnp.asarray(cov))
@@ -145,7 +136,7 @@ def test_moments_match_many_draws(x64):
     """The sample mean and covariance of n draws lie within 5 standard errors of `moments`,
     each standard error estimated from the same draws."""
     n = 200_000
-    mix = _mixture(np.random.default_rng(14), 3, d=2)
+    mix = random_mixture(np.random.default_rng(14), 3, d=2)
     mean, cov = (np.asarray(a) for a in mix.moments())
     x = np.asarray(mix.sample(seed=jax.random.key(3), sample_shape=(n,)))
     assert x.shape == (n, 2)
@@ -187,7 +178,7 @@ def test_sample_component_frequencies():
 
 
 def test_sample_shapes():
-    mix = _mixture(np.random.default_rng(15), 2, d=3, batch=(4,))
+    mix = random_mixture(np.random.default_rng(15), 2, d=3, batch=(4,))
     key = jax.random.key(0)
     assert mix.sample(seed=key).shape == (4, 3)
     assert mix.sample(seed=key, sample_shape=5).shape == (5, 4, 3)

@@ -32,11 +32,6 @@ from jaxvi.vae.recipe import (
 )
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return data.load_digits()
-
-
 def test_cli_train_and_evaluate(tmp_path, digits, capsys):
     x = np.concatenate([digits.x_train[:150], digits.x_test[:50]])
     y = np.concatenate([digits.y_train[:150], digits.y_test[:50]])

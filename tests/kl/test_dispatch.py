@@ -6,32 +6,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from shared_inputs import random_gaussian_params, random_mixture
 
 from jaxvi import kl
 from jaxvi.kl import dispatch
-from jaxvi.mixture import Mixture
 
 D = 3
 
 
-def _tril(rng, shape, d=D):
-    """Random lower-triangular factors with a positive diagonal. -> (*shape, d, d)."""
-    off = np.tril(rng.normal(size=(*shape, d, d)) * 0.4, -1)
-    diag = np.exp(0.3 * rng.normal(size=(*shape, d)))
-    return off + diag[..., None, :] * np.eye(d)
-
-
-def _params(rng, shape, d=D):
-    """loc, scale_diag, scale_tril, cov for batch `shape`."""
-    tril = _tril(rng, shape, d)
-    return (rng.normal(size=(*shape, d)), np.exp(0.4 * rng.normal(size=(*shape, d))), tril,
-            tril @ np.swapaxes(tril, -1, -2))
-
-
 def test_kl_divergence_dispatch(x64):
     rng = np.random.default_rng(8)
-    lp, sp, tp, cp = (jnp.asarray(a) for a in _params(rng, (2,)))
-    lq, sq, tq, cq = (jnp.asarray(a) for a in _params(rng, (2,)))
+    lp, sp, tp, cp = (jnp.asarray(a) for a in random_gaussian_params(rng, (2,)))
+    lq, sq, tq, cq = (jnp.asarray(a) for a in random_gaussian_params(rng, (2,)))
     diag_p, diag_q = distrax.MultivariateNormalDiag(lp, sp), distrax.MultivariateNormalDiag(lq, sq)
     tri_p, tri_q = distrax.MultivariateNormalTri(lp, tp), distrax.MultivariateNormalTri(lq, tq)
     full_p = distrax.MultivariateNormalFullCovariance(lp, cp)
@@ -51,19 +37,9 @@ def test_kl_divergence_dispatch(x64):
         kl.kl_divergence(diag_p, diag_q, method="nope")
 
 
-def _mixture(rng, k, d=2, batch=(), spread=2.0, shift=0.0):
-    off = np.tril(rng.normal(size=(*batch, k, d, d)) * 0.3, -1)
-    diag = np.exp(0.3 * rng.normal(size=(*batch, k, d)))
-    return Mixture(
-        jnp.asarray(rng.normal(size=(*batch, k))),
-        jnp.asarray(spread * rng.normal(size=(*batch, k, d)) + shift),
-        jnp.asarray(off + diag[..., None, :] * np.eye(d)),
-    )
-
-
 def test_kl_divergence_with_distrax_mixtures(x64):
     rng = np.random.default_rng(6)
-    p, q = _mixture(rng, 2), _mixture(rng, 3)
+    p, q = random_mixture(rng, 2), random_mixture(rng, 3)
 
     def to_distrax(m):
         return distrax.MixtureSameFamily(distrax.Categorical(logits=m.logits),

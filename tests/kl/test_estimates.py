@@ -6,24 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from shared_inputs import random_gaussian_params
 
 from jaxvi import kl
 
 D = 3
-
-
-def _tril(rng, shape, d=D):
-    """Random lower-triangular factors with a positive diagonal. -> (*shape, d, d)."""
-    off = np.tril(rng.normal(size=(*shape, d, d)) * 0.4, -1)
-    diag = np.exp(0.3 * rng.normal(size=(*shape, d)))
-    return off + diag[..., None, :] * np.eye(d)
-
-
-def _params(rng, shape, d=D):
-    """loc, scale_diag, scale_tril, cov for batch `shape`."""
-    tril = _tril(rng, shape, d)
-    return (rng.normal(size=(*shape, d)), np.exp(0.4 * rng.normal(size=(*shape, d))), tril,
-            tril @ np.swapaxes(tril, -1, -2))
 
 
 def _bcast(a, batch, k):
@@ -33,8 +20,8 @@ def _bcast(a, batch, k):
 def test_closed_forms_match_monte_carlo(x64):
     """Each closed form equals a large Monte Carlo estimate (within 5 standard errors)."""
     rng = np.random.default_rng(2)
-    lp, sp, tp, _ = _params(rng, (2, 1))
-    lq, sq, tq, _ = _params(rng, (1, 3))
+    lp, sp, tp, _ = random_gaussian_params(rng, (2, 1))
+    lq, sq, tq, _ = random_gaussian_params(rng, (1, 3))
     batch = (2, 3)
     keys = jax.random.split(jax.random.key(0), 3)
     n = 20_000

@@ -16,25 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 from scipy.linalg import hilbert
+from shared_inputs import random_gaussian_params
 
 from jaxvi import _linalg, kl
 from jaxvi.kl import _layout, gaussian
 
 D = 3
-
-
-def _tril(rng, shape, d=D):
-    """Random lower-triangular factors with a positive diagonal. -> (*shape, d, d)."""
-    off = np.tril(rng.normal(size=(*shape, d, d)) * 0.4, -1)
-    diag = np.exp(0.3 * rng.normal(size=(*shape, d)))
-    return off + diag[..., None, :] * np.eye(d)
-
-
-def _params(rng, shape, d=D):
-    """loc, scale_diag, scale_tril, cov for batch `shape`."""
-    tril = _tril(rng, shape, d)
-    return (rng.normal(size=(*shape, d)), np.exp(0.4 * rng.normal(size=(*shape, d))), tril,
-            tril @ np.swapaxes(tril, -1, -2))
 
 
 SHAPES = [((3, 1), (1, 4)), ((2, 3, 1), (2, 1, 4)), ((3, 4), (4,)), ((), (2,))]
@@ -47,8 +34,8 @@ def _bcast(a, batch, k):
 @pytest.mark.parametrize("shape_p,shape_q", SHAPES)
 def test_closed_forms_match_distrax(x64, shape_p, shape_q):
     rng = np.random.default_rng(0)
-    lp, sp, tp, cp = _params(rng, shape_p)
-    lq, sq, tq, cq = _params(rng, shape_q)
+    lp, sp, tp, cp = random_gaussian_params(rng, shape_p)
+    lq, sq, tq, cq = random_gaussian_params(rng, shape_q)
     batch = np.broadcast_shapes(shape_p, shape_q)
 
     logits_p, logits_q = 2 * rng.normal(size=(*shape_p, 5)), 2 * rng.normal(size=(*shape_q, 5))
@@ -79,8 +66,8 @@ def test_fast_path_equals_elementwise(x64):
     elementwise_diag = jax.jit(gaussian._normal_diag_elementwise)
     elementwise_full = jax.jit(gaussian._mvn_from_tril_elementwise)
     for d in (1, 6):
-        lp, sp, tp, cp = (jnp.asarray(a) for a in _params(rng, (2, 5, 1), d))
-        lq, sq, tq, cq = (jnp.asarray(a) for a in _params(rng, (2, 1, 6), d))
+        lp, sp, tp, cp = (jnp.asarray(a) for a in random_gaussian_params(rng, (2, 5, 1), d))
+        lq, sq, tq, cq = (jnp.asarray(a) for a in random_gaussian_params(rng, (2, 1, 6), d))
         lp = lp + 30.0  # far from the origin: the centring in the pairwise kernels matters
         lq = lq + 30.0
         assert _layout.all_pairs_layout((2, 5, 1), (2, 1, 6)) == ((2,), 5, 6)
@@ -107,8 +94,8 @@ def test_all_pairs_layout_detection():
 def test_gradients_match_finite_differences(x64, pairs):
     rng = np.random.default_rng(3)
     shape_p, shape_q = ((2, 1), (1, 2)) if pairs else ((2,), (2,))
-    lp, sp, tp, cp = (jnp.asarray(a) for a in _params(rng, shape_p))
-    lq, sq, tq, cq = (jnp.asarray(a) for a in _params(rng, shape_q))
+    lp, sp, tp, cp = (jnp.asarray(a) for a in random_gaussian_params(rng, shape_p))
+    lq, sq, tq, cq = (jnp.asarray(a) for a in random_gaussian_params(rng, shape_q))
     tol = {"atol": 1e-5, "rtol": 1e-5, "order": 1, "modes": ("rev",)}
     check_grads(jax.jit(lambda *a: jnp.sum(kl.normal_diag(*a))), (lp, sp, lq, sq), **tol)
     check_grads(jax.jit(lambda *a: jnp.sum(kl.mvn_tril(*a))), (lp, tp, lq, tq), **tol)
@@ -124,7 +111,7 @@ def test_gradients_match_finite_differences(x64, pairs):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_gradient_finite_and_zero_at_p_equals_q(x64, dtype):
     rng = np.random.default_rng(4)
-    loc, scale, tril, cov = (jnp.asarray(a, dtype) for a in _params(rng, (3,)))
+    loc, scale, tril, cov = (jnp.asarray(a, dtype) for a in random_gaussian_params(rng, (3,)))
     logits = jnp.asarray(rng.normal(size=(3, 5)), dtype)
     cases = [
         (kl.normal_diag, (loc, scale, loc, scale)),
@@ -146,8 +133,8 @@ def test_gradient_finite_and_zero_at_p_equals_q(x64, dtype):
 @pytest.mark.parametrize("shape_p,shape_q", [((2,), (2,)), ((3, 1), (1, 2))])
 def test_zero_gradient_above_diagonal_of_scale_tril(x64, shape_p, shape_q):
     rng = np.random.default_rng(5)
-    lp, _, tp, _ = _params(rng, shape_p)
-    lq, _, tq, _ = _params(rng, shape_q)
+    lp, _, tp, _ = random_gaussian_params(rng, shape_p)
+    lq, _, tq, _ = random_gaussian_params(rng, shape_q)
     # Garbage above the diagonal must be ignored, and get exactly zero gradient.
     tp_dirty = tp + np.triu(rng.normal(size=tp.shape), 1)
     tq_dirty = tq + np.triu(rng.normal(size=tq.shape), 1)
@@ -163,8 +150,8 @@ def test_zero_gradient_above_diagonal_of_scale_tril(x64, shape_p, shape_q):
 
 def test_jit_vmap_and_float32(x64):
     rng = np.random.default_rng(6)
-    lp, sp, tp, cp = _params(rng, (4,))
-    lq, sq, tq, cq = _params(rng, (4,))
+    lp, sp, tp, cp = random_gaussian_params(rng, (4,))
+    lq, sq, tq, cq = random_gaussian_params(rng, (4,))
     for fn, args in [(kl.normal_diag, (lp, sp, lq, sq)), (kl.mvn_tril, (lp, tp, lq, tq)),
                      (kl.mvn, (lp, cp, lq, cq))]:
         eager = fn(*args)
@@ -237,8 +224,8 @@ def test_normal_diag_broadcasting_property(data):
         shape_p = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=3))
         shape_q = data.draw(hnp.broadcastable_shapes(shape_p, min_dims=0, max_dims=3, max_side=3))
         rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
-        lp, sp, _, _ = _params(rng, shape_p, 2)
-        lq, sq, _, _ = _params(rng, shape_q, 2)
+        lp, sp, _, _ = random_gaussian_params(rng, shape_p, 2)
+        lq, sq, _, _ = random_gaussian_params(rng, shape_q, 2)
         got = kl.normal_diag(lp, sp, lq, sq)
         batch = np.broadcast_shapes(shape_p, shape_q)
         assert got.shape == batch
@@ -249,7 +236,7 @@ def test_normal_diag_broadcasting_property(data):
 
 def test_bad_input_raises_naming_the_argument():
     rng = np.random.default_rng(7)
-    loc, scale, tril, cov = _params(rng, (2,))
+    loc, scale, tril, cov = random_gaussian_params(rng, (2,))
     bad_loc = loc.copy()
     bad_loc[0, 1] = np.nan
     cases = [

@@ -10,19 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
+from shared_inputs import random_mixture
 
 from jaxvi import kl
 from jaxvi.mixture import Mixture
-
-
-def _mixture(rng, k, d=2, batch=(), spread=2.0, shift=0.0):
-    off = np.tril(rng.normal(size=(*batch, k, d, d)) * 0.3, -1)
-    diag = np.exp(0.3 * rng.normal(size=(*batch, k, d)))
-    return Mixture(
-        jnp.asarray(rng.normal(size=(*batch, k))),
-        jnp.asarray(spread * rng.normal(size=(*batch, k, d)) + shift),
-        jnp.asarray(off + diag[..., None, :] * np.eye(d)),
-    )
 
 
 @functools.partial(jax.jit, static_argnames="num_samples")
@@ -42,7 +33,7 @@ def _all_estimates(p, q):
 
 def test_single_gaussians_are_exact(x64):
     rng = np.random.default_rng(0)
-    p, q = _mixture(rng, 1, d=3), _mixture(rng, 1, d=3)
+    p, q = random_mixture(rng, 1, d=3), random_mixture(rng, 1, d=3)
     exact = kl.mvn_tril(p.loc[0], p.scale_tril[0], q.loc[0], q.scale_tril[0])
     est = _all_estimates(p, q)
     for name in ("matched", "variational_upper", "variational"):
@@ -53,7 +44,7 @@ def test_single_gaussians_are_exact(x64):
 
 
 def test_identical_mixtures_give_zero(x64):
-    p = _mixture(np.random.default_rng(1), 3)
+    p = random_mixture(np.random.default_rng(1), 3)
     est = _all_estimates(p, p)
     for name in ("matched", "variational_upper", "variational"):
         np.testing.assert_allclose(est[name], 0.0, atol=1e-10, err_msg=name)
@@ -65,7 +56,7 @@ def test_identical_mixtures_give_zero(x64):
 def test_bounds_bracket_monte_carlo(seed, sizes, shift):
     with jax.enable_x64(True):
         rng = np.random.default_rng(seed)
-        p, q = _mixture(rng, sizes[0]), _mixture(rng, sizes[1], shift=shift)
+        p, q = random_mixture(rng, sizes[0]), random_mixture(rng, sizes[1], shift=shift)
         mc = _mc(jax.random.key(seed), p, q)
         slack = 5 * float(mc.stderr) + 1e-9
         est = _all_estimates(p, q)
@@ -94,7 +85,7 @@ def test_joint_convexity_through_bounds(seed, lam):
     block-diagonal matching is feasible for the blend."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(seed)
-        p1, p2, q1, q2 = (_mixture(rng, 2) for _ in range(4))
+        p1, p2, q1, q2 = (random_mixture(rng, 2) for _ in range(4))
         p, q = _blend(p1, p2, lam), _blend(q1, q2, lam)
         m1, m2 = kl.mixture_matched_upper_bound(p1, q1), kl.mixture_matched_upper_bound(p2, q2)
         assert kl.mixture_matched_upper_bound(p, q) <= lam * m1 + (1 - lam) * m2 + 1e-9
@@ -104,15 +95,15 @@ def test_joint_convexity_through_bounds(seed, lam):
 
 def test_variational_upper_bound_decreases_with_iterations(x64):
     rng = np.random.default_rng(3)
-    p, q = _mixture(rng, 3), _mixture(rng, 4, shift=1.0)
+    p, q = random_mixture(rng, 3), random_mixture(rng, 4, shift=1.0)
     values = [float(kl.mixture_variational_upper_bound(p, q, num_iters=n)) for n in (0, 1, 5, 50)]
     assert all(b <= a + 1e-10 for a, b in zip(values, values[1:], strict=False))
 
 
 def test_batched_jit_vmap_and_grad(x64):
     rng = np.random.default_rng(4)
-    p = _mixture(rng, 2, batch=(3, 1))
-    q = _mixture(rng, 3, batch=(1, 2))
+    p = random_mixture(rng, 2, batch=(3, 1))
+    q = random_mixture(rng, 3, batch=(1, 2))
     for fn in (kl.mixture_matched_upper_bound, kl.mixture_variational,
                kl.mixture_variational_upper_bound, kl.mixture_lower_bound):
         batched = fn(p, q)
@@ -126,7 +117,7 @@ def test_batched_jit_vmap_and_grad(x64):
     vm = jax.vmap(kl.mixture_matched_upper_bound, in_axes=(0, None))(p_col, q_row)
     np.testing.assert_allclose(vm, kl.mixture_matched_upper_bound(p, q), rtol=1e-10)
     # Gradients: finite, and the variational approximation against finite differences.
-    p1, q1 = _mixture(rng, 2), _mixture(rng, 2)
+    p1, q1 = random_mixture(rng, 2), random_mixture(rng, 2)
     for fn in (kl.mixture_matched_upper_bound, kl.mixture_lower_bound):
         g = jax.grad(lambda loc, fn=fn: fn(p1._replace(loc=loc), q1))(p1.loc)
         assert np.all(np.isfinite(g))
@@ -137,7 +128,7 @@ def test_batched_jit_vmap_and_grad(x64):
 
 def test_float32(x64):
     rng = np.random.default_rng(5)
-    p, q = _mixture(rng, 2), _mixture(rng, 3)
+    p, q = random_mixture(rng, 2), random_mixture(rng, 3)
     p32, q32 = (jax.tree.map(lambda a: a.astype(jnp.float32), m) for m in (p, q))
     for fn in (kl.mixture_matched_upper_bound, kl.mixture_variational):
         v32 = fn(p32, q32)
@@ -147,11 +138,11 @@ def test_float32(x64):
 
 def test_bad_mixtures_raise():
     rng = np.random.default_rng(7)
-    p, q = _mixture(rng, 3), _mixture(rng, 2)
+    p, q = random_mixture(rng, 3), random_mixture(rng, 2)
     with pytest.raises(ValueError, match="`p`"):
         kl.mixture_matched_upper_bound(p, q)  # K = 3 > J = 2
     with pytest.raises(ValueError, match="q.loc"):
-        kl.mixture_variational(q, _mixture(rng, 2, d=3))
+        kl.mixture_variational(q, random_mixture(rng, 2, d=3))
     with pytest.raises(ValueError, match="p.logits"):
         kl.mixture_variational(p._replace(logits=p.logits[:2]), q)
     with pytest.raises(ValueError, match="p.scale_tril"):

@@ -8,7 +8,6 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxvi import data
 from jaxvi.training.checkpoint import latest_checkpoint, restore_checkpoint
 from jaxvi.training.loop import NonFiniteLossError, fit
 from jaxvi.training.step import init_state
@@ -17,11 +16,6 @@ from jaxvi.vae.losses import elbo_loss
 from jaxvi.vae.model import HierarchicalVAE, VAEConfig, split_model
 
 SMALL = VAEConfig(data_dim=64, components=3, latent_dim=2, hidden=(32,), head_hidden=(8,))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load_digits()
 
 
 def test_short_training_raises_the_elbo(digits):

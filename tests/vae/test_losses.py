@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxvi import data
 from jaxvi.vae.losses import (
     consensus_elbo_loss,
     elbo_loss,
@@ -19,11 +18,6 @@ from jaxvi.vae.model import HierarchicalVAE, VAEConfig, split_model
 from jaxvi.vae.recipe import TrainConfig
 
 SMALL = VAEConfig(data_dim=64, components=3, latent_dim=2, hidden=(32,), head_hidden=(8,))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load_digits()
 
 
 def test_neighbor_table_and_ensemble_loss():

@@ -18,11 +18,6 @@ from jaxvi.vae.recipe import (
 SMALL = VAEConfig(data_dim=64, components=3, latent_dim=2, hidden=(32,), head_hidden=(8,))
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return data.load_digits()
-
-
 def test_resume_equals_uninterrupted_run(tmp_path, digits):
     x = digits.x_train[:192]
     common = dict(batch_size=64, pretrain_epochs=0, seed=3, checkpoint_every=1000)

@@ -13,21 +13,10 @@ import numpy as np
 import optax
 import pytest
 from scipy.stats import multivariate_normal
+from shared_inputs import COV, LOC, W, mixture_moments_f64
 
 from jaxvi import vi
 from jaxvi.mixture import Mixture
-
-# A 2-D mixture with unequal weights and well separated modes.
-W = np.array([0.5, 0.3, 0.2])
-LOC = np.array([[-3.0, -2.0], [3.0, 0.0], [-1.0, 3.5]])
-COV = np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 0.8]], [[0.6, -0.2], [-0.2, 0.4]]])
-
-
-def _moments_f64(w, loc, cov):
-    """Reference mixture moments: E[x] and E[x xᵀ] − E[x]E[x]ᵀ in float64 numpy."""
-    mean = np.sum(w[:, None] * loc, 0)
-    second = np.sum(w[:, None, None] * (cov + loc[:, :, None] * loc[:, None, :]), 0)
-    return mean, second - np.outer(mean, mean)
 
 
 def _target(weights, loc, cov) -> Mixture:
@@ -46,7 +35,7 @@ def test_forward_fit_matches_target_moments():
         distrax.Categorical(probs=jnp.asarray(W, jnp.float32)),
         distrax.MultivariateNormalFullCovariance(jnp.asarray(LOC, jnp.float32),
                                                  jnp.asarray(COV, jnp.float32)))
-    mean, cov = _moments_f64(W, LOC, COV)
+    mean, cov = mixture_moments_f64(W, LOC, COV)
     opt = optax.adam(optax.cosine_decay_schedule(0.1, 600), b2=0.9)
     res = vi.fit(target, "full", "inclusive", key=jax.random.key(0), steps=600, optimizer=opt,
                  num_samples=256)

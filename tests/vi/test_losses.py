@@ -12,21 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
+from shared_inputs import COV, LOC, W, mixture_moments_f64
 
 from jaxvi import vi
 from jaxvi.mixture import Mixture
-
-# A 2-D mixture with unequal weights and well separated modes.
-W = np.array([0.5, 0.3, 0.2])
-LOC = np.array([[-3.0, -2.0], [3.0, 0.0], [-1.0, 3.5]])
-COV = np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 0.8]], [[0.6, -0.2], [-0.2, 0.4]]])
-
-
-def _moments_f64(w, loc, cov):
-    """Reference mixture moments: E[x] and E[x xᵀ] − E[x]E[x]ᵀ in float64 numpy."""
-    mean = np.sum(w[:, None] * loc, 0)
-    second = np.sum(w[:, None, None] * (cov + loc[:, :, None] * loc[:, None, :]), 0)
-    return mean, second - np.outer(mean, mean)
 
 
 def _gauss_kl_f64(m0, c0, m1, c1):
@@ -56,7 +45,7 @@ def test_mixture_target_matches_scipy(x64):
     ref = np.log(sum(w * multivariate_normal(m, c).pdf(np.asarray(x))
                      for w, m, c in zip(W, LOC, COV, strict=True)))
     np.testing.assert_allclose(target.log_prob(x), ref, rtol=1e-10, atol=1e-10)
-    mean, cov = _moments_f64(W, LOC, COV)
+    mean, cov = mixture_moments_f64(W, LOC, COV)
     np.testing.assert_allclose(target.moments()[0], mean, atol=1e-12)
     np.testing.assert_allclose(target.moments()[1], cov, atol=1e-12)
     draws = np.asarray(target.sample(seed=jax.random.key(0), sample_shape=(40_000,)))

@@ -1,0 +1,46 @@
+"""Shared test inputs: random Gaussian parameters and mixtures, and a fixed 2-D mixture target
+with its float64 reference moments. (On `sys.path` through pytest's `pythonpath` setting.)"""
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvi.mixture import Mixture
+
+D = 3
+
+
+def random_tril(rng, shape, d=D):
+    """Random lower-triangular factors with a positive diagonal. -> (*shape, d, d)."""
+    off = np.tril(rng.normal(size=(*shape, d, d)) * 0.4, -1)
+    diag = np.exp(0.3 * rng.normal(size=(*shape, d)))
+    return off + diag[..., None, :] * np.eye(d)
+
+
+def random_gaussian_params(rng, shape, d=D):
+    """loc, scale_diag, scale_tril, cov for batch `shape`."""
+    tril = random_tril(rng, shape, d)
+    return (rng.normal(size=(*shape, d)), np.exp(0.4 * rng.normal(size=(*shape, d))), tril,
+            tril @ np.swapaxes(tril, -1, -2))
+
+
+def random_mixture(rng, k, d=2, batch=(), spread=2.0, shift=0.0):
+    off = np.tril(rng.normal(size=(*batch, k, d, d)) * 0.3, -1)
+    diag = np.exp(0.3 * rng.normal(size=(*batch, k, d)))
+    return Mixture(
+        jnp.asarray(rng.normal(size=(*batch, k))),
+        jnp.asarray(spread * rng.normal(size=(*batch, k, d)) + shift),
+        jnp.asarray(off + diag[..., None, :] * np.eye(d)),
+    )
+
+
+# A 2-D mixture with unequal weights and well separated modes.
+W = np.array([0.5, 0.3, 0.2])
+LOC = np.array([[-3.0, -2.0], [3.0, 0.0], [-1.0, 3.5]])
+COV = np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 0.8]], [[0.6, -0.2], [-0.2, 0.4]]])
+
+
+def mixture_moments_f64(w, loc, cov):
+    """Reference mixture moments: E[x] and E[x xᵀ] − E[x]E[x]ᵀ in float64 numpy."""
+    mean = np.sum(w[:, None] * loc, 0)
+    second = np.sum(w[:, None, None] * (cov + loc[:, :, None] * loc[:, None, :]), 0)
+    return mean, second - np.outer(mean, mean)

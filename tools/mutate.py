@@ -17,7 +17,7 @@ run kills the mutant, a passing one lets it survive, a run past `--timeout` is a
     python tools/mutate.py                     # the whole catalogue
     python tools/mutate.py --only kl           # one package
     python tools/mutate.py --list              # list the mutations and check they all resolve
-    python tools/mutate.py --id kl-mvn-trace   # one mutation by id (repeatable)
+    python tools/mutate.py --id kl-diag-logratio-sign   # one mutation by id (repeatable)
     python tools/mutate.py --omit-tests 'tests/*/test_values_*.py'   # without those tests
     python tools/mutate.py --rerun-survivors tools/mutation_results.json   # after new tests
 

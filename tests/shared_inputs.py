@@ -1,5 +1,6 @@
 """Shared test inputs: random Gaussian parameters and mixtures, and a fixed 2-D mixture target
-with its float64 reference moments. (On `sys.path` through pytest's `pythonpath` setting.)"""
+with its float64 reference moments, and the Gaussian KL in float64 NumPy. (On `sys.path`
+through pytest's `pythonpath` setting.)"""
 
 import jax.numpy as jnp
 import numpy as np
@@ -44,3 +45,14 @@ def mixture_moments_f64(w, loc, cov):
     mean = np.sum(w[:, None] * loc, 0)
     second = np.sum(w[:, None, None] * (cov + loc[:, :, None] * loc[:, None, :]), 0)
     return mean, second - np.outer(mean, mean)
+
+
+def mvn_kl_np(m_p, c_p, m_q, c_q):
+    """KL(N(m_p, c_p) ‖ N(m_q, c_q)) = ½(tr(Σq⁻¹Σp) + (μq − μp)ᵀΣq⁻¹(μq − μp) − D
+    + log|Σq|/|Σp|), straight from float64 NumPy (the reference). m: (D,), c: (D, D)."""
+    m_p, c_p, m_q, c_q = (np.asarray(a, np.float64) for a in (m_p, c_p, m_q, c_q))
+    d = m_p.shape[-1]
+    inv = np.linalg.inv(c_q)
+    diff = m_q - m_p
+    return 0.5 * (np.trace(inv @ c_p) + diff @ inv @ diff - d
+                  + np.linalg.slogdet(c_q)[1] - np.linalg.slogdet(c_p)[1])

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 from scipy.linalg import hilbert
-from shared_inputs import random_gaussian_params
+from shared_inputs import mvn_kl_np, random_gaussian_params
 
 from jaxvi import _linalg, kl
 from jaxvi.kl import _layout, gaussian
@@ -279,16 +279,6 @@ def test_categorical_with_no_category_is_refused():
 # --------------------------------------------------------------------------------------------
 
 
-def _kl_mvn_np(mp, cp, mq, cq):
-    """KL(N(mp, cp) ‖ N(mq, cq)) in float64 NumPy (reference)."""
-    mp, cp, mq, cq = (np.asarray(a, np.float64) for a in (mp, cp, mq, cq))
-    d = mp.shape[-1]
-    iq = np.linalg.inv(cq)
-    diff = mq - mp
-    return 0.5 * (np.trace(iq @ cp) + diff @ iq @ diff - d
-                  + np.linalg.slogdet(cq)[1] - np.linalg.slogdet(cp)[1])
-
-
 def _collinear_cov():
     r = np.random.default_rng(0)
     a = r.normal(size=(100, 1))
@@ -307,7 +297,7 @@ def test_mvn_refuses_float32_numerically_singular_covariance(which, cov):
         kl.mvn(*args)
     with jax.enable_x64(True):  # float64 works, and gives the right value
         got = float(kl.mvn(*(a.astype(np.float64) for a in args)))
-    np.testing.assert_allclose(got, _kl_mvn_np(*args), rtol=1e-6)
+    np.testing.assert_allclose(got, mvn_kl_np(*args), rtol=1e-6)
 
 
 @settings(max_examples=12, deadline=None)
@@ -339,7 +329,7 @@ def test_mvn_moderately_conditioned_float32_still_accepted():
     cov = ((q * np.logspace(0, -3, 6)) @ q.T).astype(np.float32)  # cond 1e3
     m = r.normal(size=6).astype(np.float32)
     got = float(kl.mvn(m, np.eye(6, dtype=np.float32), np.zeros(6, np.float32), cov))
-    np.testing.assert_allclose(got, _kl_mvn_np(m, np.eye(6), np.zeros(6), cov), rtol=1e-3)
+    np.testing.assert_allclose(got, mvn_kl_np(m, np.eye(6), np.zeros(6), cov), rtol=1e-3)
 
 
 # --------------------------------------------------------------------------------------------

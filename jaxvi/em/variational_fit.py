@@ -1,0 +1,214 @@
+"""VB-EM iterations and `fit_variational`: the loop on device (`lax.while_loop`), restarts
+batched, each iteration EM's fused E step (fast or precise kernel) on `expected_gmm`, then
+the conjugate M step and the lower bound from the same `Stats`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvi import _validate
+from jaxvi.em import checks
+from jaxvi.em import init as em_init
+from jaxvi.em.fit import lapack_scoped
+from jaxvi.em.stats import chunk_layout, feature_chunks, sufficient_stats, to_chunks
+from jaxvi.em.step import _e_step_batched, identity, per_restart
+from jaxvi.em.variational import (
+    WEIGHT_PRIOR_TYPES,
+    VariationalPosterior,
+    VariationalPrior,
+    default_prior,
+    expected_gmm,
+    lower_bound,
+    resp_entropy,
+    variational_m_step,
+)
+
+
+class VariationalFitResult(NamedTuple):
+    """Result of `fit_variational`.
+
+    posterior: the fitted q (after the last M step); lower_bound: () the ELBO after it
+    (scikit-learn's `lower_bound_`); n_iter: () int; converged: () bool, the last change of
+    the ELBO was below `tol`; history: (max_iter,) the ELBO after each iteration, NaN from
+    `n_iter` on.
+    """
+
+    posterior: VariationalPosterior
+    lower_bound: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    history: jax.Array
+
+
+def initialize_from_resp(x, resp, prior: VariationalPrior, *, covariance_type: str,
+                         weight_type: str, reg_covar) -> VariationalPosterior:
+    """q from responsibilities resp: (N, K) of x: (N, D) (scikit-learn's `_initialize`):
+    the variational M step from their Stats about the data mean. A traced primitive."""
+    shift = jnp.mean(x, axis=0)
+    stats = sufficient_stats(x, resp.astype(x.dtype), shift, covariance_type=covariance_type)
+    return variational_m_step(stats, shift, prior, covariance_type=covariance_type,
+                              weight_type=weight_type, reg_covar=reg_covar)
+
+
+def variational_update(posts: VariationalPosterior, xb, mask, chunks, shift, featurized,
+                       prior, reg_covar, covariance_type, weight_type, combine):
+    """One VB-EM iteration of restarts batched along axis 0: (new posteriors, ELBO (B,) after
+    the M step). Arguments as `jaxvi.em.step.em_update`; `combine` maps local to global
+    (Stats, Σ log p) (e.g. a `psum`), so the entropy, being linear in them, is global too."""
+    cfg = dict(covariance_type=covariance_type, weight_type=weight_type)
+    gmms = per_restart(lambda p: expected_gmm(p, **cfg), posts)
+    stats, sum_ll, centres = _e_step_batched(gmms, xb, mask, chunks, shift, featurized, combine)
+    entropy = per_restart(resp_entropy, gmms, stats, centres, sum_ll)
+    new = per_restart(lambda st, c: variational_m_step(st, c, prior, reg_covar=reg_covar, **cfg),
+                      stats, centres)
+    return new, per_restart(lambda p, h: lower_bound(p, h, **cfg), new, entropy)
+
+
+def variational_step(x: jax.Array, post: VariationalPosterior, prior: VariationalPrior, *,
+                     covariance_type: str, weight_type: str, reg_covar=1e-6,
+                     combine: Callable = identity, chunk_size: int | None = None):
+    """One VB-EM iteration on x: (N, D): (new posterior, ELBO after its M step), as
+    scikit-learn's `_e_step`, `_m_step`, `_compute_lower_bound`. A traced primitive."""
+    n_chunks, rows = chunk_layout(x.shape[0], x.shape[1], covariance_type, chunk_size)
+    xb, mask = to_chunks(x, n_chunks, rows)
+    chunks, shift, featurized = feature_chunks(xb, mask, covariance_type, combine)
+    batched = jax.tree_util.tree_map(lambda a: a[None], post)
+    new, elbo = variational_update(batched, xb, mask, chunks, shift, featurized, prior,
+                                   reg_covar, covariance_type, weight_type, combine)
+    return jax.tree_util.tree_map(lambda a: a[0], new), elbo[0]
+
+
+def _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, combine=identity):
+    """The on-device VB-EM loop of restarts batched along axis 0 (as `jaxvi.em.fit`'s EM
+    loop: each restart frozen once converged) -> VariationalFitResult batched along axis 0."""
+    dt = xb.dtype
+    b = posts.means.shape[0]
+    chunks, shift, featurized = feature_chunks(xb, mask, cov, combine)
+    history = jnp.full((b, max_iter), jnp.nan, dt)
+    state = (posts, jnp.full((b,), -jnp.inf, dt), jnp.zeros((b,), jnp.int32),
+             jnp.zeros((b,), bool), history, jnp.zeros((), jnp.int32))
+    if max_iter == 0:
+        return VariationalFitResult(*state[:5])
+
+    def cond(state):
+        return (state[5] < max_iter) & ~jnp.all(state[3])
+
+    def body(state):
+        posts, elbo, it, done, history, step = state
+        new, new_elbo = variational_update(posts, xb, mask, chunks, shift, featurized, prior,
+                                           reg_covar, cov, wt, combine)
+        active = ~done
+
+        def keep(n, o):
+            return jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+
+        posts = jax.tree_util.tree_map(keep, new, posts)
+        history = history.at[:, step].set(jnp.where(active, new_elbo, history[:, step]))
+        done = done | (active & (jnp.abs(new_elbo - elbo) < tol))
+        return posts, keep(new_elbo, elbo), it + active, done, history, step + 1
+
+    return VariationalFitResult(*jax.lax.while_loop(cond, body, state)[:5])
+
+
+@functools.partial(jax.jit, static_argnames=("k", "cov", "wt", "init", "max_iter", "n_chunks",
+                                             "rows"))
+def _fit_from_keys(x, keys, prior, *, k, cov, wt, init, max_iter, tol, reg_covar, n_chunks,
+                   rows):
+    xb, mask = to_chunks(x, n_chunks, rows)
+    posts = jax.vmap(lambda key: initialize_from_resp(
+        x, em_init._init_resp(key, x, k, init), prior, covariance_type=cov, weight_type=wt,
+        reg_covar=reg_covar))(keys)
+    results = _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a), axis=tuple(range(1, a.ndim)))
+                                for a in jax.tree_util.tree_leaves(results.posterior)]), 0)
+    score = jnp.where(finite & ~jnp.isnan(results.lower_bound), results.lower_bound, -jnp.inf)
+    best = jnp.argmax(score)
+    return jax.tree_util.tree_map(lambda a: a[best], results)
+
+
+def _check_prior(prior: VariationalPrior, covariance_type: str, d: int) -> None:
+    """scikit-learn's checks of the prior, with messages that name the argument."""
+    _validate.check_positive("weight_concentration_prior", prior.weight_concentration_prior)
+    _validate.check_positive("mean_precision_prior", prior.mean_precision_prior)
+    if prior.mean_prior.shape != (d,):
+        raise ValueError(f"`mean_prior` must have shape ({d},); got {prior.mean_prior.shape}.")
+    _validate.check_finite("mean_prior", prior.mean_prior)
+    nu0 = float(prior.degrees_of_freedom_prior)
+    if not nu0 > d - 1:
+        raise ValueError(f"`degrees_of_freedom_prior` must be > n_features − 1 = {d - 1}; "
+                         f"got {nu0!r}.")
+    want = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance_type]
+    psi0 = prior.covariance_prior
+    if psi0.shape != want:
+        raise ValueError(f"`covariance_prior` must have shape {want} for covariance_type "
+                         f"{covariance_type!r}; got {psi0.shape}.")
+    if len(want) == 2:
+        _validate.check_positive_definite("covariance_prior", psi0)
+    else:
+        _validate.check_positive("covariance_prior", psi0)
+
+
+@lapack_scoped
+def fit_variational(
+    x: jax.Array,
+    n_components: int,
+    *,
+    key: jax.Array,
+    covariance_type: str = "full",
+    weight_concentration_prior_type: str = "dirichlet_process",
+    weight_concentration_prior=None,
+    mean_precision_prior=None,
+    mean_prior=None,
+    degrees_of_freedom_prior=None,
+    covariance_prior=None,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    n_init: int = 1,
+    init: str = "kmeans++",
+    reg_covar: float = 1e-6,
+    chunk_size: int | None = None,
+) -> VariationalFitResult:
+    """Fit a variational Bayesian Gaussian mixture by VB-EM (scikit-learn's
+    `BayesianGaussianMixture`), the loop on device until |Δ ELBO| < tol or `max_iter`.
+
+    x: (N, D) data; n_components: K ≤ N (an upper bound: the prior switches off components
+    the data do not need); key: PRNG key of the initialisation; the priors take
+    scikit-learn's names and defaults (`default_prior`); init: "kmeans++", "random" or
+    "random_from_data" responsibilities, `n_init` restarts batched, the highest final ELBO
+    kept; reg_covar: added to each component's ML covariance S_k, as scikit-learn does.
+    Returns a `VariationalFitResult`.
+    """
+    n, d = checks.check_x(x)
+    k = checks.check_n_components(n_components, n)
+    checks.check_covariance_type(covariance_type)
+    _validate.check_choice("weight_concentration_prior_type", weight_concentration_prior_type,
+                           WEIGHT_PRIOR_TYPES)
+    _validate.check_int("max_iter", max_iter, 0)
+    _validate.check_number("tol", tol)
+    _validate.check_number("reg_covar", reg_covar)
+    _validate.check_int("n_init", n_init, 1)
+    _validate.check_choice("init", init, em_init.INITS)
+    if chunk_size is not None:
+        _validate.check_int("chunk_size", chunk_size, 1)
+    x = checks.as_float_data(x)
+    given = dict(weight_concentration_prior=weight_concentration_prior,
+                 mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
+                 degrees_of_freedom_prior=degrees_of_freedom_prior,
+                 covariance_prior=covariance_prior)
+    for name, value in given.items():
+        if value is not None:
+            _validate.check_finite(name, np.asarray(value, dtype=float))
+    prior = default_prior(x, covariance_type=covariance_type, n_components=k, **given)
+    _check_prior(prior, covariance_type, d)
+    n_chunks, rows = chunk_layout(n, d, covariance_type, chunk_size)
+    keys = jax.random.split(key, int(n_init))
+    return _fit_from_keys(
+        x, keys, prior, k=k, cov=covariance_type, wt=weight_concentration_prior_type,
+        init=init, max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
+        reg_covar=jnp.asarray(reg_covar, x.dtype), n_chunks=n_chunks, rows=rows)

@@ -239,3 +239,23 @@ def test_bad_arguments_raise_naming_them(kwargs, name):
 def test_bad_data_raise_naming_x():
     with pytest.raises(ValueError, match="`x`"):
         fit_variational(np.zeros(5), 2, key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("cov", ["full", "spherical"])
+def test_combined_halves_equal_single(x64, cov, blobs, rel):
+    """Stats (and with them the entropy) psum-ed over two halves of the rows give the
+    single-batch iteration: what a mesh's `combine` does, here over a vmapped axis."""
+    x = jnp.asarray(blobs(seed=4, n_per=40, d=3))
+    rng = np.random.default_rng(5)
+    post, prior = _ours_start(x, _resp(rng, x.shape[0], 4), cov, "dirichlet_process")
+    cfg = dict(covariance_type=cov, weight_type="dirichlet_process")
+    ref, ref_elbo = variational_step(x, post, prior, **cfg)
+    halves = x.reshape(2, x.shape[0] // 2, x.shape[1])
+    new, elbo = jax.vmap(
+        lambda h: variational_step(h, post, prior, combine=lambda t: jax.lax.psum(t, "d"),
+                                   **cfg),
+        axis_name="d")(halves)
+    for i in range(2):
+        assert rel(new.means[i], ref.means) < 1e-10
+        assert rel(new.covariances[i], ref.covariances) < 1e-10
+        assert abs(float(elbo[i] - ref_elbo)) < 1e-10 * abs(float(ref_elbo))

@@ -116,20 +116,60 @@ def _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, comb
     return VariationalFitResult(*jax.lax.while_loop(cond, body, state)[:5])
 
 
-@functools.partial(jax.jit, static_argnames=("k", "cov", "wt", "init", "max_iter", "n_chunks",
-                                             "rows"))
-def _fit_from_keys(x, keys, prior, *, k, cov, wt, init, max_iter, tol, reg_covar, n_chunks,
-                   rows):
-    xb, mask = to_chunks(x, n_chunks, rows)
-    posts = jax.vmap(lambda key: initialize_from_resp(
+def _initial_posteriors(x, keys, prior, k, cov, wt, init, reg_covar):
+    """One initial q per key of keys: (B,), from `init`'s responsibilities, batched along
+    axis 0. A traced primitive."""
+    return jax.vmap(lambda key: initialize_from_resp(
         x, em_init._init_resp(key, x, k, init), prior, covariance_type=cov, weight_type=wt,
         reg_covar=reg_covar))(keys)
-    results = _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
+
+
+def _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, combine=identity):
+    """The VB-EM loop from each batched initial q; the restart with the highest final ELBO
+    is kept (a non-finite one never wins; ties go to the first)."""
+    results = _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, combine)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a), axis=tuple(range(1, a.ndim)))
                                 for a in jax.tree_util.tree_leaves(results.posterior)]), 0)
     score = jnp.where(finite & ~jnp.isnan(results.lower_bound), results.lower_bound, -jnp.inf)
     best = jnp.argmax(score)
     return jax.tree_util.tree_map(lambda a: a[best], results)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "cov", "wt", "init", "max_iter", "n_chunks",
+                                             "rows"))
+def _fit_from_keys(x, keys, prior, *, k, cov, wt, init, max_iter, tol, reg_covar, n_chunks,
+                   rows):
+    xb, mask = to_chunks(x, n_chunks, rows)
+    posts = _initial_posteriors(x, keys, prior, k, cov, wt, init, reg_covar)
+    return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
+
+
+@functools.lru_cache(maxsize=16)
+def _sharded_fit_fn(mesh, max_iter, cov, wt):
+    """The jitted `shard_map` of the VB-EM loop for one mesh: Stats (and Σ log p, hence the
+    entropy) `psum`-ed over "data" before every M step."""
+    from jaxvi import distributed
+
+    def local(xb, mask, posts, prior, tol, reg_covar):
+        return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt,
+                             distributed.psum_data)
+
+    return jax.jit(distributed.shard_map_data(local, mesh, 2, 4))
+
+
+def _fit_sharded(x, keys, prior, mesh, *, k, cov, wt, init, max_iter, tol, reg_covar,
+                 chunk_size):
+    """`fit_variational` with the rows of x split over the mesh's "data" axis; the initial
+    q are computed from x as given (several processes: process 0's are used everywhere)."""
+    from jaxvi import distributed
+
+    distributed.check_mesh(mesh)
+    posts = jax.jit(_initial_posteriors, static_argnums=(3, 4, 5, 6))(
+        x, keys, prior, k, cov, wt, init, reg_covar)
+    posts = distributed.same_on_every_process(posts)
+    xb, mask = distributed.shard_chunks(
+        x, mesh, lambda n: chunk_layout(n, x.shape[1], cov, chunk_size))
+    return _sharded_fit_fn(mesh, max_iter, cov, wt)(xb, mask, posts, prior, tol, reg_covar)
 
 
 def _check_prior(prior: VariationalPrior, covariance_type: str, d: int) -> None:
@@ -173,6 +213,7 @@ def fit_variational(
     init: str = "kmeans++",
     reg_covar: float = 1e-6,
     chunk_size: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> VariationalFitResult:
     """Fit a variational Bayesian Gaussian mixture by VB-EM (scikit-learn's
     `BayesianGaussianMixture`), the loop on device until |Δ ELBO| < tol or `max_iter`.
@@ -181,8 +222,10 @@ def fit_variational(
     the data do not need); key: PRNG key of the initialisation; the priors take
     scikit-learn's names and defaults (`default_prior`); init: "kmeans++", "random" or
     "random_from_data" responsibilities, `n_init` restarts batched, the highest final ELBO
-    kept; reg_covar: added to each component's ML covariance S_k, as scikit-learn does.
-    Returns a `VariationalFitResult`.
+    kept; reg_covar: added to each component's ML covariance S_k, as scikit-learn does;
+    chunk_size: rows per chunk of the fused E step; mesh: a `jax.sharding.Mesh` with a "data"
+    axis: the rows are split over it and the Stats summed across devices before each M step
+    (as `jaxvi.em.fit`). Returns a `VariationalFitResult`.
     """
     n, d = checks.check_x(x)
     k = checks.check_n_components(n_components, n)
@@ -206,9 +249,11 @@ def fit_variational(
             _validate.check_finite(name, np.asarray(value, dtype=float))
     prior = default_prior(x, covariance_type=covariance_type, n_components=k, **given)
     _check_prior(prior, covariance_type, d)
-    n_chunks, rows = chunk_layout(n, d, covariance_type, chunk_size)
     keys = jax.random.split(key, int(n_init))
-    return _fit_from_keys(
-        x, keys, prior, k=k, cov=covariance_type, wt=weight_concentration_prior_type,
-        init=init, max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
-        reg_covar=jnp.asarray(reg_covar, x.dtype), n_chunks=n_chunks, rows=rows)
+    loop = dict(k=k, cov=covariance_type, wt=weight_concentration_prior_type, init=init,
+                max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
+                reg_covar=jnp.asarray(reg_covar, x.dtype))
+    if mesh is not None:
+        return _fit_sharded(x, keys, prior, mesh, **loop, chunk_size=chunk_size)
+    n_chunks, rows = chunk_layout(n, d, covariance_type, chunk_size)
+    return _fit_from_keys(x, keys, prior, **loop, n_chunks=n_chunks, rows=rows)

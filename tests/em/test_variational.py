@@ -259,3 +259,44 @@ def test_combined_halves_equal_single(x64, cov, blobs, rel):
         assert rel(new.means[i], ref.means) < 1e-10
         assert rel(new.covariances[i], ref.covariances) < 1e-10
         assert abs(float(elbo[i] - ref_elbo)) < 1e-10 * abs(float(ref_elbo))
+
+
+MESH_SCRIPT = """
+import json
+import jax, numpy as np
+from jaxvi import distributed
+from jaxvi.em.variational_fit import fit_variational
+
+assert jax.device_count() == 4, jax.devices()
+out = {}
+with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    # N = 301: not a multiple of the device count, so shards are padded and masked.
+    x = np.concatenate([rng.normal(size=(100, 2)) + 5 * i for i in range(3)]
+                       + [rng.normal(size=(1, 2))])
+    mesh = distributed.data_mesh()
+    for cov in ["full", "diag"]:
+        kw = dict(key=jax.random.key(1), covariance_type=cov, max_iter=12, tol=0.0, n_init=2)
+        one, four = fit_variational(x, 5, **kw), fit_variational(x, 5, mesh=mesh, **kw)
+        out[cov] = max(float(np.max(np.abs(np.asarray(a, float) - np.asarray(b, float))))
+                       for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(four)))
+        out[cov + "_devices"] = len(four.posterior.means.sharding.device_set)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_sharded_fit_equals_single_device():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    out = json.loads(line[len("RESULT "):])
+    for cov in ["full", "diag"]:
+        assert out[cov] < 1e-9, out
+        assert out[cov + "_devices"] == 4, out

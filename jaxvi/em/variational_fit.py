@@ -144,6 +144,33 @@ def _fit_from_keys(x, keys, prior, *, k, cov, wt, init, max_iter, tol, reg_covar
     return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
 
 
+@functools.partial(jax.jit, static_argnames=("cov", "wt", "max_iter", "n_chunks", "rows"))
+def _fit_from_posterior(x, post, prior, *, cov, wt, max_iter, tol, reg_covar, n_chunks, rows):
+    xb, mask = to_chunks(x, n_chunks, rows)
+    posts = jax.tree_util.tree_map(lambda a: a[None], post)
+    return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
+
+
+def _check_warm_start(post, k: int, d: int, cov: str, wt: str, dtype) -> VariationalPosterior:
+    """A given initial q, its shapes checked against the fit's options, cast to x's dtype."""
+    if not isinstance(post, VariationalPosterior):
+        raise ValueError("`init` must be one of "
+                         f"{em_init.INITS} or a VariationalPosterior; got {post!r}.")
+    matrix = cov in ("full", "tied")
+    cov_shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[cov]
+    want = dict(weight_concentration=(k,) if wt == "dirichlet_distribution" else (2, k),
+                mean_precision=(k,), means=(k, d),
+                degrees_of_freedom=() if cov == "tied" else (k,), covariances=cov_shape,
+                scale_tril=cov_shape if matrix else None)
+    for name, shape in want.items():
+        got = getattr(post, name)
+        if (shape is None) != (got is None) or (got is not None and np.shape(got) != shape):
+            raise ValueError(f"`init.{name}` must have shape {shape} for K = {k}, D = {d}, "
+                             f"{cov!r} and {wt!r}; got "
+                             f"{None if got is None else np.shape(got)}.")
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), post)
+
+
 @functools.lru_cache(maxsize=16)
 def _sharded_fit_fn(mesh, max_iter, cov, wt):
     """The jitted `shard_map` of the VB-EM loop for one mesh: Stats (and Σ log p, hence the
@@ -210,7 +237,7 @@ def fit_variational(
     max_iter: int = 100,
     tol: float = 1e-3,
     n_init: int = 1,
-    init: str = "kmeans++",
+    init: str | VariationalPosterior = "kmeans++",
     reg_covar: float = 1e-6,
     chunk_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
@@ -222,7 +249,8 @@ def fit_variational(
     the data do not need); key: PRNG key of the initialisation; the priors take
     scikit-learn's names and defaults (`default_prior`); init: "kmeans++", "random" or
     "random_from_data" responsibilities, `n_init` restarts batched, the highest final ELBO
-    kept; reg_covar: added to each component's ML covariance S_k, as scikit-learn does;
+    kept, or a `VariationalPosterior` (a warm start, single device only for now; `n_init`
+    ignored); reg_covar: added to each component's ML covariance S_k, as scikit-learn does;
     chunk_size: rows per chunk of the fused E step; mesh: a `jax.sharding.Mesh` with a "data"
     axis: the rows are split over it and the Stats summed across devices before each M step
     (as `jaxvi.em.fit`). Returns a `VariationalFitResult`.
@@ -236,7 +264,8 @@ def fit_variational(
     _validate.check_number("tol", tol)
     _validate.check_number("reg_covar", reg_covar)
     _validate.check_int("n_init", n_init, 1)
-    _validate.check_choice("init", init, em_init.INITS)
+    if not isinstance(init, VariationalPosterior):
+        _validate.check_choice("init", init, em_init.INITS)
     if chunk_size is not None:
         _validate.check_int("chunk_size", chunk_size, 1)
     x = checks.as_float_data(x)
@@ -249,11 +278,19 @@ def fit_variational(
             _validate.check_finite(name, np.asarray(value, dtype=float))
     prior = default_prior(x, covariance_type=covariance_type, n_components=k, **given)
     _check_prior(prior, covariance_type, d)
-    keys = jax.random.split(key, int(n_init))
-    loop = dict(k=k, cov=covariance_type, wt=weight_concentration_prior_type, init=init,
+    loop = dict(cov=covariance_type, wt=weight_concentration_prior_type,
                 max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
                 reg_covar=jnp.asarray(reg_covar, x.dtype))
-    if mesh is not None:
-        return _fit_sharded(x, keys, prior, mesh, **loop, chunk_size=chunk_size)
     n_chunks, rows = chunk_layout(n, d, covariance_type, chunk_size)
-    return _fit_from_keys(x, keys, prior, **loop, n_chunks=n_chunks, rows=rows)
+    if isinstance(init, VariationalPosterior):
+        if mesh is not None:
+            raise ValueError("`mesh` with a warm-start `init` is not supported yet.")
+        post = _check_warm_start(init, k, d, covariance_type, weight_concentration_prior_type,
+                                 x.dtype)
+        return _fit_from_posterior(x, post, prior, **loop, n_chunks=n_chunks, rows=rows)
+    keys = jax.random.split(key, int(n_init))
+    if mesh is not None:
+        return _fit_sharded(x, keys, prior, mesh, k=k, init=init, **loop,
+                            chunk_size=chunk_size)
+    return _fit_from_keys(x, keys, prior, k=k, init=init, **loop, n_chunks=n_chunks,
+                          rows=rows)

@@ -157,6 +157,21 @@ def test_fit_equals_steps_and_never_decreases(x64, cov, wt, blobs, rel):
     assert float(result.lower_bound) == history[-1]
 
 
+@pytest.mark.parametrize("cov", ["full", "spherical"])
+def test_warm_start_continues_the_fit(x64, cov, blobs, rel):
+    x = jnp.asarray(blobs(seed=8, n_per=40, d=2))
+    kw = dict(key=jax.random.key(2), covariance_type=cov, tol=0.0, init="random",
+              weight_concentration_prior_type="dirichlet_distribution")
+    whole = fit_variational(x, 4, max_iter=12, **kw)
+    half = fit_variational(x, 4, max_iter=5, **kw)
+    rest = fit_variational(x, 4, max_iter=7, **dict(kw, init=half.posterior))
+    assert rel(rest.history, whole.history[5:]) < 1e-10
+    assert rel(rest.posterior.covariances, whole.posterior.covariances) < 1e-9
+    bad = half.posterior._replace(means=half.posterior.means[:3])
+    with pytest.raises(ValueError, match="`init.means`"):
+        fit_variational(x, 4, max_iter=2, **dict(kw, init=bad))
+
+
 def _three_blobs(dtype=np.float64):
     rng = np.random.default_rng(0)
     centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])

@@ -29,7 +29,7 @@ from jax.scipy.special import betaln, digamma, gammaln
 from jaxvi import _linalg
 from jaxvi.em import covariance
 from jaxvi.em.model import GMM, Stats, component_precisions
-from jaxvi.em.step import _flush_roundoff
+from jaxvi.em.step import flush_roundoff
 
 WEIGHT_PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
 
@@ -163,7 +163,7 @@ def variational_m_step(stats: Stats, centres: jax.Array, prior: VariationalPrior
     nk = stats.nk + 10.0 * jnp.finfo(dt).eps
     k, d = stats.sum_x.shape
     delta = stats.sum_x / nk[:, None]
-    scatter = _flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
+    scatter = flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
     xbar = centres + delta
     beta = beta0 + nk
     means = (beta0 * m0 + nk[:, None] * xbar) / beta[:, None]

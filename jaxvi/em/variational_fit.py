@@ -16,8 +16,9 @@ from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.fit import lapack_scoped
+from jaxvi.em.loop import ascent_loop, best_restart, finite_along
 from jaxvi.em.stats import chunk_layout, feature_chunks, sufficient_stats, to_chunks
-from jaxvi.em.step import _e_step_batched, identity, per_restart
+from jaxvi.em.step import e_step_batched, identity, per_restart
 from jaxvi.em.variational import (
     WEIGHT_PRIOR_TYPES,
     VariationalPosterior,
@@ -63,7 +64,7 @@ def variational_update(posts: VariationalPosterior, xb, mask, chunks, shift, fea
     (Stats, Σ log p) (e.g. a `psum`), so the entropy, being linear in them, is global too."""
     cfg = dict(covariance_type=covariance_type, weight_type=weight_type)
     gmms = per_restart(lambda p: expected_gmm(p, **cfg), posts)
-    stats, sum_ll, centres = _e_step_batched(gmms, xb, mask, chunks, shift, featurized, combine)
+    stats, sum_ll, centres = e_step_batched(gmms, xb, mask, chunks, shift, featurized, combine)
     entropy = per_restart(resp_entropy, gmms, stats, centres, sum_ll)
     new = per_restart(lambda st, c: variational_m_step(st, c, prior, reg_covar=reg_covar, **cfg),
                       stats, centres)
@@ -85,42 +86,22 @@ def variational_step(x: jax.Array, post: VariationalPosterior, prior: Variationa
 
 
 def _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, combine=identity):
-    """The on-device VB-EM loop of restarts batched along axis 0 (as `jaxvi.em.fit`'s EM
-    loop: each restart frozen once converged) -> VariationalFitResult batched along axis 0."""
-    dt = xb.dtype
-    b = posts.means.shape[0]
+    """The on-device VB-EM loop (`jaxvi.em.loop.ascent_loop`) of restarts batched along
+    axis 0 -> VariationalFitResult batched along axis 0."""
     chunks, shift, featurized = feature_chunks(xb, mask, cov, combine)
-    history = jnp.full((b, max_iter), jnp.nan, dt)
-    state = (posts, jnp.full((b,), -jnp.inf, dt), jnp.zeros((b,), jnp.int32),
-             jnp.zeros((b,), bool), history, jnp.zeros((), jnp.int32))
-    if max_iter == 0:
-        return VariationalFitResult(*state[:5])
 
-    def cond(state):
-        return (state[5] < max_iter) & ~jnp.all(state[3])
+    def update(posts):
+        return variational_update(posts, xb, mask, chunks, shift, featurized, prior, reg_covar,
+                                  cov, wt, combine)
 
-    def body(state):
-        posts, elbo, it, done, history, step = state
-        new, new_elbo = variational_update(posts, xb, mask, chunks, shift, featurized, prior,
-                                           reg_covar, cov, wt, combine)
-        active = ~done
-
-        def keep(n, o):
-            return jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
-
-        posts = jax.tree_util.tree_map(keep, new, posts)
-        history = history.at[:, step].set(jnp.where(active, new_elbo, history[:, step]))
-        done = done | (active & (jnp.abs(new_elbo - elbo) < tol))
-        return posts, keep(new_elbo, elbo), it + active, done, history, step + 1
-
-    return VariationalFitResult(*jax.lax.while_loop(cond, body, state)[:5])
+    return VariationalFitResult(*ascent_loop(update, posts, max_iter, tol, xb.dtype))
 
 
 def _initial_posteriors(x, keys, prior, k, cov, wt, init, reg_covar):
     """One initial q per key of keys: (B,), from `init`'s responsibilities, batched along
     axis 0. A traced primitive."""
     return jax.vmap(lambda key: initialize_from_resp(
-        x, em_init._init_resp(key, x, k, init), prior, covariance_type=cov, weight_type=wt,
+        x, em_init.init_resp(key, x, k, init), prior, covariance_type=cov, weight_type=wt,
         reg_covar=reg_covar))(keys)
 
 
@@ -128,11 +109,7 @@ def _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, com
     """The VB-EM loop from each batched initial q; the restart with the highest final ELBO
     is kept (a non-finite one never wins; ties go to the first)."""
     results = _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, combine)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a), axis=tuple(range(1, a.ndim)))
-                                for a in jax.tree_util.tree_leaves(results.posterior)]), 0)
-    score = jnp.where(finite & ~jnp.isnan(results.lower_bound), results.lower_bound, -jnp.inf)
-    best = jnp.argmax(score)
-    return jax.tree_util.tree_map(lambda a: a[best], results)
+    return best_restart(results, results.posterior, results.lower_bound)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "cov", "wt", "init", "max_iter", "n_chunks",
@@ -151,26 +128,6 @@ def _fit_from_posterior(x, post, prior, *, cov, wt, max_iter, tol, reg_covar, n_
     return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
 
 
-def _check_warm_start(post, k: int, d: int, cov: str, wt: str, dtype) -> VariationalPosterior:
-    """A given initial q, its shapes checked against the fit's options, cast to x's dtype."""
-    if not isinstance(post, VariationalPosterior):
-        raise ValueError("`init` must be one of "
-                         f"{em_init.INITS} or a VariationalPosterior; got {post!r}.")
-    matrix = cov in ("full", "tied")
-    cov_shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[cov]
-    want = dict(weight_concentration=(k,) if wt == "dirichlet_distribution" else (2, k),
-                mean_precision=(k,), means=(k, d),
-                degrees_of_freedom=() if cov == "tied" else (k,), covariances=cov_shape,
-                scale_tril=cov_shape if matrix else None)
-    for name, shape in want.items():
-        got = getattr(post, name)
-        if (shape is None) != (got is None) or (got is not None and np.shape(got) != shape):
-            raise ValueError(f"`init.{name}` must have shape {shape} for K = {k}, D = {d}, "
-                             f"{cov!r} and {wt!r}; got "
-                             f"{None if got is None else np.shape(got)}.")
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), post)
-
-
 @functools.lru_cache(maxsize=16)
 def _sharded_fit_fn(mesh, max_iter, cov, wt):
     """The jitted `shard_map` of the VB-EM loop for one mesh: Stats (and Σ log p, hence the
@@ -184,41 +141,39 @@ def _sharded_fit_fn(mesh, max_iter, cov, wt):
     return jax.jit(distributed.shard_map_data(local, mesh, 2, 4))
 
 
-def _fit_sharded(x, keys, prior, mesh, *, k, cov, wt, init, max_iter, tol, reg_covar,
-                 chunk_size):
-    """`fit_variational` with the rows of x split over the mesh's "data" axis; the initial
-    q are computed from x as given (several processes: process 0's are used everywhere)."""
+def _fit_sharded(x, posts, prior, mesh, *, cov, wt, max_iter, tol, reg_covar, chunk_size):
+    """`fit_variational` from the batched initial q `posts` with the rows of x split over the
+    mesh's "data" axis (several processes: process 0's `posts` are used everywhere)."""
     from jaxvi import distributed
 
     distributed.check_mesh(mesh)
-    posts = jax.jit(_initial_posteriors, static_argnums=(3, 4, 5, 6))(
-        x, keys, prior, k, cov, wt, init, reg_covar)
     posts = distributed.same_on_every_process(posts)
     xb, mask = distributed.shard_chunks(
         x, mesh, lambda n: chunk_layout(n, x.shape[1], cov, chunk_size))
     return _sharded_fit_fn(mesh, max_iter, cov, wt)(xb, mask, posts, prior, tol, reg_covar)
 
 
-def _check_prior(prior: VariationalPrior, covariance_type: str, d: int) -> None:
-    """scikit-learn's checks of the prior, with messages that name the argument."""
-    _validate.check_positive("weight_concentration_prior", prior.weight_concentration_prior)
-    _validate.check_positive("mean_precision_prior", prior.mean_precision_prior)
-    if prior.mean_prior.shape != (d,):
-        raise ValueError(f"`mean_prior` must have shape ({d},); got {prior.mean_prior.shape}.")
-    _validate.check_finite("mean_prior", prior.mean_prior)
-    nu0 = float(prior.degrees_of_freedom_prior)
-    if not nu0 > d - 1:
-        raise ValueError(f"`degrees_of_freedom_prior` must be > n_features − 1 = {d - 1}; "
-                         f"got {nu0!r}.")
-    want = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance_type]
-    psi0 = prior.covariance_prior
-    if psi0.shape != want:
-        raise ValueError(f"`covariance_prior` must have shape {want} for covariance_type "
-                         f"{covariance_type!r}; got {psi0.shape}.")
-    if len(want) == 2:
-        _validate.check_positive_definite("covariance_prior", psi0)
-    else:
-        _validate.check_positive("covariance_prior", psi0)
+def _raise_if_not_finite(result: VariationalFitResult) -> VariationalFitResult:
+    """The guard after a fit: `result`, or a ValueError when its posterior is not finite."""
+    if not bool(finite_along(result.posterior, 0)):
+        raise ValueError(
+            "Fitting the variational mixture failed: some components have an ill-defined "
+            "(singular) covariance, e.g. from collapsed or duplicated points. Increase "
+            "`reg_covar` or `covariance_prior`, or rescale `x`.")
+    return result
+
+
+def checked_prior(x: jax.Array, covariance_type: str, n_components: int, **given
+                  ) -> VariationalPrior:
+    """The prior of a fit to x: (N, D): scikit-learn's defaults (`default_prior`) for each
+    of `given`'s priors left None, each checked (concrete values; messages name them)."""
+    for name, value in given.items():
+        if value is not None:
+            _validate.check_finite(name, np.asarray(value, dtype=float))
+    prior = default_prior(x, covariance_type=covariance_type, n_components=n_components,
+                          **given)
+    checks.check_variational_prior(prior, covariance_type, x.shape[1])
+    return prior
 
 
 @lapack_scoped
@@ -269,28 +224,27 @@ def fit_variational(
     if chunk_size is not None:
         _validate.check_int("chunk_size", chunk_size, 1)
     x = checks.as_float_data(x)
-    given = dict(weight_concentration_prior=weight_concentration_prior,
-                 mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
-                 degrees_of_freedom_prior=degrees_of_freedom_prior,
-                 covariance_prior=covariance_prior)
-    for name, value in given.items():
-        if value is not None:
-            _validate.check_finite(name, np.asarray(value, dtype=float))
-    prior = default_prior(x, covariance_type=covariance_type, n_components=k, **given)
-    _check_prior(prior, covariance_type, d)
+    prior = checked_prior(
+        x, covariance_type, k, weight_concentration_prior=weight_concentration_prior,
+        mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
+        degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
     loop = dict(cov=covariance_type, wt=weight_concentration_prior_type,
                 max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
                 reg_covar=jnp.asarray(reg_covar, x.dtype))
     n_chunks, rows = chunk_layout(n, d, covariance_type, chunk_size)
+    cov, wt = covariance_type, weight_concentration_prior_type
     if isinstance(init, VariationalPosterior):
-        if mesh is not None:
-            raise ValueError("`mesh` with a warm-start `init` is not supported yet.")
-        post = _check_warm_start(init, k, d, covariance_type, weight_concentration_prior_type,
-                                 x.dtype)
-        return _fit_from_posterior(x, post, prior, **loop, n_chunks=n_chunks, rows=rows)
-    keys = jax.random.split(key, int(n_init))
-    if mesh is not None:
-        return _fit_sharded(x, keys, prior, mesh, k=k, init=init, **loop,
-                            chunk_size=chunk_size)
-    return _fit_from_keys(x, keys, prior, k=k, init=init, **loop, n_chunks=n_chunks,
-                          rows=rows)
+        post = checks.check_posterior(init, k, d, cov, wt, x.dtype)
+        if mesh is None:
+            return _raise_if_not_finite(
+                _fit_from_posterior(x, post, prior, **loop, n_chunks=n_chunks, rows=rows))
+        posts = jax.tree_util.tree_map(lambda a: a[None], post)
+    else:
+        keys = jax.random.split(key, int(n_init))
+        if mesh is None:
+            return _raise_if_not_finite(_fit_from_keys(
+                x, keys, prior, k=k, init=init, **loop, n_chunks=n_chunks, rows=rows))
+        posts = jax.jit(_initial_posteriors, static_argnums=(3, 4, 5, 6))(
+            x, keys, prior, k, cov, wt, init, loop["reg_covar"])
+    return _raise_if_not_finite(
+        _fit_sharded(x, posts, prior, mesh, **loop, chunk_size=chunk_size))

@@ -13,7 +13,11 @@ Modules: `model` (GMM, Stats, Prior, FitResult), `covariance` (the four covarian
 `densities` (log densities, E step, free energy, sampling, BIC/AIC), `stats` (features,
 chunks, the fused E-step statistics kernels), `step` (the M step, one EM iteration), `init`
 (k-means++, initialisation, default prior), `fit` (the on-device loop, restarts, sharding),
-`online` (stepwise EM), `checks` (argument checks), `plots` (pictures of a fit).
+`online` (stepwise EM), `variational` (VB-EM's prior, posterior, E and M steps and lower
+bound on the same Stats), `variational_fit` (its iteration and `fit_variational`),
+`variational_online` (stochastic VI, `fit_variational_minibatch`), `loop` (the on-device
+coordinate-ascent loop EM and VB-EM share), `checks`
+(argument checks), `plots` (pictures of a fit).
 """
 
 from jaxvi.em.covariance import COVARIANCE_TYPES
@@ -33,10 +37,15 @@ from jaxvi.em.model import GMM, FitResult, Prior, Stats
 from jaxvi.em.online import fit_minibatch
 from jaxvi.em.stats import e_step_stats, model_shift, sufficient_stats
 from jaxvi.em.step import em_step, m_step, m_step_from_stats
+from jaxvi.em.variational import VariationalPosterior, VariationalPrior
+from jaxvi.em.variational_fit import VariationalFitResult, fit_variational, variational_step
+from jaxvi.em.variational_online import fit_variational_minibatch
 
 __all__ = [
-    "COVARIANCE_TYPES", "FitResult", "GMM", "INITS", "Prior", "Stats", "aic", "bic",
-    "component_log_prob", "default_prior", "e_step", "e_step_stats", "em_step", "fit",
-    "fit_minibatch", "free_energy", "initialize", "kmeans_plusplus", "log_prob", "m_step",
-    "m_step_from_stats", "model_shift", "n_parameters", "sample", "sufficient_stats",
+    "COVARIANCE_TYPES", "FitResult", "GMM", "INITS", "Prior", "Stats", "VariationalFitResult",
+    "VariationalPosterior", "VariationalPrior", "aic", "bic", "component_log_prob",
+    "default_prior", "e_step", "e_step_stats", "em_step", "fit", "fit_minibatch",
+    "fit_variational", "fit_variational_minibatch", "free_energy", "initialize",
+    "kmeans_plusplus", "log_prob", "m_step", "m_step_from_stats", "model_shift",
+    "n_parameters", "sample", "sufficient_stats", "variational_step",
 ]

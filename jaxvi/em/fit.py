@@ -11,73 +11,37 @@ import jax.numpy as jnp
 from jaxvi import _linalg, _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
+from jaxvi.em.loop import ascent_loop, best_restart, finite_along
 from jaxvi.em.model import GMM, FitResult, Prior, with_scale_tril
 from jaxvi.em.stats import chunk_layout, feature_chunks, to_chunks
 from jaxvi.em.step import em_update, identity
 
 
 def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity):
-    """The on-device EM loop (`lax.while_loop`) of restarts batched along axis 0 of `gmm0s`,
-    on chunked data xb: (C, R, D), mask: (C, R); `combine` goes to every step (e.g. a `psum`
-    over a mesh axis inside `shard_map`). Returns a FitResult batched along axis 0.
-
-    The restarts step together, each frozen once it has converged (what `vmap` of one loop
-    would do); batching them by hand keeps the choice of E step kernel and the factor repair
-    real `lax.cond`s, which under `vmap` would run both branches. The features φ(x − c) do not
-    change during a fit, so (when they fit in memory) they are computed once and a fast-kernel
-    iteration is two matmuls and a softmax per chunk."""
-    dt = xb.dtype
-    n_restarts = gmm0s.means.shape[0]
+    """The on-device EM loop (`jaxvi.em.loop.ascent_loop`) of restarts batched along axis 0
+    of `gmm0s`, on chunked data xb: (C, R, D), mask: (C, R); `combine` goes to every step
+    (e.g. a `psum` over a mesh axis inside `shard_map`). Returns a FitResult batched along
+    axis 0. The features φ(x − c) do not change during a fit, so (when they fit in memory)
+    they are computed once and a fast-kernel iteration is two matmuls and a softmax per
+    chunk."""
     chunks, shift, featurized = feature_chunks(xb, mask, gmm0s.covariance_type, combine)
-    gmm0s = with_scale_tril(gmm0s)
-    history = jnp.full((n_restarts, max_iter), jnp.nan, dt)
-    neg_inf = jnp.full((n_restarts,), -jnp.inf, dt)
-    it = jnp.zeros((n_restarts,), jnp.int32)
-    done = jnp.zeros((n_restarts,), bool)
-    if max_iter == 0:  # scikit-learn: the initial parameters, lower bound −∞
-        return FitResult(gmm0s, neg_inf, it, done, history)
 
-    def cond(state):
-        _, _, _, done, _, step = state
-        return (step < max_iter) & ~jnp.all(done)
+    def update(gmms):
+        return em_update(gmms, xb, mask, chunks, shift, featurized, reg_covar, prior, combine)
 
-    def body(state):
-        gmms, ll, it, done, history, step = state
-        new, new_ll = em_update(gmms, xb, mask, chunks, shift, featurized, reg_covar, prior,
-                                combine)
-        active = ~done
-
-        def keep(n, o):
-            return jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
-
-        gmms = jax.tree_util.tree_map(keep, new, gmms)
-        history = history.at[:, step].set(jnp.where(active, new_ll, history[:, step]))
-        done = done | (active & (jnp.abs(new_ll - ll) < tol))
-        return gmms, keep(new_ll, ll), it + active, done, history, step + 1
-
-    state = (gmm0s, neg_inf, it, done, history, jnp.zeros((), jnp.int32))
-    gmms, ll, it, converged, history, _ = jax.lax.while_loop(cond, body, state)
-    return FitResult(gmms, ll, it, converged, history)
+    return FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol, xb.dtype))
 
 
 def all_finite(gmm: GMM) -> jax.Array:
     """Whether every parameter of each GMM (any leading batch axes) is finite: (batch...)."""
-    leaves = jax.tree_util.tree_leaves(gmm)
-    n_batch = gmm.means.ndim - 2
-    return functools.reduce(
-        jnp.logical_and,
-        [jnp.all(jnp.isfinite(a), axis=tuple(range(n_batch, a.ndim))) for a in leaves],
-    )
+    return finite_along(gmm, gmm.means.ndim - 2)
 
 
 def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity):
     """Run the EM loop from each of the batched initial GMMs and keep the best restart by
     final log-likelihood (a NaN fit never wins; ties go to the first)."""
     results = _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine)
-    ok = all_finite(results.gmm) & ~jnp.isnan(results.log_likelihood)
-    score = jnp.where(ok, results.log_likelihood, -jnp.inf)
-    best = jnp.argmax(score)
-    return jax.tree_util.tree_map(lambda a: a[best], results)
+    return best_restart(results, results.gmm, results.log_likelihood)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows", "init", "k", "cov"))

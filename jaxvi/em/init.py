@@ -58,7 +58,7 @@ def _kmeans(x, centres, steps):
     return jax.lax.fori_loop(0, steps, body, centres)
 
 
-def _init_resp(key, x, n_components, init):
+def init_resp(key, x, n_components, init):
     """Initial responsibilities (N, K) of x: (N, D) by the method `init` (one of `INITS`)."""
     if init == "kmeans++":
         centres = _kmeans(x, kmeans_plusplus(key, x, n_components), _KMEANS_STEPS)
@@ -74,7 +74,7 @@ def initial_gmms(x, keys, k, covariance_type, init, reg_covar, prior) -> GMM:
     """One initial GMM of x: (N, D) per key of keys: (B,), batched along axis 0. A traced
     primitive."""
     return jax.vmap(
-        lambda key: m_step_from_resp(x, _init_resp(key, x, k, init), covariance_type,
+        lambda key: m_step_from_resp(x, init_resp(key, x, k, init), covariance_type,
                                      reg_covar, prior)
     )(keys)
 
@@ -96,7 +96,7 @@ def initialize(
     x = checks.as_float_data(x)
     if prior is not None:
         prior = checks.check_prior(prior, d, x.dtype)
-    resp = _init_resp(key, x, k, init)
+    resp = init_resp(key, x, k, init)
     return m_step_from_resp(x, resp, covariance_type, reg_covar, prior)
 
 

@@ -51,7 +51,7 @@ def _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar) -> 
     _validate.check_number("reg_covar", reg_covar)
 
 
-def _first_batch(iterator: Iterator) -> jax.Array:
+def first_batch(iterator: Iterator) -> jax.Array:
     try:
         first = next(iterator)
     except StopIteration:
@@ -135,7 +135,7 @@ def fit_minibatch(
     """
     _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar)
     iterator = iter(batches)
-    first = _first_batch(iterator)
+    first = first_batch(iterator)
     d = first.shape[1]
     gmm = _initial_gmm(key, first, n_components, covariance_type, init, reg_covar)
     shift = jnp.mean(first, axis=0)

@@ -42,7 +42,7 @@ from jaxvi.em.stats import (
 )
 
 
-def _flush_roundoff(scatter, sum_xx, matrix: bool):
+def flush_roundoff(scatter, sum_xx, matrix: bool):
     """Zero the scatter S − n δδᵀ of every dimension whose variance is below the round-off of
     that difference (64 eps · S_ii), with its row and column for matrices (which keeps them
     positive semi-definite). A component on duplicated points then has an exactly singular
@@ -74,7 +74,7 @@ def m_step_from_stats(
     eps = 10.0 * jnp.finfo(dt).eps
     nk = stats.nk + eps
     delta = stats.sum_x / nk[:, None]  # x̄_k − c
-    scatter = _flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
+    scatter = flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
 
     if prior is None:
         weights = nk / jnp.sum(nk)
@@ -165,7 +165,7 @@ def m_step(
     return m_step_from_resp(jnp.asarray(x), jnp.asarray(resp), covariance_type, reg_covar, prior)
 
 
-def _e_step_batched(gmms: GMM, xb, mask, chunks, shift, featurized, combine):
+def e_step_batched(gmms: GMM, xb, mask, chunks, shift, featurized, combine):
     """The E step of `em_update`: (global Stats (B, ...), Σ log p (B,), the points (B, D) or
     (B, K, D) the Stats' second moments are about)."""
     precisions = per_restart(component_precisions, gmms)
@@ -211,7 +211,7 @@ def em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior, 
     negligible for every restart (`expansion_error` < `FAST_KERNEL_MAX_ERROR`) and the
     precise one otherwise: one `lax.cond`, so only one runs. `combine` maps local to global
     (Stats, Σ log p) (e.g. a `psum`)."""
-    stats, sum_ll, shifts = _e_step_batched(gmms, xb, mask, chunks, shift, featurized, combine)
+    stats, sum_ll, shifts = e_step_batched(gmms, xb, mask, chunks, shift, featurized, combine)
     new = factored_m_step(stats, shifts, covariance_type=gmms.covariance_type,
                           reg_covar=reg_covar, prior=prior)
     return new, sum_ll / stats.count

@@ -1,0 +1,234 @@
+"""Variational Bayesian EM (VB-EM) for Gaussian mixtures: the posterior q(π) q(μ, Λ), its
+closed-form E and M steps from EM's additive `Stats`, and the evidence lower bound, all as
+scikit-learn's `BayesianGaussianMixture` computes them (Bishop PRML §10.2; Blei & Jordan 2006
+for the truncated stick-breaking Dirichlet process).
+
+An iteration reuses EM's pieces unchanged:
+
+    gmm = expected_gmm(post, ...)                           # E[ln π_k], E[ln|Λ_k|], D/β_k folded in
+    stats, sum_ll, centres = <EM's fused E step>(gmm)       # Σr, Σr x, Σr x xᵀ (chunked, psum)
+    entropy = resp_entropy(gmm, stats, centres, sum_ll)     # −Σ r ln r, from the same Stats
+    post = variational_m_step(stats, centres, prior, ...)   # conjugate update
+    elbo = lower_bound(post, entropy, ...)
+
+The expected log-density under q is ln N(x; m_k, (ν_k W_k)⁻¹) plus a per-component constant,
+E[ln π_k] + ½(E[ln|Λ_k|] − D ln ν_k − D/β_k), so the E step is EM's E step on the `GMM`
+`expected_gmm` builds: means m_k, covariances (ν_k W_k)⁻¹ (scikit-learn's `covariances_`)
+and weights the softmax of those constants. Layouts follow scikit-learn: covariances full
+(K, D, D), tied (D, D), diag (K, D), spherical (K,); degrees of freedom (K,), tied ().
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import betaln, digamma, gammaln
+
+from jaxvi import _linalg
+from jaxvi.em import covariance
+from jaxvi.em.model import GMM, Stats, component_precisions
+from jaxvi.em.step import flush_roundoff
+
+WEIGHT_PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
+
+
+class VariationalPrior(NamedTuple):
+    """The conjugate prior of VB-EM, with scikit-learn's names (defaults: `default_prior`).
+
+    weight_concentration_prior: () γ > 0 (Dirichlet(γ·1), or the sticks' Beta(1, γ));
+    mean_precision_prior: () β0 > 0; mean_prior: (D,) m0; degrees_of_freedom_prior: () ν0 > D − 1;
+    covariance_prior: W0⁻¹ in scikit-learn's layout: full/tied (D, D), diag (D,), spherical ().
+    """
+
+    weight_concentration_prior: jax.Array
+    mean_precision_prior: jax.Array
+    mean_prior: jax.Array
+    degrees_of_freedom_prior: jax.Array
+    covariance_prior: jax.Array
+
+
+class VariationalPosterior(NamedTuple):
+    """q(π) q(μ, Λ), scikit-learn's fitted attributes.
+
+    weight_concentration: Dirichlet (K,) α_k, or the sticks' Beta parameters (2, K) (a_k, b_k)
+    for "dirichlet_process"; mean_precision: (K,) β_k; means: (K, D) m_k; degrees_of_freedom:
+    (K,) ν_k, () for tied; covariances: (ν_k W_k)⁻¹ (scikit-learn's `covariances_`: full
+    (K, D, D), tied (D, D), diag (K, D), spherical (K,)); scale_tril: their lower Cholesky
+    factors for full/tied, None for diag/spherical.
+    """
+
+    weight_concentration: jax.Array
+    mean_precision: jax.Array
+    means: jax.Array
+    degrees_of_freedom: jax.Array
+    covariances: jax.Array
+    scale_tril: jax.Array | None
+
+
+def default_prior(x: jax.Array, *, covariance_type: str = "full", n_components: int,
+                  weight_concentration_prior=None, mean_precision_prior=None, mean_prior=None,
+                  degrees_of_freedom_prior=None, covariance_prior=None) -> VariationalPrior:
+    """scikit-learn's prior for x: (N, D): each argument left None takes its default:
+    1/K, 1, the data mean, D, and the data covariance (ddof 1; its diagonal for diag, the
+    mean of that for spherical). A traced primitive (no checks: `fit_variational` checks)."""
+    dt = x.dtype
+    d = x.shape[-1]
+    if covariance_prior is None:
+        if covariance.of(covariance_type).matrix:
+            covariance_prior = jnp.atleast_2d(jnp.cov(x.T))
+        else:
+            var = jnp.var(x, axis=0, ddof=1)
+            covariance_prior = var if covariance_type == "diag" else jnp.mean(var)
+    return VariationalPrior(
+        jnp.asarray(1.0 / n_components if weight_concentration_prior is None
+                    else weight_concentration_prior, dt),
+        jnp.asarray(1.0 if mean_precision_prior is None else mean_precision_prior, dt),
+        jnp.asarray(jnp.mean(x, axis=0) if mean_prior is None else mean_prior, dt),
+        jnp.asarray(d if degrees_of_freedom_prior is None else degrees_of_freedom_prior, dt),
+        jnp.asarray(covariance_prior, dt),
+    )
+
+
+def expected_log_weights(weight_concentration: jax.Array, weight_type: str) -> jax.Array:
+    """E_q[ln π_k] (K,): ψ(α_k) − ψ(Σα) (Dirichlet), or for the sticks v_k ~ Beta(a_k, b_k)
+    E[ln v_k] + Σ_{j<k} E[ln(1 − v_j)]."""
+    if weight_type == "dirichlet_distribution":
+        return digamma(weight_concentration) - digamma(jnp.sum(weight_concentration))
+    a, b = weight_concentration
+    total = digamma(a + b)
+    log_rest = digamma(b) - total
+    return digamma(a) - total + jnp.cumsum(log_rest) - log_rest
+
+
+def _log_lambda(nu: jax.Array, d: int) -> jax.Array:
+    """E[ln|Λ|] − ln|W| = D ln 2 + Σ_{i<D} ψ((ν − i)/2), any shape of ν."""
+    i = jnp.arange(d, dtype=nu.dtype)
+    return d * jnp.log(2.0).astype(nu.dtype) + jnp.sum(digamma(0.5 * (nu[..., None] - i)), -1)
+
+
+def expected_gmm(post: VariationalPosterior, *, covariance_type: str, weight_type: str) -> GMM:
+    """The `GMM` whose joint log-density log w_k + log N(x; m_k, (ν_k W_k)⁻¹) is, up to a
+    constant in k, E_q[ln π_k + ln N(x; μ_k, Λ_k⁻¹)]: EM's E step on it gives VB-EM's
+    responsibilities. One posterior (no batch axis)."""
+    k, d = post.means.shape
+    nu = jnp.broadcast_to(post.degrees_of_freedom, (k,))
+    log_w = (expected_log_weights(post.weight_concentration, weight_type)
+             + 0.5 * (_log_lambda(nu, d) - d * jnp.log(nu) - d / post.mean_precision))
+    return GMM(jax.nn.softmax(log_w), post.means, post.covariances, covariance_type,
+               post.scale_tril)
+
+
+def resp_entropy(gmm: GMM, stats: Stats, centres: jax.Array, sum_ll: jax.Array) -> jax.Array:
+    """−Σ_nk r_nk ln r_nk () of the E step on `gmm` that gave `stats` (second moments about
+    centres: (K, D) or (D,)) and sum_ll = Σ_n ln Σ_k exp(joint_nk), from those Stats alone:
+    ln r_nk = joint_nk − lse_n, and Σ_n r_nk joint_nk is linear in the Stats, so the entropy
+    psums with them. joint_nk = ln w_k − ½(D ln 2π + ln|Σ_k| + (x_n − μ_k)ᵀΛ_k(x_n − μ_k))."""
+    d = gmm.n_features
+    precision, logdet = component_precisions(gmm)
+    u = centres - gmm.means  # (K, D): x − μ_k = (x − c_k) + u_k
+    if precision.ndim == 3:
+        quad = (jnp.einsum("kij,kij->k", precision, stats.sum_xx)
+                + 2.0 * jnp.einsum("ki,kij,kj->k", u, precision, stats.sum_x)
+                + stats.nk * jnp.einsum("ki,kij,kj->k", u, precision, u))
+    else:
+        quad = jnp.sum(precision * (stats.sum_xx + 2.0 * u * stats.sum_x
+                                    + stats.nk[:, None] * u * u), axis=-1)
+    # A weight that underflowed to 0 has r_nk = 0 exactly: its terms are 0, not 0·(−∞).
+    log_w = jnp.where(stats.nk > 0, jnp.log(gmm.weights), 0.0)
+    joint = stats.nk * (log_w - 0.5 * (d * _linalg.LOG_2PI + logdet)) - 0.5 * quad
+    return sum_ll - jnp.sum(joint)
+
+
+def _weight_concentration(nk, gamma0, weight_type):
+    if weight_type == "dirichlet_distribution":
+        return gamma0 + nk
+    tail = jnp.cumsum(nk[::-1])[::-1]  # Σ_{j ≥ k} n_j
+    after = jnp.concatenate([tail[1:], jnp.zeros((1,), nk.dtype)])
+    return jnp.stack([1.0 + nk, gamma0 + after])
+
+
+def variational_m_step(stats: Stats, centres: jax.Array, prior: VariationalPrior, *,
+                       covariance_type: str, weight_type: str, reg_covar) -> VariationalPosterior:
+    """The conjugate update of q from `Stats` with second moments about centres ((K, D) or
+    (D,)), as scikit-learn's `_m_step`: n_k = Σ_n r_nk + 10 eps, x̄_k, and S_k the ML
+    covariance (with `reg_covar` on its diagonal; pooled for tied, averaged over dimensions for
+    spherical); β_k = β0 + n_k; m_k = (β0 m0 + n_k x̄_k)/β_k; ν_k = ν0 + n_k (tied ν0 + N/K);
+    covariances (ν_k W_k)⁻¹ = (W0⁻¹ + n_k S_k + n_k β0/β_k (x̄_k − m0)(x̄_k − m0)ᵀ)/ν_k.
+    One restart (no batch axis); a traced primitive."""
+    kind = covariance.of(covariance_type)
+    dt = stats.sum_x.dtype
+    gamma0, beta0, m0, nu0, psi0 = (jnp.asarray(p, dt) for p in prior)
+    nk = stats.nk + 10.0 * jnp.finfo(dt).eps
+    k, d = stats.sum_x.shape
+    delta = stats.sum_x / nk[:, None]
+    scatter = flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
+    xbar = centres + delta
+    beta = beta0 + nk
+    means = (beta0 * m0 + nk[:, None] * xbar) / beta[:, None]
+    dev = xbar - m0
+    shrink = nk * beta0 / beta  # (K,)
+    eye = jnp.eye(d, dtype=dt)
+    scale_tril = None
+    if covariance_type == "full":
+        nu = nu0 + nk
+        post = psi0 + scatter + reg_covar * nk[:, None, None] * eye + kind.outer(shrink, dev)
+        cov = _linalg.symmetrize(post / nu[:, None, None])
+    elif covariance_type == "tied":
+        n_total = jnp.sum(nk)
+        nu = nu0 + n_total / k
+        sk = jnp.sum(scatter, axis=0) / n_total + reg_covar * eye
+        post = psi0 + sk * n_total / k + jnp.sum(kind.outer(shrink, dev), axis=0) / k
+        cov = _linalg.symmetrize(post / nu)
+    elif covariance_type == "diag":
+        nu = nu0 + nk
+        sk = jnp.maximum(scatter, 0.0) / nk[:, None] + reg_covar
+        cov = (psi0 + nk[:, None] * sk + kind.outer(shrink, dev)) / nu[:, None]
+    else:
+        nu = nu0 + nk
+        sk = jnp.mean(jnp.maximum(scatter, 0.0), axis=-1) / nk + reg_covar
+        cov = (psi0 + nk * sk + shrink * jnp.mean(dev * dev, axis=-1)) / nu
+    if kind.matrix:
+        scale_tril = _linalg.cholesky(cov)
+    return VariationalPosterior(_weight_concentration(nk, gamma0, weight_type), beta, means,
+                                nu, cov, scale_tril)
+
+
+def _log_det_precision_chol(post: VariationalPosterior, covariance_type: str, d: int):
+    """ln|L_Λ| of the precisions (ν_k W_k)'s Cholesky factors, (K,) or () for tied."""
+    if covariance.of(covariance_type).matrix:
+        return -_linalg.logdet_tril(post.scale_tril) / 2.0
+    log_var = jnp.log(post.covariances)
+    return -0.5 * (jnp.sum(log_var, axis=-1) if covariance_type == "diag" else d * log_var)
+
+
+def lower_bound(post: VariationalPosterior, entropy: jax.Array, *, covariance_type: str,
+                weight_type: str) -> jax.Array:
+    """The evidence lower bound () as scikit-learn's `_compute_lower_bound` (constants dropped),
+    of the posterior `post` after an M step from responsibilities with the given entropy
+    −Σ r ln r: entropy − Σ_k ln B(W_k, ν_k) − ln C(q(π)) − ½ D Σ_k ln β_k."""
+    k, d = post.means.shape
+    nu = post.degrees_of_freedom
+    log_det = _log_det_precision_chol(post, covariance_type, d) - 0.5 * d * jnp.log(nu)
+    i = jnp.arange(d, dtype=nu.dtype)
+    log_wishart = -(nu * log_det + nu * d * 0.5 * jnp.log(2.0).astype(nu.dtype)
+                    + jnp.sum(gammaln(0.5 * (nu[..., None] - i)), axis=-1))
+    log_wishart = k * log_wishart if covariance_type == "tied" else jnp.sum(log_wishart)
+    conc = post.weight_concentration
+    if weight_type == "dirichlet_process":
+        log_norm_weight = -jnp.sum(betaln(conc[0], conc[1]))
+    else:
+        log_norm_weight = gammaln(jnp.sum(conc)) - jnp.sum(gammaln(conc))
+    return entropy - log_wishart - log_norm_weight - 0.5 * d * jnp.sum(jnp.log(post.mean_precision))
+
+
+def mixture_weights(post: VariationalPosterior, weight_type: str) -> jax.Array:
+    """E_q[π] (K,), scikit-learn's `weights_`."""
+    conc = post.weight_concentration
+    if weight_type == "dirichlet_distribution":
+        return conc / jnp.sum(conc)
+    a, b = conc
+    stick = b / (a + b)
+    w = a / (a + b) * jnp.concatenate([jnp.ones((1,), a.dtype), jnp.cumprod(stick[:-1])])
+    return w / jnp.sum(w)

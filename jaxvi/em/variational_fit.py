@@ -200,15 +200,29 @@ def fit_variational(
     """Fit a variational Bayesian Gaussian mixture by VB-EM (scikit-learn's
     `BayesianGaussianMixture`), the loop on device until |Δ ELBO| < tol or `max_iter`.
 
-    x: (N, D) data; n_components: K ≤ N (an upper bound: the prior switches off components
-    the data do not need); key: PRNG key of the initialisation; the priors take
-    scikit-learn's names and defaults (`default_prior`); init: "kmeans++", "random" or
-    "random_from_data" responsibilities, `n_init` restarts batched, the highest final ELBO
-    kept, or a `VariationalPosterior` (a warm start, single device only for now; `n_init`
-    ignored); reg_covar: added to each component's ML covariance S_k, as scikit-learn does;
-    chunk_size: rows per chunk of the fused E step; mesh: a `jax.sharding.Mesh` with a "data"
-    axis: the rows are split over it and the Stats summed across devices before each M step
-    (as `jaxvi.em.fit`). Returns a `VariationalFitResult`.
+    Args:
+      x: (N, D) data.
+      n_components: K ≤ N, an upper bound: the prior switches off the components the data
+        do not need.
+      key: PRNG key of the initialisation (unused for a given posterior).
+      covariance_type: "full", "tied", "diag" or "spherical".
+      weight_concentration_prior_type: "dirichlet_process" (truncated stick-breaking) or
+        "dirichlet_distribution".
+      weight_concentration_prior, mean_precision_prior, mean_prior,
+        degrees_of_freedom_prior, covariance_prior: scikit-learn's names and defaults
+        (`default_prior`; None takes the default computed from x).
+      max_iter: at most this many iterations (0: the initial posterior, ELBO −∞).
+      tol: stop when the ELBO changes less (0 runs exactly max_iter).
+      n_init: restarts from independent keys, run batched; the highest final ELBO is kept.
+      init: "kmeans++", "random" or "random_from_data" initial responsibilities, or a
+        `VariationalPosterior` (a warm start; `n_init` ignored).
+      reg_covar: added to each component's ML covariance S_k, as scikit-learn does.
+      chunk_size: rows per chunk of the fused E step.
+      mesh: a `jax.sharding.Mesh` with a "data" axis: the rows are split over it and the
+        Stats summed across devices before each M step (as `jaxvi.em.fit`).
+
+    Returns:
+      A `VariationalFitResult`; a ValueError if the fitted posterior is not finite.
     """
     n, d = checks.check_x(x)
     k = checks.check_n_components(n_components, n)

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from jaxvi import _linalg, _validate, em
-from jaxvi.em import covariance
+from jaxvi.em import checks, covariance
 from jaxvi.em.variational import (
     WEIGHT_PRIOR_TYPES,
     _log_lambda,
@@ -126,7 +126,7 @@ class BayesianGaussianMixture(BaseMixture):
                 weight_concentration_prior_type=self.weight_concentration_prior_type,
                 **prior._asdict(), max_iter=int(self.max_iter), tol=float(self.tol),
                 n_init=1 if warm else int(self.n_init),
-                init=self._posterior() if warm else _INIT_PARAMS[self.init_params],
+                init=self._warm_posterior(x.shape[1]) if warm else _INIT_PARAMS[self.init_params],
                 reg_covar=float(self.reg_covar), chunk_size=self.chunk_size)
             self._set_prior(prior)
             self._set_posterior(result.posterior)
@@ -165,6 +165,18 @@ class BayesianGaussianMixture(BaseMixture):
         return em.VariationalPosterior(
             jnp.asarray(np.stack(self.weight_concentration_)), jnp.asarray(self.mean_precision_),
             jnp.asarray(self.means_), jnp.asarray(self.degrees_of_freedom_), cov, tril)
+
+    def _warm_posterior(self, d: int) -> em.VariationalPosterior:
+        """The fitted q a warm start continues from, checked against the options now."""
+        try:
+            return checks.check_posterior(self._posterior(), self.n_components, d,
+                                          self.covariance_type,
+                                          self.weight_concentration_prior_type, jnp.float64)
+        except ValueError as err:
+            raise ValueError(
+                "`warm_start=True` continues from the fitted posterior, which does not match "
+                "n_components, covariance_type, weight_concentration_prior_type or the data's "
+                f"n_features now: {err} Refit with warm_start=False.") from None
 
     def _print_verbose(self, n_init: int, seconds: float) -> None:
         """scikit-learn's progress lines, printed after the on-device loop: the best

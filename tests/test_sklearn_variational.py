@@ -160,6 +160,12 @@ BAD = [
 ]
 
 
+def test_warm_start_with_other_options_raises(fitted):
+    ours = copy.deepcopy(fitted["ours"]).set_params(n_components=K + 1)
+    with pytest.raises(ValueError, match="warm_start"):
+        ours.fit(fitted["x"])
+
+
 @pytest.mark.parametrize("params, name", BAD, ids=[name for _, name in BAD])
 def test_bad_parameters_raise_naming_them(params, name):
     with pytest.raises(ValueError, match=name):

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from jaxvi import _linalg, _validate, em
-from jaxvi.em import checks, covariance
+from jaxvi.em import covariance
 from jaxvi.em.variational import (
     WEIGHT_PRIOR_TYPES,
     _log_lambda,
@@ -167,16 +167,21 @@ class BayesianGaussianMixture(BaseMixture):
             jnp.asarray(self.means_), jnp.asarray(self.degrees_of_freedom_), cov, tril)
 
     def _warm_posterior(self, d: int) -> em.VariationalPosterior:
-        """The fitted q a warm start continues from, checked against the options now."""
-        try:
-            return checks.check_posterior(self._posterior(), self.n_components, d,
-                                          self.covariance_type,
-                                          self.weight_concentration_prior_type, jnp.float64)
-        except ValueError as err:
+        """The fitted q a warm start continues from, its shapes checked against the options
+        now (D features)."""
+        k, cov = self.n_components, self.covariance_type
+        dp = self.weight_concentration_prior_type == "dirichlet_process"
+        want = {"weight_concentration_": (2, k) if dp else (k,), "means_": (k, d),
+                "degrees_of_freedom_": () if cov == "tied" else (k,),
+                "covariances_": covariance.of(cov).shape(k, d)}
+        got = {name: np.shape(getattr(self, name)) for name in want}
+        if got != want:
             raise ValueError(
-                "`warm_start=True` continues from the fitted posterior, which does not match "
-                "n_components, covariance_type, weight_concentration_prior_type or the data's "
-                f"n_features now: {err} Refit with warm_start=False.") from None
+                "`warm_start=True` continues from the fitted posterior, but its shapes "
+                f"{got} do not match n_components={k}, covariance_type={cov!r}, "
+                f"weight_concentration_prior_type={self.weight_concentration_prior_type!r} "
+                f"and {d} features ({want}). Refit with warm_start=False.")
+        return self._posterior()
 
     def _print_verbose(self, n_init: int, seconds: float) -> None:
         """scikit-learn's progress lines, printed after the on-device loop: the best

@@ -1,6 +1,8 @@
 """`GaussianMixture`: a scikit-learn estimator over `jaxvi.em`, with scikit-learn's parameter
-and attribute names. It computes in float64 (scoped with `jax.enable_x64(True)` inside each
-method; nothing global changes), so that its results match scikit-learn's `GaussianMixture`.
+and attribute names, and `BaseMixture`, what it shares with `jaxvi.BayesianGaussianMixture`
+(`jaxvi/sklearn_variational.py`): the common parameter checks, input validation and the
+inference methods. Both compute in float64 (scoped with `jax.enable_x64(True)` inside each
+method; nothing global changes), so that their results match scikit-learn's.
 """
 
 from __future__ import annotations
@@ -22,7 +24,124 @@ _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random
                 "random_from_data": "random_from_data"}
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class BaseMixture(DensityMixin, BaseEstimator):
+    """What the mixture estimators share: the parameter checks of scikit-learn's BaseMixture,
+    fit-input validation, the fitted covariance attributes, and inference (float64). A
+    subclass sets weights_, means_ and covariances_ (`_set_from_gmm`); `_e_step_gmm` is the
+    `em.GMM` whose E step gives its responsibilities (the fitted GMM itself by default)."""
+
+    def _check_parameters(self):
+        k = self.n_components
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"`n_components` must be a positive integer; got {k!r}.")
+        if self.covariance_type not in em.COVARIANCE_TYPES:
+            raise ValueError(f"`covariance_type` must be one of {list(em.COVARIANCE_TYPES)}; "
+                             f"got {self.covariance_type!r}.")
+        if self.init_params not in _INIT_PARAMS:
+            raise ValueError(f"`init_params` must be one of {sorted(_INIT_PARAMS)}; "
+                             f"got {self.init_params!r}.")
+        for name in ("tol", "reg_covar"):
+            _validate.check_number(name, getattr(self, name))
+        for name, low in (("max_iter", 0), ("n_init", 1)):
+            _validate.check_int(name, getattr(self, name), low)
+
+    def _fit_input(self, X) -> np.ndarray:
+        """X of fit, validated (n_features_in_ set): (n_samples, n_features) float64."""
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {X.shape[0]}"
+            )
+        return X
+
+    def _warn_if_not_converged(self) -> None:
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _set_from_gmm(self, gmm: em.GMM) -> None:
+        self.weights_ = np.asarray(gmm.weights, dtype=np.float64)
+        self.means_ = np.asarray(gmm.means, dtype=np.float64)
+        self.covariances_ = np.asarray(gmm.covariances, dtype=np.float64)
+        if covariance.of(self.covariance_type).matrix:
+            # scikit-learn's convention: U = L⁻ᵀ (upper triangular) with Λ = U Uᵀ.
+            with _linalg.single_threaded_lapack():
+                chol_inv = _linalg.tril_inverse(_linalg.cholesky(jnp.asarray(self.covariances_)))
+                self.precisions_cholesky_ = np.asarray(jnp.swapaxes(chol_inv, -1, -2))
+            u = self.precisions_cholesky_
+            self.precisions_ = u @ np.swapaxes(u, -1, -2)
+        else:
+            self.precisions_cholesky_ = 1.0 / np.sqrt(self.covariances_)
+            self.precisions_ = 1.0 / self.covariances_
+
+    def _gmm(self) -> em.GMM:
+        return em.GMM(jnp.asarray(self.weights_), jnp.asarray(self.means_),
+                      jnp.asarray(self.covariances_), self.covariance_type)
+
+    # ------------------------------------------------------------------------------------------
+    # inference (all in float64)
+
+    def _e_step_gmm(self) -> em.GMM:
+        return self._gmm()
+
+    def _validated(self, X):
+        check_is_fitted(self, "means_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return np.asarray(X, dtype=np.float64)
+
+    def _log_resp(self, x) -> np.ndarray:
+        with _linalg.single_threaded_lapack():
+            return np.asarray(em.e_step(x, self._e_step_gmm())[0])
+
+    def score_samples(self, X):
+        """log p(x) of each sample, (n_samples,)."""
+        X = self._validated(X)
+        with jax.enable_x64(True), _linalg.single_threaded_lapack():
+            return np.asarray(em.log_prob(jnp.asarray(X), self._e_step_gmm()))
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of X."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """Posterior component probabilities, (n_samples, n_components)."""
+        X = self._validated(X)
+        with jax.enable_x64(True):
+            return np.exp(self._log_resp(jnp.asarray(X)))
+
+    def predict(self, X):
+        """Most probable component of each sample, (n_samples,)."""
+        X = self._validated(X)
+        with jax.enable_x64(True):
+            return self._log_resp(jnp.asarray(X)).argmax(axis=1)
+
+    def sample(self, n_samples=1):
+        """Draw n_samples points: (X (n_samples, n_features), y (n_samples,) components),
+        sorted by component like scikit-learn's."""
+        check_is_fitted(self, "means_")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or (
+            n_samples < 1
+        ):
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
+                "least one sample."
+            )
+        rng = check_random_state(self.random_state)
+        with jax.enable_x64(True), _linalg.single_threaded_lapack():
+            key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
+            x, z = em.sample(key, self._gmm(), int(n_samples))
+            x, z = np.asarray(x), np.asarray(z)
+        order = np.argsort(z, kind="stable")
+        return x[order], z[order]
+
+
+class GaussianMixture(BaseMixture):
     """Gaussian mixture fitted by EM (`jaxvi.em.fit`), a drop-in for scikit-learn's.
 
     Parameters and fitted attributes follow `sklearn.mixture.GaussianMixture`:
@@ -69,21 +188,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------------------------------
     # fitting
 
-    def _check_parameters(self):
-        k = self.n_components
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"`n_components` must be a positive integer; got {k!r}.")
-        if self.covariance_type not in em.COVARIANCE_TYPES:
-            raise ValueError(f"`covariance_type` must be one of {list(em.COVARIANCE_TYPES)}; "
-                             f"got {self.covariance_type!r}.")
-        if self.init_params not in _INIT_PARAMS:
-            raise ValueError(f"`init_params` must be one of {sorted(_INIT_PARAMS)}; "
-                             f"got {self.init_params!r}.")
-        for name in ("tol", "reg_covar"):
-            _validate.check_number(name, getattr(self, name))
-        for name, low in (("max_iter", 0), ("n_init", 1)):
-            _validate.check_int(name, getattr(self, name), low)
-
     def _user_init(self, x, key) -> em.GMM | None:
         """The initial GMM from weights_init / means_init / precisions_init (the missing ones
         from `init_params`, as scikit-learn does), or None when none is given."""
@@ -126,13 +230,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def fit_predict(self, X, y=None):
         """Fit by EM and return the component of each sample, (n_samples,)."""
         self._check_parameters()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        X = np.asarray(X, dtype=np.float64)
-        if X.shape[0] < self.n_components:
-            raise ValueError(
-                "Expected n_samples >= n_components but got n_components = "
-                f"{self.n_components}, n_samples = {X.shape[0]}"
-            )
+        X = self._fit_input(X)
         rng = check_random_state(self.random_state)
         with jax.enable_x64(True):
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
@@ -152,86 +250,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.lower_bounds_ = [float(v) for v in np.asarray(result.history)[: self.n_iter_]]
             self.lower_bound_ = float(result.log_likelihood)
             labels = self._log_resp(x).argmax(axis=1)
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        self._warn_if_not_converged()
         return labels
-
-    def _set_from_gmm(self, gmm: em.GMM) -> None:
-        self.weights_ = np.asarray(gmm.weights, dtype=np.float64)
-        self.means_ = np.asarray(gmm.means, dtype=np.float64)
-        self.covariances_ = np.asarray(gmm.covariances, dtype=np.float64)
-        if covariance.of(self.covariance_type).matrix:
-            # scikit-learn's convention: U = L⁻ᵀ (upper triangular) with Λ = U Uᵀ.
-            with _linalg.single_threaded_lapack():
-                chol_inv = _linalg.tril_inverse(_linalg.cholesky(jnp.asarray(self.covariances_)))
-                self.precisions_cholesky_ = np.asarray(jnp.swapaxes(chol_inv, -1, -2))
-            u = self.precisions_cholesky_
-            self.precisions_ = u @ np.swapaxes(u, -1, -2)
-        else:
-            self.precisions_cholesky_ = 1.0 / np.sqrt(self.covariances_)
-            self.precisions_ = 1.0 / self.covariances_
-
-    def _gmm(self) -> em.GMM:
-        return em.GMM(jnp.asarray(self.weights_), jnp.asarray(self.means_),
-                      jnp.asarray(self.covariances_), self.covariance_type)
-
-    # ------------------------------------------------------------------------------------------
-    # inference (all in float64)
-
-    def _validated(self, X):
-        check_is_fitted(self, "means_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return np.asarray(X, dtype=np.float64)
-
-    def _log_resp(self, x) -> np.ndarray:
-        with _linalg.single_threaded_lapack():
-            return np.asarray(em.e_step(x, self._gmm())[0])
-
-    def score_samples(self, X):
-        """log p(x) of each sample, (n_samples,)."""
-        X = self._validated(X)
-        with jax.enable_x64(True), _linalg.single_threaded_lapack():
-            return np.asarray(em.log_prob(jnp.asarray(X), self._gmm()))
-
-    def score(self, X, y=None):
-        """Mean log-likelihood of X."""
-        return float(np.mean(self.score_samples(X)))
-
-    def predict_proba(self, X):
-        """Posterior component probabilities, (n_samples, n_components)."""
-        X = self._validated(X)
-        with jax.enable_x64(True):
-            return np.exp(self._log_resp(jnp.asarray(X)))
-
-    def predict(self, X):
-        """Most probable component of each sample, (n_samples,)."""
-        X = self._validated(X)
-        with jax.enable_x64(True):
-            return self._log_resp(jnp.asarray(X)).argmax(axis=1)
-
-    def sample(self, n_samples=1):
-        """Draw n_samples points: (X (n_samples, n_features), y (n_samples,) components),
-        sorted by component like scikit-learn's."""
-        check_is_fitted(self, "means_")
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or (
-            n_samples < 1
-        ):
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
-                "least one sample."
-            )
-        rng = check_random_state(self.random_state)
-        with jax.enable_x64(True), _linalg.single_threaded_lapack():
-            key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
-            x, z = em.sample(key, self._gmm(), int(n_samples))
-            x, z = np.asarray(x), np.asarray(z)
-        order = np.argsort(z, kind="stable")
-        return x[order], z[order]
 
     def _n_parameters(self) -> int:
         with jax.enable_x64(True):

@@ -8,7 +8,8 @@ at the same size, so that the cost of VB over EM per iteration is printed.
     python -m benchmarks.bench_vb --quick    # smoke run
 
 Seconds per iteration are medians of repeated runs. jaxvi (VB and EM alike): the `fit` loop,
-(T(n iterations) − T(2)) / (n − 2), both warm-started from the same initial posterior (VB)
+(T(n iterations) − T(2)) / (n − 2) with n = 100 (a long difference, as this host's load
+makes short ones noisy), both warm-started from the same initial posterior (VB)
 or GMM (EM), so compilation, validation and the once-per-fit feature cache cancel out;
 scikit-learn: its loop body (`_e_step`, `_m_step`, `_compute_lower_bound`) with its BLAS at
 default threads and at one thread, the faster counted. Both start from the same k-means++
@@ -43,8 +44,9 @@ def initial_resp(x: np.ndarray, k: int) -> np.ndarray:
                                             "kmeans++"))
 
 
-def time_jaxvi(x64, resp, cov, k, dtype, n_iter, repeats, reg_covar, priors):
-    """(s per iteration of `fit_variational`'s loop, final lower bound after n_iter)."""
+def time_jaxvi(x64, resp, cov, k, dtype, n_iter, n_time, repeats, reg_covar, priors):
+    """(s per iteration of `fit_variational`'s loop, from fits of n_time and 2 iterations;
+    the lower bound after n_iter)."""
     with jax.enable_x64(dtype == np.float64):
         x = jax.device_put(jnp.asarray(x64, dtype))
         prior = vb.default_prior(x, covariance_type=cov, n_components=k, **priors)
@@ -57,8 +59,8 @@ def time_jaxvi(x64, resp, cov, k, dtype, n_iter, repeats, reg_covar, priors):
                                    weight_concentration_prior_type=WEIGHT_TYPE, max_iter=iters,
                                    tol=0.0, init=post0, reg_covar=reg_covar, **priors)
 
-        short, long = (time_fn(fit, iters, warmup=1, repeats=repeats) for iters in (2, n_iter))
-        return (long - short) / (n_iter - 2), float(fit(n_iter).lower_bound)
+        short, long = (time_fn(fit, iters, warmup=1, repeats=repeats) for iters in (2, n_time))
+        return (long - short) / (n_time - 2), float(fit(n_iter).lower_bound)
 
 
 def time_sklearn(x, resp, cov, k, n_iter, repeats, reg_covar, priors):
@@ -83,17 +85,19 @@ def time_sklearn(x, resp, cov, k, n_iter, repeats, reg_covar, priors):
     return min(t_default, t_single), t_default, t_single, bound
 
 
-def run_case(name, x, k, cov, *, n_iter, repeats, reg_covar, priors):
+def run_case(name, x, k, cov, *, n_iter, n_time, repeats, reg_covar, priors):
     n, d = x.shape
     resp = initial_resp(x, k)
-    t32, lb32 = time_jaxvi(x, resp, cov, k, np.float32, n_iter, repeats, reg_covar, priors)
-    t64, lb64 = time_jaxvi(x, resp, cov, k, np.float64, n_iter, repeats, reg_covar, priors)
+    timing = (n_iter, n_time, repeats, reg_covar, priors)
+    t32, lb32 = time_jaxvi(x, resp, cov, k, np.float32, *timing)
+    t64, lb64 = time_jaxvi(x, resp, cov, k, np.float64, *timing)
     g0, _ = initial_params(x, k, cov, reg_covar)
-    em32, _, _ = time_jaxvi_em(x, g0, cov, k, np.float32, n_iter, repeats, reg_covar)
+    em32, _, _ = time_jaxvi_em(x, g0, cov, k, np.float32, n_time, repeats, reg_covar)
     t_sk, t_sk_default, t_sk_single, lb_sk = time_sklearn(x, resp, cov, k, n_iter, repeats,
                                                           reg_covar, priors)
     return {
         "case": name, "cov": cov, "N": n, "D": d, "K": k, "iters": n_iter,
+        "jaxvi_timing_iters": n_time,
         "reg_covar": reg_covar, "weight_prior": WEIGHT_TYPE,
         "jaxvi_vb_f32_s_per_iter": t32, "jaxvi_vb_f64_s_per_iter": t64,
         "jaxvi_em_f32_s_per_iter": em32, "sklearn_s_per_iter": t_sk,
@@ -117,12 +121,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--n", type=int, default=None, help="N for the synthetic cases")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per median")
+    parser.add_argument("--timing-iters", type=int, default=None,
+                        help="iterations of jaxvi's timed fits (default 100; 6 with --quick)")
     args = parser.parse_args(argv)
 
     print_device()
     n = args.n or (10_000 if args.quick else 100_000)
     n_iter = 4 if args.quick else 20
     repeats = args.repeats or 3
+    n_time = args.timing_iters or (6 if args.quick else 100)
     digits = load_digits().data.astype(np.float64)
     large = synthetic(n, 16, 16)
     # Digits has always-zero pixels, so its covariance (the default covariance_prior) is
@@ -133,14 +140,15 @@ def main(argv=None) -> dict:
              ("digits", digits, 10, "full", 1e-3, digits_prior)]
     rows = []
     for name, x, k, cov, reg, priors in cases:
-        rows.append(run_case(name, x, k, cov, n_iter=n_iter, repeats=repeats, reg_covar=reg,
-                             priors=priors))
+        rows.append(run_case(name, x, k, cov, n_iter=n_iter, n_time=n_time, repeats=repeats,
+                             reg_covar=reg, priors=priors))
         print_table(rows[-1:], COLUMNS)
     print()
     print_table(rows, COLUMNS)
     result = {"quick": args.quick, "cases": rows,
               "note": "s/iter = median time of one iteration (jaxvi VB and EM: the fit loop, "
-                      "(T(n iters) - T(2 iters)) / (n - 2), warm-started; scikit-learn: "
+                      "(T(n iters) - T(2 iters)) / (n - 2), n = jaxvi_timing_iters, "
+                      "warm-started; scikit-learn: "
                       "_e_step + _m_step + _compute_lower_bound, the faster of default and "
                       "1-thread BLAS); lower bounds after a fixed-iteration fit (tol=0) from "
                       "identical k-means++ responsibilities; digits: covariance_prior = "

@@ -27,13 +27,18 @@ def add_arguments(p) -> None:
     p.add_argument("--weight-threshold", type=float, default=None,
                    help="with --variational: components with a posterior mean weight above "
                    "this are counted as effective (in (0, 1); default 0.01)")
+    p.add_argument("--covariance-prior-reg", type=float, default=None,
+                   help="with --variational: added to the diagonal of the covariance prior, "
+                   "the data's covariance (>= 0; default 0); needed where some features are "
+                   "constant or collinear")
 
 
 def check_args(args) -> None:
     """The VB options, checked before anything is fitted or written."""
     if args.variational is None:
         for flag, value in (("--weight-concentration", args.weight_concentration),
-                            ("--weight-threshold", args.weight_threshold)):
+                            ("--weight-threshold", args.weight_threshold),
+                            ("--covariance-prior-reg", args.covariance_prior_reg)):
             if value is not None:
                 raise ValueError(f"`{flag}` applies only to a variational fit; pass "
                                  "--variational too.")
@@ -44,6 +49,27 @@ def check_args(args) -> None:
                          f"{args.weight_concentration}.")
     if args.weight_threshold is not None and not 0 < args.weight_threshold < 1:
         raise ValueError(f"`--weight-threshold` must be in (0, 1); got {args.weight_threshold}.")
+    if args.covariance_prior_reg is not None and not args.covariance_prior_reg >= 0:
+        raise ValueError("`--covariance-prior-reg` must be a number >= 0; got "
+                         f"{args.covariance_prior_reg}.")
+
+
+def covariance_prior(x, covariance_type: str, reg: float) -> np.ndarray:
+    """scikit-learn's default covariance prior of x: (N, D) (the data's covariance, in the
+    layout of covariance_type) with reg on its diagonal; a `ValueError` naming
+    --covariance-prior-reg when it is not positive definite."""
+    from jaxvi.em.variational import default_prior
+
+    psi0 = np.asarray(default_prior(x, covariance_type=covariance_type,
+                                    n_components=1).covariance_prior)
+    psi0 = psi0 + reg * np.eye(psi0.shape[-1]) if psi0.ndim == 2 else psi0 + reg
+    low = float(np.min(np.linalg.eigvalsh(psi0) if psi0.ndim == 2 else psi0))
+    if not low > 0:
+        raise ValueError("the covariance prior of --variational, the data's covariance plus "
+                         f"--covariance-prior-reg = {reg:g}, is singular (smallest eigenvalue "
+                         f"{low:.3g}): some features are constant or collinear; pass a "
+                         "larger `--covariance-prior-reg`, e.g. 1e-3 times their variance.")
+    return psi0
 
 
 def run(args, x: np.ndarray, out, plot) -> int:
@@ -61,10 +87,13 @@ def run(args, x: np.ndarray, out, plot) -> int:
     cov = args.covariance_type
     with jax.enable_x64(True):
         xj = jnp.asarray(x, jnp.float64)
+        reg = args.covariance_prior_reg or 0.0
+        psi0 = covariance_prior(xj, cov, reg)
         result = em.fit_variational(
             xj, args.components, key=jax.random.key(args.seed), covariance_type=cov,
             weight_concentration_prior_type=wt,
-            weight_concentration_prior=args.weight_concentration, max_iter=args.max_iter,
+            weight_concentration_prior=args.weight_concentration,
+            covariance_prior=psi0 if reg > 0 else None, max_iter=args.max_iter,
             tol=args.tol, n_init=args.n_init, reg_covar=args.reg_covar)
         post = result.posterior
         weights = np.asarray(mixture_weights(post, wt))

@@ -49,11 +49,17 @@ def test_variational_fit_saves_what_fit_variational_gives(blobs_file, tmp_path, 
     before = out.read_bytes()
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
-    # A finite Dirichlet prior: its concentrations are (K,); a higher threshold counts fewer.
+    # A finite Dirichlet prior, diagonal, the covariance prior regularised: its
+    # concentrations are (K,); a higher threshold counts fewer.
     assert main(["em", str(path), "-k", "4", "--variational", "dirichlet", "--max-iter", "3",
                  "--weight-threshold", "0.5", "--covariance-type", "diag",
-                 "--out", str(tmp_path / "dir.npz")]) == 0
+                 "--covariance-prior-reg", "0.5", "--out", str(tmp_path / "dir.npz")]) == 0
     saved = np.load(tmp_path / "dir.npz")
+    with jax.enable_x64(True):
+        ref = fit_variational(x, 4, key=jax.random.key(0), max_iter=3, covariance_type="diag",
+                              weight_concentration_prior_type="dirichlet_distribution",
+                              covariance_prior=np.var(x, axis=0, ddof=1) + 0.5)
+    np.testing.assert_allclose(saved["covariances"], ref.posterior.covariances, rtol=1e-10)
     assert saved["weight_concentration"].shape == (4,)
     assert str(saved["weight_concentration_prior_type"]) == "dirichlet_distribution"
     assert int(saved["n_effective"]) == int((saved["weights"] > 0.5).sum())
@@ -66,6 +72,8 @@ def test_variational_fit_saves_what_fit_variational_gives(blobs_file, tmp_path, 
     (["--variational", "--weight-threshold", "0"], "--weight-threshold"),
     (["--weight-concentration", "1"], "--weight-concentration"),
     (["--weight-threshold", "0.1"], "--weight-threshold"),
+    (["--variational", "--covariance-prior-reg", "-1"], "--covariance-prior-reg"),
+    (["--covariance-prior-reg", "1"], "--covariance-prior-reg"),
     (["--variational", "-k", "500"], "n_components"),
 ])
 def test_bad_options_are_refused_before_writing(blobs_file, tmp_path, capsys, extra, flag):
@@ -82,3 +90,17 @@ def test_unknown_weight_prior_is_an_argparse_error(blobs_file, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["em", str(path), "-k", "3", "--variational", "pitman-yor"])
     assert exit_.value.code == 2 and "--variational" in capsys.readouterr().err
+
+
+def test_singular_covariance_prior_names_the_option(tmp_path, capsys):
+    """A constant feature makes the default covariance prior (the data's covariance)
+    singular: refused, naming --covariance-prior-reg, before anything is written."""
+    x = np.c_[np.random.default_rng(1).normal(size=(30, 2)), np.ones(30)]
+    np.save(tmp_path / "flat.npy", x)
+    out = tmp_path / "p.npz"
+    for cov in ("full", "diag"):
+        assert main(["em", str(tmp_path / "flat.npy"), "-k", "2", "--variational",
+                     "--covariance-type", cov, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "--covariance-prior-reg" in err and "singular" in err, err
+    assert not out.exists()

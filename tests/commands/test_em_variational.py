@@ -5,6 +5,7 @@ is fitted or written."""
 import jax
 import numpy as np
 import pytest
+from scipy.stats import multivariate_normal
 
 from jaxvi.cli import main
 from jaxvi.em import variational as vb
@@ -43,6 +44,10 @@ def test_variational_fit_saves_what_fit_variational_gives(blobs_file, tmp_path, 
     assert float(saved["lower_bound"]) == pytest.approx(float(ref.lower_bound), rel=1e-12)
     assert saved["weight_concentration"].shape == (2, 8)  # the sticks' Beta parameters
     assert int(saved["n_effective"]) == 3 and saved["effective"].sum() == 3
+    # The log-likelihood is that of the posterior-mean mixture (E_q[π], m_k, (ν_k W_k)⁻¹).
+    dens = sum(w * multivariate_normal(m, c).pdf(x) for w, m, c in
+               zip(saved["weights"], saved["means"], saved["covariances"], strict=True))
+    assert float(saved["log_likelihood"]) == pytest.approx(np.mean(np.log(dens)), rel=1e-10)
     np.testing.assert_allclose(np.sort(saved["weights"][saved["effective"]]), 1 / 3, atol=0.02)
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     # An earlier result is refused without --overwrite, and left as it was.

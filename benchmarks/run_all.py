@@ -30,6 +30,7 @@ from benchmarks._harness import RESULTS_DIR, device_info, print_table, write_res
 BENCHMARKS = {
     "bench_kl": ([], []),
     "bench_em": ([], ["--n", "10000000"]),
+    "bench_vb": ([], []),  # scikit-learn runs on all N: no larger N on a GPU
     "bench_vae": ([], ["--batch-sizes", "256", "4096", "--no-compile"]),
     "bench_scaling": ([], ["--em-n", "2000000", "--vae-batch", "1024"]),
     "eval_vae_digits": ([], []),
@@ -59,6 +60,12 @@ def summarise(name: str, r: dict) -> list[dict]:
                          "jaxvi": f"{c['jaxvi_f32_s_per_iter']:.4g} s",
                          "peer": "sklearn f64", "ratio": c["speedup_f32"],
                          "roofline": c.get("f32_fraction_of_matmul")})
+    elif name == "bench_vb":
+        for c in r["cases"]:
+            size = f"N={c['N']} D={c['D']} K={c['K']} {c['cov']}"
+            rows.append({"case": f"VB-EM iter {c['case']} {size} f32",
+                         "jaxvi": f"{c['jaxvi_vb_f32_s_per_iter']:.4g} s",
+                         "peer": "sklearn f64", "ratio": c["speedup_f32"], "roofline": None})
     elif name == "bench_vae":
         for b in r["by_batch_size"]:
             for peer in ("eager", "compile"):

@@ -12,15 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxvi.commands import em_variational
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "em",
-        help="fit a Gaussian mixture by EM",
+        help="fit a Gaussian mixture by EM (or by variational Bayes)",
         description="Fit a Gaussian mixture to the rows of a .npy array (N, D) by EM (float64). "
         "Prints the mean log-likelihood, BIC and weights; saves weights, means, covariances "
         "and the log-likelihood history to --out; --plot draws the data (first two features) "
-        "with each component's 2-sigma ellipse and the log-likelihood curve.",
+        "with each component's 2-sigma ellipse and the log-likelihood curve. --variational "
+        "fits by variational Bayes instead (K is then an upper bound: the weight prior "
+        "switches off the components the data do not need).",
     )
     p.add_argument("data", help="a .npy file holding an (N, D) array")
     p.add_argument("--components", "-k", type=int, required=True, help="mixture components K")
@@ -39,6 +43,7 @@ def register(subparsers) -> None:
                    "suffix)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier --out / --plot (without it they are refused)")
+    em_variational.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -100,7 +105,10 @@ def run(args) -> int:
 
     x = load_points(args.data)
     check_args(args)
+    em_variational.check_args(args)
     out, plot = output_paths(args)
+    if args.variational is not None:
+        return em_variational.run(args, x, out, plot)
     with jax.enable_x64(True):
         xj = jnp.asarray(x, jnp.float64)
         result = em.fit(xj, args.components, key=jax.random.key(args.seed),

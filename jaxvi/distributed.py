@@ -256,12 +256,22 @@ def sum_over_processes(tree):
                         multihost_utils.process_allgather(tree))
 
 
+def to_local(tree):
+    """With several processes, this process's own copy of a pytree of replicated arrays, as
+    uncommitted arrays on its default device (what host-side code and jitted calls that
+    only this process makes can use, and what `jax.device_put` can spread over a mesh
+    again); with one process, `tree` itself."""
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree.map(jax.numpy.asarray, jax.device_get(tree))
+
+
 def wait_for_all(name: str) -> None:
     """A barrier: return when every process of the job has reached `name`."""
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_processes(name)
+        multihost_utils.sync_global_devices(name)
 
 
 def _host_port(address: str) -> tuple[str, int]:

@@ -142,10 +142,10 @@ def add_process_options(parser) -> None:
 
 def join_processes(args) -> bool:
     """Join the job that `add_process_options`' options describe, before JAX computes
-    anything (`jaxvi.distributed.initialize`). -> whether there are several processes."""
-    from jaxvi import distributed
+    anything (`jaxvi.processes.initialize`). -> whether there are several processes."""
+    from jaxvi import processes
 
-    return distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+    return processes.initialize(args.coordinator, args.num_processes, args.process_id,
                                   cluster=args.cluster, timeout_s=args.timeout)
 
 

@@ -104,8 +104,8 @@ def max_diff(a: dict, b: dict) -> float:
 # (they run while the worker jobs compute)
 
 
-def test_a_dead_process_ends_the_others_with_a_message(worker_jobs):
-    worker_jobs  # the worker jobs start now, in the background
+@pytest.mark.usefixtures("worker_jobs")  # they start now and run in the background
+def test_a_dead_process_ends_the_others_with_a_message():
     address = f"127.0.0.1:{free_port()}"
     procs = [spawn([WORKER, "--out", os.devnull, "--coordinator", address, "--num-processes",
                     2, "--process-id", i, "--timeout", 5, "--die-after-first-fit"], 2)

@@ -46,16 +46,16 @@ def register(subparsers) -> None:
 
 
 def load_points(path: str) -> np.ndarray:
-    """This process's rows (all of them for a single process; `jaxvi.distributed.local_rows`)
+    """This process's rows (all of them for a single process; `jaxvi.processes.local_rows`)
     of the (N, D) float64 data of a .npy file (an (N,) array is one feature), read safely
     from a memory map; a `ValueError` naming the file for anything else (see
     `jaxvi.data.read_arrays`)."""
-    from jaxvi import data, distributed
+    from jaxvi import data, processes
 
     where = f"`data` file {str(path)!r}"
     x = data.read_arrays(path, "data", formats=(".npy",), mmap=True)["x"]
     if x.ndim > 0:
-        x = distributed.local_rows(x)
+        x = processes.local_rows(x)
     data.check_real_values(x, where, np.float64)
     if x.ndim == 1:
         x = x[:, None]
@@ -102,7 +102,7 @@ def run(args) -> int:
     import jax
     import jax.numpy as jnp
 
-    from jaxvi import distributed, em
+    from jaxvi import distributed, em, processes
     from jaxvi.cli import join_processes
     from jaxvi.em.densities import n_parameters
     from jaxvi.em.plots import plot_fit
@@ -118,13 +118,13 @@ def run(args) -> int:
                         tol=args.tol, n_init=args.n_init, reg_covar=args.reg_covar,
                         mesh=distributed.data_mesh() if several else None)
         gmm = jax.tree.map(np.asarray, result.gmm)  # replicated: every process has it all
-        n, sum_ll = distributed.sum_over_processes(
+        n, sum_ll = processes.sum_over_processes(
             (x.shape[0], np.sum(np.asarray(em.log_prob(xj, gmm)))))
         n, mean_ll = int(n), float(sum_ll) / int(n)
         bic = -2.0 * float(sum_ll) + n_parameters(gmm) * math.log(n)
         n_iter = int(result.n_iter)
         history = np.asarray(result.history)[:n_iter]
-        if not distributed.is_main_process():
+        if not processes.is_main_process():
             return 0
         weights = np.asarray(gmm.weights)
         where = f" over {jax.process_count()} processes" if several else ""

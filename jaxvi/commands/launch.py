@@ -2,7 +2,7 @@
 
 The coordinator is process 0 on 127.0.0.1 at a free port. Every process gets the job in its
 environment (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, which
-`jaxvi.distributed.initialize` reads) and, when COMMAND is `jaxvi em` or `jaxvi train`, as
+`jaxvi.processes.initialize` reads) and, when COMMAND is `jaxvi em` or `jaxvi train`, as
 the options `--coordinator`, `--num-processes`, `--process-id`. Their output is streamed
 line by line, prefixed `[i]`. When a process fails, the others are stopped at once and the
 launch exits non-zero with one line naming the process that failed.
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
         "launch",
         help="run a command as a job of N processes on this machine",
         description="Run COMMAND (`jaxvi em ...`, `jaxvi train ...` or any program that calls "
-        "jaxvi.distributed.initialize()) as N processes joined by jax.distributed, the "
+        "jaxvi.processes.initialize()) as N processes joined by jax.distributed, the "
         "coordinator on 127.0.0.1 at a free port. Output is prefixed [i]; if one process "
         "fails, the others are stopped and the launch exits non-zero.",
     )
@@ -106,15 +106,16 @@ def run(args) -> int:
 
 
 def _child_env(address: str, n: int, i: int, cpu_devices: int | None) -> dict:
-    from jaxvi import distributed
+    from jaxvi import processes
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.update({distributed.ENV_COORDINATOR: address, distributed.ENV_NUM_PROCESSES: str(n),
-                distributed.ENV_PROCESS_ID: str(i)})
+    env.update({processes.ENV_COORDINATOR: address, processes.ENV_NUM_PROCESSES: str(n),
+                processes.ENV_PROCESS_ID: str(i)})
     if cpu_devices is not None:
         flags = [f for f in env.get("XLA_FLAGS", "").split()
                  if not f.startswith("--xla_force_host_platform_device_count")]
-        env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={cpu_devices}"])
+        flags.append(f"--xla_force_host_platform_device_count={cpu_devices}")
+        env["XLA_FLAGS"] = " ".join(flags)
     return env
 
 

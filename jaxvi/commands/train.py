@@ -75,7 +75,7 @@ def run(args) -> int:
     import jax
 
     from jaxvi import data as data_lib
-    from jaxvi import distributed
+    from jaxvi import distributed, processes
     from jaxvi.cli import join_processes
     from jaxvi.training.loop import NonFiniteLossError
     from jaxvi.vae import recipe
@@ -85,7 +85,7 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     several = join_processes(args)
-    main = distributed.is_main_process()
+    main = processes.is_main_process()
     # Every argument and the data are checked before anything is deleted, trained or written.
     out = Path(args.out)
     check_out_folder(out)
@@ -122,7 +122,7 @@ def run(args) -> int:
         shutil.rmtree(ckpt)
     elif main and ckpt.exists():
         ckpt.unlink()
-    distributed.wait_for_all("checkpoint folder ready")
+    processes.wait_for_all("checkpoint folder ready")
     out.mkdir(parents=True, exist_ok=True)
     if main:
         print(f"data {ds.name}: {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test, "

@@ -215,7 +215,7 @@ def fit(
         rows of x are split over it and the sufficient statistics summed across devices
         (`psum`) before each M step; the result equals the single-device fit. With several
         processes, x is each process's own rows and the initialisation is computed from the
-        job's rows (`jaxvi.distributed.init_rows`: all of them up to 65,536, else a strided
+        job's rows (`jaxvi.processes.init_rows`: all of them up to 65,536, else a strided
         sample), the same on every process.
 
     Returns:
@@ -241,7 +241,7 @@ def fit(
             return _raise_if_not_finite(_fit_from_keys(
                 x, keys, k=k, cov=covariance_type, init=init, **loop, n_chunks=n_chunks,
                 rows=rows))
-        from jaxvi.distributed import init_rows
+        from jaxvi.processes import init_rows
 
         gmm0s = jax.jit(em_init.initial_gmms, static_argnums=(2, 3, 4))(
             init_rows(x), keys, k, covariance_type, init, loop["reg_covar"], prior

@@ -127,7 +127,7 @@ def fit_minibatch(
       mesh: each batch's rows are split over its "data" axis and the batch statistics
         summed across devices, as in `fit`; with several processes, each yields its own
         rows of every batch and the initialisation is computed from the first batch's rows
-        of every process (`jaxvi.distributed.init_rows`).
+        of every process (`jaxvi.processes.init_rows`).
 
     Returns:
       A `FitResult` whose `history` (length = steps taken, no padding) holds each batch's
@@ -142,7 +142,7 @@ def fit_minibatch(
     if mesh is None:
         start = first
     else:  # every process initialises from the whole first batch, as one process would
-        from jaxvi.distributed import init_rows
+        from jaxvi.processes import init_rows
 
         start = jnp.asarray(init_rows(first))
     gmm = _initial_gmm(key, start, n_components, covariance_type, init, reg_covar)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxvi import distributed
+from jaxvi import distributed, processes
 from jaxvi.data import check_data
 from jaxvi.training.checkpoint import (
     DamagedCheckpointWarning,
@@ -122,7 +122,7 @@ def fit(
         row = {"epoch": epoch + 1, "step": int(state.step), **info,
                "seconds": time.perf_counter() - t0}
         if eval_fn is not None:
-            row.update(eval_fn(distributed.to_local(state.params), epoch))
+            row.update(eval_fn(processes.to_local(state.params), epoch))
         history.append(row)
         bar.set_postfix({k: f"{row[k]:.2f}" for k in ("elbo", "iwae") if k in row} or
                         {"loss": f"{row['loss']:.3g}"})
@@ -133,7 +133,7 @@ def fit(
             save_checkpoint(checkpoint_dir, state, {**meta, "history": history}, epoch=epoch + 1)
             last_saved_step = int(state.step)
     bar.close()
-    return distributed.to_local(state), history
+    return processes.to_local(state), history
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -196,8 +196,8 @@ def _resume_from(directory, target: TrainState) -> tuple[TrainState, dict]:
     state, saved, damaged = restore_into(directory, target)
     if not damaged:
         return state, saved
-    distributed.wait_for_all("damaged checkpoints read")  # by every process of a job
-    if distributed.is_main_process():  # renames them and tells
+    processes.wait_for_all("damaged checkpoints read")  # by every process of a job
+    if processes.is_main_process():  # renames them and tells
         moved = set_aside(directory, [d.step for d in damaged])
         listing = "; ".join(f"epoch {d.step}: {d.reason}" for d in damaged)
         warnings.warn(
@@ -206,7 +206,7 @@ def _resume_from(directory, target: TrainState) -> tuple[TrainState, dict]:
             f"as {', '.join(repr(m.name) for m in moved)}.",
             DamagedCheckpointWarning, stacklevel=4,
         )
-    distributed.wait_for_all("damaged checkpoints set aside")
+    processes.wait_for_all("damaged checkpoints set aside")
     return state, saved
 
 

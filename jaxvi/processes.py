@@ -70,10 +70,9 @@ def initialize(coordinator=None, num_processes=None, process_id=None, *, cluster
     # a dead peer is caught by the heartbeat before that wait ends.
     timeouts = dict(initialization_timeout=int(timeout_s), heartbeat_timeout_seconds=int(timeout_s),
                     shutdown_timeout_seconds=max(int(timeout_s), 300))
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if config is None:
         try:
-            jax.distributed.initialize(**timeouts)
+            _join(**timeouts)
         except ValueError as err:
             raise ValueError(f"no cluster environment detected ({err}); give the coordinator, "
                              "the number of processes and this process's id instead.") from None
@@ -82,9 +81,14 @@ def initialize(coordinator=None, num_processes=None, process_id=None, *, cluster
     if n == 1:
         return False
     _wait_for_coordinator(address, i, n, timeout_s)
-    jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=i,
-                               **timeouts)
+    _join(coordinator_address=address, num_processes=n, process_id=i, **timeouts)
     return True
+
+
+def _join(**kwargs) -> None:
+    """`jax.distributed.initialize(**kwargs)`, CPU collectives over gloo."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
 
 
 def is_main_process() -> bool:

@@ -3,10 +3,10 @@ processes × 2 CPU devices and as 1 process × 4 devices: EM in float64 (every c
 on 999 rows, 500 and 499 per process, restarts from k-means++, stepwise EM) and two VAE
 training epochs with an orbax checkpoint, all on the mesh over every device of the job; the
 single-process job also runs the one-device EM references. Process 0 writes the results as
-JSON to --out. With --die-after-first-fit, process 1 exits abruptly after a first fit.
+JSON to --out. With --die-at-end, process 1 then exits abruptly after one more fit.
 
     python tests/multiprocess_worker.py --out R.json [--coordinator H:P --num-processes N
-        --process-id I] [--checkpoint DIR] [--die-after-first-fit]
+        --process-id I] [--checkpoint DIR] [--die-at-end]
 """
 
 import argparse
@@ -93,6 +93,20 @@ def vae_checks(out: dict, checkpoint: str | None) -> None:
     out["vae_loss"], out["vae_params"] = [h["loss"] for h in hist], tolist(state.params)
 
 
+def die_in_process_1() -> None:
+    """Fit after fit over the mesh; process 1 exits abruptly after the first, the others go
+    on until JAX notices that it has gone."""
+    from jaxvi import em
+
+    x = processes.local_rows(em_data())
+    for i in range(10_000):
+        em.fit(x, 3, key=jax.random.key(i), init=start_gmm("spherical"), max_iter=5,
+               covariance_type="spherical", mesh=distributed.data_mesh())
+        print(f"fit {i} done", flush=True)
+        if jax.process_index() == 1:
+            os._exit(3)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
@@ -101,29 +115,21 @@ def main() -> None:
     p.add_argument("--process-id", type=int)
     p.add_argument("--timeout", type=float, default=30)
     p.add_argument("--checkpoint")
-    p.add_argument("--die-after-first-fit", action="store_true",
-                   help="process 1 exits abruptly after its first fit; the others go on")
+    p.add_argument("--die-at-end", action="store_true",
+                   help="after the results are written, process 1 dies (`die_in_process_1`)")
     args = p.parse_args()
     processes.initialize(args.coordinator, args.num_processes, args.process_id,
-                           timeout_s=args.timeout)
+                         timeout_s=args.timeout)
     out: dict = {"processes": jax.process_count()}
-    if args.die_after_first_fit:
-        from jaxvi import em
-
-        x = processes.local_rows(em_data())
-        for i in range(10_000):
-            em.fit(x, 3, key=jax.random.key(i), init=start_gmm("spherical"), max_iter=5,
-                   covariance_type="spherical", mesh=distributed.data_mesh())
-            print(f"fit {i} done", flush=True)
-            if jax.process_index() == 1:
-                os._exit(3)
     with jax.enable_x64(True):
         em_checks(out, reference=jax.process_count() == 1)
     vae_checks(out, args.checkpoint)
     if processes.is_main_process():
         with open(args.out, "w") as f:
             json.dump(out, f)
-    print("worker done", file=sys.stderr)
+    print("worker done", file=sys.stderr, flush=True)
+    if args.die_at_end:
+        die_in_process_1()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ def register(subparsers) -> None:
                    "--xla_force_host_platform_device_count; default: as the environment says)")
     p.add_argument("--port", type=int, default=None,
                    help="coordinator port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="stop every process and fail once the job has run this many seconds "
+                   "(default: no limit)")
     p.add_argument("command", nargs="+", metavar="-- COMMAND",
                    help="the command each process runs, after --")
     p.set_defaults(func=run)
@@ -70,6 +73,9 @@ def run(args) -> int:
         raise ValueError(f"`--num-processes` must be at least 1; got {n}.")
     if args.cpu_devices is not None and args.cpu_devices < 1:
         raise ValueError(f"`--cpu-devices` must be at least 1; got {args.cpu_devices}.")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ValueError(f"`--time-limit` must be a positive number of seconds; got "
+                         f"{args.time_limit}.")
     if args.port is not None and not 0 < args.port < 65536:
         raise ValueError(f"`--port` must be in 1..65535; got {args.port}.")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -86,7 +92,7 @@ def run(args) -> int:
     for t in streams:
         t.start()
     try:
-        failed = _wait(procs)
+        failed = _wait(procs, args.time_limit)
     except KeyboardInterrupt:
         _stop(procs)
         raise
@@ -96,6 +102,10 @@ def run(args) -> int:
         t.join(timeout=STOP_GRACE_S)
     if failed is None:
         return 0
+    if failed == "time limit":
+        print(f"jaxvi launch: error: the job ran past --time-limit {args.time_limit:g} s; "
+              f"stopped its {n} process(es)", file=sys.stderr, flush=True)
+        return 1
     i, code = failed
     how = (f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in
            signal.valid_signals() else f"exited with code {code}")
@@ -135,10 +145,11 @@ def _stream(pipe, i: int, out) -> None:
     pipe.close()
 
 
-def _wait(procs) -> tuple[int, int] | None:
-    """Wait until every process has ended well (-> None) or one has failed (-> (its index,
-    its exit code))."""
-    while True:
+def _wait(procs, time_limit: float | None) -> tuple[int, int] | str | None:
+    """Wait until every process has ended well (-> None), one has failed (-> (its index,
+    its exit code)) or `time_limit` seconds have passed (-> "time limit")."""
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    while deadline is None or time.monotonic() < deadline:
         codes = [p.poll() for p in procs]
         for i, code in enumerate(codes):
             if code not in (None, 0):
@@ -146,6 +157,7 @@ def _wait(procs) -> tuple[int, int] | None:
         if all(code == 0 for code in codes):
             return None
         time.sleep(POLL_S)
+    return "time limit"
 
 
 def _stop(procs) -> None:

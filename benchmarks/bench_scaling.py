@@ -197,7 +197,10 @@ def run_worker_process(n: int, args) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, nargs="*", default=[1, 2, 4])
-    p.add_argument("--processes", type=int, nargs="*", default=[1, 2, 4])
+    p.add_argument("--processes", type=int, nargs="*", default=None,
+                   help="process counts on this host (default 1 2 4 on CPU; none on an "
+                   "accelerator, whose processes would share its devices: run the process "
+                   "worker under the cluster's launcher there)")
     p.add_argument("--em-n", type=int, default=None,
                    help="EM points per device (devices) and per process (processes, weak)")
     p.add_argument("--em-n-strong", type=int, default=None,
@@ -230,6 +233,8 @@ def main(argv=None) -> dict:
     result = {"simulated_devices": info["platform"] == "cpu"}
     if args.devices:
         result.update(device_scaling(args, info))
+    if args.processes is None:
+        args.processes = [1, 2, 4] if info["platform"] == "cpu" else []
     if args.processes:
         jobs = [run_process_job(n, args) for n in args.processes]
         rows = process_rows_table(jobs)

@@ -82,6 +82,10 @@ def summarise(name: str, r: dict) -> list[dict]:
                 rows.append({"case": f"weak scaling {row['devices']} dev (EM, VAE eff.)",
                              "jaxvi": f"{row['em_weak_eff']:.2f}, {row['vae_weak_eff']:.2f}",
                              "peer": "1 device", "ratio": None, "roofline": None})
+        for row in r.get("processes", {}).get("rows", []):
+            rows.append({"case": f"EM over {row['processes']} processes (weak, strong eff.)",
+                         "jaxvi": f"{row['weak_eff']:.2f}, {row['strong_speedup']:.2f}",
+                         "peer": "1 process", "ratio": None, "roofline": None})
     elif name == "eval_vae_digits":
         acc = r["vae"]["test_accuracy"]
         km = r["baselines"]["kmeans"]["test_accuracy"]

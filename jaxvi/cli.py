@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 # Module names under jaxvi.commands, in the order `jaxvi --help` lists them.
-SUBCOMMAND_MODULES = ("train", "evaluate", "em", "kl", "kl_modes")
+SUBCOMMAND_MODULES = ("train", "evaluate", "em", "kl", "kl_modes", "launch")
 SEED_RANGE = (-(2**63), 2**63)  # what jax.random.key takes
 INT_LIMIT = 2**31  # other integer options: int32 shapes and loop bounds
 
@@ -117,6 +117,36 @@ def check_output_dir(flag: str, path: str | Path, outputs, *, overwrite: bool) -
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"`{flag}` {str(path)!r}: no permission to write in that folder.")
     return path
+
+
+def add_process_options(parser) -> None:
+    """The options that make a command one process of a multi-process job (`jaxvi launch`
+    sets them; on a cluster give them, or --cluster, to every process)."""
+    g = parser.add_argument_group(
+        "several processes", "one process of a job over several processes or hosts "
+        "(`jaxvi launch -n N -- jaxvi ...` sets these on one machine)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="address of process 0, which serves as the coordinator (default: "
+                   "$JAX_COORDINATOR_ADDRESS)")
+    g.add_argument("--num-processes", type=int, default=None,
+                   help="processes in the job (default: $JAX_NUM_PROCESSES)")
+    g.add_argument("--process-id", type=int, default=None,
+                   help="this process's id, 0 .. N-1 (default: $JAX_PROCESS_ID)")
+    g.add_argument("--cluster", action="store_true",
+                   help="let JAX detect the job from the cluster (SLURM, Open MPI, "
+                   "Kubernetes, Cloud TPU)")
+    g.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for the coordinator, and for a silent peer before "
+                   "the job fails (default 60)")
+
+
+def join_processes(args) -> bool:
+    """Join the job that `add_process_options`' options describe, before JAX computes
+    anything (`jaxvi.processes.initialize`). -> whether there are several processes."""
+    from jaxvi import processes
+
+    return processes.initialize(args.coordinator, args.num_processes, args.process_id,
+                                  cluster=args.cluster, timeout_s=args.timeout)
 
 
 def _nonempty(flag: str, path) -> Path:

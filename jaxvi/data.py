@@ -119,9 +119,11 @@ def load_array(path: str | Path) -> Dataset:
 
 
 def read_arrays(path: str | Path, name: str = "data",
-                formats: tuple[str, ...] = (".npy", ".npz")) -> dict[str, np.ndarray]:
+                formats: tuple[str, ...] = (".npy", ".npz"), *,
+                mmap: bool = False) -> dict[str, np.ndarray]:
     """The arrays of a `.npy` file ({"x": array}) or a `.npz` file (by their names), read
-    safely: never unpickled. The file's content must match its suffix. Raises
+    safely: never unpickled; with `mmap`, a `.npy` array is a read-only memory map (only
+    what is indexed is read). The file's content must match its suffix. Raises
     `FileNotFoundError`, or `ValueError` naming `name`, the file and what is wrong with it
     (empty, not a NumPy file, cut short or corrupt, an object array)."""
     path = Path(path)
@@ -146,18 +148,20 @@ def read_arrays(path: str | Path, name: str = "data",
             f"signature (a text or CSV file renamed? Write it with {saver})."
         )
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False,
+                         mmap_mode="r" if mmap and suffix == ".npy" else None)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
                 return {k: loaded[k] for k in loaded.files}
         return {"x": loaded}
     except ValueError as err:
-        if "allow_pickle" in str(err):  # an object array: never loaded, never advised to
+        if "allow_pickle" in str(err) or "Python objects" in str(err):  # never unpickled
             raise ValueError(
                 f"{where} holds an object (dtype=object) array, which jaxvi does not load "
                 f"(unpickling can run arbitrary code); save a numeric array instead."
             ) from None
-        raise ValueError(f"{where} is not a valid {suffix} array file: "
+        cut = " (cut short or corrupt)" if "mmap length" in str(err) else ""
+        raise ValueError(f"{where} is not a valid {suffix} array file{cut}: "
                          f"{_one_line(err)}") from None
     except (EOFError, zipfile.BadZipFile, zlib.error, OSError) as err:
         raise ValueError(f"{where} is not a valid {suffix} array file (cut short or "

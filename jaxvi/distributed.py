@@ -7,16 +7,14 @@ each M step sees the statistics of the whole data set and the fit equals the sin
 up to the order of summation. Nothing else changes: the loop, the M step and the restart logic
 are `jaxvi.em`'s own, run inside `jax.shard_map`.
 
-Several hosts: start one process per host and call `jax.distributed.initialize()` in each
-before anything else (JAX reads the coordinator from the cluster environment, or pass
-``coordinator_address``, ``num_processes`` and ``process_id``); `jax.devices()` then lists every
-host's devices, `data_mesh()` spans them all, and each process passes *its own* rows as `x`
-(a worked command line is in the README, "Several devices, several hosts")::
+Several processes (one per host on a cluster, or several on one machine, joined by
+`jaxvi.processes.initialize`): `jax.devices()` then lists every process's devices,
+`data_mesh()` spans them all, and each process passes *its own* rows as `x`
+(`jaxvi.processes.local_rows`)::
 
-    jax.distributed.initialize(coordinator_address="host0:1234", num_processes=2,
-                               process_id=i)
-    result = jaxvi.em.fit(np.load(f"part_{i}.npy"), 16, key=jax.random.key(0),
-                          mesh=jaxvi.distributed.data_mesh())
+    jaxvi.processes.initialize("host0:1234", num_processes=2, process_id=i)
+    x = jaxvi.processes.local_rows(np.load("data.npy", mmap_mode="r"))
+    result = jaxvi.em.fit(x, 16, key=jax.random.key(0), mesh=jaxvi.distributed.data_mesh())
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ from jaxvi.commands import em_variational
 
 
 def register(subparsers) -> None:
+    from jaxvi.cli import add_process_options
+
     p = subparsers.add_parser(
         "em",
         help="fit a Gaussian mixture by EM (or by variational Bayes)",
@@ -44,16 +46,21 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier --out / --plot (without it they are refused)")
     em_variational.add_arguments(p)
+    add_process_options(p)
     p.set_defaults(func=run)
 
 
 def load_points(path: str) -> np.ndarray:
-    """The (N, D) float64 data of a .npy file (an (N,) array is one feature), read safely;
-    a `ValueError` naming the file for anything else (see `jaxvi.data.read_arrays`)."""
-    from jaxvi import data
+    """This process's rows (all of them for a single process; `jaxvi.processes.local_rows`)
+    of the (N, D) float64 data of a .npy file (an (N,) array is one feature), read safely
+    from a memory map; a `ValueError` naming the file for anything else (see
+    `jaxvi.data.read_arrays`)."""
+    from jaxvi import data, processes
 
     where = f"`data` file {str(path)!r}"
-    x = data.read_arrays(path, "data", formats=(".npy",))["x"]
+    x = data.read_arrays(path, "data", formats=(".npy",), mmap=True)["x"]
+    if x.ndim > 0:
+        x = processes.local_rows(x)
     data.check_real_values(x, where, np.float64)
     if x.ndim == 1:
         x = x[:, None]
@@ -100,27 +107,37 @@ def run(args) -> int:
     import jax
     import jax.numpy as jnp
 
-    from jaxvi import em
+    from jaxvi import distributed, em, processes
+    from jaxvi.cli import join_processes
+    from jaxvi.em.densities import n_parameters
     from jaxvi.em.plots import plot_fit
 
-    x = load_points(args.data)
+    several = join_processes(args)
+    x = load_points(args.data)  # this process's rows
     check_args(args)
     em_variational.check_args(args)
     out, plot = output_paths(args)
     if args.variational is not None:
-        return em_variational.run(args, x, out, plot)
+        return em_variational.run(args, x, out, plot,
+                                  mesh=distributed.data_mesh() if several else None)
     with jax.enable_x64(True):
         xj = jnp.asarray(x, jnp.float64)
         result = em.fit(xj, args.components, key=jax.random.key(args.seed),
                         covariance_type=args.covariance_type, max_iter=args.max_iter,
-                        tol=args.tol, n_init=args.n_init, reg_covar=args.reg_covar)
-        gmm = result.gmm
-        mean_ll = float(jnp.mean(em.log_prob(xj, gmm)))
-        bic = float(em.bic(xj, gmm))
+                        tol=args.tol, n_init=args.n_init, reg_covar=args.reg_covar,
+                        mesh=distributed.data_mesh() if several else None)
+        gmm = jax.tree.map(np.asarray, result.gmm)  # replicated: every process has it all
+        n, sum_ll = processes.sum_over_processes(
+            (x.shape[0], np.sum(np.asarray(em.log_prob(xj, gmm)))))
+        n, mean_ll = int(n), float(sum_ll) / int(n)
+        bic = -2.0 * float(sum_ll) + n_parameters(gmm) * math.log(n)
         n_iter = int(result.n_iter)
         history = np.asarray(result.history)[:n_iter]
+        if not processes.is_main_process():
+            return 0
         weights = np.asarray(gmm.weights)
-        print(f"data: {x.shape[0]} points, {x.shape[1]} features; K = {args.components}, "
+        where = f" over {jax.process_count()} processes" if several else ""
+        print(f"data: {n} points, {x.shape[1]} features{where}; K = {args.components}, "
               f"covariance_type = {args.covariance_type}")
         status = "converged" if bool(result.converged) else "not converged"
         print(f"EM iterations: {n_iter} ({status})")

@@ -72,13 +72,14 @@ def covariance_prior(x, covariance_type: str, reg: float) -> np.ndarray:
     return psi0
 
 
-def run(args, x: np.ndarray, out, plot) -> int:
+def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
     """Fit x: (N, D) by VB-EM in float64, print and save as `jaxvi em` does (outputs already
-    checked)."""
+    checked). With several processes, x is this process's rows and `mesh` spans the job;
+    process 0 prints and writes."""
     import jax
     import jax.numpy as jnp
 
-    from jaxvi import em
+    from jaxvi import em, processes
     from jaxvi.em.plots import plot_variational_fit
     from jaxvi.em.variational import expected_gmm, mixture_weights
 
@@ -88,23 +89,27 @@ def run(args, x: np.ndarray, out, plot) -> int:
     with jax.enable_x64(True):
         xj = jnp.asarray(x, jnp.float64)
         reg = args.covariance_prior_reg or 0.0
-        psi0 = covariance_prior(xj, cov, reg)
+        psi0 = covariance_prior(jnp.asarray(processes.init_rows(x), jnp.float64), cov, reg)
         result = em.fit_variational(
             xj, args.components, key=jax.random.key(args.seed), covariance_type=cov,
             weight_concentration_prior_type=wt,
             weight_concentration_prior=args.weight_concentration,
             covariance_prior=psi0 if reg > 0 else None, max_iter=args.max_iter,
-            tol=args.tol, n_init=args.n_init, reg_covar=args.reg_covar)
-        post = result.posterior
+            tol=args.tol, n_init=args.n_init, reg_covar=args.reg_covar, mesh=mesh)
+        post = jax.tree.map(np.asarray, result.posterior)  # replicated on every process
         weights = np.asarray(mixture_weights(post, wt))
         # The posterior-mean mixture: E_q[π], the means m_k and covariances (ν_k W_k)⁻¹.
         gmm = expected_gmm(post, covariance_type=cov, weight_type=wt)._replace(
             weights=jnp.asarray(weights))
-        mean_ll = float(jnp.mean(em.log_prob(xj, gmm)))
+        n, sum_ll = processes.sum_over_processes(
+            (x.shape[0], np.sum(np.asarray(em.log_prob(xj, gmm)))))
+        n, mean_ll = int(n), float(sum_ll) / int(n)
         n_iter = int(result.n_iter)
         history = np.asarray(result.history)[:n_iter]
         effective = weights > threshold
-        print(f"data: {x.shape[0]} points, {x.shape[1]} features; K = {args.components}, "
+        if not processes.is_main_process():
+            return 0
+        print(f"data: {n} points, {x.shape[1]} features; K = {args.components}, "
               f"covariance_type = {cov}, weight prior = {args.variational}")
         status = "converged" if bool(result.converged) else "not converged"
         print(f"VB-EM iterations: {n_iter} ({status})")

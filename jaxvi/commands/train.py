@@ -13,6 +13,7 @@ DEFAULT_OUT = "runs/digits"
 
 
 def register(subparsers) -> None:
+    from jaxvi.cli import add_process_options
     from jaxvi.vae.recipe import TrainConfig
 
     d = TrainConfig()
@@ -21,7 +22,11 @@ def register(subparsers) -> None:
         help="train the hierarchical (Gaussian-mixture-prior) VAE",
         description="Train the hierarchical VAE (autoencoder pretraining, a GMM on the codes as "
         "the prior, then the ELBO) and write metrics.json, the checkpoint, samples.png, "
-        "recon.png and latent.png to --out.",
+        "recon.png and latent.png to --out. With several processes (`jaxvi launch`, or the "
+        "options below on a cluster) every batch is split over all their devices; each "
+        "process reads the whole data set (pretraining's neighbour targets and the GMM on the "
+        "codes use every training point), all take part in the checkpoints and process 0 "
+        "writes the rest.",
     )
     p.add_argument("--data", default="digits",
                    help="'digits' (bundled with scikit-learn, the default) or a .npy/.npz file")
@@ -62,6 +67,7 @@ def register(subparsers) -> None:
                    help="data-parallel over the first N local devices (default 1); "
                    "--batch-size must be a multiple of N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_process_options(p)
     p.set_defaults(func=run)
 
 
@@ -69,6 +75,8 @@ def run(args) -> int:
     import jax
 
     from jaxvi import data as data_lib
+    from jaxvi import distributed, processes
+    from jaxvi.cli import join_processes
     from jaxvi.training.loop import NonFiniteLossError
     from jaxvi.vae import recipe
     from jaxvi.vae.evaluate import evaluate_test_set
@@ -76,6 +84,8 @@ def run(args) -> int:
     from jaxvi.vae.plots import save_figures
 
     t0 = time.perf_counter()
+    several = join_processes(args)
+    main = processes.is_main_process()
     # Every argument and the data are checked before anything is deleted, trained or written.
     out = Path(args.out)
     check_out_folder(out)
@@ -91,39 +101,45 @@ def run(args) -> int:
         checkpoint_every=args.checkpoint_every,
     )
     mesh = None
-    if args.devices != 1:
-        from jaxvi.distributed import data_mesh
-
+    if several:
+        if args.devices != 1:
+            raise ValueError("`--devices` chooses devices of a single process; with several "
+                             "processes every device of every process is used.")
+        mesh = distributed.data_mesh()
+    elif args.devices != 1:
         available = jax.local_devices()
         if not 1 <= args.devices <= len(available):
             raise ValueError(f"`--devices` must be between 1 and the {len(available)} local "
                              f"device(s); got {args.devices}.")
-        mesh = data_mesh(available[: args.devices])
+        mesh = distributed.data_mesh(available[: args.devices])
     recipe.check_train_inputs(ds.x_train, mc, tc, x_test=ds.x_test, mesh=mesh)
     ckpt = out / "checkpoint"
-    if args.overwrite and not args.resume:
-        if ckpt.is_dir():
-            import shutil
-
-            shutil.rmtree(ckpt)
-        elif ckpt.exists():
-            ckpt.unlink()
-    else:
+    if not (args.overwrite and not args.resume):
         recipe.check_fresh_checkpoint_dir(ckpt, args.resume)
+    elif main and ckpt.is_dir():
+        import shutil
+
+        shutil.rmtree(ckpt)
+    elif main and ckpt.exists():
+        ckpt.unlink()
+    processes.wait_for_all("checkpoint folder ready")
     out.mkdir(parents=True, exist_ok=True)
-    print(f"data {ds.name}: {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test, "
-          f"{mc.data_dim} features; K={mc.components}, latent {mc.latent_dim}, "
-          f"{mc.likelihood} decoder; writing to {out}")
+    if main:
+        print(f"data {ds.name}: {ds.x_train.shape[0]} train, {ds.x_test.shape[0]} test, "
+              f"{mc.data_dim} features; K={mc.components}, latent {mc.latent_dim}, "
+              f"{mc.likelihood} decoder; writing to {out}")
     try:
         with one_line_warnings("jaxvi train"):
             model, history = recipe.train_vae(
                 ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
-                checkpoint_dir=ckpt, resume=args.resume,
-                progress=not args.no_progress, log=print, data_name=str(args.data), mesh=mesh,
+                checkpoint_dir=ckpt, resume=args.resume, progress=main and not args.no_progress,
+                log=print if main else False, data_name=str(args.data), mesh=mesh,
             )
     except NonFiniteLossError as err:
         print(f"jaxvi train: error: {err}", file=sys.stderr)
         return 1
+    if not main:
+        return 0
     final = evaluate_test_set(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))
     final["train_seconds"] = time.perf_counter() - t0
     result = {

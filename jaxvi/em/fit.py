@@ -177,9 +177,10 @@ def fit(
       chunk_size: rows per chunk of the fused E step (default: from a per-backend budget).
       mesh: a `jax.sharding.Mesh` with a "data" axis (`jaxvi.distributed.data_mesh`): the
         rows of x are split over it and the sufficient statistics summed across devices
-        (`psum`) before each M step; the result equals the single-device fit. The initial
-        parameters are computed from x as given (with several processes, x is each process's
-        own rows and the first process's initialisation is used everywhere).
+        (`psum`) before each M step; the result equals the single-device fit. With several
+        processes, x is each process's own rows and the initialisation is computed from the
+        job's rows (`jaxvi.processes.init_rows`: all of them up to 65,536, else a strided
+        sample), the same on every process.
 
     Returns:
       A `FitResult` (computed; on CPU LAPACK runs single-threaded meanwhile, see
@@ -204,7 +205,9 @@ def fit(
             return _raise_if_not_finite(_fit_from_keys(
                 x, keys, k=k, cov=covariance_type, init=init, **loop, n_chunks=n_chunks,
                 rows=rows))
+        from jaxvi.processes import init_rows
+
         gmm0s = jax.jit(em_init.initial_gmms, static_argnums=(2, 3, 4))(
-            x, keys, k, covariance_type, init, loop["reg_covar"], prior
+            init_rows(x), keys, k, covariance_type, init, loop["reg_covar"], prior
         )
     return _raise_if_not_finite(_fit_sharded(x, gmm0s, mesh, **loop, chunk_size=chunk_size))

@@ -125,7 +125,9 @@ def fit_minibatch(
       reg_covar: added to the covariances' diagonal in every M step.
       chunk_size: rows per chunk of the fused E step.
       mesh: each batch's rows are split over its "data" axis and the batch statistics
-        summed across devices, as in `fit`.
+        summed across devices, as in `fit`; with several processes, each yields its own
+        rows of every batch and the initialisation is computed from the first batch's rows
+        of every process (`jaxvi.processes.init_rows`).
 
     Returns:
       A `FitResult` whose `history` (length = steps taken, no padding) holds each batch's
@@ -137,8 +139,14 @@ def fit_minibatch(
     iterator = iter(batches)
     first = first_batch(iterator)
     d = first.shape[1]
-    gmm = _initial_gmm(key, first, n_components, covariance_type, init, reg_covar)
-    shift = jnp.mean(first, axis=0)
+    if mesh is None:
+        start = first
+    else:  # every process initialises from the whole first batch, as one process would
+        from jaxvi.processes import init_rows
+
+        start = jnp.asarray(init_rows(first))
+    gmm = _initial_gmm(key, start, n_components, covariance_type, init, reg_covar)
+    shift = jnp.mean(start, axis=0)
     reg = jnp.asarray(reg_covar, first.dtype)
     gmm = with_scale_tril(gmm)  # the same pytree structure in every step
     # Zero running statistics of the right shapes (shapes only: no E step is run for them).

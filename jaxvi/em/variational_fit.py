@@ -219,7 +219,10 @@ def fit_variational(
       reg_covar: added to each component's ML covariance S_k, as scikit-learn does.
       chunk_size: rows per chunk of the fused E step.
       mesh: a `jax.sharding.Mesh` with a "data" axis: the rows are split over it and the
-        Stats summed across devices before each M step (as `jaxvi.em.fit`).
+        Stats summed across devices before each M step (as `jaxvi.em.fit`). With several
+        processes, x is each process's own rows, and the default priors and the
+        initialisation are computed from the job's rows (`jaxvi.processes.init_rows`: all
+        of them up to 65,536, else a strided sample).
 
     Returns:
       A `VariationalFitResult`; a ValueError if the fitted posterior is not finite.
@@ -238,8 +241,13 @@ def fit_variational(
     if chunk_size is not None:
         _validate.check_int("chunk_size", chunk_size, 1)
     x = checks.as_float_data(x)
+    x0 = x  # the rows the prior's defaults and the initialisation see
+    if mesh is not None:
+        from jaxvi.processes import init_rows
+
+        x0 = jnp.asarray(init_rows(x))
     prior = checked_prior(
-        x, covariance_type, k, weight_concentration_prior=weight_concentration_prior,
+        x0, covariance_type, k, weight_concentration_prior=weight_concentration_prior,
         mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
         degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
     loop = dict(cov=covariance_type, wt=weight_concentration_prior_type,
@@ -259,6 +267,6 @@ def fit_variational(
             return _raise_if_not_finite(_fit_from_keys(
                 x, keys, prior, k=k, init=init, **loop, n_chunks=n_chunks, rows=rows))
         posts = jax.jit(_initial_posteriors, static_argnums=(3, 4, 5, 6))(
-            x, keys, prior, k, cov, wt, init, loop["reg_covar"])
+            x0, keys, prior, k, cov, wt, init, loop["reg_covar"])
     return _raise_if_not_finite(
         _fit_sharded(x, posts, prior, mesh, **loop, chunk_size=chunk_size))

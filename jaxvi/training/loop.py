@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxvi import distributed
+from jaxvi import distributed, processes
 from jaxvi.data import check_data
 from jaxvi.training.checkpoint import (
     DamagedCheckpointWarning,
@@ -90,7 +90,9 @@ def fit(
         progress: show a progress bar.
         log: called with one line per epoch (default: printed above the bar); False: silent.
         mesh: train data-parallel over the "data" axis of this mesh
-            (`jaxvi.distributed.data_mesh`; see `make_epoch`).
+            (`jaxvi.distributed.data_mesh`; see `make_epoch`). With several processes, each
+            passes the same x and the same initial params; every process takes part in the
+            checkpoints (orbax writes one copy) and gets the final state on its own device.
 
     Returns:
         (final state, history: one dict of metrics per epoch).
@@ -120,7 +122,7 @@ def fit(
         row = {"epoch": epoch + 1, "step": int(state.step), **info,
                "seconds": time.perf_counter() - t0}
         if eval_fn is not None:
-            row.update(eval_fn(state.params, epoch))
+            row.update(eval_fn(processes.to_local(state.params), epoch))
         history.append(row)
         bar.set_postfix({k: f"{row[k]:.2f}" for k in ("elbo", "iwae") if k in row} or
                         {"loss": f"{row['loss']:.3g}"})
@@ -131,7 +133,7 @@ def fit(
             save_checkpoint(checkpoint_dir, state, {**meta, "history": history}, epoch=epoch + 1)
             last_saved_step = int(state.step)
     bar.close()
-    return state, history
+    return processes.to_local(state), history
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -192,7 +194,10 @@ def _resume_from(directory, target: TrainState) -> tuple[TrainState, dict]:
     """Restore the newest intact checkpoint; damaged newer ones are set aside (renamed, so the
     resumed run can write those epochs again) and named in one warning."""
     state, saved, damaged = restore_into(directory, target)
-    if damaged:
+    if not damaged:
+        return state, saved
+    processes.wait_for_all("damaged checkpoints read")  # by every process of a job
+    if processes.is_main_process():  # renames them and tells
         moved = set_aside(directory, [d.step for d in damaged])
         listing = "; ".join(f"epoch {d.step}: {d.reason}" for d in damaged)
         warnings.warn(
@@ -201,6 +206,7 @@ def _resume_from(directory, target: TrainState) -> tuple[TrainState, dict]:
             f"as {', '.join(repr(m.name) for m in moved)}.",
             DamagedCheckpointWarning, stacklevel=4,
         )
+    processes.wait_for_all("damaged checkpoints set aside")
     return state, saved
 
 

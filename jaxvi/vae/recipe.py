@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxvi import processes
 from jaxvi._validate import check_choice
 from jaxvi.data import check_data
 from jaxvi.training.checkpoint import (
@@ -162,7 +163,9 @@ def train_vae(
         meta=meta, progress=progress, log=log, mesh=mesh,
     )
     if pre_dir is not None and pre_dir.is_dir():
-        shutil.rmtree(pre_dir)  # the run's own checkpoint now holds what resuming needs
+        processes.wait_for_all("pretraining checkpoints done")
+        if processes.is_main_process():  # the run's own checkpoint now holds what
+            shutil.rmtree(pre_dir)         # resuming needs
     return merge_model(graphdef, state.params), history
 
 

@@ -15,8 +15,9 @@ batched Cholesky of shape (P, K, D, D) gives every marginal factor, and the cond
 and covariances come from the same factors (`pattern_factors`). With x̂_nk = E[x_n | x_o, k],
 x̂_nk − μ_k = T_pk ũ_nk, where ũ_nk is x_n − μ_k with its missing entries set to 0 and
 T_pk = diag(o) + Σ_mo Σ_oo⁻¹ (embedded): the statistics about the means are T applied to the
-zero-filled residuals' statistics, plus n_k times the conditional covariance. They are the
-same `Stats` as complete-data EM's, so `m_step_from_stats` (and any psum of them) is unchanged.
+zero-filled residuals' statistics, plus n_k times the conditional covariance
+(`jaxvi.em.missing_stats`). They are the same `Stats` as complete-data EM's, so
+`m_step_from_stats` (and any psum of them) is unchanged.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import numpy as np
 
 from jaxvi import _linalg, _validate
 from jaxvi.em import checks, covariance
-from jaxvi.em.model import GMM, MATMUL_PRECISION, Stats, component_variances
-from jaxvi.em.stats import _resp_and_log_prob, _sum_over_chunks, chunk_layout
+from jaxvi.em.model import GMM, MATMUL_PRECISION, component_variances
+from jaxvi.em.stats import _resp_and_log_prob, chunk_layout
 
 # Chunk rows tried below the backend's budget, and the padding one more chunk is worth.
 _MIN_ROWS = 8
@@ -162,37 +163,6 @@ def chunk_posterior(x_rows, o, gmm: GMM, inv, norm):
     else:
         z = diff * inv
     return -0.5 * jnp.sum(z * z, axis=-1) + norm, diff
-
-
-def e_step_stats_missing(data: MissingData, gmm: GMM) -> tuple[Stats, jax.Array]:
-    """E step fused with the expected sufficient statistics of data with missing entries:
-    (Stats about the component means gmm.means (K, D), Σ_n log p(x_n,o)). A traced
-    primitive (one restart; `fit(..., missing="marginalize")` validates)."""
-    f = pattern_factors(gmm, data.observed)
-    matrix = f.trans is not None
-
-    def one(i, m_rows):
-        p = data.chunk_pattern[i]
-        joint, diff = chunk_posterior(data.xb[i], data.observed[p], gmm, f.inv[p], f.norm[p])
-        resp, lse = _resp_and_log_prob(joint, m_rows)
-        weighted = resp[..., None] * diff
-        first = jnp.sum(weighted, axis=0)
-        nk = jnp.sum(resp, axis=0)
-        if matrix:
-            t = f.trans[p]
-            second = jnp.einsum("rkd,rke->kde", weighted, diff, precision=MATMUL_PRECISION)
-            first = jnp.einsum("kij,kj->ki", t, first, precision=MATMUL_PRECISION)
-            second = jnp.matmul(jnp.matmul(t, second, precision=MATMUL_PRECISION),
-                                jnp.swapaxes(t, -1, -2), precision=MATMUL_PRECISION)
-            second = second + nk[:, None, None] * f.cond[p]
-        else:
-            second = jnp.sum(weighted * diff, axis=0) + nk[:, None] * f.cond[p]
-        return jnp.sum(m_rows), nk, first, second, jnp.sum(lse * m_rows)
-
-    # The chunks are visited by index, so that each reads its pattern's factors.
-    count, nk, first, second, sum_ll = _sum_over_chunks(
-        one, jnp.arange(data.xb.shape[0]), data.mask)
-    return Stats(count, nk, first, second), sum_ll
 
 
 @jax.jit

@@ -1,6 +1,6 @@
 """`fit_missing`: EM on data with missing entries (NaN), the loop `fit(..., missing=
 "marginalize")` runs: `jaxvi.em.loop.ascent_loop` over the expected sufficient statistics of
-`jaxvi.em.missing`, with the same M step (`factored_m_step`) and restarts as complete-data EM.
+`jaxvi.em.missing_stats`, with the same M step (`factored_m_step`) and restarts as complete-data EM.
 Each iteration maximises the expected complete-data log-likelihood, so the observed-data
 log-likelihood never decreases."""
 
@@ -17,24 +17,49 @@ from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.fit import _check_warm_start, _raise_if_not_finite, lapack_scoped
 from jaxvi.em.loop import ascent_loop, best_restart
-from jaxvi.em.missing import MissingData, check_x_missing, e_step_stats_missing, missing_layout
+from jaxvi.em.missing import MissingData, check_x_missing, missing_layout, pattern_factors
+from jaxvi.em.missing_stats import (
+    e_step_stats_missing,
+    e_step_stats_missing_fast,
+    missing_expansion_error,
+    missing_feature_chunks,
+)
 from jaxvi.em.model import GMM, FitResult, Prior, with_scale_tril
+from jaxvi.em.stats import FAST_KERNEL_MAX_ERROR
 from jaxvi.em.step import factored_m_step, identity, per_restart
 
 
-def missing_update(gmms: GMM, data: MissingData, reg_covar, prior, combine=identity):
+def missing_update(gmms: GMM, data: MissingData, chunks, shift, featurized, reg_covar, prior,
+                   combine=identity):
     """One EM iteration on data with missing entries, restarts batched along axis 0: (new
-    GMMs with their factors, mean observed-data log-likelihood (B,) of `gmms`). `combine`
-    maps local to global (Stats, Σ log p), e.g. a `psum` over a mesh axis."""
-    stats, sum_ll = combine(per_restart(lambda g: e_step_stats_missing(data, g), gmms))
+    GMMs with their factors, mean observed-data log-likelihood (B,) of `gmms`). The E step
+    runs the fast kernel (on `chunks` about `shift`, `missing_feature_chunks`) where its
+    round-off is below `FAST_KERNEL_MAX_ERROR` for every restart, else the precise one (one
+    `lax.cond`). `combine` maps local to global (Stats, Σ log p), e.g. a `psum`."""
+    factors = per_restart(lambda g: pattern_factors(g, data.observed), gmms)
+    errors = per_restart(lambda g, f: missing_expansion_error(g, f, data.observed, shift),
+                         gmms, factors)
+
+    def fast(_):
+        return per_restart(
+            lambda g, f: e_step_stats_missing_fast(data, g, chunks, shift, featurized, f),
+            gmms, factors)
+
+    def precise(_):
+        return per_restart(lambda g, f: e_step_stats_missing(data, g, f), gmms, factors)
+
+    stats, sum_ll = combine(jax.lax.cond(jnp.all(errors < FAST_KERNEL_MAX_ERROR), fast,
+                                         precise, None))
     new = factored_m_step(stats, gmms.means, covariance_type=gmms.covariance_type,
                           reg_covar=reg_covar, prior=prior)
     return new, sum_ll / stats.count
 
 
 def _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior):
+    chunks, shift, featurized = missing_feature_chunks(data, gmm0s.covariance_type)
+
     def update(gmms):
-        return missing_update(gmms, data, reg_covar, prior)
+        return missing_update(gmms, data, chunks, shift, featurized, reg_covar, prior)
 
     results = FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol,
                                      data.xb.dtype))

@@ -1,7 +1,8 @@
-"""jaxvi.em.missing: marginal densities, posteriors and expected statistics of rows with NaN
-entries against a brute-force float64 reference (each row's observed sub-vector under each
-component, scipy), `impute` against the closed-form conditional mean of a bivariate mixture,
-the pattern layout, and the errors for rows with nothing observed."""
+"""jaxvi.em.missing and jaxvi.em.missing_stats: marginal densities, posteriors and the
+expected statistics (fast and precise kernels) of rows with NaN entries against a brute-force
+float64 reference (each row's observed sub-vector under each component, scipy), `impute`
+against the closed-form conditional mean of a bivariate mixture, the pattern layout, and the
+errors for rows with nothing observed."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from jaxvi import em
-from jaxvi.em import covariance, missing
+from jaxvi.em import covariance, missing, missing_stats
 
 K, D, N = 3, 4, 40
 
@@ -55,9 +56,13 @@ def _brute_force(x, w, m, dense):
 
 @jax.jit
 def _stats_and_rows(data, gmm):
-    """Both kernels in one compile: the fit's expected Stats, and the per-row posteriors
-    behind `marginal_e_step`, `marginal_log_prob` and `impute`."""
-    return missing.e_step_stats_missing(data, gmm), missing._posterior_rows(data, gmm)
+    """All kernels in one compile: the fit's expected Stats by the precise and the fast
+    kernel, and the per-row posteriors behind `marginal_e_step`, `marginal_log_prob` and
+    `impute`."""
+    chunks, shift, featurized = missing_stats.missing_feature_chunks(data, gmm.covariance_type)
+    return (missing_stats.e_step_stats_missing(data, gmm),
+            missing_stats.e_step_stats_missing_fast(data, gmm, chunks, shift, featurized),
+            missing._posterior_rows(data, gmm))
 
 
 @pytest.mark.parametrize("cov", em.COVARIANCE_TYPES)
@@ -75,17 +80,18 @@ def test_marginals_and_expected_stats_match_brute_force(cov, init_params):
             np.testing.assert_allclose(log_resp, joint - lse[:, None], atol=1e-10)
             np.testing.assert_allclose(mean_ll, lse.mean(), rtol=1e-12)
             return
-        (stats, sum_ll), (log_resp, log_p, _) = _stats_and_rows(
+        precise, fast, (log_resp, log_p, _) = _stats_and_rows(
             missing.missing_layout(x, cov, chunk_size=8), gmm)
         np.testing.assert_allclose(log_resp, joint - lse[:, None], atol=1e-10)
         np.testing.assert_allclose(log_p, lse, rtol=1e-12)
         if not covariance.of(cov).matrix:
             second = np.diagonal(second, axis1=1, axis2=2)
-        np.testing.assert_allclose(stats.count, N)
-        np.testing.assert_allclose(stats.nk, resp.sum(axis=0), rtol=1e-12)
-        np.testing.assert_allclose(stats.sum_x, first, atol=1e-10)
-        np.testing.assert_allclose(stats.sum_xx, second, atol=1e-10)
-        np.testing.assert_allclose(sum_ll, lse.sum(), rtol=1e-12)
+        for stats, sum_ll in (precise, fast):
+            np.testing.assert_allclose(stats.count, N)
+            np.testing.assert_allclose(stats.nk, resp.sum(axis=0), rtol=1e-10)
+            np.testing.assert_allclose(stats.sum_x, first, atol=1e-10)
+            np.testing.assert_allclose(stats.sum_xx, second, atol=1e-10)
+            np.testing.assert_allclose(sum_ll, lse.sum(), rtol=1e-12)
 
 
 def test_float32_public_marginals_match_brute_force(init_params):

@@ -16,8 +16,9 @@ chunks, the fused E-step statistics kernels), `step` (the M step, one EM iterati
 `online` (stepwise EM), `variational` (VB-EM's prior, posterior, E and M steps and lower
 bound on the same Stats), `variational_fit` (its iteration and `fit_variational`),
 `variational_online` (stochastic VI, `fit_variational_minibatch`), `loop` (the on-device
-coordinate-ascent loop EM and VB-EM share), `missing` (marginal densities, expected
-statistics and `impute` for data with NaN entries), `missing_fit` (EM on them,
+coordinate-ascent loop EM and VB-EM share), `missing` (the missing-pattern layout,
+marginal densities and `impute` for data with NaN entries), `missing_stats` (their expected
+statistics), `missing_fit` (EM on them,
 `fit(..., missing="marginalize")`), `checks`
 (argument checks), `plots` (pictures of a fit).
 """

@@ -54,8 +54,9 @@ class MissingData(NamedTuple):
 
 
 def _chunk_rows(counts: np.ndarray, max_rows: int) -> int:
-    """Rows per chunk for pattern groups of `counts` rows: the power-of-two fraction of
-    max_rows (or the largest group) with the least padding plus per-chunk overhead."""
+    """Rows per chunk for pattern groups of `counts` rows (each group padded to whole chunks):
+    of max_rows (capped at the largest group) halved 0 to 11 times, the one with the fewest
+    padded rows plus `_CHUNK_OVERHEAD_ROWS` per chunk."""
     top = int(min(max_rows, counts.max()))
     best = None
     for r in sorted({min(top, max(_MIN_ROWS, top >> i)) for i in range(12)}, reverse=True):
@@ -69,8 +70,8 @@ def _chunk_rows(counts: np.ndarray, max_rows: int) -> int:
 def missing_layout(x, covariance_type: str = "full", chunk_size: int | None = None,
                    name: str = "x") -> MissingData:
     """Group the rows of x: (N, D) (NaN = missing) by missing pattern into chunks of one
-    pattern each (host-side, outside jit). Raises a ValueError naming the first row whose
-    entries are all missing, and for ±Inf entries."""
+    pattern each (host-side, outside jit; `check_x_missing` checks x first). Raises a
+    ValueError naming the first row whose entries are all missing."""
     x = np.asarray(x)
     n, d = x.shape
     observed = ~np.isnan(x)

@@ -201,3 +201,14 @@ def check_number(name: str, value, low: float = 0.0) -> float:
     if isinstance(value, bool) or not math.isfinite(v) or v < low or np.ndim(value) != 0:
         raise ValueError(f"`{name}` must be a finite number >= {low:g}; got {value!r}.")
     return v
+
+
+def check_rows_observed(name: str, observed) -> None:
+    """observed: (N, D) bool (False = missing): every row has at least one observed entry."""
+    empty = np.flatnonzero(~np.any(np.asarray(observed), axis=1))
+    if empty.size:
+        more = f" ({empty.size} such rows)" if empty.size > 1 else ""
+        raise ValueError(
+            f"`{name}` row {int(empty[0])} has every entry missing (NaN){more}: a row needs "
+            "at least one observed value. Drop such rows first."
+        )

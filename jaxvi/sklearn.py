@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxvi import _linalg, _validate, em
 from jaxvi.em import covariance
+from jaxvi.em.missing_fit import mean_imputed
 
 _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
@@ -47,7 +48,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
 
     def _fit_input(self, X) -> np.ndarray:
         """X of fit, validated (n_features_in_ set): (n_samples, n_features) float64."""
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2,
+                          ensure_all_finite=self._finite())
         X = np.asarray(X, dtype=np.float64)
         if X.shape[0] < self.n_components:
             raise ValueError(
@@ -90,20 +92,31 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def _e_step_gmm(self) -> em.GMM:
         return self._gmm()
 
+    def _finite(self):
+        """validate_data's ensure_all_finite: True (NaN is an error) unless a subclass
+        accepts missing values."""
+        return True
+
+    def _densities(self):
+        """(e_step, log_prob) of the inference methods: `jaxvi.em`'s, or a subclass's
+        marginal ones over rows with NaN."""
+        return em.e_step, em.log_prob
+
     def _validated(self, X):
         check_is_fitted(self, "means_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
+                          ensure_all_finite=self._finite())
         return np.asarray(X, dtype=np.float64)
 
     def _log_resp(self, x) -> np.ndarray:
         with _linalg.single_threaded_lapack():
-            return np.asarray(em.e_step(x, self._e_step_gmm())[0])
+            return np.asarray(self._densities()[0](x, self._e_step_gmm())[0])
 
     def score_samples(self, X):
         """log p(x) of each sample, (n_samples,)."""
         X = self._validated(X)
         with jax.enable_x64(True), _linalg.single_threaded_lapack():
-            return np.asarray(em.log_prob(jnp.asarray(X), self._e_step_gmm()))
+            return np.asarray(self._densities()[1](jnp.asarray(X), self._e_step_gmm()))
 
     def score(self, X, y=None):
         """Mean log-likelihood of X."""
@@ -152,6 +165,9 @@ class GaussianMixture(BaseMixture):
     precisions_cholesky_, converged_, n_iter_, lower_bound_, lower_bounds_, n_features_in_.
     The `n_init` restarts run batched on the device. `prior` (a `jaxvi.em.Prior`, default
     None) switches to MAP-EM under a conjugate Dirichlet / normal-inverse-Wishart prior.
+    `missing="marginalize"` (default None: NaN is an error) makes fit, predict,
+    predict_proba and score_samples accept NaN entries as missing at random
+    (`jaxvi.em.missing`): exact EM on the observed entries, marginal densities.
     """
 
     def __init__(
@@ -170,6 +186,7 @@ class GaussianMixture(BaseMixture):
         random_state=None,
         warm_start=False,
         prior=None,
+        missing=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -184,9 +201,33 @@ class GaussianMixture(BaseMixture):
         self.random_state = random_state
         self.warm_start = warm_start
         self.prior = prior
+        self.missing = missing
 
     # ------------------------------------------------------------------------------------------
     # fitting
+
+    def _check_parameters(self):
+        super()._check_parameters()
+        if self.missing is not None:
+            _validate.check_choice("missing", self.missing, ("marginalize",))
+
+    def _finite(self):
+        """NaN allowed only with `missing`."""
+        return True if self.missing is None else "allow-nan"
+
+    def _densities(self):
+        if self.missing is None:
+            return em.e_step, em.log_prob
+        return em.marginal_e_step, em.marginal_log_prob
+
+    def _filled(self, x):
+        """x for the initialisation: NaN entries (with `missing`) set to column means."""
+        return x if self.missing is None else jnp.asarray(mean_imputed(np.asarray(x)))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.missing is not None
+        return tags
 
     def _user_init(self, x, key) -> em.GMM | None:
         """The initial GMM from weights_init / means_init / precisions_init (the missing ones
@@ -197,7 +238,8 @@ class GaussianMixture(BaseMixture):
         k, d, cov = self.n_components, x.shape[1], self.covariance_type
         base = None
         if any(v is None for v in given):
-            base = em.initialize(key, x, k, covariance_type=cov, reg_covar=self.reg_covar,
+            base = em.initialize(key, self._filled(x), k, covariance_type=cov,
+                                 reg_covar=self.reg_covar,
                                  init=_INIT_PARAMS[self.init_params])
         weights = (base.weights if self.weights_init is None
                    else self._checked("weights_init", self.weights_init, (k,)))
@@ -236,7 +278,8 @@ class GaussianMixture(BaseMixture):
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
             x = jnp.asarray(X)
             common = dict(covariance_type=self.covariance_type, max_iter=int(self.max_iter),
-                          tol=float(self.tol), reg_covar=float(self.reg_covar), prior=self.prior)
+                          tol=float(self.tol), reg_covar=float(self.reg_covar), prior=self.prior,
+                          missing=self.missing)
             warm = self.warm_start and hasattr(self, "converged_")
             init = self._gmm() if warm else self._user_init(x, key)
             if init is not None:

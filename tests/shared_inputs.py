@@ -56,3 +56,26 @@ def mvn_kl_np(m_p, c_p, m_q, c_q):
     diff = m_q - m_p
     return 0.5 * (np.trace(inv @ c_p) + diff @ inv @ diff - d
                   + np.linalg.slogdet(c_q)[1] - np.linalg.slogdet(c_p)[1])
+
+
+# A two-component 3-D mixture with correlated covariances, 300 points of it, and the same
+# points with 30 % of their entries removed at random (missing values: tests/em/test_missing*,
+# tests/test_sklearn_missing.py).
+MISSING_W = np.array([0.4, 0.6])
+MISSING_LOC = np.array([[-2.0, 0.0, 1.0], [2.0, 1.0, -1.0]])
+MISSING_COV = np.array([[[1.0, 0.8, 0.3], [0.8, 1.5, 0.5], [0.3, 0.5, 0.8]],
+                        [[1.2, -0.6, 0.0], [-0.6, 1.0, 0.4], [0.0, 0.4, 0.7]]])
+
+
+def missing_data(n=300, frac=0.3, seed=0):
+    """(complete x (n, 3), x with `frac` of its entries NaN at random, no row all NaN, the
+    initial GMM's (weights, means, covariances) both fits start from) in float64."""
+    rng = np.random.default_rng(seed)
+    z = rng.choice(2, size=n, p=MISSING_W)
+    chol = np.linalg.cholesky(MISSING_COV)
+    x = MISSING_LOC[z] + np.einsum("nij,nj->ni", chol[z], rng.normal(size=(n, 3)))
+    holes = rng.random(x.shape) < frac
+    holes[holes.all(axis=1), 0] = False
+    init = (np.array([0.5, 0.5]), MISSING_LOC + rng.normal(size=(2, 3)),
+            np.stack([np.eye(3)] * 2))
+    return x, np.where(holes, np.nan, x), init

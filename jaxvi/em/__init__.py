@@ -16,7 +16,10 @@ chunks, the fused E-step statistics kernels), `step` (the M step, one EM iterati
 `online` (stepwise EM), `variational` (VB-EM's prior, posterior, E and M steps and lower
 bound on the same Stats), `variational_fit` (its iteration and `fit_variational`),
 `variational_online` (stochastic VI, `fit_variational_minibatch`), `loop` (the on-device
-coordinate-ascent loop EM and VB-EM share), `checks`
+coordinate-ascent loop EM and VB-EM share), `missing` (the missing-pattern layout,
+marginal densities and `impute` for data with NaN entries), `missing_stats` (their expected
+statistics), `missing_fit` (EM on them,
+`fit(..., missing="marginalize")`), `checks`
 (argument checks), `plots` (pictures of a fit).
 """
 
@@ -33,6 +36,8 @@ from jaxvi.em.densities import (
 )
 from jaxvi.em.fit import fit
 from jaxvi.em.init import INITS, default_prior, initialize, kmeans_plusplus
+from jaxvi.em.missing import impute, marginal_e_step, marginal_log_prob
+from jaxvi.em.missing_fit import fit_missing
 from jaxvi.em.model import GMM, FitResult, Prior, Stats
 from jaxvi.em.online import fit_minibatch
 from jaxvi.em.stats import e_step_stats, model_shift, sufficient_stats
@@ -45,7 +50,9 @@ __all__ = [
     "COVARIANCE_TYPES", "FitResult", "GMM", "INITS", "Prior", "Stats", "VariationalFitResult",
     "VariationalPosterior", "VariationalPrior", "aic", "bic", "component_log_prob",
     "default_prior", "e_step", "e_step_stats", "em_step", "fit", "fit_minibatch",
-    "fit_variational", "fit_variational_minibatch", "free_energy", "initialize",
-    "kmeans_plusplus", "log_prob", "m_step", "m_step_from_stats", "model_shift",
+    "fit_missing", "fit_variational", "fit_variational_minibatch", "free_energy", "impute",
+    "initialize",
+    "kmeans_plusplus", "log_prob", "m_step", "m_step_from_stats", "marginal_e_step",
+    "marginal_log_prob", "model_shift",
     "n_parameters", "sample", "sufficient_stats", "variational_step",
 ]

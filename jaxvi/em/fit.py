@@ -137,6 +137,16 @@ def _check_warm_start(init: GMM, covariance_type, k, x) -> GMM:
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), init)
 
 
+def _fit_missing(x, n_components, *, mesh, missing, **options) -> FitResult:
+    """`fit`'s dispatch to EM with missing values (`jaxvi.em.missing_fit`)."""
+    from jaxvi.em.missing_fit import fit_missing
+
+    _validate.check_choice("missing", missing, ("marginalize",))
+    if mesh is not None:
+        raise ValueError('`mesh` is not supported with missing="marginalize"; got a mesh.')
+    return fit_missing(x, n_components, **options)
+
+
 @lapack_scoped
 def fit(
     x: jax.Array,
@@ -152,6 +162,7 @@ def fit(
     prior: Prior | None = None,
     chunk_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    missing: str | None = None,
 ) -> FitResult:
     """Fit a Gaussian mixture by EM.
 
@@ -181,11 +192,19 @@ def fit(
         processes, x is each process's own rows and the initialisation is computed from the
         job's rows (`jaxvi.processes.init_rows`: all of them up to 65,536, else a strided
         sample), the same on every process.
+      missing: None (default): a NaN in x is an error. "marginalize": NaN entries are
+        missing at random and EM is exact on the observed entries
+        (`jaxvi.em.missing_fit.fit_missing`; not with `mesh`).
 
     Returns:
       A `FitResult` (computed; on CPU LAPACK runs single-threaded meanwhile, see
       `_linalg.single_threaded_lapack`). A ValueError if the fitted parameters are not finite.
     """
+    if missing is not None:
+        return _fit_missing(x, n_components, key=key, covariance_type=covariance_type,
+                            max_iter=max_iter, tol=tol, n_init=n_init, init=init,
+                            reg_covar=reg_covar, prior=prior, chunk_size=chunk_size,
+                            mesh=mesh, missing=missing)
     x, k, prior = _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar,
                                   chunk_size, prior)
     loop = dict(max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),

@@ -1,0 +1,122 @@
+"""`fit_missing`: EM on data with missing entries (NaN), the loop `fit(..., missing=
+"marginalize")` runs: `jaxvi.em.loop.ascent_loop` over the expected sufficient statistics of
+`jaxvi.em.missing_stats`, with the same M step (`factored_m_step`) and restarts as complete-data EM.
+Each iteration maximises the expected complete-data log-likelihood, so the observed-data
+log-likelihood never decreases."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvi import _validate
+from jaxvi.em import checks
+from jaxvi.em import init as em_init
+from jaxvi.em.fit import _check_warm_start, _raise_if_not_finite, lapack_scoped
+from jaxvi.em.loop import ascent_loop, best_restart
+from jaxvi.em.missing import MissingData, check_x_missing, missing_layout, pattern_factors
+from jaxvi.em.missing_stats import (
+    e_step_stats_missing,
+    e_step_stats_missing_fast,
+    missing_expansion_error,
+    missing_feature_chunks,
+)
+from jaxvi.em.model import GMM, FitResult, Prior, with_scale_tril
+from jaxvi.em.stats import FAST_KERNEL_MAX_ERROR
+from jaxvi.em.step import factored_m_step, identity, per_restart
+
+
+def missing_update(gmms: GMM, data: MissingData, chunks, shift, featurized, reg_covar, prior,
+                   combine=identity):
+    """One EM iteration on data with missing entries, restarts batched along axis 0: (new
+    GMMs with their factors, mean observed-data log-likelihood (B,) of `gmms`). The E step
+    runs the fast kernel (on `chunks` about `shift`, `missing_feature_chunks`) where its
+    round-off is below `FAST_KERNEL_MAX_ERROR` for every restart, else the precise one (one
+    `lax.cond`). `combine` maps local to global (Stats, Σ log p), e.g. a `psum`."""
+    factors = per_restart(lambda g: pattern_factors(g, data.observed), gmms)
+    errors = per_restart(lambda g, f: missing_expansion_error(g, f, data.observed, shift),
+                         gmms, factors)
+
+    def fast(_):
+        return per_restart(
+            lambda g, f: e_step_stats_missing_fast(data, g, chunks, shift, featurized, f),
+            gmms, factors)
+
+    def precise(_):
+        return per_restart(lambda g, f: e_step_stats_missing(data, g, f), gmms, factors)
+
+    stats, sum_ll = combine(jax.lax.cond(jnp.all(errors < FAST_KERNEL_MAX_ERROR), fast,
+                                         precise, None))
+    new = factored_m_step(stats, gmms.means, covariance_type=gmms.covariance_type,
+                          reg_covar=reg_covar, prior=prior)
+    return new, sum_ll / stats.count
+
+
+def _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior):
+    chunks, shift, featurized = missing_feature_chunks(data, gmm0s.covariance_type)
+
+    def update(gmms):
+        return missing_update(gmms, data, chunks, shift, featurized, reg_covar, prior)
+
+    results = FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol,
+                                     data.xb.dtype))
+    return best_restart(results, results.gmm, results.log_likelihood)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "init", "k", "cov"))
+def _fit_from_keys(data, filled, keys, *, k, cov, init, max_iter, tol, reg_covar, prior):
+    gmm0s = em_init.initial_gmms(filled, keys, k, cov, init, reg_covar, prior)
+    return _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter",))
+def _fit_from_gmm(data, gmm, *, max_iter, tol, reg_covar, prior):
+    gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm)
+    return _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior)
+
+
+def mean_imputed(x: np.ndarray) -> np.ndarray:
+    """x: (N, D) with each NaN replaced by its column's observed mean (0 for a column with
+    none): the data the initialisation of `fit_missing` reads."""
+    count = np.sum(~np.isnan(x), axis=0)
+    mean = np.where(count > 0, np.nansum(x, axis=0) / np.maximum(count, 1), 0.0)
+    return np.where(np.isnan(x), mean.astype(x.dtype), x)
+
+
+@lapack_scoped
+def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = "full",
+                max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
+                init: str | GMM = "kmeans++", reg_covar: float = 1e-6,
+                prior: Prior | None = None, chunk_size: int | None = None) -> FitResult:
+    """EM on x: (N, D) whose NaN entries are missing at random; `fit`'s arguments (`fit`
+    documents them; no `mesh`). The initial parameters (`init` a string) are computed from x
+    with each missing entry replaced by its column's mean; from then on EM is exact: the
+    E step scores each row by its marginal over its observed coordinates, and the
+    log-likelihoods in the result are observed-data ones. Rows are grouped by missing
+    pattern on the host, so each iteration factors one Σ_oo per (pattern, component)."""
+    x = check_x_missing(x)
+    n, d = x.shape
+    k = checks.check_n_components(n_components, n)
+    checks.check_covariance_type(covariance_type)
+    _validate.check_int("max_iter", max_iter, 0)
+    _validate.check_number("tol", tol)
+    _validate.check_number("reg_covar", reg_covar)
+    if chunk_size is not None:
+        _validate.check_int("chunk_size", chunk_size, 1)
+    data = missing_layout(x, covariance_type, chunk_size)
+    if prior is not None:
+        prior = checks.check_prior(prior, d, data.xb.dtype)
+    loop = dict(max_iter=int(max_iter), tol=jnp.asarray(tol, data.xb.dtype),
+                reg_covar=jnp.asarray(reg_covar, data.xb.dtype), prior=prior)
+    if isinstance(init, GMM):
+        gmm0 = _check_warm_start(init, covariance_type, k, data.xb[0])
+        return _raise_if_not_finite(_fit_from_gmm(data, gmm0, **loop))
+    _validate.check_choice("init", init, em_init.INITS)
+    _validate.check_int("n_init", n_init, 1)
+    keys = jax.random.split(key, int(n_init))
+    return _raise_if_not_finite(_fit_from_keys(
+        data, jnp.asarray(mean_imputed(x)), keys, k=k, cov=covariance_type, init=init,
+        **loop))

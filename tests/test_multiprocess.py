@@ -257,7 +257,7 @@ def test_minibatch_em_over_two_processes_equals_one_process_and_one_device(worke
 
 
 def test_variational_em_over_two_processes_equals_one_process_and_one_device(worker_jobs):
-    two, one = worker_jobs["two"], worker_jobs["one"]
+    _, two, one, _ = worker_jobs()
     assert max_diff(two["variational"], one["variational"]) < 1e-10
     assert max_diff(two["variational"], one["one_variational"]) < 1e-10
 

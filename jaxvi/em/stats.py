@@ -120,8 +120,9 @@ def _sum_over_chunks(one, xb, mask):
 
 def e_step_stats_fast(xb, mask, gmm: GMM, shift, featurized: bool = False, precisions=None):
     """Fused E step + statistics over chunks (the fast kernel). xb: (C, R, D), mask: (C, R)
-    (each row's weight: 1 or its sample weight, 0 = padding), or with `featurized` the features xb = φ(x − shift): (C, R, F + D)
-    (`feature_chunks`). Returns (Stats about `shift` (D,), Σ_n log p(x_n)).
+    (each row's weight: 1 or its sample weight, 0 = padding), or with `featurized` the
+    features xb = φ(x − shift): (C, R, F + D) (`feature_chunks`). Returns (Stats about
+    `shift` (D,), Σ_n w_n log p(x_n)).
 
     log-densities are one matmul of φ(x − shift) against [−½Λ_k, Λ_k μ_k]: an expansion of the
     quadratic form whose round-off grows with |μ_k − shift|²·|Λ_k| (`expansion_error`);

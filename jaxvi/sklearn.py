@@ -16,7 +16,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxvi import _linalg, _validate, em
-from jaxvi.em import covariance
+from jaxvi.em import checks as em_checks
+from jaxvi.em import covariance, online
 
 _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
@@ -33,6 +34,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     precisions_cholesky_, converged_, n_iter_, lower_bound_, lower_bounds_, n_features_in_.
     The `n_init` restarts run batched on the device. `prior` (a `jaxvi.em.Prior`, default
     None) switches to MAP-EM under a conjugate Dirichlet / normal-inverse-Wishart prior.
+    `fixed` (a subset of "weights", "means", "covariances", default none) keeps those
+    parameters at their initial values (e.g. from `means_init`) while EM fits the rest.
+    `fit(X, sample_weight=...)` and `score(X, sample_weight=...)` take per-sample weights
+    (integer weights = repeated rows). `partial_fit(X)` runs one step of stepwise EM
+    (`jaxvi.em.online`) per batch, with step sizes (t + 2)^(−learning_decay); the first
+    batch initialises the mixture (or the one already fitted is continued), and the
+    running statistics live in `stepwise_state_`; `n_iter_` counts the batches.
     """
 
     def __init__(
@@ -51,6 +59,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         random_state=None,
         warm_start=False,
         prior=None,
+        fixed=(),
+        learning_decay=0.6,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -65,6 +75,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.prior = prior
+        self.fixed = fixed
+        self.learning_decay = learning_decay
 
     # ------------------------------------------------------------------------------------------
     # fitting
@@ -83,8 +95,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             _validate.check_number(name, getattr(self, name))
         for name, low in (("max_iter", 0), ("n_init", 1)):
             _validate.check_int(name, getattr(self, name), low)
+        em_checks.check_fixed(self.fixed)
+        decay = _validate.check_number("learning_decay", self.learning_decay)
+        if not 0.5 < decay <= 1.0:
+            raise ValueError(f"`learning_decay` must be in (0.5, 1]; got {decay!r}.")
 
-    def _user_init(self, x, key) -> em.GMM | None:
+    def _user_init(self, x, key, sample_weight=None) -> em.GMM | None:
         """The initial GMM from weights_init / means_init / precisions_init (the missing ones
         from `init_params`, as scikit-learn does), or None when none is given."""
         given = (self.weights_init, self.means_init, self.precisions_init)
@@ -94,7 +110,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         base = None
         if any(v is None for v in given):
             base = em.initialize(key, x, k, covariance_type=cov, reg_covar=self.reg_covar,
-                                 init=_INIT_PARAMS[self.init_params])
+                                 init=_INIT_PARAMS[self.init_params],
+                                 sample_weight=sample_weight)
         weights = (base.weights if self.weights_init is None
                    else self._checked("weights_init", self.weights_init, (k,)))
         means = (base.means if self.means_init is None
@@ -118,29 +135,37 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"`{name}` must be finite.")
         return arr
 
-    def fit(self, X, y=None):
-        """Fit by EM. X: (n_samples, n_features). Returns self."""
-        self.fit_predict(X, y)
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit by EM. X: (n_samples, n_features); sample_weight: (n_samples,) ≥ 0 or None.
+        Returns self."""
+        self.fit_predict(X, y, sample_weight)
         return self
 
-    def fit_predict(self, X, y=None):
+    def _sample_weight(self, sample_weight, n):
+        """sample_weight as float64 (n,) checked (None stays None)."""
+        if sample_weight is None:
+            return None
+        w = np.asarray(sample_weight, dtype=np.float64)
+        with jax.enable_x64(True):
+            return np.asarray(em_checks.check_sample_weight(w, n, np.float64, self.n_components))
+
+    def fit_predict(self, X, y=None, sample_weight=None):
         """Fit by EM and return the component of each sample, (n_samples,)."""
         self._check_parameters()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         X = np.asarray(X, dtype=np.float64)
-        if X.shape[0] < self.n_components:
-            raise ValueError(
-                "Expected n_samples >= n_components but got n_components = "
-                f"{self.n_components}, n_samples = {X.shape[0]}"
-            )
+        self._check_n_samples(X)
+        w = self._sample_weight(sample_weight, X.shape[0])
         rng = check_random_state(self.random_state)
+        self.__dict__.pop("stepwise_state_", None)
         with jax.enable_x64(True):
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
             x = jnp.asarray(X)
             common = dict(covariance_type=self.covariance_type, max_iter=int(self.max_iter),
-                          tol=float(self.tol), reg_covar=float(self.reg_covar), prior=self.prior)
+                          tol=float(self.tol), reg_covar=float(self.reg_covar), prior=self.prior,
+                          sample_weight=w, fixed=self.fixed)
             warm = self.warm_start and hasattr(self, "converged_")
-            init = self._gmm() if warm else self._user_init(x, key)
+            init = self._gmm() if warm else self._user_init(x, key, w)
             if init is not None:
                 result = em.fit(x, self.n_components, key=key, init=init, **common)
             else:
@@ -160,6 +185,58 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=2,
             )
         return labels
+
+    def _check_n_samples(self, X):
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {X.shape[0]}"
+            )
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One step of stepwise EM on the batch X: (n_samples, n_features) with weights
+        sample_weight (n_samples,) or None (`jaxvi.online.stepwise_step`). The first call
+        initialises the mixture on X (or continues the one already fitted). Returns self."""
+        self._check_parameters()
+        fitted = hasattr(self, "means_")
+        X = validate_data(self, X, reset=not fitted, dtype=[np.float64, np.float32])
+        X = np.asarray(X, dtype=np.float64)
+        w = self._sample_weight(sample_weight, X.shape[0])
+        fixed = em_checks.fixed_mask(self.fixed)
+        with jax.enable_x64(True):
+            x = jnp.asarray(X)
+            state = getattr(self, "stepwise_state_", None)
+            if state is None:
+                state = online.stepwise_init(self._initial_gmm(x, w, fitted), x, w)
+                self.lower_bounds_ = []
+            state = jax.tree_util.tree_map(jnp.asarray, state)
+            with _linalg.single_threaded_lapack():
+                state, ll = online.stepwise_step(
+                    state, x, w, rho=online.step_size(int(state.step), self.learning_decay),
+                    reg_covar=float(self.reg_covar), fixed=fixed)
+            self.stepwise_state_ = jax.tree_util.tree_map(np.asarray, state)
+            self._set_from_gmm(state.gmm)
+        self.lower_bounds_.append(float(ll))
+        self.lower_bound_ = self.lower_bounds_[-1]
+        self.n_iter_ = int(self.stepwise_state_.step)
+        self.converged_ = (len(self.lower_bounds_) > 1 and abs(
+            self.lower_bounds_[-1] - self.lower_bounds_[-2]) < self.tol)
+        return self
+
+    def _initial_gmm(self, x, w, fitted) -> em.GMM:
+        """The mixture stepwise EM starts from: the fitted one, the user's init, or one
+        initialised on the first batch x (weighted by w)."""
+        if fitted:
+            return self._gmm()
+        self._check_n_samples(x)
+        key = jax.random.key(check_random_state(self.random_state).randint(
+            np.iinfo(np.int32).max))
+        init = self._user_init(x, key, w)
+        if init is None:
+            init = em.initialize(key, x, self.n_components, covariance_type=self.covariance_type,
+                                 init=_INIT_PARAMS[self.init_params],
+                                 reg_covar=float(self.reg_covar), sample_weight=w)
+        return init
 
     def _set_from_gmm(self, gmm: em.GMM) -> None:
         self.weights_ = np.asarray(gmm.weights, dtype=np.float64)
@@ -198,9 +275,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         with jax.enable_x64(True), _linalg.single_threaded_lapack():
             return np.asarray(em.log_prob(jnp.asarray(X), self._gmm()))
 
-    def score(self, X, y=None):
-        """Mean log-likelihood of X."""
-        return float(np.mean(self.score_samples(X)))
+    def score(self, X, y=None, sample_weight=None):
+        """Mean log-likelihood of X, weighted by sample_weight (n_samples,) when given:
+        Σ w log p(x) / Σ w."""
+        logp = self.score_samples(X)
+        w = self._sample_weight(sample_weight, logp.shape[0])
+        return float(np.mean(logp) if w is None else np.average(logp, weights=w))
 
     def predict_proba(self, X):
         """Posterior component probabilities, (n_samples, n_components)."""

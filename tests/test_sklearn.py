@@ -95,3 +95,43 @@ def test_bad_parameters_raise():
         GaussianMixture(3, means_init=np.zeros((2, 3))).fit(x)
     with pytest.raises(ValueError, match="init_params"):
         GaussianMixture(3, init_params="spectral").fit(x)
+
+
+def test_sample_weight_fixed_and_partial_fit():
+    x = blobs(2)
+    w = np.random.default_rng(0).integers(0, 3, len(x)).astype(float)
+    x_rep = np.repeat(x, w.astype(int), axis=0)
+    kw = dict(n_components=3, tol=0.0, max_iter=8, **inits("full"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = GaussianMixture(**kw).fit(x, sample_weight=w)
+        repeated = GaussianMixture(**kw).fit(x_rep)
+        fixed = GaussianMixture(**kw, fixed=("means",)).fit(x)
+    for name in ["weights_", "means_", "covariances_"]:
+        np.testing.assert_allclose(getattr(weighted, name), getattr(repeated, name),
+                                   rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(weighted.lower_bounds_, repeated.lower_bounds_, rtol=1e-10)
+    assert weighted.score(x, sample_weight=w) == pytest.approx(repeated.score(x_rep), rel=1e-12)
+    np.testing.assert_array_equal(fixed.means_, kw["means_init"])
+    assert np.all(np.diff(fixed.lower_bounds_) >= -1e-12)
+    for bad in [-w, w[:-1], 0 * w, np.where(w > 1, np.nan, w)]:
+        with pytest.raises(ValueError, match="sample_weight"):
+            GaussianMixture(3).fit(x, sample_weight=bad)
+    with pytest.raises(ValueError, match="fixed"):
+        GaussianMixture(3, fixed=("precisions",)).fit(x)
+
+    # partial_fit over the batches of a shuffled data set ends near fit on the whole set.
+    big = np.concatenate([blobs(s) for s in range(4)])
+    big = big[np.random.default_rng(1).permutation(len(big))]
+    full = GaussianMixture(3, random_state=0).fit(big)
+    online = GaussianMixture(3, random_state=0)
+    for batch in np.array_split(big, 20):
+        online.partial_fit(batch)
+    assert online.n_iter_ == 20 and len(online.lower_bounds_) == 20
+    # Within 0.02 nats per point of the full-batch optimum, and the same clusters.
+    assert online.score(big) > full.score(big) - 0.02
+    order = np.argsort(online.means_[:, 0])
+    np.testing.assert_allclose(online.means_[order], full.means_[np.argsort(full.means_[:, 0])],
+                               atol=0.15)
+    with pytest.raises(ValueError, match="features"):
+        online.partial_fit(big[:10, :2])

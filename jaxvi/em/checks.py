@@ -206,6 +206,13 @@ def check_fixed(fixed) -> tuple[str, ...]:
     return tuple(n for n in FIXABLE if n in names)
 
 
+def fixed_mask(fixed) -> np.ndarray | None:
+    """`check_fixed`'s names as the mask (3,) bool over `FIXABLE` that the M step reads, or
+    None when nothing is fixed (the plain M step)."""
+    names = check_fixed(fixed)
+    return np.array([n in names for n in FIXABLE]) if names else None
+
+
 def check_sample_weight(sample_weight, n_samples: int, dtype, n_components: int | None = None,
                         name: str = "sample_weight") -> jax.Array | None:
     """Per-sample weights (N,), finite, ≥ 0, not all zero (at least `n_components` of them

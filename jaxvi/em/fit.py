@@ -18,10 +18,10 @@ from jaxvi.em.step import em_update, identity
 
 
 def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
-                 fixed=()):
+                 fixed=None):
     """The on-device EM loop (`jaxvi.em.loop.ascent_loop`) of restarts batched along axis 0
-    of `gmm0s`, on chunked data xb: (C, R, D), mask: (C, R) (row weights); `fixed`: the
-    parameters kept at their initial values; `combine` goes to every step
+    of `gmm0s`, on chunked data xb: (C, R, D), mask: (C, R) (row weights); `fixed`: None or
+    the (3,) bool mask of the parameters kept at their initial values; `combine` goes to every step
     (e.g. a `psum` over a mesh axis inside `shard_map`). Returns a FitResult batched along
     axis 0. The features φ(x − c) do not change during a fit, so (when they fit in memory)
     they are computed once and a fast-kernel iteration is two matmuls and a softmax per
@@ -41,15 +41,14 @@ def all_finite(gmm: GMM) -> jax.Array:
 
 
 def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
-                  fixed=()):
+                  fixed=None):
     """Run the EM loop from each of the batched initial GMMs and keep the best restart by
     final log-likelihood (a NaN fit never wins; ties go to the first)."""
     results = _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine, fixed)
     return best_restart(results, results.gmm, results.log_likelihood)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows", "init", "k", "cov",
-                                             "fixed"))
+@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows", "init", "k", "cov"))
 def _fit_from_keys(x, keys, weights, *, k, cov, init, max_iter, tol, reg_covar, prior, n_chunks,
                    rows, fixed):
     xb, mask = to_chunks(x, n_chunks, rows, weights)
@@ -57,7 +56,7 @@ def _fit_from_keys(x, keys, weights, *, k, cov, init, max_iter, tol, reg_covar, 
     return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, fixed=fixed)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows", "fixed"))
+@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows"))
 def _fit_from_gmm(x, gmm, weights, *, max_iter, tol, reg_covar, prior, n_chunks, rows, fixed):
     xb, mask = to_chunks(x, n_chunks, rows, weights)
     gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm)
@@ -76,19 +75,19 @@ def _fit_sharded(x, weights, gmm0s, mesh, *, max_iter, tol, reg_covar, prior, ch
         x, mesh, lambda n: chunk_layout(n, gmm0s.n_features, gmm0s.covariance_type, chunk_size),
         weights=weights,
     )
-    return _sharded_fit_fn(mesh, max_iter, fixed)(xb, mask, gmm0s, tol, reg_covar, prior)
+    return _sharded_fit_fn(mesh, max_iter)(xb, mask, gmm0s, tol, reg_covar, prior, fixed)
 
 
 @functools.lru_cache(maxsize=16)
-def _sharded_fit_fn(mesh, max_iter, fixed=()):
+def _sharded_fit_fn(mesh, max_iter):
     """The jitted `shard_map` of the EM loop for one mesh (compiled once per shapes)."""
     from jaxvi import distributed
 
-    def local(xb, mask, gmm0s, tol, reg_covar, prior):
+    def local(xb, mask, gmm0s, tol, reg_covar, prior, fixed):
         return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior,
                              distributed.psum_data, fixed)
 
-    return jax.jit(distributed.shard_map_data(local, mesh, 2, 4))
+    return jax.jit(distributed.shard_map_data(local, mesh, 2, 5))
 
 
 def _raise_if_not_finite(result: FitResult) -> FitResult:
@@ -132,6 +131,12 @@ def _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar, 
     if prior is not None:
         prior = checks.check_prior(prior, d, x.dtype)
     return x, k, prior
+
+
+def _as_mask(fixed):
+    """`fixed` names -> the M step's (3,) bool mask as an array, or None."""
+    mask = checks.fixed_mask(fixed)
+    return None if mask is None else jnp.asarray(mask)
 
 
 def _check_warm_start(init: GMM, covariance_type, k, x) -> GMM:
@@ -195,7 +200,8 @@ def fit(
         rows repeated, zero weights that of x without those rows; the log-likelihood (and
         `tol`) is then the weighted mean Σ w log p / Σ w. With `mesh`, split with the rows.
       fixed: names among "weights", "means", "covariances" kept at their initial values
-        (bit for bit) while EM maximises over the rest given them (still monotone).
+        (bit for bit) while EM maximises over the rest given them (still monotone); all
+        subsets share one compiled loop.
 
     Returns:
       A `FitResult` (computed; on CPU LAPACK runs single-threaded meanwhile, see
@@ -206,7 +212,7 @@ def fit(
     weights = checks.check_sample_weight(sample_weight, x.shape[0], x.dtype, k)
     loop = dict(max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
                 reg_covar=jnp.asarray(reg_covar, x.dtype), prior=prior,
-                fixed=checks.check_fixed(fixed))
+                fixed=_as_mask(fixed))
     n_chunks, rows = chunk_layout(x.shape[0], x.shape[1], covariance_type, chunk_size)
     if isinstance(init, GMM):
         gmm0 = _check_warm_start(init, covariance_type, k, x)

@@ -57,15 +57,15 @@ def step_size(step: int, kappa: float) -> float:
     return 1.0 if step == 0 else (step + 2.0) ** (-float(kappa))
 
 
-def stepwise_update(xb, mask, state: StepwiseState, rho, reg_covar, *,
-                    fixed: tuple[str, ...] = (), combine=identity):
+def stepwise_update(xb, mask, state: StepwiseState, rho, reg_covar, fixed=None, *,
+                    combine=identity):
     """One stepwise-EM update from a chunked batch xb: (C, R, D), mask: (C, R) (row weights)
     -> (new state, the batch's mean log-likelihood under `state.gmm`, Σ w log p / Σ w).
 
     s ← (1 − ρ) s + ρ ŝ with ŝ the batch's per-point Stats (so batches of different sizes
     or total weights weigh the same per unit of weight), then θ ← M step(s), keeping the
-    `fixed` parameters. `combine` maps local to global (Stats, Σ log p) (a `psum` over a
-    mesh). A pure function of arrays."""
+    parameters that `fixed` (None or (3,) bool, `checks.fixed_mask`) marks. `combine` maps
+    local to global (Stats, Σ log p) (a `psum` over a mesh). A pure function of arrays."""
     gmm, running, shift, step = state
     stats, sum_ll = combine(e_step_stats_fast(xb, mask, gmm, shift))
     normalised = jax.tree_util.tree_map(lambda a: a / stats.count, stats)
@@ -77,11 +77,11 @@ def stepwise_update(xb, mask, state: StepwiseState, rho, reg_covar, *,
     return StepwiseState(new, running, shift, step + 1), sum_ll / stats.count
 
 
-_stepwise_jit = jax.jit(stepwise_update, static_argnames=("fixed", "combine"))
+_stepwise_jit = jax.jit(stepwise_update, static_argnames=("combine",))
 
 
 def stepwise_step(state: StepwiseState, batch: jax.Array, sample_weight=None, *, rho,
-                  reg_covar, fixed: tuple[str, ...] = (), chunk_size: int | None = None):
+                  reg_covar, fixed=None, chunk_size: int | None = None):
     """`stepwise_update` on one device from a batch (B, D) and its sample_weight (B,) (or
     None) with step size `rho` (`step_size`, from a host-side count so that the loop never
     waits for the device): (new state, the batch's mean log-likelihood). Jitted (compiled
@@ -90,15 +90,15 @@ def stepwise_step(state: StepwiseState, batch: jax.Array, sample_weight=None, *,
                                   chunk_size)
     xb, mask = to_chunks(batch, n_chunks, rows, sample_weight)
     return _stepwise_jit(xb, mask, state, jnp.asarray(rho, batch.dtype),
-                         jnp.asarray(reg_covar, batch.dtype), fixed=fixed)
+                         jnp.asarray(reg_covar, batch.dtype), fixed)
 
 
 @functools.lru_cache(maxsize=16)
-def _sharded_stepwise_fn(mesh, fixed):
+def _sharded_stepwise_fn(mesh):
     from jaxvi import distributed
 
-    update = functools.partial(stepwise_update, fixed=fixed, combine=distributed.psum_data)
-    return jax.jit(distributed.shard_map_data(update, mesh, 2, 3))
+    update = functools.partial(stepwise_update, combine=distributed.psum_data)
+    return jax.jit(distributed.shard_map_data(update, mesh, 2, 4))
 
 
 def _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar) -> None:
@@ -156,14 +156,14 @@ def _stepper(state, mesh, chunk_size, reg_covar, fixed):
 
     distributed.check_mesh(mesh)
     state = distributed.same_on_every_process(state)
-    update = _sharded_stepwise_fn(mesh, fixed)
+    update = _sharded_stepwise_fn(mesh)
     cov, d = state.gmm.covariance_type, state.gmm.n_features
 
     def advance(state, batch, weights, rho):
         xb, mask = distributed.shard_chunks(
             batch, mesh, lambda n: chunk_layout(n, d, cov, chunk_size), weights=weights)
         return update(xb, mask, state, jnp.asarray(rho, batch.dtype),
-                      jnp.asarray(reg_covar, batch.dtype))
+                      jnp.asarray(reg_covar, batch.dtype), fixed)
 
     return state, advance
 
@@ -217,7 +217,8 @@ def fit_minibatch(
       was below `tol` (never with the default tol = 0).
     """
     _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar)
-    fixed = checks.check_fixed(fixed)
+    fixed = checks.fixed_mask(fixed)
+    fixed = None if fixed is None else jnp.asarray(fixed)
     iterator = iter(batches)
     weights_it = None if sample_weight is None else iter(sample_weight)
     first = first_batch(iterator)

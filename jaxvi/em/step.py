@@ -60,7 +60,7 @@ def flush_roundoff(scatter, sum_xx, matrix: bool):
 
 def m_step_from_stats(
     stats: Stats, shift: jax.Array, *, covariance_type: str = "full",
-    reg_covar: float = 1e-6, prior: Prior | None = None, fixed: tuple[str, ...] = (),
+    reg_covar: float = 1e-6, prior: Prior | None = None, fixed: jax.Array | None = None,
     current: GMM | None = None,
 ) -> GMM:
     """Closed-form M step (maximum likelihood, or MAP under `prior`) from `Stats` about `shift`.
@@ -68,10 +68,11 @@ def m_step_from_stats(
     stats: one restart's Stats (K leading); shift: (D,), or (K, D) for statistics taken about
     per-component points (`e_step_stats_precise`). Guards empty components like scikit-learn:
     n_k + 10·eps, so they get the prior/zero mean offset and `reg_covar` covariance instead of
-    NaN. `fixed` (names from `checks.FIXABLE`) are kept at `current`'s values (their Cholesky
-    factors too) and the rest maximised given them: with the means fixed, the covariances
-    are the scatter about those means (plus the prior's κ0 (μ_k − m0)(μ_k − m0)ᵀ under MAP);
-    the other updates do not depend on what is fixed. A traced primitive (no argument checks;
+    NaN. fixed: None, or (3,) bool (`checks.fixed_mask`: weights, means, covariances): those
+    are kept at `current`'s values and the rest maximised given them: with the means fixed,
+    the covariances are the scatter about those means (plus the prior's
+    κ0 (μ_k − m0)(μ_k − m0)ᵀ under MAP); the other updates do not depend on what is fixed.
+    A traced mask, so one compiled fit serves every subset. A traced primitive (no argument checks;
     it returns covariances only: `factored_m_step` adds their floored Cholesky factors).
     """
     kind = covariance.of(covariance_type)
@@ -84,10 +85,11 @@ def m_step_from_stats(
     if prior is None:
         weights = nk / jnp.sum(nk)
         means = shift + delta
-        if "means" in fixed:  # the scatter about the fixed means
-            scatter = kind.posterior_scatter(scatter, nk, delta - (current.means - shift))
+        if fixed is not None:  # with the means fixed, the scatter about them
+            about = kind.posterior_scatter(scatter, nk, delta - (current.means - shift))
+            scatter = jnp.where(fixed[1], about, scatter)
         new = GMM(weights, means, kind.ml_covariance(scatter, nk, reg_covar), covariance_type)
-        return _keep_fixed(new, current, fixed)
+        return keep_fixed(new, current, fixed)
 
     alpha, m0, kappa0, nu0, psi0 = (jnp.asarray(p, dt) for p in prior)
     unnorm = nk + alpha - 1.0
@@ -95,27 +97,30 @@ def m_step_from_stats(
     d0 = m0 - shift  # prior mean about the shift
     kappa_n = kappa0 + nk
     means = shift + (stats.sum_x + kappa0 * d0) / kappa_n[:, None]
-    if "means" in fixed:  # B_k = Σ r (x − μ_k)(x − μ_k)ᵀ + κ0 (μ_k − m0)(μ_k − m0)ᵀ
+    dev = delta - d0  # x̄_k − m0
+    shrink = kappa0 * nk / kappa_n
+    post = kind.posterior_scatter(scatter, shrink, dev)
+    if fixed is not None:  # B_k = Σ r (x − μ_k)(x − μ_k)ᵀ + κ0 (μ_k − m0)(μ_k − m0)ᵀ
         mu = current.means - shift
-        post = kind.posterior_scatter(scatter, nk, delta - mu)
-        post = post + kind.outer(jnp.broadcast_to(kappa0, nk.shape), mu - d0)
-    else:
-        dev = delta - d0  # x̄_k − m0
-        shrink = kappa0 * nk / kappa_n
-        post = kind.posterior_scatter(scatter, shrink, dev)
+        about = kind.posterior_scatter(scatter, nk, delta - mu)
+        about = about + kind.outer(jnp.broadcast_to(kappa0, nk.shape), mu - d0)
+        post = jnp.where(fixed[1], about, post)
     new = GMM(weights, means, kind.map_covariance(post, nk, psi0, nu0, reg_covar),
               covariance_type)
-    return _keep_fixed(new, current, fixed)
+    return keep_fixed(new, current, fixed)
 
 
-def _keep_fixed(new: GMM, current: GMM | None, fixed: tuple[str, ...]) -> GMM:
-    """`new` with the parameters named in `fixed` taken from `current` (the covariances with
-    their Cholesky factors)."""
-    if not fixed:
+def keep_fixed(new: GMM, current: GMM | None, fixed: jax.Array | None) -> GMM:
+    """`new` with the parameters that fixed (3,) bool (weights, means, covariances) marks
+    taken from `current` (the covariances with their Cholesky factors, when both have them);
+    `new` itself for fixed None. Any leading batch axes."""
+    if fixed is None:
         return new
-    kept = {name: getattr(current, name) for name in fixed}
-    if "covariances" in fixed:
-        kept["scale_tril"] = current.scale_tril
+    kept = dict(weights=jnp.where(fixed[0], current.weights, new.weights),
+                means=jnp.where(fixed[1], current.means, new.means),
+                covariances=jnp.where(fixed[2], current.covariances, new.covariances))
+    if new.scale_tril is not None and current.scale_tril is not None:
+        kept["scale_tril"] = jnp.where(fixed[2], current.scale_tril, new.scale_tril)
     return dataclasses.replace(new, **kept)
 
 
@@ -129,7 +134,7 @@ def per_restart(fn, *args):
 
 
 def factored_m_step(stats: Stats, shifts: jax.Array, *, covariance_type: str, reg_covar,
-                    prior: Prior | None = None, fixed: tuple[str, ...] = (),
+                    prior: Prior | None = None, fixed: jax.Array | None = None,
                     current: GMM | None = None) -> GMM:
     """`m_step_from_stats` of restarts batched along axis 0 (stats: Stats (B, ...), shifts:
     (B, D) or (B, K, D); `current`: the GMMs (B, ...) whose `fixed` parameters are kept), with
@@ -140,9 +145,9 @@ def factored_m_step(stats: Stats, shifts: jax.Array, *, covariance_type: str, re
         lambda st, c, g: m_step_from_stats(st, c, covariance_type=covariance_type,
                                            reg_covar=reg_covar, prior=prior, fixed=fixed,
                                            current=g),
-        stats, shifts, current if fixed else None,
+        stats, shifts, None if fixed is None else current,
     )
-    return with_scale_tril(new, reg_covar)
+    return keep_fixed(with_scale_tril(new, reg_covar), current, fixed)
 
 
 def _stats_about_means(x, resp, covariance_type: str) -> tuple[Stats, jax.Array]:
@@ -231,7 +236,7 @@ def e_step_batched(gmms: GMM, xb, mask, chunks, shift, featurized, combine):
 
 
 def em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior, combine,
-              fixed: tuple[str, ...] = ()):
+              fixed: jax.Array | None = None):
     """One EM iteration of restarts batched along axis 0: (new GMMs with their factors, mean
     log-likelihood (B,) of `gmms`, weighted by the mask: Σ w log p / Σ w).
 
@@ -255,11 +260,11 @@ def identity(t):
 def em_step(
     x: jax.Array, gmm: GMM, *, reg_covar: float = 1e-6, prior: Prior | None = None,
     combine: Callable = identity, chunk_size: int | None = None,
-    sample_weight: jax.Array | None = None, fixed: tuple[str, ...] = (),
+    sample_weight: jax.Array | None = None, fixed: jax.Array | None = None,
 ) -> tuple[GMM, jax.Array]:
     """One EM iteration: (new gmm, mean log-likelihood of `gmm` on x). x: (N, D);
-    sample_weight: (N,) ≥ 0 (the mean is then Σ w log p / Σ w); fixed: parameters kept at
-    `gmm`'s values (`m_step_from_stats`).
+    sample_weight: (N,) ≥ 0 (the mean is then Σ w log p / Σ w); fixed: None or (3,) bool
+    (`checks.fixed_mask`): the parameters kept at `gmm`'s values (`m_step_from_stats`).
 
     The iteration `fit` runs (`em_update`): the fast or the precise E step kernel, whichever
     float32 round-off allows, then the M step and its covariances' floored factors. `combine`

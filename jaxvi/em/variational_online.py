@@ -133,8 +133,8 @@ def fit_variational_minibatch(
         a data set of `n_samples` points.
       n_components: K ≤ the first batch's size.
       key: PRNG key of the initialisation on the first batch.
-      n_samples: N, the size of the data set the batches are drawn from (the statistics
-        of a batch stand for N points).
+      n_samples: N ≥ 1, the size of the data set the batches are drawn from (the statistics
+        of a batch stand for N points); with sample_weight, its total weight.
       covariance_type, weight_concentration_prior_type, the priors: as `fit_variational`;
         default priors are computed from the first batch.
       kappa: κ ∈ (0.5, 1], the step-size decay; delay: τ ≥ 0, which slows early steps.
@@ -228,7 +228,7 @@ def _check_svi_args(kappa, delay, covariance_type, weight_type, max_steps, reg_c
     if max_steps is not None:
         _validate.check_int("max_steps", max_steps, 1)
     _validate.check_number("reg_covar", reg_covar)
-    _validate.check_int("n_samples", n_samples, 1)
+    _validate.check_number("n_samples", n_samples, 1.0)  # a total weight with sample_weight
     if isinstance(init, VariationalPosterior) or init not in em_init.INITS:
         _validate.check_choice("init", init, em_init.INITS)
     if chunk_size is not None:

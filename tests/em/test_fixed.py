@@ -59,7 +59,6 @@ def test_m_step_with_fixed_means_matches_numpy(x64, x, init_params, cov):
 def test_fixed_parameters_stay_bit_identical_and_ll_monotone(x64, x, init_params, cov):
     gmm0, _ = init_params(x, 3, cov)
     kw = dict(key=jax.random.key(0), init=gmm0, covariance_type=cov, max_iter=4, tol=0.0)
-    free = em.fit(x, 3, **kw).gmm
     factor = em.model.with_scale_tril(gmm0).scale_tril
     for subset in SUBSETS:
         res = em.fit(x, 3, fixed=subset, **kw)  # one compiled loop for every subset
@@ -70,8 +69,6 @@ def test_fixed_parameters_stay_bit_identical_and_ll_monotone(x64, x, init_params
             assert same == (name in subset), (subset, name)
         if "covariances" in subset and factor is not None:
             np.testing.assert_array_equal(res.gmm.scale_tril, factor)
-        if subset == ("weights",):  # the other updates do not depend on the weights' values
-            assert not np.allclose(res.gmm.means, free.means)
         if len(subset) == 3:
             assert np.ptp(h) == 0.0
 

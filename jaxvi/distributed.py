@@ -66,12 +66,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(check_mesh(mesh), P())
 
 
-def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn):
+def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn, weights=None):
     """Pad and lay out the process-local rows x: (n, D) as chunks sharded over "data".
 
     `rows_per_chunk_fn(n_per_device) -> (n_chunks, rows)` chooses the per-device chunking.
     Returns (xb (devices·n_chunks, rows, D), mask (devices·n_chunks, rows)), both split over
-    the mesh along axis 0; mask is 1 for real rows and 0 for padding. With several processes,
+    the mesh along axis 0; mask is 1 for real rows (or their `weights` (n,), sample weights)
+    and 0 for padding. With several processes,
     every process pads its rows to the largest local count.
     """
     check_mesh(mesh)
@@ -89,7 +90,7 @@ def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn):
     n_chunks, rows = rows_per_chunk_fn(per_device)
     padded = local_devices * n_chunks * rows
     mask = np.zeros((padded,), x.dtype)
-    mask[: x.shape[0]] = 1
+    mask[: x.shape[0]] = 1 if weights is None else np.asarray(weights, x.dtype)
     xp = np.zeros((padded, d), x.dtype)
     xp[: x.shape[0]] = x
     sharding = batch_sharding(mesh)

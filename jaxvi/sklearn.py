@@ -18,7 +18,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxvi import _linalg, _validate, em
-from jaxvi.em import covariance
+from jaxvi.em import checks as em_checks
+from jaxvi.em import covariance, online
 from jaxvi.em.missing_fit import mean_imputed
 
 _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
@@ -118,9 +119,20 @@ class BaseMixture(DensityMixin, BaseEstimator):
         with jax.enable_x64(True), _linalg.single_threaded_lapack():
             return np.asarray(self._densities()[1](jnp.asarray(X), self._e_step_gmm()))
 
-    def score(self, X, y=None):
-        """Mean log-likelihood of X."""
-        return float(np.mean(self.score_samples(X)))
+    def _sample_weight(self, sample_weight, n):
+        """sample_weight as float64 (n,) checked (None stays None)."""
+        if sample_weight is None:
+            return None
+        w = np.asarray(sample_weight, dtype=np.float64)
+        with jax.enable_x64(True):
+            return np.asarray(em_checks.check_sample_weight(w, n, np.float64, self.n_components))
+
+    def score(self, X, y=None, sample_weight=None):
+        """Mean log-likelihood of X, weighted by sample_weight (n_samples,) when given:
+        Σ w log p(x) / Σ w."""
+        logp = self.score_samples(X)
+        w = self._sample_weight(sample_weight, logp.shape[0])
+        return float(np.mean(logp) if w is None else np.average(logp, weights=w))
 
     def predict_proba(self, X):
         """Posterior component probabilities, (n_samples, n_components)."""
@@ -168,6 +180,13 @@ class GaussianMixture(BaseMixture):
     `missing="marginalize"` (default None: NaN is an error) makes fit, predict,
     predict_proba and score_samples accept NaN entries as missing at random
     (`jaxvi.em.missing`): exact EM on the observed entries, marginal densities.
+    `fixed` (a subset of "weights", "means", "covariances", default none) keeps those
+    parameters at their initial values (e.g. from `means_init`) while EM fits the rest.
+    `fit(X, sample_weight=...)` and `score(X, sample_weight=...)` take per-sample weights
+    (integer weights = repeated rows). `partial_fit(X)` runs one step of stepwise EM
+    (`jaxvi.em.online`) per batch, with step sizes (t + 2)^(−learning_decay); the first
+    batch initialises the mixture (or the one already fitted is continued), and the
+    running statistics live in `stepwise_state_`; `n_iter_` counts the batches.
     """
 
     def __init__(
@@ -187,6 +206,8 @@ class GaussianMixture(BaseMixture):
         warm_start=False,
         prior=None,
         missing=None,
+        fixed=(),
+        learning_decay=0.6,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -202,6 +223,8 @@ class GaussianMixture(BaseMixture):
         self.warm_start = warm_start
         self.prior = prior
         self.missing = missing
+        self.fixed = fixed
+        self.learning_decay = learning_decay
 
     # ------------------------------------------------------------------------------------------
     # fitting
@@ -210,6 +233,10 @@ class GaussianMixture(BaseMixture):
         super()._check_parameters()
         if self.missing is not None:
             _validate.check_choice("missing", self.missing, ("marginalize",))
+        em_checks.check_fixed(self.fixed)
+        decay = _validate.check_number("learning_decay", self.learning_decay)
+        if not 0.5 < decay <= 1.0:
+            raise ValueError(f"`learning_decay` must be in (0.5, 1]; got {decay!r}.")
 
     def _finite(self):
         """NaN allowed only with `missing`."""
@@ -229,7 +256,7 @@ class GaussianMixture(BaseMixture):
         tags.input_tags.allow_nan = self.missing is not None
         return tags
 
-    def _user_init(self, x, key) -> em.GMM | None:
+    def _user_init(self, x, key, sample_weight=None) -> em.GMM | None:
         """The initial GMM from weights_init / means_init / precisions_init (the missing ones
         from `init_params`, as scikit-learn does), or None when none is given."""
         given = (self.weights_init, self.means_init, self.precisions_init)
@@ -240,7 +267,8 @@ class GaussianMixture(BaseMixture):
         if any(v is None for v in given):
             base = em.initialize(key, self._filled(x), k, covariance_type=cov,
                                  reg_covar=self.reg_covar,
-                                 init=_INIT_PARAMS[self.init_params])
+                                 init=_INIT_PARAMS[self.init_params],
+                                 sample_weight=sample_weight)
         weights = (base.weights if self.weights_init is None
                    else self._checked("weights_init", self.weights_init, (k,)))
         means = (base.means if self.means_init is None
@@ -264,24 +292,27 @@ class GaussianMixture(BaseMixture):
             raise ValueError(f"`{name}` must be finite.")
         return arr
 
-    def fit(self, X, y=None):
-        """Fit by EM. X: (n_samples, n_features). Returns self."""
-        self.fit_predict(X, y)
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit by EM. X: (n_samples, n_features); sample_weight: (n_samples,) ≥ 0 or None.
+        Returns self."""
+        self.fit_predict(X, y, sample_weight)
         return self
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, sample_weight=None):
         """Fit by EM and return the component of each sample, (n_samples,)."""
         self._check_parameters()
         X = self._fit_input(X)
+        w = self._sample_weight(sample_weight, X.shape[0])
         rng = check_random_state(self.random_state)
+        self.__dict__.pop("stepwise_state_", None)
         with jax.enable_x64(True):
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
             x = jnp.asarray(X)
             common = dict(covariance_type=self.covariance_type, max_iter=int(self.max_iter),
                           tol=float(self.tol), reg_covar=float(self.reg_covar), prior=self.prior,
-                          missing=self.missing)
+                          missing=self.missing, sample_weight=w, fixed=self.fixed)
             warm = self.warm_start and hasattr(self, "converged_")
-            init = self._gmm() if warm else self._user_init(x, key)
+            init = self._gmm() if warm else self._user_init(x, key, w)
             if init is not None:
                 result = em.fit(x, self.n_components, key=key, init=init, **common)
             else:
@@ -295,6 +326,53 @@ class GaussianMixture(BaseMixture):
             labels = self._log_resp(x).argmax(axis=1)
         self._warn_if_not_converged()
         return labels
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One step of stepwise EM on the batch X: (n_samples, n_features) with weights
+        sample_weight (n_samples,) or None (`jaxvi.online.stepwise_step`). The first call
+        initialises the mixture on X (or continues the one already fitted). Returns self."""
+        self._check_parameters()
+        fitted = hasattr(self, "means_")
+        X = validate_data(self, X, reset=not fitted, dtype=[np.float64, np.float32])
+        X = np.asarray(X, dtype=np.float64)
+        w = self._sample_weight(sample_weight, X.shape[0])
+        fixed = em_checks.fixed_mask(self.fixed)
+        with jax.enable_x64(True):
+            x = jnp.asarray(X)
+            state = getattr(self, "stepwise_state_", None)
+            if state is None:
+                state = online.stepwise_init(self._initial_gmm(x, w, fitted), x, w)
+                self.lower_bounds_ = []
+            state = jax.tree_util.tree_map(jnp.asarray, state)
+            with _linalg.single_threaded_lapack():
+                state, ll = online.stepwise_step(
+                    state, x, w, rho=online.step_size(int(state.step), self.learning_decay),
+                    reg_covar=float(self.reg_covar), fixed=fixed)
+            self.stepwise_state_ = jax.tree_util.tree_map(np.asarray, state)
+            self._set_from_gmm(state.gmm)
+        self.lower_bounds_.append(float(ll))
+        self.lower_bound_ = self.lower_bounds_[-1]
+        self.n_iter_ = int(self.stepwise_state_.step)
+        self.converged_ = (len(self.lower_bounds_) > 1 and abs(
+            self.lower_bounds_[-1] - self.lower_bounds_[-2]) < self.tol)
+        return self
+
+    def _initial_gmm(self, x, w, fitted) -> em.GMM:
+        """The mixture stepwise EM starts from: the fitted one, the user's init, or one
+        initialised on the first batch x (weighted by w)."""
+        if fitted:
+            return self._gmm()
+        if x.shape[0] < self.n_components:
+            raise ValueError("Expected n_samples >= n_components but got n_components = "
+                             f"{self.n_components}, n_samples = {x.shape[0]}")
+        key = jax.random.key(check_random_state(self.random_state).randint(
+            np.iinfo(np.int32).max))
+        init = self._user_init(x, key, w)
+        if init is None:
+            init = em.initialize(key, x, self.n_components, covariance_type=self.covariance_type,
+                                 init=_INIT_PARAMS[self.init_params],
+                                 reg_covar=float(self.reg_covar), sample_weight=w)
+        return init
 
     def _n_parameters(self) -> int:
         with jax.enable_x64(True):

@@ -27,8 +27,8 @@ EM_SCRIPT = textwrap.dedent(
     layouts, shard_maps = [], []
     _shard_chunks, _shard_map_data = distributed.shard_chunks, distributed.shard_map_data
 
-    def spy_shard_chunks(x, mesh, fn):
-        xb, mb = _shard_chunks(x, mesh, fn)
+    def spy_shard_chunks(x, mesh, fn, **kwargs):
+        xb, mb = _shard_chunks(x, mesh, fn, **kwargs)
         shards = sorted(mb.addressable_shards, key=lambda s: s.index[0].start or 0)
         layouts.append(dict(
             n=int(np.asarray(x).shape[0]), devices=len(xb.sharding.device_set),

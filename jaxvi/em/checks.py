@@ -186,3 +186,60 @@ def check_variational_prior(prior: VariationalPrior, covariance_type: str, d: in
         _validate.check_positive_definite("covariance_prior", psi0)
     else:
         _validate.check_positive("covariance_prior", psi0)
+
+
+FIXABLE = ("weights", "means", "covariances")
+
+
+def check_fixed(fixed) -> tuple[str, ...]:
+    """The parameters a fit keeps at their initial values: a name or any iterable of names
+    from `FIXABLE` -> a tuple of them in `FIXABLE`'s order (static configuration)."""
+    names = (fixed,) if isinstance(fixed, str) else fixed
+    try:
+        names = set(names)
+    except TypeError:
+        raise ValueError(f"`fixed` must be a subset of {list(FIXABLE)}; got {fixed!r}.") from None
+    unknown = sorted(str(n) for n in names - set(FIXABLE))
+    if unknown:
+        raise ValueError(f"`fixed` must be a subset of {list(FIXABLE)}; got unknown "
+                         f"parameter(s) {unknown}.")
+    return tuple(n for n in FIXABLE if n in names)
+
+
+def fixed_mask(fixed) -> np.ndarray | None:
+    """`check_fixed`'s names as the mask (3,) bool over `FIXABLE` that the M step reads, or
+    None when nothing is fixed (the plain M step)."""
+    names = check_fixed(fixed)
+    return np.array([n in names for n in FIXABLE]) if names else None
+
+
+def check_sample_weight(sample_weight, n_samples: int, dtype, n_components: int | None = None,
+                        name: str = "sample_weight") -> jax.Array | None:
+    """Per-sample weights (N,), finite, ≥ 0, not all zero (at least `n_components` of them
+    positive when given) -> an array of `dtype`, or None for None (unweighted)."""
+    if sample_weight is None:
+        return None
+    _validate.check_ndim(name, sample_weight, 1, "(n_samples,)")
+    if np.shape(sample_weight)[0] != n_samples:
+        raise ValueError(f"`{name}` must have one entry per sample ({n_samples}); "
+                         f"got shape {np.shape(sample_weight)}.")
+    _validate.check_finite(name, sample_weight)
+    if _validate.is_concrete(sample_weight):
+        w = np.asarray(sample_weight, np.float64)
+        if np.any(w < 0):
+            raise ValueError(f"`{name}` must be >= 0; got minimum {float(w.min())!r}.")
+        positive = int(np.count_nonzero(w))
+        if positive == 0:
+            raise ValueError(f"`{name}` must have a positive entry; got all zeros.")
+        if n_components is not None and positive < n_components:
+            raise ValueError(f"`{name}` must have at least n_components = {n_components} "
+                             f"positive entries; got {positive}.")
+    return jnp.asarray(sample_weight, dtype)
+
+
+def check_weight_total(sample_weight) -> None:
+    """Frequency weights (N,) that define a covariance with ddof 1: Σ w > 1."""
+    total = float(jnp.sum(sample_weight))
+    if not total > 1.0:
+        raise ValueError("`sample_weight` must sum to more than 1 for the data covariance of a "
+                         f"default prior (frequency weights, ddof 1); got a sum of {total!r}.")

@@ -17,9 +17,11 @@ from jaxvi.em.stats import chunk_layout, feature_chunks, to_chunks
 from jaxvi.em.step import em_update, identity
 
 
-def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity):
+def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
+                 fixed=None):
     """The on-device EM loop (`jaxvi.em.loop.ascent_loop`) of restarts batched along axis 0
-    of `gmm0s`, on chunked data xb: (C, R, D), mask: (C, R); `combine` goes to every step
+    of `gmm0s`, on chunked data xb: (C, R, D), mask: (C, R) (row weights); `fixed`: None or
+    the (3,) bool mask of the parameters kept at their initial values; `combine` goes to every step
     (e.g. a `psum` over a mesh axis inside `shard_map`). Returns a FitResult batched along
     axis 0. The features φ(x − c) do not change during a fit, so (when they fit in memory)
     they are computed once and a fast-kernel iteration is two matmuls and a softmax per
@@ -27,7 +29,8 @@ def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=ident
     chunks, shift, featurized = feature_chunks(xb, mask, gmm0s.covariance_type, combine)
 
     def update(gmms):
-        return em_update(gmms, xb, mask, chunks, shift, featurized, reg_covar, prior, combine)
+        return em_update(gmms, xb, mask, chunks, shift, featurized, reg_covar, prior, combine,
+                         fixed)
 
     return FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol, xb.dtype))
 
@@ -37,28 +40,31 @@ def all_finite(gmm: GMM) -> jax.Array:
     return finite_along(gmm, gmm.means.ndim - 2)
 
 
-def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity):
+def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
+                  fixed=None):
     """Run the EM loop from each of the batched initial GMMs and keep the best restart by
     final log-likelihood (a NaN fit never wins; ties go to the first)."""
-    results = _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine)
+    results = _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine, fixed)
     return best_restart(results, results.gmm, results.log_likelihood)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows", "init", "k", "cov"))
-def _fit_from_keys(x, keys, *, k, cov, init, max_iter, tol, reg_covar, prior, n_chunks, rows):
-    xb, mask = to_chunks(x, n_chunks, rows)
-    gmm0s = em_init.initial_gmms(x, keys, k, cov, init, reg_covar, prior)
-    return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior)
+def _fit_from_keys(x, keys, weights, *, k, cov, init, max_iter, tol, reg_covar, prior, n_chunks,
+                   rows, fixed):
+    xb, mask = to_chunks(x, n_chunks, rows, weights)
+    gmm0s = em_init.initial_gmms(x, keys, k, cov, init, reg_covar, prior, weights)
+    return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, fixed=fixed)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows"))
-def _fit_from_gmm(x, gmm, *, max_iter, tol, reg_covar, prior, n_chunks, rows):
-    xb, mask = to_chunks(x, n_chunks, rows)
+def _fit_from_gmm(x, gmm, weights, *, max_iter, tol, reg_covar, prior, n_chunks, rows, fixed):
+    xb, mask = to_chunks(x, n_chunks, rows, weights)
     gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm)
-    return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior)
+    return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, fixed=fixed)
 
 
-def _fit_sharded(x, gmm0s, mesh, *, max_iter, tol, reg_covar, prior, chunk_size):
+def _fit_sharded(x, weights, gmm0s, mesh, *, max_iter, tol, reg_covar, prior, chunk_size,
+                 fixed):
     """`_fit_restarts` with the rows of x split over the mesh's "data" axis: each device runs
     the fused E step on its rows and the Stats are `psum`-ed before every M step."""
     from jaxvi import distributed
@@ -66,9 +72,10 @@ def _fit_sharded(x, gmm0s, mesh, *, max_iter, tol, reg_covar, prior, chunk_size)
     distributed.check_mesh(mesh)
     gmm0s = distributed.same_on_every_process(gmm0s)
     xb, mask = distributed.shard_chunks(
-        x, mesh, lambda n: chunk_layout(n, gmm0s.n_features, gmm0s.covariance_type, chunk_size)
+        x, mesh, lambda n: chunk_layout(n, gmm0s.n_features, gmm0s.covariance_type, chunk_size),
+        weights=weights,
     )
-    return _sharded_fit_fn(mesh, max_iter)(xb, mask, gmm0s, tol, reg_covar, prior)
+    return _sharded_fit_fn(mesh, max_iter)(xb, mask, gmm0s, tol, reg_covar, prior, fixed)
 
 
 @functools.lru_cache(maxsize=16)
@@ -76,11 +83,11 @@ def _sharded_fit_fn(mesh, max_iter):
     """The jitted `shard_map` of the EM loop for one mesh (compiled once per shapes)."""
     from jaxvi import distributed
 
-    def local(xb, mask, gmm0s, tol, reg_covar, prior):
+    def local(xb, mask, gmm0s, tol, reg_covar, prior, fixed):
         return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior,
-                             distributed.psum_data)
+                             distributed.psum_data, fixed)
 
-    return jax.jit(distributed.shard_map_data(local, mesh, 2, 4))
+    return jax.jit(distributed.shard_map_data(local, mesh, 2, 5))
 
 
 def _raise_if_not_finite(result: FitResult) -> FitResult:
@@ -126,6 +133,12 @@ def _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar, 
     return x, k, prior
 
 
+def _as_mask(fixed):
+    """`fixed` names -> the M step's (3,) bool mask as an array, or None."""
+    mask = checks.fixed_mask(fixed)
+    return None if mask is None else jnp.asarray(mask)
+
+
 def _check_warm_start(init: GMM, covariance_type, k, x) -> GMM:
     """A given initial GMM, checked against the fit's options and cast to x's dtype."""
     if init.covariance_type != covariance_type:
@@ -163,6 +176,8 @@ def fit(
     chunk_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
     missing: str | None = None,
+    sample_weight: jax.Array | None = None,
+    fixed: tuple[str, ...] = (),
 ) -> FitResult:
     """Fit a Gaussian mixture by EM.
 
@@ -192,6 +207,13 @@ def fit(
         processes, x is each process's own rows and the initialisation is computed from the
         job's rows (`jaxvi.processes.init_rows`: all of them up to 65,536, else a strided
         sample), the same on every process.
+      sample_weight: (N,) ≥ 0, each point's weight in every sum of the E and M steps, the
+        initialisation included (`init.init_resp`): integer weights give the fit of x with
+        rows repeated, zero weights that of x without those rows; the log-likelihood (and
+        `tol`) is then the weighted mean Σ w log p / Σ w. With `mesh`, split with the rows.
+      fixed: names among "weights", "means", "covariances" kept at their initial values
+        (bit for bit) while EM maximises over the rest given them (still monotone); all
+        subsets share one compiled loop.
       missing: None (default): a NaN in x is an error. "marginalize": NaN entries are
         missing at random and EM is exact on the observed entries
         (`jaxvi.em.missing_fit.fit_missing`; not with `mesh`).
@@ -201,20 +223,26 @@ def fit(
       `_linalg.single_threaded_lapack`). A ValueError if the fitted parameters are not finite.
     """
     if missing is not None:
+        if sample_weight is not None or tuple(fixed):
+            name = "sample_weight" if sample_weight is not None else "fixed"
+            raise ValueError(f"`{name}` is not supported with missing={missing!r} yet; got "
+                             f"{name} = {'an array' if name == 'sample_weight' else fixed!r}.")
         return _fit_missing(x, n_components, key=key, covariance_type=covariance_type,
                             max_iter=max_iter, tol=tol, n_init=n_init, init=init,
                             reg_covar=reg_covar, prior=prior, chunk_size=chunk_size,
                             mesh=mesh, missing=missing)
     x, k, prior = _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar,
                                   chunk_size, prior)
+    weights = checks.check_sample_weight(sample_weight, x.shape[0], x.dtype, k)
     loop = dict(max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
-                reg_covar=jnp.asarray(reg_covar, x.dtype), prior=prior)
+                reg_covar=jnp.asarray(reg_covar, x.dtype), prior=prior,
+                fixed=_as_mask(fixed))
     n_chunks, rows = chunk_layout(x.shape[0], x.shape[1], covariance_type, chunk_size)
     if isinstance(init, GMM):
         gmm0 = _check_warm_start(init, covariance_type, k, x)
         if mesh is None:
             return _raise_if_not_finite(
-                _fit_from_gmm(x, gmm0, **loop, n_chunks=n_chunks, rows=rows))
+                _fit_from_gmm(x, gmm0, weights, **loop, n_chunks=n_chunks, rows=rows))
         gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm0)
     else:
         _validate.check_choice("init", init, em_init.INITS)
@@ -222,11 +250,13 @@ def fit(
         keys = jax.random.split(key, int(n_init))
         if mesh is None:
             return _raise_if_not_finite(_fit_from_keys(
-                x, keys, k=k, cov=covariance_type, init=init, **loop, n_chunks=n_chunks,
-                rows=rows))
+                x, keys, weights, k=k, cov=covariance_type, init=init, **loop,
+                n_chunks=n_chunks, rows=rows))
         from jaxvi.processes import init_rows
 
         gmm0s = jax.jit(em_init.initial_gmms, static_argnums=(2, 3, 4))(
-            init_rows(x), keys, k, covariance_type, init, loop["reg_covar"], prior
+            init_rows(x), keys, k, covariance_type, init, loop["reg_covar"], prior,
+            None if weights is None else jnp.asarray(init_rows(weights))
         )
-    return _raise_if_not_finite(_fit_sharded(x, gmm0s, mesh, **loop, chunk_size=chunk_size))
+    return _raise_if_not_finite(
+        _fit_sharded(x, weights, gmm0s, mesh, **loop, chunk_size=chunk_size))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxvi import _linalg, _validate
 from jaxvi.em import checks
 from jaxvi.em.model import GMM, Prior
+from jaxvi.em.stats import weighted_covariance, weighted_mean
 from jaxvi.em.step import m_step_from_resp
 
 INITS = ("kmeans++", "random", "random_from_data")
@@ -19,21 +20,27 @@ def _sq_dists(x, centres):
     return _linalg.pairwise_sq_mahalanobis_diag(x, centres, jnp.ones_like(centres))
 
 
-def kmeans_plusplus(key: jax.Array, x: jax.Array, n_components: int) -> jax.Array:
+def kmeans_plusplus(key: jax.Array, x: jax.Array, n_components: int,
+                    sample_weight: jax.Array | None = None) -> jax.Array:
     """k-means++ seeding (Arthur & Vassilvitskii 2007): centres (K, D) drawn from the rows of
-    x: (N, D), each with probability ∝ squared distance to the nearest centre chosen so far.
-    A traced primitive: no argument checks (`initialize` and `fit` validate)."""
+    x: (N, D), each with probability ∝ squared distance to the nearest centre chosen so far
+    (times its sample_weight (N,) when given, as scikit-learn's `kmeans_plusplus`). A traced
+    primitive: no argument checks (`initialize` and `fit` validate)."""
     n = x.shape[0]
     keys = jax.random.split(key, n_components)
-    first = jax.random.randint(keys[0], (), 0, n)
+    log_w = 0.0 if sample_weight is None else jnp.log(sample_weight)
+    if sample_weight is None:
+        first = jax.random.randint(keys[0], (), 0, n)
+    else:
+        first = jax.random.categorical(keys[0], log_w)
     centres = jnp.zeros((n_components, x.shape[1]), x.dtype).at[0].set(x[first])
     d2 = _sq_dists(x, centres[:1])[:, 0]
 
     def body(i, carry):
         centres, d2 = carry
-        total = jnp.sum(d2)
+        total = jnp.sum(d2) if sample_weight is None else jnp.sum(d2 * sample_weight)
         # All points on the chosen centres (duplicated data): fall back to uniform.
-        logits = jnp.where(total > 0, jnp.log(jnp.maximum(d2, 0.0)), 0.0)
+        logits = jnp.where(total > 0, jnp.log(jnp.maximum(d2, 0.0)), 0.0) + log_w
         idx = jax.random.categorical(keys[i], logits)
         centres = centres.at[i].set(x[idx])
         d2 = jnp.minimum(d2, _sq_dists(x, x[idx][None])[:, 0])
@@ -48,44 +55,57 @@ def _nearest_resp(x, centres):
     return jax.nn.one_hot(labels, centres.shape[0], dtype=x.dtype)
 
 
-def _kmeans(x, centres, steps):
+def _kmeans(x, centres, steps, sample_weight=None):
     def body(_, c):
         resp = _nearest_resp(x, c)
+        if sample_weight is not None:
+            resp = resp * sample_weight[:, None]
         counts = jnp.sum(resp, axis=0)
-        new = (resp.T @ x) / jnp.maximum(counts, 1.0)[:, None]
+        new = (resp.T @ x) / jnp.where(counts > 0, counts, 1.0)[:, None]
         return jnp.where(counts[:, None] > 0, new, c)
 
     return jax.lax.fori_loop(0, steps, body, centres)
 
 
-def init_resp(key, x, n_components, init):
-    """Initial responsibilities (N, K) of x: (N, D) by the method `init` (one of `INITS`)."""
+def init_resp(key, x, n_components, init, sample_weight=None):
+    """Initial responsibilities (N, K) of x: (N, D) by the method `init` (one of `INITS`),
+    the seeding and Lloyd steps weighted by sample_weight (N,) when given (k-means++ and
+    "random_from_data" draw centres ∝ weight; zero-weight rows are never drawn)."""
     if init == "kmeans++":
-        centres = _kmeans(x, kmeans_plusplus(key, x, n_components), _KMEANS_STEPS)
-        return _nearest_resp(x, centres)
+        seeds = kmeans_plusplus(key, x, n_components, sample_weight)
+        return _nearest_resp(x, _kmeans(x, seeds, _KMEANS_STEPS, sample_weight))
     if init == "random_from_data":
-        idx = jax.random.choice(key, x.shape[0], (n_components,), replace=False)
+        p = None if sample_weight is None else sample_weight / jnp.sum(sample_weight)
+        idx = jax.random.choice(key, x.shape[0], (n_components,), replace=False, p=p)
         return _nearest_resp(x, x[idx])
     resp = jax.random.uniform(key, (x.shape[0], n_components), x.dtype)
     return resp / jnp.sum(resp, axis=1, keepdims=True)
 
 
-def initial_gmms(x, keys, k, covariance_type, init, reg_covar, prior) -> GMM:
-    """One initial GMM of x: (N, D) per key of keys: (B,), batched along axis 0. A traced
+def initial_gmms(x, keys, k, covariance_type, init, reg_covar, prior, sample_weight=None
+                 ) -> GMM:
+    """One initial GMM of x: (N, D) per key of keys: (B,), batched along axis 0: `init_resp`,
+    then the M step of those responsibilities times sample_weight (N,). A traced
     primitive."""
-    return jax.vmap(
-        lambda key: m_step_from_resp(x, init_resp(key, x, k, init), covariance_type,
-                                     reg_covar, prior)
-    )(keys)
+
+    def one(key):
+        resp = init_resp(key, x, k, init, sample_weight)
+        if sample_weight is not None:
+            resp = resp * sample_weight[:, None]
+        return m_step_from_resp(x, resp, covariance_type, reg_covar, prior)
+
+    return jax.vmap(one)(keys)
 
 
 def initialize(
     key: jax.Array, x: jax.Array, n_components: int, *, covariance_type: str = "full",
     init: str = "kmeans++", reg_covar: float = 1e-6, prior: Prior | None = None,
+    sample_weight: jax.Array | None = None,
 ) -> GMM:
     """Initial GMM: responsibilities from `init` ("kmeans++": k-means++ seeding + 10 Lloyd
     steps, hard assignment; "random_from_data": K random points as centres; "random": uniform
-    random responsibilities, as scikit-learn) followed by one M step (MAP under `prior`).
+    random responsibilities, as scikit-learn) followed by one M step (MAP under `prior`),
+    all weighted by sample_weight (N,) ≥ 0 when given (`init_resp`).
     x: (N, D) -> GMM with K = n_components. Validates its arguments (traced x skips the value
     checks)."""
     n, d = checks.check_x(x)
@@ -96,20 +116,31 @@ def initialize(
     x = checks.as_float_data(x)
     if prior is not None:
         prior = checks.check_prior(prior, d, x.dtype)
-    resp = init_resp(key, x, k, init)
+    w = checks.check_sample_weight(sample_weight, n, x.dtype, k)
+    resp = init_resp(key, x, k, init, w)
+    if w is not None:
+        resp = resp * w[:, None]
     return m_step_from_resp(x, resp, covariance_type, reg_covar, prior)
 
 
-def default_prior(x: jax.Array, *, covariance_type: str = "full") -> Prior:
+def default_prior(x: jax.Array, *, covariance_type: str = "full",
+                  sample_weight: jax.Array | None = None) -> Prior:
     """A weak data-dependent prior (like scikit-learn's BayesianGaussianMixture defaults):
     α = 1 (flat Dirichlet), m0 = mean(x), κ0 = 1, ν0 = D, Ψ0 = ν0 · cov(x) / 100.
-    x: (N, D) with N ≥ 2."""
+    x: (N, D) with N ≥ 2; with sample_weight (N,) the weighted mean and the frequency-weighted
+    covariance (`stats.weighted_covariance`: those of x with rows repeated)."""
     checks.check_covariance_type(covariance_type)
     n, _ = checks.check_x(x)
     if n < 2:
         raise ValueError(f"`x` must have at least 2 samples for a covariance; got {n}.")
     x = checks.as_float_data(x)
     d = x.shape[-1]
-    cov = jnp.atleast_2d(jnp.cov(x, rowvar=False))
+    w = checks.check_sample_weight(sample_weight, n, x.dtype)
+    if w is None:
+        cov, mean = jnp.atleast_2d(jnp.cov(x, rowvar=False)), jnp.mean(x, axis=0)
+    else:
+        checks.check_weight_total(w)
+        cov, mean = weighted_covariance(x, w), weighted_mean(x, w)
     one = jnp.ones((), x.dtype)
-    return Prior(one, jnp.mean(x, axis=0), one, d * one, d * cov / 100.0)
+    return Prior(one, mean, one, d * one, d * cov / 100.0)
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,32 +14,91 @@ from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.fit import lapack_scoped
-from jaxvi.em.model import GMM, FitResult, with_scale_tril
-from jaxvi.em.stats import chunk_layout, e_step_stats, e_step_stats_fast, to_chunks
+from jaxvi.em.model import GMM, FitResult, Stats, with_scale_tril
+from jaxvi.em.stats import (
+    chunk_layout,
+    e_step_stats,
+    e_step_stats_fast,
+    to_chunks,
+    weighted_mean,
+)
 from jaxvi.em.step import factored_m_step, identity
 
 
-def _minibatch_update(xb, mask, gmm, running, shift, rho, reg_covar, combine=identity):
-    """One stepwise-EM update from a chunked batch xb: (C, R, D), mask: (C, R) ->
-    (new gmm, new running Stats, the batch's mean log-likelihood under `gmm`)."""
+class StepwiseState(NamedTuple):
+    """The state of stepwise EM between batches.
+
+    gmm: the current mixture (with its Cholesky factors); running: the running per-point
+    `Stats` (per unit of sample weight) about `shift` (D,), fixed from the first batch;
+    step: () int, batches seen so far.
+    """
+
+    gmm: GMM
+    running: Stats
+    shift: jax.Array
+    step: jax.Array
+
+
+def stepwise_init(gmm: GMM, first: jax.Array, sample_weight: jax.Array | None = None, *,
+                  chunk_size: int | None = None) -> StepwiseState:
+    """The state before the first batch: `gmm` (its factors computed), zero running Stats and
+    the shift (the weighted mean of the first batch first: (B, D), sample_weight: (B,))."""
+    shift = weighted_mean(first, sample_weight)
+    gmm = with_scale_tril(gmm)  # the same pytree structure in every step
+    # Zero running statistics of the right shapes (shapes only: no E step is run for them).
+    shapes, _ = jax.eval_shape(lambda: e_step_stats(first, gmm, shift, chunk_size=chunk_size))
+    running = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+    return StepwiseState(gmm, running, shift, jnp.zeros((), jnp.int32))
+
+
+def step_size(step: int, kappa: float) -> float:
+    """ρ_t of step t = `step` (0-based): 1 for the first batch (the running Stats start as
+    its Stats), then (t + 2)^(−κ)."""
+    return 1.0 if step == 0 else (step + 2.0) ** (-float(kappa))
+
+
+def stepwise_update(xb, mask, state: StepwiseState, rho, reg_covar, fixed=None, *,
+                    combine=identity):
+    """One stepwise-EM update from a chunked batch xb: (C, R, D), mask: (C, R) (row weights)
+    -> (new state, the batch's mean log-likelihood under `state.gmm`, Σ w log p / Σ w).
+
+    s ← (1 − ρ) s + ρ ŝ with ŝ the batch's per-point Stats (so batches of different sizes
+    or total weights weigh the same per unit of weight), then θ ← M step(s), keeping the
+    parameters that `fixed` (None or (3,) bool, `checks.fixed_mask`) marks. `combine` maps
+    local to global (Stats, Σ log p) (a `psum` over a mesh). A pure function of arrays."""
+    gmm, running, shift, step = state
     stats, sum_ll = combine(e_step_stats_fast(xb, mask, gmm, shift))
-    # Per-point stats, so batches of different sizes weigh the same per point.
     normalised = jax.tree_util.tree_map(lambda a: a / stats.count, stats)
     running = jax.tree_util.tree_map(lambda r, s: (1 - rho) * r + rho * s, running, normalised)
-    batched = jax.tree_util.tree_map(lambda a: a[None], (running, shift))
-    new = factored_m_step(*batched, covariance_type=gmm.covariance_type, reg_covar=reg_covar)
-    return jax.tree_util.tree_map(lambda a: a[0], new), running, sum_ll / stats.count
+    batched = jax.tree_util.tree_map(lambda a: a[None], (running, shift, gmm))
+    new = factored_m_step(*batched[:2], covariance_type=gmm.covariance_type,
+                          reg_covar=reg_covar, fixed=fixed, current=batched[2])
+    new = jax.tree_util.tree_map(lambda a: a[0], new)
+    return StepwiseState(new, running, shift, step + 1), sum_ll / stats.count
 
 
-_minibatch_step = jax.jit(_minibatch_update)
+_stepwise_jit = jax.jit(stepwise_update, static_argnames=("combine",))
+
+
+def stepwise_step(state: StepwiseState, batch: jax.Array, sample_weight=None, *, rho,
+                  reg_covar, fixed=None, chunk_size: int | None = None):
+    """`stepwise_update` on one device from a batch (B, D) and its sample_weight (B,) (or
+    None) with step size `rho` (`step_size`, from a host-side count so that the loop never
+    waits for the device): (new state, the batch's mean log-likelihood). Jitted (compiled
+    once per batch layout); no argument checks."""
+    n_chunks, rows = chunk_layout(batch.shape[0], batch.shape[1], state.gmm.covariance_type,
+                                  chunk_size)
+    xb, mask = to_chunks(batch, n_chunks, rows, sample_weight)
+    return _stepwise_jit(xb, mask, state, jnp.asarray(rho, batch.dtype),
+                         jnp.asarray(reg_covar, batch.dtype), fixed)
 
 
 @functools.lru_cache(maxsize=16)
-def _sharded_minibatch_fn(mesh):
+def _sharded_stepwise_fn(mesh):
     from jaxvi import distributed
 
-    update = functools.partial(_minibatch_update, combine=distributed.psum_data)
-    return jax.jit(distributed.shard_map_data(update, mesh, 2, 5))
+    update = functools.partial(stepwise_update, combine=distributed.psum_data)
+    return jax.jit(distributed.shard_map_data(update, mesh, 2, 4))
 
 
 def _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar) -> None:
@@ -60,9 +120,22 @@ def first_batch(iterator: Iterator) -> jax.Array:
     return jnp.asarray(first)
 
 
-def _initial_gmm(key, first, n_components, covariance_type, init, reg_covar) -> GMM:
+def next_weights(weights: Iterator | None, batch: jax.Array) -> jax.Array | None:
+    """The sample weights of `batch` (B, D): the next item of `weights` checked (B,), or
+    None when unweighted."""
+    if weights is None:
+        return None
+    try:
+        w = next(weights)
+    except StopIteration:
+        raise ValueError("`sample_weight` must yield one array per batch; it ended "
+                         "first.") from None
+    return checks.check_sample_weight(w, batch.shape[0], batch.dtype)
+
+
+def _initial_gmm(key, first, n_components, covariance_type, init, reg_covar, weights) -> GMM:
     """The given `init` GMM (checked, in the batches' dtype), or one initialised on the first
-    batch."""
+    batch (weighted by its sample weights)."""
     n, d = first.shape
     if isinstance(init, GMM):
         checks.check_gmm(init, n_components=n_components, n_features=d, name="init")
@@ -70,25 +143,29 @@ def _initial_gmm(key, first, n_components, covariance_type, init, reg_covar) -> 
     k = checks.check_n_components(n_components, n)
     _validate.check_choice("init", init, em_init.INITS)
     return em_init.initialize(key, first, k, covariance_type=covariance_type, init=init,
-                              reg_covar=reg_covar)
+                              reg_covar=reg_covar, sample_weight=weights)
 
 
-def _stepper(gmm, shift, mesh, chunk_size):
-    """(gmm, shift, the jitted update, batch -> its chunks): on one device, or with each
-    batch's rows split over `mesh`'s "data" axis."""
-    d = gmm.n_features
-
-    def layout(n_rows):
-        return chunk_layout(n_rows, d, gmm.covariance_type, chunk_size)
-
+def _stepper(state, mesh, chunk_size, reg_covar, fixed):
+    """(state, advance(state, batch, weights, rho) -> (state, ll)): on one device, or with
+    each batch's rows (and weights) split over `mesh`'s "data" axis."""
     if mesh is None:
-        return gmm, shift, _minibatch_step, lambda batch: to_chunks(batch, *layout(batch.shape[0]))
+        return state, functools.partial(stepwise_step, reg_covar=reg_covar, fixed=fixed,
+                                        chunk_size=chunk_size)
     from jaxvi import distributed
 
     distributed.check_mesh(mesh)
-    gmm, shift = distributed.same_on_every_process((gmm, shift))
-    return (gmm, shift, _sharded_minibatch_fn(mesh),
-            lambda batch: distributed.shard_chunks(batch, mesh, layout))
+    state = distributed.same_on_every_process(state)
+    update = _sharded_stepwise_fn(mesh)
+    cov, d = state.gmm.covariance_type, state.gmm.n_features
+
+    def advance(state, batch, weights, rho):
+        xb, mask = distributed.shard_chunks(
+            batch, mesh, lambda n: chunk_layout(n, d, cov, chunk_size), weights=weights)
+        return update(xb, mask, state, jnp.asarray(rho, batch.dtype),
+                      jnp.asarray(reg_covar, batch.dtype), fixed)
+
+    return state, advance
 
 
 @lapack_scoped
@@ -105,12 +182,14 @@ def fit_minibatch(
     reg_covar: float = 1e-6,
     chunk_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    sample_weight: Iterable | None = None,
+    fixed: tuple[str, ...] = (),
 ) -> FitResult:
     """Stepwise EM (Cappé & Moulines 2009) on running averages of per-point `Stats`.
 
     Step t ≥ 1 sets s ← (1 − ρ_t) s + ρ_t ŝ(batch_t; θ) with ρ_t = (t + 2)^(−κ), then
     θ ← M step(s); s starts from the first batch's statistics under the initial θ. Each step
-    is jitted; the loop over batches is host-side.
+    (`stepwise_update`, on a `StepwiseState`) is jitted; the loop over batches is host-side.
 
     Args:
       batches: yields arrays (B_t, D) (any iterable, e.g. a generator over files; B_t may
@@ -128,6 +207,10 @@ def fit_minibatch(
         summed across devices, as in `fit`; with several processes, each yields its own
         rows of every batch and the initialisation is computed from the first batch's rows
         of every process (`jaxvi.processes.init_rows`).
+      sample_weight: yields one (B_t,) array of weights ≥ 0 per batch, in step with
+        `batches` (as `fit`'s sample_weight; ŝ is then per unit of weight, and the initial
+        mixture is fitted to the weighted first batch).
+      fixed: parameters kept at their initial values, as in `fit`.
 
     Returns:
       A `FitResult` whose `history` (length = steps taken, no padding) holds each batch's
@@ -136,32 +219,28 @@ def fit_minibatch(
       was below `tol` (never with the default tol = 0).
     """
     _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar)
+    fixed = checks.fixed_mask(fixed)
+    fixed = None if fixed is None else jnp.asarray(fixed)
     iterator = iter(batches)
+    weights_it = None if sample_weight is None else iter(sample_weight)
     first = first_batch(iterator)
     d = first.shape[1]
-    if mesh is None:
-        start = first
-    else:  # every process initialises from the whole first batch, as one process would
+    w = next_weights(weights_it, first)
+    start, w_start = first, w
+    if mesh is not None:  # every process initialises from the whole first batch
         from jaxvi.processes import init_rows
 
         start = jnp.asarray(init_rows(first))
-    gmm = _initial_gmm(key, start, n_components, covariance_type, init, reg_covar)
-    shift = jnp.mean(start, axis=0)
-    reg = jnp.asarray(reg_covar, first.dtype)
-    gmm = with_scale_tril(gmm)  # the same pytree structure in every step
-    # Zero running statistics of the right shapes (shapes only: no E step is run for them).
-    shapes, _ = jax.eval_shape(lambda: e_step_stats(first, gmm, shift, chunk_size=chunk_size))
-    running = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-    gmm, shift, step, chunks = _stepper(gmm, shift, mesh, chunk_size)
+        w_start = None if w is None else jnp.asarray(init_rows(w))
+    gmm = _initial_gmm(key, start, n_components, covariance_type, init, reg_covar, w_start)
+    state = stepwise_init(gmm, start, w_start, chunk_size=chunk_size)
+    state, advance = _stepper(state, mesh, chunk_size, reg_covar, fixed)
     history = []
-    t = 0
     batch = first
     while True:
-        rho = jnp.asarray(1.0 if t == 0 else (t + 2.0) ** (-float(kappa)), first.dtype)
-        gmm, running, ll = step(*chunks(batch), gmm, running, shift, rho, reg)
+        state, ll = advance(state, batch, w, rho=step_size(len(history), kappa))
         history.append(ll)
-        t += 1
-        if max_steps is not None and t >= max_steps:
+        if max_steps is not None and len(history) >= max_steps:
             break
         try:
             batch = next(iterator)
@@ -169,8 +248,9 @@ def fit_minibatch(
             break
         checks.check_x(batch, d, name="batches")
         batch = jnp.asarray(batch, first.dtype)
+        w = next_weights(weights_it, batch)
     hist = jnp.stack(history)
     converged = (
         jnp.abs(hist[-1] - hist[-2]) < tol if len(history) > 1 else jnp.zeros((), bool)
     )
-    return FitResult(gmm, hist[-1], jnp.asarray(t), converged, hist)
+    return FitResult(state.gmm, hist[-1], jnp.asarray(len(history)), converged, hist)

@@ -49,11 +49,13 @@ def chunk_layout(n: int, d: int, covariance_type: str, chunk_size: int | None):
     return n_chunks, rows
 
 
-def to_chunks(x: jax.Array, n_chunks: int, rows: int):
-    """x: (N, D) -> xb (n_chunks, rows, D) zero-padded, mask (n_chunks, rows)."""
+def to_chunks(x: jax.Array, n_chunks: int, rows: int, weights: jax.Array | None = None):
+    """x: (N, D) -> xb (n_chunks, rows, D) zero-padded, mask (n_chunks, rows): each row's
+    weight in every sum of the E step, `weights` (N,) (sample weights) or 1, and 0 on
+    padding."""
     n, d = x.shape
     pad = n_chunks * rows - n
-    mask = jnp.ones((n,), x.dtype)
+    mask = jnp.ones((n,), x.dtype) if weights is None else jnp.asarray(weights, x.dtype)
     if pad:
         x = jnp.concatenate([x, jnp.zeros((pad, d), x.dtype)])
         mask = jnp.concatenate([mask, jnp.zeros((pad,), x.dtype)])
@@ -95,9 +97,9 @@ def _expanded_log_prob_params(gmm: GMM, shift: jax.Array, precisions=None):
 
 
 def _resp_and_log_prob(joint: jax.Array, m_rows: jax.Array):
-    """joint: (R, K) log w_k + log N(x_r; k), m_rows: (R,) 1 = real point -> responsibilities
-    (R, K) (zero on padding) and log p(x_r) (R,), with one exp pass: resp = e / Σe with
-    e = exp(joint − max); log p(x) = max + log Σe."""
+    """joint: (R, K) log w_k + log N(x_r; k), m_rows: (R,) row weights -> responsibilities
+    times row weights (R, K) (zero on padding) and log p(x_r) (R,), with one exp pass:
+    resp = e / Σe with e = exp(joint − max); log p(x) = max + log Σe."""
     top = jax.lax.stop_gradient(jnp.max(joint, axis=-1, keepdims=True))
     e = jnp.exp(joint - top)
     total = jnp.sum(e, axis=-1, keepdims=True)
@@ -118,8 +120,9 @@ def _sum_over_chunks(one, xb, mask):
 
 def e_step_stats_fast(xb, mask, gmm: GMM, shift, featurized: bool = False, precisions=None):
     """Fused E step + statistics over chunks (the fast kernel). xb: (C, R, D), mask: (C, R)
-    (1 = real point), or with `featurized` the features xb = φ(x − shift): (C, R, F + D)
-    (`feature_chunks`). Returns (Stats about `shift` (D,), Σ_n log p(x_n)).
+    (each row's weight: 1 or its sample weight, 0 = padding), or with `featurized` the
+    features xb = φ(x − shift): (C, R, F + D) (`feature_chunks`). Returns (Stats about
+    `shift` (D,), Σ_n w_n log p(x_n)).
 
     log-densities are one matmul of φ(x − shift) against [−½Λ_k, Λ_k μ_k]: an expansion of the
     quadratic form whose round-off grows with |μ_k − shift|²·|Λ_k| (`expansion_error`);
@@ -143,7 +146,8 @@ def e_step_stats_fast(xb, mask, gmm: GMM, shift, featurized: bool = False, preci
 
 
 def e_step_stats_precise(xb, mask, gmm: GMM, centres: jax.Array | None = None):
-    """Fused E step + statistics over chunks (the precise kernel). xb: (C, R, D), mask: (C, R).
+    """Fused E step + statistics over chunks (the precise kernel). xb: (C, R, D), mask: (C, R)
+    (row weights, as `e_step_stats_fast`).
     Returns (Stats about `centres` (K, D), default each component's own mean gmm.means;
     Σ_n log p(x_n)).
 
@@ -204,11 +208,14 @@ def expansion_error(gmm: GMM, shift: jax.Array, precision: jax.Array | None = No
 
 
 def e_step_stats(
-    x: jax.Array, gmm: GMM, shift: jax.Array | None = None, *, chunk_size: int | None = None
+    x: jax.Array, gmm: GMM, shift: jax.Array | None = None, *,
+    sample_weight: jax.Array | None = None, chunk_size: int | None = None,
 ) -> tuple[Stats, jax.Array]:
-    """E step fused with sufficient statistics: (Stats about `shift`, Σ_n log p(x_n)).
+    """E step fused with sufficient statistics: (Stats about `shift`, Σ_n w_n log p(x_n)).
 
-    x: (N, D); shift: (D,), default `model_shift(gmm)`. Pure and jit/vmap-able; processes x in
+    x: (N, D); shift: (D,), default `model_shift(gmm)`; sample_weight w: (N,) ≥ 0 (default
+    1) multiplies each point's contribution to every sum (count = Σ w_n, n_k = Σ w_n r_nk,
+    ...), so integer weights equal repeating rows. Pure and jit/vmap-able; processes x in
     chunks of `chunk_size` rows (default ≈ 2¹⁹/D² rows on CPU, 2²⁷/D² on accelerators), so
     no (N, D²) array is formed. The fast kernel (`e_step_stats_fast`): exact in exact
     arithmetic, in float32 only as accurate as `expansion_error` says (`em_step` and `fit`
@@ -218,25 +225,50 @@ def e_step_stats(
     if shift is None:
         shift = model_shift(gmm)
     n_chunks, rows = chunk_layout(x.shape[0], gmm.n_features, gmm.covariance_type, chunk_size)
-    xb, mask = to_chunks(x, n_chunks, rows)
+    xb, mask = to_chunks(x, n_chunks, rows, sample_weight)
     return e_step_stats_fast(xb, mask, gmm, shift)
 
 
 def sufficient_stats(
     x: jax.Array, resp: jax.Array, shift: jax.Array | None = None, *,
-    covariance_type: str = "full",
+    covariance_type: str = "full", sample_weight: jax.Array | None = None,
 ) -> Stats:
-    """Stats of x: (N, D) under responsibilities resp: (N, K), about shift (D,) (default the
-    mean of x). Second moments as matmuls: respᵀ @ [x_i x_j]. A traced primitive: no argument
-    checks (`m_step` is the checked entry point)."""
+    """Stats of x: (N, D) under responsibilities resp: (N, K), each point weighted by
+    sample_weight (N,) (default 1), about shift (D,) (default the weighted mean of x). Second
+    moments as matmuls: respᵀ @ [x_i x_j]. A traced primitive: no argument checks (`m_step`
+    is the checked entry point)."""
     kind = covariance.of(covariance_type)
     x = jnp.asarray(x)
+    if sample_weight is None:
+        count = jnp.asarray(x.shape[0], x.dtype)
+    else:
+        sample_weight = jnp.asarray(sample_weight, x.dtype)
+        resp = resp * sample_weight[:, None]
+        count = jnp.sum(sample_weight)
     if shift is None:
-        shift = jnp.mean(x, axis=0)
+        shift = weighted_mean(x, sample_weight)
     xc = x - shift
     d = x.shape[-1]
     phi = kind.point_features(xc)
     moments = resp.T @ phi
     second, first = moments[:, :-d], moments[:, -d:]
-    return Stats(jnp.asarray(x.shape[0], x.dtype), jnp.sum(resp, axis=0), first,
-                 kind.unpack(second, d))
+    return Stats(count, jnp.sum(resp, axis=0), first, kind.unpack(second, d))
+
+
+def weighted_mean(x: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
+    """Σ_n w_n x_n / Σ_n w_n (D,) of x: (N, D), or the plain mean for sample_weight None."""
+    if sample_weight is None:
+        return jnp.mean(x, axis=0)
+    w = jnp.asarray(sample_weight, x.dtype)
+    return (w @ x) / jnp.sum(w)
+
+
+def weighted_covariance(x: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
+    """The covariance (D, D) of x: (N, D) with ddof 1, the rows as frequency weights
+    sample_weight (N,) (the covariance of x with row n repeated w_n times: divided by
+    Σ w − 1), or `jnp.cov` for None."""
+    if sample_weight is None:
+        return jnp.atleast_2d(jnp.cov(x.T))
+    w = jnp.asarray(sample_weight, x.dtype)
+    xc = x - weighted_mean(x, w)
+    return (xc.T * w) @ xc / (jnp.sum(w) - 1.0)

@@ -13,6 +13,7 @@ fast or the precise E-step kernel, whichever float32 round-off allows, then `fac
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -59,15 +60,20 @@ def flush_roundoff(scatter, sum_xx, matrix: bool):
 
 def m_step_from_stats(
     stats: Stats, shift: jax.Array, *, covariance_type: str = "full",
-    reg_covar: float = 1e-6, prior: Prior | None = None,
+    reg_covar: float = 1e-6, prior: Prior | None = None, fixed: jax.Array | None = None,
+    current: GMM | None = None,
 ) -> GMM:
     """Closed-form M step (maximum likelihood, or MAP under `prior`) from `Stats` about `shift`.
 
     stats: one restart's Stats (K leading); shift: (D,), or (K, D) for statistics taken about
     per-component points (`e_step_stats_precise`). Guards empty components like scikit-learn:
     n_k + 10·eps, so they get the prior/zero mean offset and `reg_covar` covariance instead of
-    NaN. A traced primitive (no argument checks; it returns covariances only:
-    `factored_m_step` adds their floored Cholesky factors).
+    NaN. fixed: None, or (3,) bool (`checks.fixed_mask`: weights, means, covariances): those
+    are kept at `current`'s values and the rest maximised given them: with the means fixed,
+    the covariances are the scatter about those means (plus the prior's
+    κ0 (μ_k − m0)(μ_k − m0)ᵀ under MAP); the other updates do not depend on what is fixed.
+    A traced mask, so one compiled fit serves every subset. A traced primitive (no argument checks;
+    it returns covariances only: `factored_m_step` adds their floored Cholesky factors).
     """
     kind = covariance.of(covariance_type)
     dt = stats.sum_x.dtype
@@ -79,7 +85,11 @@ def m_step_from_stats(
     if prior is None:
         weights = nk / jnp.sum(nk)
         means = shift + delta
-        return GMM(weights, means, kind.ml_covariance(scatter, nk, reg_covar), covariance_type)
+        if fixed is not None:  # with the means fixed, the scatter about them
+            about = kind.posterior_scatter(scatter, nk, delta - (current.means - shift))
+            scatter = jnp.where(fixed[1], about, scatter)
+        new = GMM(weights, means, kind.ml_covariance(scatter, nk, reg_covar), covariance_type)
+        return keep_fixed(new, current, fixed)
 
     alpha, m0, kappa0, nu0, psi0 = (jnp.asarray(p, dt) for p in prior)
     unnorm = nk + alpha - 1.0
@@ -90,8 +100,28 @@ def m_step_from_stats(
     dev = delta - d0  # x̄_k − m0
     shrink = kappa0 * nk / kappa_n
     post = kind.posterior_scatter(scatter, shrink, dev)
-    return GMM(weights, means, kind.map_covariance(post, nk, psi0, nu0, reg_covar),
-               covariance_type)
+    if fixed is not None:  # B_k = Σ r (x − μ_k)(x − μ_k)ᵀ + κ0 (μ_k − m0)(μ_k − m0)ᵀ
+        mu = current.means - shift
+        about = kind.posterior_scatter(scatter, nk, delta - mu)
+        about = about + kind.outer(jnp.broadcast_to(kappa0, nk.shape), mu - d0)
+        post = jnp.where(fixed[1], about, post)
+    new = GMM(weights, means, kind.map_covariance(post, nk, psi0, nu0, reg_covar),
+              covariance_type)
+    return keep_fixed(new, current, fixed)
+
+
+def keep_fixed(new: GMM, current: GMM | None, fixed: jax.Array | None) -> GMM:
+    """`new` with the parameters that fixed (3,) bool (weights, means, covariances) marks
+    taken from `current` (the covariances with their Cholesky factors, when both have them);
+    `new` itself for fixed None. Any leading batch axes."""
+    if fixed is None:
+        return new
+    kept = dict(weights=jnp.where(fixed[0], current.weights, new.weights),
+                means=jnp.where(fixed[1], current.means, new.means),
+                covariances=jnp.where(fixed[2], current.covariances, new.covariances))
+    if new.scale_tril is not None and current.scale_tril is not None:
+        kept["scale_tril"] = jnp.where(fixed[2], current.scale_tril, new.scale_tril)
+    return dataclasses.replace(new, **kept)
 
 
 def per_restart(fn, *args):
@@ -104,17 +134,20 @@ def per_restart(fn, *args):
 
 
 def factored_m_step(stats: Stats, shifts: jax.Array, *, covariance_type: str, reg_covar,
-                    prior: Prior | None = None) -> GMM:
+                    prior: Prior | None = None, fixed: jax.Array | None = None,
+                    current: GMM | None = None) -> GMM:
     """`m_step_from_stats` of restarts batched along axis 0 (stats: Stats (B, ...), shifts:
-    (B, D) or (B, K, D)), with the covariances factored with eigenvalues floored at
-    reg_covar, positive definite by construction (`with_scale_tril`, outside the `vmap`, so
-    that its repair stays a real `lax.cond`) -> GMMs batched along axis 0."""
+    (B, D) or (B, K, D); `current`: the GMMs (B, ...) whose `fixed` parameters are kept), with
+    the covariances factored with eigenvalues floored at reg_covar, positive definite by
+    construction (`with_scale_tril`, outside the `vmap`, so that its repair stays a real
+    `lax.cond`; fixed covariances keep their factors) -> GMMs batched along axis 0."""
     new = per_restart(
-        lambda st, c: m_step_from_stats(st, c, covariance_type=covariance_type,
-                                        reg_covar=reg_covar, prior=prior),
-        stats, shifts,
+        lambda st, c, g: m_step_from_stats(st, c, covariance_type=covariance_type,
+                                           reg_covar=reg_covar, prior=prior, fixed=fixed,
+                                           current=g),
+        stats, shifts, None if fixed is None else current,
     )
-    return with_scale_tril(new, reg_covar)
+    return keep_fixed(with_scale_tril(new, reg_covar), current, fixed)
 
 
 def _stats_about_means(x, resp, covariance_type: str) -> tuple[Stats, jax.Array]:
@@ -202,18 +235,20 @@ def e_step_batched(gmms: GMM, xb, mask, chunks, shift, featurized, combine):
     return jax.lax.cond(use_fast, fast, precise, None)
 
 
-def em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior, combine):
+def em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior, combine,
+              fixed: jax.Array | None = None):
     """One EM iteration of restarts batched along axis 0: (new GMMs with their factors, mean
-    log-likelihood (B,) of `gmms`).
+    log-likelihood (B,) of `gmms`, weighted by the mask: Σ w log p / Σ w).
 
-    xb: (C, R, D), mask: (C, R); chunks: what the fast kernel reads (xb, or its features about
+    xb: (C, R, D), mask: (C, R) row weights; `fixed`: parameters kept at `gmms`' values
+    (`m_step_from_stats`); chunks: what the fast kernel reads (xb, or its features about
     `shift` (D,) when `featurized`). The E step runs the fast kernel where its round-off is
     negligible for every restart (`expansion_error` < `FAST_KERNEL_MAX_ERROR`) and the
     precise one otherwise: one `lax.cond`, so only one runs. `combine` maps local to global
     (Stats, Σ log p) (e.g. a `psum`)."""
     stats, sum_ll, shifts = e_step_batched(gmms, xb, mask, chunks, shift, featurized, combine)
     new = factored_m_step(stats, shifts, covariance_type=gmms.covariance_type,
-                          reg_covar=reg_covar, prior=prior)
+                          reg_covar=reg_covar, prior=prior, fixed=fixed, current=gmms)
     return new, sum_ll / stats.count
 
 
@@ -225,8 +260,11 @@ def identity(t):
 def em_step(
     x: jax.Array, gmm: GMM, *, reg_covar: float = 1e-6, prior: Prior | None = None,
     combine: Callable = identity, chunk_size: int | None = None,
+    sample_weight: jax.Array | None = None, fixed: jax.Array | None = None,
 ) -> tuple[GMM, jax.Array]:
-    """One EM iteration: (new gmm, mean log-likelihood of `gmm` on x). x: (N, D).
+    """One EM iteration: (new gmm, mean log-likelihood of `gmm` on x). x: (N, D);
+    sample_weight: (N,) ≥ 0 (the mean is then Σ w log p / Σ w); fixed: None or (3,) bool
+    (`checks.fixed_mask`): the parameters kept at `gmm`'s values (`m_step_from_stats`).
 
     The iteration `fit` runs (`em_update`): the fast or the precise E step kernel, whichever
     float32 round-off allows, then the M step and its covariances' floored factors. `combine`
@@ -237,8 +275,8 @@ def em_step(
     """
     gmm = with_scale_tril(gmm)
     n_chunks, rows = chunk_layout(x.shape[0], gmm.n_features, gmm.covariance_type, chunk_size)
-    xb, mask = to_chunks(x, n_chunks, rows)
+    xb, mask = to_chunks(x, n_chunks, rows, sample_weight)
     batched = jax.tree_util.tree_map(lambda a: a[None], gmm)
     new, ll = em_update(batched, xb, mask, xb, model_shift(gmm), False, reg_covar, prior,
-                        combine)
+                        combine, fixed)
     return jax.tree_util.tree_map(lambda a: a[0], new), ll[0]

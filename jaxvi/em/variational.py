@@ -29,6 +29,7 @@ from jax.scipy.special import betaln, digamma, gammaln
 from jaxvi import _linalg
 from jaxvi.em import covariance
 from jaxvi.em.model import GMM, Stats, component_precisions
+from jaxvi.em.stats import weighted_covariance, weighted_mean
 from jaxvi.em.step import flush_roundoff
 
 WEIGHT_PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
@@ -69,23 +70,27 @@ class VariationalPosterior(NamedTuple):
 
 def default_prior(x: jax.Array, *, covariance_type: str = "full", n_components: int,
                   weight_concentration_prior=None, mean_precision_prior=None, mean_prior=None,
-                  degrees_of_freedom_prior=None, covariance_prior=None) -> VariationalPrior:
+                  degrees_of_freedom_prior=None, covariance_prior=None, sample_weight=None
+                  ) -> VariationalPrior:
     """scikit-learn's prior for x: (N, D): each argument left None takes its default:
     1/K, 1, the data mean, D, and the data covariance (ddof 1; its diagonal for diag, the
-    mean of that for spherical). A traced primitive (no checks: `fit_variational` checks)."""
+    mean of that for spherical). With sample_weight (N,): the weighted mean and the
+    frequency-weighted covariance (those of x with rows repeated: `weighted_covariance`).
+    A traced primitive (no checks: `fit_variational` checks)."""
     dt = x.dtype
     d = x.shape[-1]
     if covariance_prior is None:
         if covariance.of(covariance_type).matrix:
-            covariance_prior = jnp.atleast_2d(jnp.cov(x.T))
+            covariance_prior = weighted_covariance(x, sample_weight)
         else:
-            var = jnp.var(x, axis=0, ddof=1)
+            var = (jnp.var(x, axis=0, ddof=1) if sample_weight is None
+                   else jnp.diagonal(weighted_covariance(x, sample_weight)))
             covariance_prior = var if covariance_type == "diag" else jnp.mean(var)
     return VariationalPrior(
         jnp.asarray(1.0 / n_components if weight_concentration_prior is None
                     else weight_concentration_prior, dt),
         jnp.asarray(1.0 if mean_precision_prior is None else mean_precision_prior, dt),
-        jnp.asarray(jnp.mean(x, axis=0) if mean_prior is None else mean_prior, dt),
+        jnp.asarray(weighted_mean(x, sample_weight) if mean_prior is None else mean_prior, dt),
         jnp.asarray(d if degrees_of_freedom_prior is None else degrees_of_freedom_prior, dt),
         jnp.asarray(covariance_prior, dt),
     )

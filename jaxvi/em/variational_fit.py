@@ -17,7 +17,13 @@ from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.fit import lapack_scoped
 from jaxvi.em.loop import ascent_loop, best_restart, finite_along
-from jaxvi.em.stats import chunk_layout, feature_chunks, sufficient_stats, to_chunks
+from jaxvi.em.stats import (
+    chunk_layout,
+    feature_chunks,
+    sufficient_stats,
+    to_chunks,
+    weighted_mean,
+)
 from jaxvi.em.step import e_step_batched, identity, per_restart
 from jaxvi.em.variational import (
     WEIGHT_PRIOR_TYPES,
@@ -48,11 +54,14 @@ class VariationalFitResult(NamedTuple):
 
 
 def initialize_from_resp(x, resp, prior: VariationalPrior, *, covariance_type: str,
-                         weight_type: str, reg_covar) -> VariationalPosterior:
+                         weight_type: str, reg_covar, sample_weight=None
+                         ) -> VariationalPosterior:
     """q from responsibilities resp: (N, K) of x: (N, D) (scikit-learn's `_initialize`):
-    the variational M step from their Stats about the data mean. A traced primitive."""
-    shift = jnp.mean(x, axis=0)
-    stats = sufficient_stats(x, resp.astype(x.dtype), shift, covariance_type=covariance_type)
+    the variational M step from their Stats (weighted by sample_weight (N,) when given)
+    about the (weighted) data mean. A traced primitive."""
+    shift = weighted_mean(x, sample_weight)
+    stats = sufficient_stats(x, resp.astype(x.dtype), shift, covariance_type=covariance_type,
+                             sample_weight=sample_weight)
     return variational_m_step(stats, shift, prior, covariance_type=covariance_type,
                               weight_type=weight_type, reg_covar=reg_covar)
 
@@ -97,12 +106,12 @@ def _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, comb
     return VariationalFitResult(*ascent_loop(update, posts, max_iter, tol, xb.dtype))
 
 
-def _initial_posteriors(x, keys, prior, k, cov, wt, init, reg_covar):
-    """One initial q per key of keys: (B,), from `init`'s responsibilities, batched along
-    axis 0. A traced primitive."""
+def _initial_posteriors(x, keys, prior, k, cov, wt, init, reg_covar, weights=None):
+    """One initial q per key of keys: (B,), from `init`'s responsibilities (weighted by
+    weights (N,) when given), batched along axis 0. A traced primitive."""
     return jax.vmap(lambda key: initialize_from_resp(
-        x, em_init.init_resp(key, x, k, init), prior, covariance_type=cov, weight_type=wt,
-        reg_covar=reg_covar))(keys)
+        x, em_init.init_resp(key, x, k, init, weights), prior, covariance_type=cov,
+        weight_type=wt, reg_covar=reg_covar, sample_weight=weights))(keys)
 
 
 def _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, combine=identity):
@@ -114,16 +123,17 @@ def _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, com
 
 @functools.partial(jax.jit, static_argnames=("k", "cov", "wt", "init", "max_iter", "n_chunks",
                                              "rows"))
-def _fit_from_keys(x, keys, prior, *, k, cov, wt, init, max_iter, tol, reg_covar, n_chunks,
-                   rows):
-    xb, mask = to_chunks(x, n_chunks, rows)
-    posts = _initial_posteriors(x, keys, prior, k, cov, wt, init, reg_covar)
+def _fit_from_keys(x, keys, prior, weights, *, k, cov, wt, init, max_iter, tol, reg_covar,
+                   n_chunks, rows):
+    xb, mask = to_chunks(x, n_chunks, rows, weights)
+    posts = _initial_posteriors(x, keys, prior, k, cov, wt, init, reg_covar, weights)
     return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
 
 
 @functools.partial(jax.jit, static_argnames=("cov", "wt", "max_iter", "n_chunks", "rows"))
-def _fit_from_posterior(x, post, prior, *, cov, wt, max_iter, tol, reg_covar, n_chunks, rows):
-    xb, mask = to_chunks(x, n_chunks, rows)
+def _fit_from_posterior(x, post, prior, weights, *, cov, wt, max_iter, tol, reg_covar, n_chunks,
+                        rows):
+    xb, mask = to_chunks(x, n_chunks, rows, weights)
     posts = jax.tree_util.tree_map(lambda a: a[None], post)
     return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
 
@@ -141,7 +151,8 @@ def _sharded_fit_fn(mesh, max_iter, cov, wt):
     return jax.jit(distributed.shard_map_data(local, mesh, 2, 4))
 
 
-def _fit_sharded(x, posts, prior, mesh, *, cov, wt, max_iter, tol, reg_covar, chunk_size):
+def _fit_sharded(x, weights, posts, prior, mesh, *, cov, wt, max_iter, tol, reg_covar,
+                 chunk_size):
     """`fit_variational` from the batched initial q `posts` with the rows of x split over the
     mesh's "data" axis (several processes: process 0's `posts` are used everywhere)."""
     from jaxvi import distributed
@@ -149,7 +160,7 @@ def _fit_sharded(x, posts, prior, mesh, *, cov, wt, max_iter, tol, reg_covar, ch
     distributed.check_mesh(mesh)
     posts = distributed.same_on_every_process(posts)
     xb, mask = distributed.shard_chunks(
-        x, mesh, lambda n: chunk_layout(n, x.shape[1], cov, chunk_size))
+        x, mesh, lambda n: chunk_layout(n, x.shape[1], cov, chunk_size), weights=weights)
     return _sharded_fit_fn(mesh, max_iter, cov, wt)(xb, mask, posts, prior, tol, reg_covar)
 
 
@@ -163,15 +174,18 @@ def _raise_if_not_finite(result: VariationalFitResult) -> VariationalFitResult:
     return result
 
 
-def checked_prior(x: jax.Array, covariance_type: str, n_components: int, **given
-                  ) -> VariationalPrior:
-    """The prior of a fit to x: (N, D): scikit-learn's defaults (`default_prior`) for each
-    of `given`'s priors left None, each checked (concrete values; messages name them)."""
+def checked_prior(x: jax.Array, covariance_type: str, n_components: int, sample_weight=None,
+                  **given) -> VariationalPrior:
+    """The prior of a fit to x: (N, D) (rows weighted by sample_weight (N,) when given):
+    scikit-learn's defaults (`default_prior`) for each of `given`'s priors left None, each
+    checked (concrete values; messages name them)."""
     for name, value in given.items():
         if value is not None:
             _validate.check_finite(name, np.asarray(value, dtype=float))
+    if sample_weight is not None and given.get("covariance_prior") is None:
+        checks.check_weight_total(sample_weight)
     prior = default_prior(x, covariance_type=covariance_type, n_components=n_components,
-                          **given)
+                          sample_weight=sample_weight, **given)
     checks.check_variational_prior(prior, covariance_type, x.shape[1])
     return prior
 
@@ -196,6 +210,7 @@ def fit_variational(
     reg_covar: float = 1e-6,
     chunk_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    sample_weight: jax.Array | None = None,
 ) -> VariationalFitResult:
     """Fit a variational Bayesian Gaussian mixture by VB-EM (scikit-learn's
     `BayesianGaussianMixture`), the loop on device until |Δ ELBO| < tol or `max_iter`.
@@ -223,6 +238,9 @@ def fit_variational(
         processes, x is each process's own rows, and the default priors and the
         initialisation are computed from the job's rows (`jaxvi.processes.init_rows`: all
         of them up to 65,536, else a strided sample).
+      sample_weight: (N,) ≥ 0, each point's weight in every sum, as in `jaxvi.em.fit`
+        (integer weights equal repeated rows; the default priors use the weighted mean and
+        the frequency-weighted covariance, so Σ w > 1 is needed for those).
 
     Returns:
       A `VariationalFitResult`; a ValueError if the fitted posterior is not finite.
@@ -241,13 +259,15 @@ def fit_variational(
     if chunk_size is not None:
         _validate.check_int("chunk_size", chunk_size, 1)
     x = checks.as_float_data(x)
-    x0 = x  # the rows the prior's defaults and the initialisation see
+    weights = checks.check_sample_weight(sample_weight, n, x.dtype, k)
+    x0, w0 = x, weights  # the rows the prior's defaults and the initialisation see
     if mesh is not None:
         from jaxvi.processes import init_rows
 
         x0 = jnp.asarray(init_rows(x))
+        w0 = None if weights is None else jnp.asarray(init_rows(weights))
     prior = checked_prior(
-        x0, covariance_type, k, weight_concentration_prior=weight_concentration_prior,
+        x0, covariance_type, k, w0, weight_concentration_prior=weight_concentration_prior,
         mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
         degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
     loop = dict(cov=covariance_type, wt=weight_concentration_prior_type,
@@ -259,14 +279,15 @@ def fit_variational(
         post = checks.check_posterior(init, k, d, cov, wt, x.dtype)
         if mesh is None:
             return _raise_if_not_finite(
-                _fit_from_posterior(x, post, prior, **loop, n_chunks=n_chunks, rows=rows))
+                _fit_from_posterior(x, post, prior, weights, **loop, n_chunks=n_chunks,
+                                    rows=rows))
         posts = jax.tree_util.tree_map(lambda a: a[None], post)
     else:
         keys = jax.random.split(key, int(n_init))
         if mesh is None:
             return _raise_if_not_finite(_fit_from_keys(
-                x, keys, prior, k=k, init=init, **loop, n_chunks=n_chunks, rows=rows))
+                x, keys, prior, weights, k=k, init=init, **loop, n_chunks=n_chunks, rows=rows))
         posts = jax.jit(_initial_posteriors, static_argnums=(3, 4, 5, 6))(
-            x0, keys, prior, k, cov, wt, init, loop["reg_covar"])
+            x0, keys, prior, k, cov, wt, init, loop["reg_covar"], w0)
     return _raise_if_not_finite(
-        _fit_sharded(x, posts, prior, mesh, **loop, chunk_size=chunk_size))
+        _fit_sharded(x, weights, posts, prior, mesh, **loop, chunk_size=chunk_size))

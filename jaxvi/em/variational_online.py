@@ -19,8 +19,14 @@ from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.fit import lapack_scoped
-from jaxvi.em.online import first_batch
-from jaxvi.em.stats import chunk_layout, e_step_stats_fast, sufficient_stats, to_chunks
+from jaxvi.em.online import first_batch, next_weights
+from jaxvi.em.stats import (
+    chunk_layout,
+    e_step_stats_fast,
+    sufficient_stats,
+    to_chunks,
+    weighted_mean,
+)
 from jaxvi.em.step import identity
 from jaxvi.em.variational import (
     WEIGHT_PRIOR_TYPES,
@@ -77,13 +83,15 @@ def _sharded_svi_fn(mesh, cov, wt):
     return jax.jit(distributed.shard_map_data(local, mesh, 2, 7))
 
 
-def _initial_posterior(key, first, k, prior, n_samples, cov, wt, init, reg_covar):
-    """q from `init`'s responsibilities on the first batch, its Stats scaled to n_samples,
-    and those per-point Stats (about the first batch's mean) to start the running ones."""
-    shift = jnp.mean(first, axis=0)
-    resp = em_init.init_resp(key, first, k, init)
+def _initial_posterior(key, first, k, prior, n_samples, cov, wt, init, reg_covar,
+                       weights=None):
+    """q from `init`'s responsibilities on the first batch (weighted by weights (B,) when
+    given), its Stats scaled to n_samples, and those per-point Stats (about the first
+    batch's weighted mean) to start the running ones."""
+    shift = weighted_mean(first, weights)
+    resp = em_init.init_resp(key, first, k, init, weights)
     running = _per_point(sufficient_stats(first, resp.astype(first.dtype), shift,
-                                          covariance_type=cov))
+                                          covariance_type=cov, sample_weight=weights))
     post = variational_m_step(_scaled(running, n_samples), shift, prior,
                               covariance_type=cov, weight_type=wt, reg_covar=reg_covar)
     return post, running, shift
@@ -110,6 +118,7 @@ def fit_variational_minibatch(
     reg_covar: float = 1e-6,
     chunk_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    sample_weight: Iterable | None = None,
 ) -> VariationalFitResult:
     """Stochastic variational inference (Hoffman et al. 2013) for the VB-EM mixture of
     `fit_variational`, for data that do not fit in one batch.
@@ -124,8 +133,8 @@ def fit_variational_minibatch(
         a data set of `n_samples` points.
       n_components: K ≤ the first batch's size.
       key: PRNG key of the initialisation on the first batch.
-      n_samples: N, the size of the data set the batches are drawn from (the statistics
-        of a batch stand for N points).
+      n_samples: N ≥ 1, the size of the data set the batches are drawn from (the statistics
+        of a batch stand for N points); with sample_weight, its total weight.
       covariance_type, weight_concentration_prior_type, the priors: as `fit_variational`;
         default priors are computed from the first batch.
       kappa: κ ∈ (0.5, 1], the step-size decay; delay: τ ≥ 0, which slows early steps.
@@ -135,6 +144,8 @@ def fit_variational_minibatch(
       chunk_size: rows per chunk of the fused E step.
       mesh: each batch's rows are split over its "data" axis and the batch Stats summed
         across devices, as in `fit_minibatch`.
+      sample_weight: yields one (B_t,) array of weights ≥ 0 per batch, in step with
+        `batches`, as in `fit_minibatch`; `n_samples` is then the data set's total weight.
 
     Returns:
       A `VariationalFitResult`: `posterior` after the last step; `history` (one per step,
@@ -146,18 +157,20 @@ def fit_variational_minibatch(
     _check_svi_args(kappa, delay, covariance_type, weight_concentration_prior_type, max_steps,
                     reg_covar, n_samples, init, chunk_size)
     iterator = iter(batches)
+    weights_it = None if sample_weight is None else iter(sample_weight)
     first = first_batch(iterator)
     n, d = first.shape
     k = checks.check_n_components(n_components, n)
+    w = next_weights(weights_it, first)
     cov, wt = covariance_type, weight_concentration_prior_type
     prior = checked_prior(
-        first, cov, k, weight_concentration_prior=weight_concentration_prior,
+        first, cov, k, w, weight_concentration_prior=weight_concentration_prior,
         mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
         degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
     dt = first.dtype
     n_total, reg = jnp.asarray(n_samples, dt), jnp.asarray(reg_covar, dt)
     post, running, shift = jax.jit(_initial_posterior, static_argnums=(2, 5, 6, 7))(
-        key, first, k, prior, n_total, cov, wt, init, reg)
+        key, first, k, prior, n_total, cov, wt, init, reg, w)
     step, chunks = _svi_stepper(mesh, cov, wt, d, chunk_size)
     if mesh is not None:
         from jaxvi import distributed
@@ -166,7 +179,7 @@ def fit_variational_minibatch(
     history, t, batch = [], 0, first
     while True:
         rho = jnp.asarray((t + 1.0 + float(delay)) ** (-float(kappa)), dt)
-        post, running, estimate = step(*chunks(batch), post, running, shift, prior, rho,
+        post, running, estimate = step(*chunks(batch, w), post, running, shift, prior, rho,
                                        n_total, reg)
         history.append(estimate)
         t += 1
@@ -178,6 +191,7 @@ def fit_variational_minibatch(
             break
         checks.check_x(batch, d, name="batches")
         batch = jnp.asarray(batch, dt)
+        w = next_weights(weights_it, batch)
     hist = jnp.stack(history)
     if not bool(jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a))
                                      for a in jax.tree_util.tree_leaves(post)]))):
@@ -196,12 +210,12 @@ def _svi_stepper(mesh, cov, wt, d, chunk_size):
 
     if mesh is None:
         return (functools.partial(_svi_step, cov=cov, wt=wt),
-                lambda batch: to_chunks(batch, *layout(batch.shape[0])))
+                lambda batch, w: to_chunks(batch, *layout(batch.shape[0]), w))
     from jaxvi import distributed
 
     distributed.check_mesh(mesh)
     return (_sharded_svi_fn(mesh, cov, wt),
-            lambda batch: distributed.shard_chunks(batch, mesh, layout))
+            lambda batch, w: distributed.shard_chunks(batch, mesh, layout, weights=w))
 
 
 def _check_svi_args(kappa, delay, covariance_type, weight_type, max_steps, reg_covar,
@@ -214,7 +228,7 @@ def _check_svi_args(kappa, delay, covariance_type, weight_type, max_steps, reg_c
     if max_steps is not None:
         _validate.check_int("max_steps", max_steps, 1)
     _validate.check_number("reg_covar", reg_covar)
-    _validate.check_int("n_samples", n_samples, 1)
+    _validate.check_number("n_samples", n_samples, 1.0)  # a total weight with sample_weight
     if isinstance(init, VariationalPosterior) or init not in em_init.INITS:
         _validate.check_choice("init", init, em_init.INITS)
     if chunk_size is not None:

@@ -31,6 +31,11 @@ def register(subparsers) -> None:
                    help=f"joint ELBO epochs (default {d.epochs})")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
                    help=f"autoencoder pretraining epochs (default {d.pretrain_epochs})")
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help="step budget of joint training: at most about this many optimizer "
+                   "steps, fewer epochs on large data; 0 = none (default %(default)s)")
+    p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps,
+                   help="step budget of pretraining; 0 = none (default %(default)s)")
     p.add_argument("--restarts", type=int, default=d.restarts,
                    help="autoencoders pretrained together; the prior starts from the consensus "
                    f"of their clusterings (default {d.restarts})")
@@ -86,6 +91,7 @@ def run(args) -> int:
     )
     tc = recipe.TrainConfig(
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
+        steps=args.steps or None, pretrain_steps=args.pretrain_steps or None,
         learning_rate=args.learning_rate, seed=args.seed, restarts=args.restarts,
         pretrain_neighbors=args.pretrain_neighbors, inference=args.inference,
         checkpoint_every=args.checkpoint_every,
@@ -119,26 +125,48 @@ def run(args) -> int:
             model, history = recipe.train_vae(
                 ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
                 checkpoint_dir=ckpt, resume=args.resume,
-                progress=not args.no_progress, log=print, data_name=str(args.data), mesh=mesh,
+                progress=not args.no_progress, log=print, data_name=str(args.data),
+                input_scale=ds.input_scale, mesh=mesh,
             )
     except NonFiniteLossError as err:
         print(f"jaxvi train: error: {err}", file=sys.stderr)
         return 1
+    t_trained = time.perf_counter()
     final = evaluate_test_set(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))
-    final["train_seconds"] = time.perf_counter() - t0
+    t_evaluated = time.perf_counter()
+    final["train_seconds"] = t_evaluated - t0
+    save_figures(model, ds.x_test, out, key=jax.random.key(args.seed + 2))
     result = {
         "data": str(args.data),
+        "input_scale": ds.input_scale,
         "model_config": mc.to_dict(),
         "train_config": tc.to_dict(),
         **final,
+        "phase_seconds": _phase_seconds(ckpt, history, t0, t_trained, t_evaluated,
+                                        time.perf_counter()),
         "history": history,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    save_figures(model, ds.x_test, out, key=jax.random.key(args.seed + 2))
     print(format_metrics(final))
     print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint'}, samples.png, recon.png, "
           f"latent.png in {final['train_seconds']:.0f} s")
     return 0
+
+
+def _phase_seconds(ckpt: Path, history: list[dict], t0, t_trained, t_evaluated,
+                   t_end) -> dict:
+    """Wall seconds of each phase: loading and checks ("setup"), the neighbour search,
+    autoencoder pretraining, the consensus (the GMMs on the codes), joint training with its
+    test evaluations, the final evaluation and the pictures."""
+    from jaxvi.training.checkpoint import load_meta
+
+    pre = load_meta(ckpt).get("pretrain", {}).get("seconds", {})
+    phases = {"pretrain_" + k: v for k, v in pre.items()}
+    before_joint = sum(pre.values())
+    joint = sum(row["seconds"] for row in history)
+    return {"setup_and_joint_evaluations": t_trained - t0 - before_joint - joint, **phases,
+            "joint_training": joint, "evaluation": t_evaluated - t_trained,
+            "pictures": t_end - t_evaluated, "total": t_end - t0}
 
 
 def check_out_folder(out: Path) -> None:

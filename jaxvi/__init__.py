@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "kl", "mixture", "em", "vi", "vae", "training", "data", "metrics", "nn", "distributed",
 )
-_ATTRIBUTES = {"GaussianMixture": "jaxvi.sklearn"}
+_ATTRIBUTES = {"GaussianMixture": "jaxvi.sklearn", "MixtureVAE": "jaxvi.vae.estimator"}
 
 __all__ = [*_SUBMODULES, *_ATTRIBUTES]
 

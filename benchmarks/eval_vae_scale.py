@@ -215,7 +215,7 @@ def main(argv=None):
                 r["test_accuracy"] > m for r, m in zip(runs, best_baseline, strict=True)),
         }
         write_result(args.name, result)
-        if args.unbudgeted_metrics is not None:
+        if args.unbudgeted_metrics is not None and args.unbudgeted_metrics.is_file():
             m = json.loads(args.unbudgeted_metrics.read_text())
             result["scale"]["unbudgeted_20k"] = {
                 k: m.get(k) for k in ("test_accuracy", "test_nmi", "train_seconds",

@@ -158,9 +158,17 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return jax.random.normal(key, (n, self.model_config_.latent_dim), jnp.float32)
 
     def _run(self, name: str, x: np.ndarray, *extra) -> np.ndarray:
+        """The jitted inference `name` over chunks of x, each padded with zero rows to a
+        power of two (at most `_CHUNK` rows), so that a few shapes are ever compiled."""
         fn = getattr(_inference(self.model_config_), name)
-        outs = [np.asarray(fn(self.params_, jnp.asarray(x[i : i + _CHUNK]), *extra))
-                for i in range(0, x.shape[0], _CHUNK)]
+        outs = []
+        for i in range(0, x.shape[0], _CHUNK):
+            chunk = x[i : i + _CHUNK]
+            rows = min(_CHUNK, 1 << max(3, (chunk.shape[0] - 1).bit_length()))
+            padded = np.zeros((rows, x.shape[1]), np.float32)
+            padded[: chunk.shape[0]] = chunk
+            outs.append(np.asarray(fn(self.params_, jnp.asarray(padded), *extra))[
+                : chunk.shape[0]])
         return np.concatenate(outs)
 
     def predict_proba(self, X):

@@ -16,7 +16,8 @@ _SUBMODULES = (
     "kl", "mixture", "em", "vi", "vae", "training", "data", "metrics", "nn", "distributed",
 )
 _ATTRIBUTES = {"GaussianMixture": "jaxvi.sklearn",
-               "BayesianGaussianMixture": "jaxvi.sklearn_variational"}
+               "BayesianGaussianMixture": "jaxvi.sklearn_variational",
+               "MixtureVAE": "jaxvi.vae.estimator"}
 
 __all__ = [*_SUBMODULES, *_ATTRIBUTES]
 

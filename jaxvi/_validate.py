@@ -212,3 +212,18 @@ def check_rows_observed(name: str, observed) -> None:
             f"`{name}` row {int(empty[0])} has every entry missing (NaN){more}: a row needs "
             "at least one observed value. Drop such rows first."
         )
+
+
+def check_unit_interval(name: str, a, why: str = "") -> None:
+    """Every value of `a` in [0, 1] (the data of a Bernoulli likelihood); `why` names what
+    needs it. Concrete arrays only."""
+    if not is_concrete(a):
+        return
+    arr = np.asarray(a)
+    if arr.size and (float(np.min(arr)) < 0 or float(np.max(arr)) > 1):
+        need = f" for {why}" if why else ""
+        raise ValueError(
+            f"`{name}` must lie in [0, 1]{need}; got values in [{float(np.min(arr)):.4g}, "
+            f"{float(np.max(arr)):.4g}]. Scale it to [0, 1] (uint8 images are divided by 255 "
+            "on load) or use likelihood='gaussian'."
+        )

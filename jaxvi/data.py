@@ -1,5 +1,6 @@
 """Data: scikit-learn's bundled 8×8 digits (nothing is downloaded) with a fixed stratified
-train/test split, any `.npy`/`.npz` array a user passes, and batching with explicit keys."""
+train/test split, any `.npy`/`.npz` array a user passes (images (N, H, W) flattened, uint8
+0–255 scaled to [0, 1]), and batching with explicit keys."""
 
 from __future__ import annotations
 
@@ -32,13 +33,29 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive; an empty one
 
 
 class Dataset(NamedTuple):
-    """x_*: (N, D) float32 in the units the model sees; y_*: (N,) int labels or None."""
+    """x_*: (N, D) float32 in the units the model sees; y_*: (N,) int labels or None;
+    input_scale: what the stored values were multiplied by to get x_* (`input_scale`)."""
 
     x_train: np.ndarray
     y_train: np.ndarray | None
     x_test: np.ndarray
     y_test: np.ndarray | None
     name: str
+    input_scale: float = 1.0
+
+
+def input_scale(a) -> float:
+    """The factor that brings an array's values to the units the model sees: 1/255 for uint8
+    (images as users have them, 0–255, to [0, 1]), 1 for anything else."""
+    return 1.0 / 255.0 if np.asarray(a).dtype == np.uint8 else 1.0
+
+
+def as_features(a, scale: float = 1.0) -> np.ndarray:
+    """(N, ...) -> (N, D) float32 times `scale`: images (N, H, W) or (N, H, W, C) flattened
+    (no checks: see `load_array` and `jaxvi.MixtureVAE` for those)."""
+    a = np.asarray(a)
+    x = a.reshape(a.shape[0], -1).astype(np.float32)
+    return x * np.float32(scale) if scale != 1.0 else x
 
 
 def stratified_split(y: np.ndarray, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED):
@@ -69,6 +86,8 @@ def load_array(path: str | Path) -> Dataset:
     """A user's data set from `.npy` (an (N, D) array, or images (N, ...) flattened) or `.npz`
     (arrays `x` and optionally `y`; or `x_train`, `x_test`, `y_train`, `y_test`; or a single
     array). Without a given test set, a fixed 80/20 split (stratified when labels exist).
+    Images (N, H, W) are flattened; uint8 arrays (0–255) are scaled to [0, 1] (the factor is
+    the `Dataset`'s `input_scale`, taken from `x` or `x_train`).
 
     Refused with a `ValueError` naming the file: a file that is not a valid .npy/.npz array
     file (empty, text, cut short, object arrays: nothing is ever unpickled); fewer than
@@ -84,8 +103,9 @@ def load_array(path: str | Path) -> Dataset:
     if "x_train" in lower:
         if "x_test" not in lower:
             raise ValueError(f"`data` {path.name} has `x_train` but no `x_test`.")
-        xtr = _feature_matrix(lower["x_train"], "x_train", where, MIN_TRAIN)
-        xte = _feature_matrix(lower["x_test"], "x_test", where, MIN_TEST)
+        scale = input_scale(lower["x_train"])
+        xtr = _feature_matrix(lower["x_train"], "x_train", where, MIN_TRAIN, scale)
+        xte = _feature_matrix(lower["x_test"], "x_test", where, MIN_TEST, scale)
         if xtr.shape[1] != xte.shape[1]:
             raise ValueError(
                 f"`x_train` and `x_test` must have the same feature count; got {xtr.shape[1]} "
@@ -93,13 +113,14 @@ def load_array(path: str | Path) -> Dataset:
             )
         ytr, yte = lower.get("y_train"), lower.get("y_test")
         return Dataset(xtr, _labels(ytr, xtr, "y_train", where), xte,
-                       _labels(yte, xte, "y_test", where), path.stem)
+                       _labels(yte, xte, "y_test", where), path.stem, scale)
     if "x" not in lower:
         raise ValueError(
             f"`data` {path.name} must hold an array `x` (or `x_train`/`x_test`); got "
             f"{sorted(arrays)}."
         )
-    x = _feature_matrix(lower["x"], "x", where, MIN_POINTS)
+    scale = input_scale(lower["x"])
+    x = _feature_matrix(lower["x"], "x", where, MIN_POINTS, scale)
     y = _labels(lower.get("y"), x, "y", where)
     if y is not None:
         tr, te = stratified_split(y)
@@ -115,7 +136,7 @@ def load_array(path: str | Path) -> Dataset:
         n_test = int(round(TEST_FRACTION * x.shape[0]))
         tr, te = np.sort(perm[n_test:]), np.sort(perm[:n_test])
     return Dataset(x[tr], None if y is None else y[tr], x[te], None if y is None else y[te],
-                   path.stem)
+                   path.stem, scale)
 
 
 def read_arrays(path: str | Path, name: str = "data",
@@ -175,8 +196,10 @@ def load(data: str | Path | None = None) -> Dataset:
     return load_array(data)
 
 
-def _feature_matrix(a, name: str, where: str, min_points: int = 2) -> np.ndarray:
-    """(N, ...) numeric, real, finite and within float32's range -> (N, D) float32."""
+def _feature_matrix(a, name: str, where: str, min_points: int = 2,
+                    scale: float = 1.0) -> np.ndarray:
+    """(N, ...) numeric, real, finite and within float32's range -> (N, D) float32, times
+    `scale`."""
     a = np.asarray(a)
     if a.ndim < 2:
         raise ValueError(f"{where}: `{name}` must have 2 dimensions (N, D) (or more: images "
@@ -185,11 +208,10 @@ def _feature_matrix(a, name: str, where: str, min_points: int = 2) -> np.ndarray
     if a.shape[0] < min_points:
         raise ValueError(f"{where}: `{name}` holds {a.shape[0]} data points; at least "
                          f"{min_points} are needed{_MIN_WHY.get(name, '')}.")
-    a = a.reshape(a.shape[0], -1)
-    if a.shape[1] == 0:
+    if int(np.prod(a.shape[1:])) == 0:
         raise ValueError(f"{where}: `{name}` must have at least one feature; got shape "
-                         f"{a.shape}.")
-    return a.astype(np.float32)
+                         f"{a.reshape(a.shape[0], -1).shape}.")
+    return as_features(a, scale)
 
 
 def check_real_values(a: np.ndarray, what: str, dtype=np.float32) -> None:
@@ -254,10 +276,12 @@ def check_data(name: str, x, data_dim: int | None = None) -> None:
     check_finite(name, x)
 
 
-def epoch_batches(x: jax.Array, batch_size: int, *, key: jax.Array) -> jax.Array:
-    """One shuffled epoch as (n_batches, batch_size, D); the last partial batch is dropped.
-    Works under jit (x: (N, D) on device)."""
+def epoch_batches(x: jax.Array, batch_size: int, *, key: jax.Array,
+                  n_batches: int | None = None) -> jax.Array:
+    """One shuffled epoch as (n_batches, batch_size, D): all N // batch_size full batches (the
+    last partial batch is dropped), or the first `n_batches` of them. Works under jit
+    (x: (N, D) on device)."""
     n = x.shape[0]
-    n_batches = n // batch_size
+    n_batches = n // batch_size if n_batches is None else min(n_batches, n // batch_size)
     perm = jax.random.permutation(key, n)[: n_batches * batch_size]
     return jnp.take(x, perm, axis=0).reshape(n_batches, batch_size, x.shape[1])

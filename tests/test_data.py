@@ -122,3 +122,18 @@ def test_epoch_batches_is_a_permutation():
     assert b.shape == (3, 3, 2)
     rows = np.asarray(b).reshape(-1, 2)[:, 0] / 2
     assert len(set(rows.tolist())) == 9 and set(rows.tolist()) <= set(range(10))
+
+
+def test_uint8_images_are_flattened_and_scaled(tmp_path):
+    """uint8 images (N, H, W), 0–255, load as (N, H·W) float32 in [0, 1], the factor kept;
+    other dtypes keep their units."""
+    r = np.random.default_rng(0)
+    imgs = r.integers(0, 256, (20, 4, 5)).astype(np.uint8)
+    np.savez(tmp_path / "u8.npz", x_train=imgs[:16], x_test=imgs[16:])
+    ds = data.load_array(tmp_path / "u8.npz")
+    assert ds.x_train.shape == (16, 20) and ds.x_train.dtype == np.float32
+    assert ds.input_scale == pytest.approx(1 / 255)
+    np.testing.assert_allclose(ds.x_test, imgs[16:].reshape(4, 20) / 255.0, rtol=1e-6)
+    np.save(tmp_path / "f.npy", imgs.astype(np.float32))
+    ds = data.load_array(tmp_path / "f.npy")
+    assert ds.input_scale == 1.0 and ds.x_train.max() > 1.0

@@ -36,6 +36,11 @@ def register(subparsers) -> None:
                    help=f"joint ELBO epochs (default {d.epochs})")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
                    help=f"autoencoder pretraining epochs (default {d.pretrain_epochs})")
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help="step budget of joint training: at most about this many optimizer "
+                   "steps, fewer epochs on large data; 0 = none (default %(default)s)")
+    p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps,
+                   help="step budget of pretraining; 0 = none (default %(default)s)")
     p.add_argument("--restarts", type=int, default=d.restarts,
                    help="autoencoders pretrained together; the prior starts from the consensus "
                    f"of their clusterings (default {d.restarts})")
@@ -83,7 +88,7 @@ def run(args) -> int:
     from jaxvi.vae.model import VAEConfig
     from jaxvi.vae.plots import save_figures
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     several = join_processes(args)
     main = processes.is_main_process()
     # Every argument and the data are checked before anything is deleted, trained or written.
@@ -96,6 +101,7 @@ def run(args) -> int:
     )
     tc = recipe.TrainConfig(
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
+        steps=args.steps or None, pretrain_steps=args.pretrain_steps or None,
         learning_rate=args.learning_rate, seed=args.seed, restarts=args.restarts,
         pretrain_neighbors=args.pretrain_neighbors, inference=args.inference,
         checkpoint_every=args.checkpoint_every,
@@ -133,28 +139,58 @@ def run(args) -> int:
             model, history = recipe.train_vae(
                 ds.x_train, mc, tc, x_test=ds.x_test, y_test=ds.y_test,
                 checkpoint_dir=ckpt, resume=args.resume, progress=main and not args.no_progress,
-                log=print if main else False, data_name=str(args.data), mesh=mesh,
+                log=print if main else False, data_name=str(args.data),
+                input_scale=ds.input_scale, mesh=mesh,
             )
     except NonFiniteLossError as err:
         print(f"jaxvi train: error: {err}", file=sys.stderr)
         return 1
+    clock = [(t0, c0), (time.perf_counter(), time.process_time())]  # start, trained
     if not main:
         return 0
     final = evaluate_test_set(model, ds.x_test, ds.y_test, key=jax.random.key(args.seed + 1))
-    final["train_seconds"] = time.perf_counter() - t0
+    clock.append((time.perf_counter(), time.process_time()))  # evaluated
+    final["train_seconds"] = clock[2][0] - t0
+    save_figures(model, ds.x_test, out, key=jax.random.key(args.seed + 2))
+    clock.append((time.perf_counter(), time.process_time()))  # pictures drawn
     result = {
         "data": str(args.data),
+        "input_scale": ds.input_scale,
         "model_config": mc.to_dict(),
         "train_config": tc.to_dict(),
         **final,
+        **_phase_seconds(ckpt, history, clock),
         "history": history,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    save_figures(model, ds.x_test, out, key=jax.random.key(args.seed + 2))
     print(format_metrics(final))
     print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint'}, samples.png, recon.png, "
           f"latent.png in {final['train_seconds']:.0f} s")
     return 0
+
+
+def _phase_seconds(ckpt: Path, history: list[dict], clock) -> dict:
+    """{"phase_seconds": wall, "phase_cpu_seconds": process CPU} of each phase: the neighbour
+    search, autoencoder pretraining, the consensus (GMMs on the codes), joint training (wall
+    only, with its test evaluations in "other"), the final evaluation, the pictures, loading
+    and checks ("other"), and the total. clock: (wall, CPU) at the start, after training,
+    after evaluating, after drawing."""
+    from jaxvi.training.checkpoint import load_meta
+
+    pretrain = load_meta(ckpt).get("pretrain", {})
+    out = {}
+    for kind, col in (("phase_seconds", 0), ("phase_cpu_seconds", 1)):
+        pre = pretrain.get("seconds" if col == 0 else "cpu_seconds", {})
+        spans = [b[col] - a[col] for a, b in zip(clock[:-1], clock[1:], strict=True)]
+        phases = {"pretrain_" + k: v for k, v in pre.items()}
+        joint = sum(row["seconds"] for row in history) if col == 0 else None
+        phases["joint_training_and_other"] = spans[0] - sum(pre.values())
+        if joint is not None:
+            phases["joint_training"] = joint
+            phases["other"] = phases.pop("joint_training_and_other") - joint
+        out[kind] = {**phases, "evaluation": spans[1], "pictures": spans[2],
+                     "total": clock[-1][col] - clock[0][col]}
+    return out
 
 
 def check_out_folder(out: Path) -> None:

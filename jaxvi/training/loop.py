@@ -57,8 +57,11 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    max_steps: int | None = None,
+    lookup=None,
 ) -> tuple[TrainState, list[dict]]:
-    """Train `params` on x: (N, D) for `epochs` epochs of shuffled batches.
+    """Train `params` on x: (N, D) for `epochs` epochs of shuffled batches, or, with
+    `max_steps`, the fewer epochs of fewer batches that `epoch_plan` gives.
 
     Epoch e uses the key `fold_in(key, e)`, so a run resumed from a checkpoint ends where an
     uninterrupted run with the same key ends. If an epoch's mean loss is not finite
@@ -93,6 +96,9 @@ def fit(
             (`jaxvi.distributed.data_mesh`; see `make_epoch`). With several processes, each
             passes the same x and the same initial params; every process takes part in the
             checkpoints (orbax writes one copy) and gets the final state on its own device.
+        max_steps: the step budget (None: none); see `epoch_plan`.
+        lookup: arrays every step reads whole beside its batch (`make_epoch`), e.g. the
+            data that the rows of x, neighbour indices, point into.
 
     Returns:
         (final state, history: one dict of metrics per epoch).
@@ -101,11 +107,14 @@ def fit(
 
     _check_fit_args(x, batch_size, mesh, checkpoint_dir, resume)
     x = jnp.asarray(x)
+    lookup = jax.tree.map(jnp.asarray, lookup)
     meta = dict(meta or {})
+    epochs, n_batches = epoch_plan(x.shape[0], batch_size, epochs, max_steps)
     state, history, start = _start(params, optimizer, checkpoint_dir, resume)
     if mesh is not None:
-        state, x = jax.device_put((state, x), distributed.replicated(mesh))
-    guarded_epoch = _guarded(make_epoch(make_step(loss_fn, optimizer), batch_size, mesh))
+        state, x, lookup = jax.device_put((state, x, lookup), distributed.replicated(mesh))
+    guarded_epoch = _guarded(make_epoch(make_step(loss_fn, optimizer), batch_size, mesh,
+                                        n_batches))
 
     emit = log or (lambda s: tqdm.write(s))
     bar = tqdm(range(start, epochs), initial=start, total=epochs, disable=not progress,
@@ -113,11 +122,11 @@ def fit(
     last_saved_step = int(state.step)
     for epoch in bar:
         t0 = time.perf_counter()
-        new_state, info, finite = guarded_epoch(state, x, jax.random.fold_in(key, epoch))
+        new_state, info, finite = guarded_epoch(state, x, jax.random.fold_in(key, epoch),
+                                                lookup)
         info, finite = jax.device_get((info, finite))  # the epoch's one host sync
         info = {k: float(v) for k, v in info.items()}
-        _raise_if_non_finite(info["loss"], finite, epoch, state, x.shape[0] // batch_size,
-                             checkpoint_dir)
+        _raise_if_non_finite(info["loss"], finite, epoch, state, n_batches, checkpoint_dir)
         state = new_state
         row = {"epoch": epoch + 1, "step": int(state.step), **info,
                "seconds": time.perf_counter() - t0}
@@ -134,6 +143,20 @@ def fit(
             last_saved_step = int(state.step)
     bar.close()
     return processes.to_local(state), history
+
+
+def epoch_plan(n: int, batch_size: int, epochs: int, max_steps: int | None) -> tuple[int, int]:
+    """-> (epochs, batches per epoch) of a run over n points in batches of `batch_size`: at
+    most `epochs` full passes (N // batch_size batches each) and, with a step budget, about
+    `max_steps` optimizer steps in all, whatever n is: min(epochs, ⌈max_steps / batches⌉)
+    epochs of ⌈max_steps / epochs⌉ batches (a random subset of each shuffled pass) when a
+    full pass is more than the budget leaves. A budget that covers `epochs` full passes
+    changes nothing."""
+    per_pass = n // batch_size
+    if max_steps is None or epochs * per_pass <= max_steps:
+        return epochs, per_pass
+    epochs = min(epochs, math.ceil(max_steps / per_pass))
+    return epochs, min(per_pass, math.ceil(max_steps / epochs))
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -214,12 +237,12 @@ def _resume_from(directory, target: TrainState) -> tuple[TrainState, dict]:
 
 
 def _guarded(epoch_fn):
-    """-> jitted guarded_epoch(state, x, key) -> (state, mean metrics, () bool: every
+    """-> jitted guarded_epoch(state, x, key, lookup) -> (state, mean metrics, () bool: every
     parameter finite), the check run on device with the epoch."""
 
     @jax.jit
-    def guarded_epoch(state, x, key):
-        new_state, info = epoch_fn(state, x, key)
+    def guarded_epoch(state, x, key, lookup):
+        new_state, info = epoch_fn(state, x, key, lookup)
         return new_state, info, all_finite(new_state.params)
 
     return guarded_epoch

@@ -52,9 +52,13 @@ def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
     return step
 
 
-def make_epoch(step, batch_size: int, mesh: jax.sharding.Mesh | None = None):
-    """-> jitted epoch(state, x, key) -> (state, mean metrics): shuffle x: (N, D) with `key`,
-    run `step` over the batches in one `lax.scan`, average the metrics on device.
+def make_epoch(step, batch_size: int, mesh: jax.sharding.Mesh | None = None,
+               n_batches: int | None = None):
+    """-> jitted epoch(state, x, key, lookup=None) -> (state, mean metrics): shuffle x: (N, D)
+    with `key`, run `step` over the batches (all N // batch_size, or the first `n_batches`) in
+    one `lax.scan`, average the metrics on device. With a `lookup` (a pytree of arrays the
+    rows of x index into, such as the data behind a table of neighbour indices), each step
+    gets `(batch, lookup)` for its batch.
 
     With a `mesh`, every batch is split over its "data" axis (data parallelism): XLA runs the
     step on each device's rows of the batch with the parameters replicated and sums the
@@ -62,9 +66,9 @@ def make_epoch(step, batch_size: int, mesh: jax.sharding.Mesh | None = None):
     batch (up to the order of floating-point sums)."""
 
     @jax.jit
-    def epoch(state: TrainState, x: jax.Array, key: jax.Array):
+    def epoch(state: TrainState, x: jax.Array, key: jax.Array, lookup=None):
         key_perm, key_steps = jax.random.split(key)
-        batches = epoch_batches(x, batch_size, key=key_perm)
+        batches = epoch_batches(x, batch_size, key=key_perm, n_batches=n_batches)
         if mesh is not None:
             batches = jax.lax.with_sharding_constraint(
                 batches, distributed.batch_sharding(mesh, batch_axis=1)
@@ -73,7 +77,7 @@ def make_epoch(step, batch_size: int, mesh: jax.sharding.Mesh | None = None):
 
         def body(s, inputs):
             batch, k = inputs
-            return step(s, batch, k)
+            return step(s, batch if lookup is None else (batch, lookup), k)
 
         state, info = jax.lax.scan(body, state, (batches, keys))
         return state, jax.tree.map(jnp.mean, info)

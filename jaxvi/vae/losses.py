@@ -1,7 +1,7 @@
 """The hierarchical VAE's training losses, each `loss_fn(params, batch, key) -> (loss, metrics)`
 for `jaxvi.training` (params as `jaxvi.vae.model.split_model` gives them): the ELBO, the ELBO
 with a consensus-clustering term, the pretraining autoencoder, an ensemble of copies of any
-loss; and the batch rows the neighbour-based ones read (`neighbor_table`, `smooth_targets`).
+loss; and what the neighbour-based ones read (`neighbor_indices`, `smooth_targets`).
 The wake-sleep loss is `jaxvi.vae.wake_sleep.rws_loss`.
 """
 
@@ -60,18 +60,19 @@ def autoencoder_loss(graphdef, n_neighbors: int = 0) -> LossFn:
     """Pretraining: the deterministic autoencoder x -> mean of q(w | x) -> E[x | w], squared
     error (Gaussian) or cross-entropy (Bernoulli), summed over pixels.
 
-    With n_neighbors = k > 0 each batch row is x followed by its k nearest neighbours
-    ((k + 1)·D values, see `neighbor_table`) and the target is one of the k + 1 drawn at
-    random: the codes become invariant to what varies within a neighbourhood.
+    batch: (B, D) rows of x; or, with n_neighbors = k > 0, the pair (rows (B, k + 1) of
+    `neighbor_indices`, x: (N, D)), the input x at each row's first index and the target at
+    one of its k + 1 indices drawn at random: the codes become invariant to what varies
+    within a neighbourhood. Only indices are stored; each batch gathers its rows of x.
     """
 
     def loss_fn(params, batch, key):
         model = merge_model(graphdef, params)
-        d = model.config.data_dim
         if n_neighbors:
-            parts = batch.reshape(batch.shape[0], n_neighbors + 1, d)
-            pick = jax.random.randint(key, (batch.shape[0],), 0, n_neighbors + 1)
-            x, target = parts[:, 0], parts[jnp.arange(batch.shape[0]), pick]
+            rows, x_all = batch
+            pick = jax.random.randint(key, (rows.shape[0],), 0, n_neighbors + 1)
+            x = x_all[rows[:, 0]]
+            target = x_all[rows[jnp.arange(rows.shape[0]), pick]]
         else:
             x, target = batch, batch
         out = model.decoder(model.encoder(x)[0])
@@ -101,27 +102,38 @@ def ensemble_loss(loss_fn: LossFn, n: int) -> LossFn:
 # ----------------------------------------------------------------------------- batch rows
 
 
-def neighbor_indices(x: np.ndarray, k: int) -> np.ndarray:
+def neighbor_indices(x: np.ndarray, k: int, *, max_dims: int = 0) -> np.ndarray:
     """Each point's index followed by those of its min(k, N − 1) nearest neighbours in x
-    (Euclidean; itself first, even with duplicate points). x: (N, D) -> (N, min(k, N − 1) + 1)."""
+    (Euclidean; itself first, even with duplicate points). With max_dims > 0 and more
+    features than that, distances are taken on the first `max_dims` principal components
+    (a kNN search in D = 784 costs N²·D). x: (N, D) -> (N, min(k, N − 1) + 1) int32."""
     from sklearn.neighbors import NearestNeighbors
 
+    x = np.asarray(x)
     k = min(k, x.shape[0] - 1)
+    if 0 < max_dims < x.shape[1]:
+        x = principal_components(x, max_dims)
     idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)
     idx[:, 0] = np.arange(x.shape[0])
-    return idx
+    return idx.astype(np.int32)
 
 
-def neighbor_table(x: np.ndarray, k: int) -> np.ndarray:
-    """Rows [x_n, its k nearest neighbours in x (Euclidean)] flattened, `autoencoder_loss`'s
-    batch rows: (N, D) -> (N, (k+1)·D)."""
-    return np.asarray(x)[neighbor_indices(x, k)].reshape(x.shape[0], -1)
+def principal_components(x: np.ndarray, n: int) -> np.ndarray:
+    """x: (N, D) projected on its first n principal axes (the covariance's leading
+    eigenvectors, in float64) -> (N, n) float32."""
+    x = np.asarray(x)
+    mean = x.mean(0, dtype=np.float64)
+    centred = x - mean.astype(x.dtype)
+    cov = np.asarray(centred.T @ centred, np.float64) / max(x.shape[0] - 1, 1)
+    _, vecs = np.linalg.eigh(cov)
+    return (centred @ vecs[:, ::-1][:, :n].astype(x.dtype)).astype(np.float32)
 
 
-def smooth_targets(x: np.ndarray, labels: np.ndarray, k: int, n_neighbors: int) -> np.ndarray:
-    """Soft targets: for each point, the fraction of it and its n_neighbors nearest neighbours
-    in x (Euclidean) carrying each label. x: (N, D), labels: (N,) -> (N, k) float32."""
+def smooth_targets(labels: np.ndarray, k: int, neighbors: np.ndarray | None) -> np.ndarray:
+    """Soft targets: for each point, the fraction of the points in its row of `neighbors`
+    ((N, m + 1) from `neighbor_indices`: itself and its m nearest) carrying each label; None
+    = its own label. labels: (N,) in [0, k) -> (N, k) float32."""
     onehot = np.eye(k, dtype=np.float32)[np.asarray(labels)]
-    if n_neighbors == 0:
+    if neighbors is None or neighbors.shape[1] == 1:
         return onehot
-    return onehot[neighbor_indices(x, n_neighbors)].mean(1).astype(np.float32)
+    return onehot[neighbors].mean(1).astype(np.float32)

@@ -6,6 +6,7 @@ restart set from those clusters, or from the consensus of all restarts' codes
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from flax import nnx
 from jaxvi import metrics as metrics_lib
 from jaxvi._linalg import inverse_softplus
 from jaxvi.training.loop import fit
-from jaxvi.vae.losses import autoencoder_loss, ensemble_loss, neighbor_table
+from jaxvi.vae.losses import autoencoder_loss, ensemble_loss, neighbor_indices
 from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
 
 if TYPE_CHECKING:  # recipe imports this module
@@ -30,15 +31,16 @@ def pretrain(
     model_config: VAEConfig, train_config: TrainConfig, x_train: np.ndarray, *,
     key: jax.Array, progress: bool = False, log: Callable[[str], None] | None = None,
     mesh: jax.sharding.Mesh | None = None, checkpoint_dir: str | Path | None = None,
-    resume: bool = False,
+    resume: bool = False, neighbors: np.ndarray | None = None,
 ) -> tuple[HierarchicalVAE, dict]:
     """Pretrain `restarts` autoencoders, cluster each one's codes with a GMM, and return the
     model whose prior starts from those clusters (the consensus when restarts > 1).
 
     Args:
         model_config, train_config: the model, and the recipe (`restarts`,
-            `pretrain_epochs`, `pretrain_learning_rate`, `pretrain_neighbors`, `batch_size`,
-            `checkpoint_every`, `seed` are read).
+            `pretrain_epochs`, `pretrain_steps`, `pretrain_learning_rate`,
+            `pretrain_neighbors`, `neighbor_dims`, `batch_size`, `checkpoint_every`, `seed`
+            are read).
         x_train: (N, D) the training data.
         key: the PRNG key of the networks' initialisation and of the training.
         progress: show a progress bar.
@@ -47,20 +49,29 @@ def pretrain(
         checkpoint_dir: checkpoint the autoencoders there every `checkpoint_every` steps and
             at the end (`jaxvi.training.loop.fit`).
         resume: continue from `checkpoint_dir`: the result equals an uninterrupted run's.
+        neighbors: (N, ≥ k + 1) `neighbor_indices` of x_train with at least the k =
+            `pretrain_neighbors` columns needed (None: computed here).
 
     Returns:
-        (model, summary): summary holds "pretrain_loss", "chosen_restart", with several
-        restarts "agreement_nmi", and "cluster_labels": (N,) the clusters of x_train the prior
-        was set from.
+        (model, summary): summary holds "pretrain_loss", "pretrain_steps", "chosen_restart",
+        with several restarts "agreement_nmi", "seconds" and "cpu_seconds" ({"autoencoders",
+        "consensus"}: wall and process CPU times) and "cluster_labels": (N,) the clusters of
+        x_train the prior was set from.
     """
     tc = train_config
-    models, loss = _train_autoencoders(model_config, tc, x_train, key=key, progress=progress,
-                                       mesh=mesh, checkpoint_dir=checkpoint_dir, resume=resume)
+    t0, c0 = time.perf_counter(), time.process_time()
+    models, loss, steps = _train_autoencoders(
+        model_config, tc, x_train, key=key, progress=progress, mesh=mesh,
+        checkpoint_dir=checkpoint_dir, resume=resume, neighbors=neighbors)
+    t1, c1 = time.perf_counter(), time.process_time()
     model, summary = _prior_from_codes(models, x_train, model_config.components, seed=tc.seed)
-    summary = {"pretrain_loss": loss, **summary}
+    seconds = {"autoencoders": t1 - t0, "consensus": time.perf_counter() - t1}
+    cpu = {"autoencoders": c1 - c0, "consensus": time.process_time() - c1}
+    summary = {"pretrain_loss": loss, "pretrain_steps": steps, "seconds": seconds,
+               "cpu_seconds": cpu, **summary}
     if log:
-        log("pretrained {} autoencoder(s) for {} epochs (loss {:.3g}); prior from {}".format(
-            tc.restarts, tc.pretrain_epochs, summary["pretrain_loss"],
+        log("pretrained {} autoencoder(s) for {} steps (loss {:.3g}); prior from {}".format(
+            tc.restarts, steps, summary["pretrain_loss"],
             "a GMM on the codes" if tc.restarts == 1 else
             f"the consensus of their GMMs (restart {summary['chosen_restart']}, NMI with "
             f"consensus {max(summary['agreement_nmi']):.3f})"))
@@ -68,27 +79,33 @@ def pretrain(
 
 
 def _train_autoencoders(mc: VAEConfig, tc: TrainConfig, x_train, *, key, progress, mesh,
-                        checkpoint_dir, resume) -> tuple[list[HierarchicalVAE], float]:
-    """The `restarts` models after autoencoder training, and the last epoch's mean loss of
-    one of them."""
+                        checkpoint_dir, resume,
+                        neighbors) -> tuple[list[HierarchicalVAE], float, int]:
+    """The `restarts` models after autoencoder training, the last epoch's mean loss of one of
+    them, and the optimizer steps taken."""
     r = tc.restarts
     keys = jax.random.split(key, r + 1)
     models = [HierarchicalVAE(mc, rngs=nnx.Rngs(params=keys[i])) for i in range(r)]
     graphdef = nnx.split(models[0])[0]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *[split_model(m)[1] for m in models])
     n_neighbors = min(tc.pretrain_neighbors, x_train.shape[0] - 1)  # as many as there are
-    x_fit = neighbor_table(x_train, n_neighbors) if n_neighbors else x_train
+    x_fit, lookup = x_train, None
+    if n_neighbors:
+        if neighbors is None:
+            neighbors = neighbor_indices(x_train, n_neighbors, max_dims=tc.neighbor_dims)
+        x_fit, lookup = np.asarray(neighbors[:, : n_neighbors + 1], np.int32), x_train
     loss = ensemble_loss(autoencoder_loss(graphdef, n_neighbors), r)
     meta = {"stage": "pretrain", "model_config": mc.to_dict(), "train_config": tc.to_dict()}
     state, hist = fit(
         loss, optax.adam(tc.pretrain_learning_rate), stacked, x_fit, key=keys[-1],
-        epochs=tc.pretrain_epochs, batch_size=min(tc.batch_size, x_train.shape[0]),
+        epochs=tc.pretrain_epochs, max_steps=tc.pretrain_steps, lookup=lookup,
+        batch_size=min(tc.batch_size, x_train.shape[0]),
         progress=progress, log=False, mesh=mesh, checkpoint_dir=checkpoint_dir,
         checkpoint_every=tc.checkpoint_every, resume=resume, meta=meta,
     )
     models = [merge_model(graphdef, jax.tree.map(lambda a, i=i: a[i], state.params))
               for i in range(r)]
-    return models, hist[-1]["loss"] / r
+    return models, hist[-1]["loss"] / r, int(state.step)
 
 
 def _prior_from_codes(models: list[HierarchicalVAE], x_train, k: int, *, seed: int):
@@ -119,10 +136,15 @@ def encode_means(model: HierarchicalVAE, x) -> np.ndarray:
     return np.asarray(jax.jit(lambda m, xx: m.encoder(xx)[0])(model, jnp.asarray(x)), np.float64)
 
 
-def fit_code_gmm(codes: np.ndarray, k: int, *, seed: int):
-    """A diagonal GMM (scikit-learn, 5 inits) on the codes. -> fitted GaussianMixture."""
+def fit_code_gmm(codes: np.ndarray, k: int, *, seed: int, max_points: int = 20000):
+    """A diagonal GMM (scikit-learn, 5 inits) on the codes: (N, L), fitted on a random
+    `max_points` of them when there are more (its cost then stops growing with N).
+    -> fitted GaussianMixture."""
     from sklearn.mixture import GaussianMixture
 
+    if codes.shape[0] > max_points:
+        rows = np.random.default_rng(seed).choice(codes.shape[0], max_points, replace=False)
+        codes = codes[np.sort(rows)]
     gmm = GaussianMixture(k, covariance_type="diag", n_init=5, random_state=seed, reg_covar=1e-4)
     return gmm.fit(codes)
 

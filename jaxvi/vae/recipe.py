@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import optax
 from flax import nnx
 
 from jaxvi import processes
-from jaxvi._validate import check_choice
+from jaxvi._validate import check_choice, check_unit_interval
 from jaxvi.data import check_data
 from jaxvi.training.checkpoint import (
     has_checkpoint,
@@ -26,10 +27,16 @@ from jaxvi.training.checkpoint import (
     read_meta,
     restore_checkpoint,
 )
-from jaxvi.training.loop import check_batch_size_on_mesh, fit
+from jaxvi.training.loop import check_batch_size_on_mesh, epoch_plan, fit
 from jaxvi.training.step import LossFn, init_state
 from jaxvi.vae.evaluate import make_evaluator
-from jaxvi.vae.losses import consensus_elbo_loss, elbo_loss, smooth_targets
+from jaxvi.vae.losses import (
+    consensus_elbo_loss,
+    elbo_loss,
+    neighbor_indices,
+    principal_components,
+    smooth_targets,
+)
 from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
 from jaxvi.vae.pretrain import pretrain
 
@@ -42,8 +49,14 @@ class TrainConfig:
     """The training recipe. Defaults are what `jaxvi train` uses.
 
     epochs: joint ELBO epochs; pretrain_epochs: autoencoder epochs before a GMM on the codes
-    initialises the prior (0 = none); pretrain_neighbors: k > 0 makes the pretraining target of
-    each x one of its k nearest training neighbours (0 = a plain autoencoder); restarts: how
+    initialises the prior (0 = none); steps, pretrain_steps: the step budgets of joint training
+    and pretraining (None = none): at most that many optimizer steps (rounded up to a whole
+    number of batches per epoch) whatever the data's size, fewer epochs of fewer batches when
+    the epochs would take more (`jaxvi.training.loop.epoch_plan`), so that the cost stops
+    growing with N; pretrain_neighbors: k > 0 makes the pretraining target of
+    each x one of its k nearest training neighbours (0 = a plain autoencoder); neighbor_dims:
+    with more features than this, neighbours are searched on that many principal components
+    (0 = always on all features); restarts: how
     many autoencoders are pretrained (together, vmapped); with more than one, the prior starts
     from their consensus clusters (a GMM on all restarts' codes side by side,
     `jaxvi.vae.pretrain.consensus_labels`) on the codes of the restart whose own GMM agrees
@@ -58,11 +71,14 @@ class TrainConfig:
     """
 
     epochs: int = 60
+    steps: int | None = 700
     batch_size: int = 128
     learning_rate: float = 1e-3
     pretrain_epochs: int = 100
+    pretrain_steps: int | None = 1200
     pretrain_learning_rate: float = 1e-3
     pretrain_neighbors: int = 5
+    neighbor_dims: int = 64
     restarts: int = 10
     n_samples: int = 1
     seed: int = 0
@@ -81,7 +97,14 @@ class TrainConfig:
                 raise ValueError(
                     f"`{name}` must be a positive integer; got {getattr(self, name)!r}."
                 )
-        for name in ("pretrain_epochs", "pretrain_neighbors", "consensus_smoothing"):
+        for name in ("steps", "pretrain_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value
+                                      or int(value) < 1):
+                raise ValueError(f"`{name}` must be a positive integer or None (no step "
+                                 f"budget); got {value!r}.")
+        for name in ("pretrain_epochs", "pretrain_neighbors", "consensus_smoothing",
+                     "neighbor_dims"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"`{name}` must be ≥ 0; got {getattr(self, name)!r}.")
         if not self.learning_rate > 0 or not self.pretrain_learning_rate > 0:
@@ -114,6 +137,7 @@ def train_vae(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     data_name: str | None = None,
+    input_scale: float = 1.0,
     mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[HierarchicalVAE, list[dict]]:
     """The full recipe: autoencoder pretraining (`jaxvi.vae.pretrain.pretrain`), the prior
@@ -134,6 +158,9 @@ def train_vae(
         progress: show progress bars.
         log: called with one line per epoch and the pretraining summary (False: silent).
         data_name: stored with the checkpoints (what `jaxvi evaluate` loads by default).
+        input_scale: stored with the checkpoints: the factor the data was multiplied by on
+            load (1/255 for uint8 images, `jaxvi.data.input_scale`), for predicting on data
+            in the user's units.
         mesh: train data-parallel over its "data" axis.
 
     Returns:
@@ -144,20 +171,27 @@ def train_vae(
     tc, mc = train_config, model_config
     key = jax.random.key(tc.seed)
     k_init, k_pre, k_train, k_eval = jax.random.split(key, 4)
-    meta = {"model_config": mc.to_dict(), "train_config": tc.to_dict(), "data": data_name}
+    meta = {"model_config": mc.to_dict(), "train_config": tc.to_dict(), "data": data_name,
+            "input_scale": float(input_scale)}
     pre_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / PRETRAIN_DIR
+    neighbors = _Neighbors(x_train, tc)
     model, pretrained = _initial_model(
         mc, tc, x_train, checkpoint_dir=checkpoint_dir, pre_dir=pre_dir, resume=resume,
-        k_init=k_init, k_pre=k_pre, progress=progress, log=log, mesh=mesh,
+        k_init=k_init, k_pre=k_pre, progress=progress, log=log, mesh=mesh, neighbors=neighbors,
     )
     if pretrained is not None:
         meta["pretrain"] = pretrained
     graphdef, params = split_model(model)
-    eval_fn = None if x_test is None else _test_eval_fn(graphdef, tc, x_test, y_test, k_eval)
+    epochs, _ = epoch_plan(np.shape(x_train)[0], tc.batch_size, tc.epochs, tc.steps)
+    eval_fn = (None if x_test is None else
+               _test_eval_fn(graphdef, tc, epochs, x_test, y_test, k_eval))
     cluster_labels = None if pretrained is None else pretrained.get("cluster_labels")
-    loss, x_fit = _joint_loss(graphdef, mc, tc, x_train, cluster_labels)
+    loss, x_fit = _joint_loss(graphdef, mc, tc, x_train, cluster_labels, neighbors)
+    if pretrained is not None and "seconds" in pretrained:
+        pretrained["seconds"]["neighbors"] = neighbors.seconds
+        pretrained["cpu_seconds"]["neighbors"] = neighbors.cpu_seconds
     state, history = fit(
-        loss, optax.adam(tc.learning_rate), params, x_fit,
+        loss, optax.adam(tc.learning_rate), params, x_fit, max_steps=tc.steps,
         key=k_train, epochs=tc.epochs, batch_size=tc.batch_size, eval_fn=eval_fn,
         checkpoint_dir=checkpoint_dir, checkpoint_every=tc.checkpoint_every, resume=resume,
         meta=meta, progress=progress, log=log, mesh=mesh,
@@ -172,8 +206,30 @@ def train_vae(
 # ----------------------------------------------------------------------------- the stages
 
 
+class _Neighbors:
+    """The training points' neighbour indices, searched when first asked for, once per k
+    (one search for the widest k would order distance ties differently from the narrower
+    search), on principal components computed once (`neighbor_indices`' `max_dims`).
+    `seconds`, `cpu_seconds`: the wall and process CPU time of the projection and searches."""
+
+    def __init__(self, x_train, tc: TrainConfig):
+        self.x, self.max_dims, self._idx = x_train, tc.neighbor_dims, {}
+        self.seconds = self.cpu_seconds = 0.0
+
+    def __call__(self, k: int) -> np.ndarray:
+        """-> (N, min(k, N − 1) + 1) indices, each point first."""
+        if k not in self._idx:
+            t0, c0 = time.perf_counter(), time.process_time()
+            if 0 < self.max_dims < np.shape(self.x)[1]:
+                self.x = principal_components(np.asarray(self.x), self.max_dims)
+            self._idx[k] = neighbor_indices(np.asarray(self.x), k)
+            self.seconds += time.perf_counter() - t0
+            self.cpu_seconds += time.process_time() - c0
+        return self._idx[k]
+
+
 def _initial_model(mc: VAEConfig, tc: TrainConfig, x_train, *, checkpoint_dir, pre_dir,
-                   resume: bool, k_init, k_pre, progress, log, mesh):
+                   resume: bool, k_init, k_pre, progress, log, mesh, neighbors: _Neighbors):
     """The model joint training starts from, and the pretraining summary (None without one):
     when resuming joint training, a model of the right structure (`fit` restores the
     parameters) and the saved summary; else the pretrained model (pretraining resumed from
@@ -191,17 +247,19 @@ def _initial_model(mc: VAEConfig, tc: TrainConfig, x_train, *, checkpoint_dir, p
         if log:
             log(f"resuming pretraining from epoch {saved['epoch']} of "
                 f"{tc.pretrain_epochs} ({pre_dir})")
+    table = neighbors(tc.pretrain_neighbors) if tc.pretrain_neighbors else None
     return pretrain(mc, tc, x_train, key=k_pre, progress=progress, log=log if log else None,
-                    mesh=mesh, checkpoint_dir=pre_dir, resume=pre_resume)
+                    mesh=mesh, checkpoint_dir=pre_dir, resume=pre_resume, neighbors=table)
 
 
-def _test_eval_fn(graphdef, tc: TrainConfig, x_test, y_test, key) -> Callable[[dict, int], dict]:
+def _test_eval_fn(graphdef, tc: TrainConfig, epochs: int, x_test, y_test,
+                  key) -> Callable[[dict, int], dict]:
     """-> eval_fn(params, epoch): the test metrics ("test_" + name, reconstruction left out)
-    every `eval_every` epochs and at the last, {} otherwise."""
+    every `eval_every` epochs and at the last of `epochs`, {} otherwise."""
     evaluator = make_evaluator(graphdef, iwae_samples=tc.iwae_samples)
 
     def eval_fn(p, epoch):
-        if (epoch + 1) % tc.eval_every and epoch + 1 != tc.epochs:
+        if (epoch + 1) % tc.eval_every and epoch + 1 != epochs:
             return {}
         res, _ = evaluator(p, x_test, y_test, key=jax.random.fold_in(key, epoch))
         return {f"test_{k}": v for k, v in res.items() if k not in ("reconstruction",)}
@@ -209,8 +267,8 @@ def _test_eval_fn(graphdef, tc: TrainConfig, x_test, y_test, key) -> Callable[[d
     return eval_fn
 
 
-def _joint_loss(graphdef, mc: VAEConfig, tc: TrainConfig, x_train,
-                cluster_labels) -> tuple[LossFn, np.ndarray]:
+def _joint_loss(graphdef, mc: VAEConfig, tc: TrainConfig, x_train, cluster_labels,
+                neighbors: _Neighbors) -> tuple[LossFn, np.ndarray]:
     """-> (the joint-training loss, the data rows it reads): wake-sleep on x; the ELBO with the
     consensus term on x followed by its smoothed cluster targets, given pretraining clusters
     and a positive `consensus_weight`; else the ELBO on x."""
@@ -220,8 +278,8 @@ def _joint_loss(graphdef, mc: VAEConfig, tc: TrainConfig, x_train,
         return rws_loss(graphdef, tc.wake_sleep_samples), x_train
     if cluster_labels is not None and tc.consensus_weight > 0:
         loss = consensus_elbo_loss(graphdef, tc.n_samples, tc.consensus_weight)
-        targets = smooth_targets(np.asarray(x_train), np.asarray(cluster_labels),
-                                 mc.components, tc.consensus_smoothing)
+        table = neighbors(tc.consensus_smoothing) if tc.consensus_smoothing else None
+        targets = smooth_targets(np.asarray(cluster_labels), mc.components, table)
         return loss, np.concatenate([np.asarray(x_train, np.float32), targets], axis=1)
     return elbo_loss(graphdef, tc.n_samples), x_train
 
@@ -234,13 +292,18 @@ def check_train_inputs(
     mesh: jax.sharding.Mesh | None = None,
 ) -> None:
     """Everything `train_vae` needs of its inputs, checked before anything is trained: the
-    data's shape, features and values, a `batch_size` no larger than the training set (and a
-    multiple of the mesh's devices), and, with pretraining, at least `components` training
-    points for the GMM on the codes. Raises `ValueError` naming the argument."""
+    data's shape, features and values (in [0, 1] for a Bernoulli decoder), a `batch_size` no
+    larger than the training set (and a multiple of the mesh's devices), and, with
+    pretraining, at least `components` training points for the GMM on the codes. Raises
+    `ValueError` naming the argument."""
     mc, tc = model_config, train_config
     check_data("x_train", x_train, mc.data_dim)
     if x_test is not None:
         check_data("x_test", x_test, mc.data_dim)
+    if mc.likelihood == "bernoulli":
+        for name, x in (("x_train", x_train), ("x_test", x_test)):
+            if x is not None:
+                check_unit_interval(name, x, "a Bernoulli decoder (likelihood='bernoulli')")
     n = np.shape(x_train)[0]
     if n < tc.batch_size:
         raise ValueError(

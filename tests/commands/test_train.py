@@ -28,6 +28,7 @@ from jaxvi.vae.recipe import (
     PRETRAIN_DIR,
     TrainConfig,
     check_fresh_checkpoint_dir,
+    check_train_inputs,
     train_vae,
 )
 
@@ -183,3 +184,23 @@ def test_cli_passes_inference_to_the_config(tmp_path):
     # ... and the known one is parsed into the option train_vae reads.
     args = cli.build_parser().parse_args(["train", "--inference", "forward-kl"])
     assert args.inference == "forward-kl" and args.devices == 1
+
+
+def test_cli_bernoulli_refuses_data_outside_the_unit_interval(tmp_path, capsys):
+    """Float data beyond [0, 1] with a Bernoulli decoder: one line naming `x_train`, exit 2,
+    nothing written; the same values as uint8 are scaled to [0, 1] on load and pass the check."""
+    x = np.random.default_rng(0).integers(0, 256, (40, 4, 4))
+    np.savez(tmp_path / "f.npz", x=x.astype(np.float32))
+    code = cli.main(["train", "--data", str(tmp_path / "f.npz"), "--likelihood", "bernoulli",
+                     "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "`x_train` must lie in [0, 1]" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    ds = data.load_array(_saved(tmp_path / "u8.npz", x.astype(np.uint8)))
+    mc = VAEConfig(data_dim=16, components=3, likelihood="bernoulli")
+    check_train_inputs(ds.x_train, mc, TrainConfig(batch_size=8), x_test=ds.x_test)
+
+
+def _saved(path, x):
+    np.savez(path, x=x)
+    return path

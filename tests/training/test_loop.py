@@ -1,5 +1,5 @@
-"""`jaxvi.training.loop.fit`: a short run raises the ELBO, and the guard stops on a non-finite
-loss or non-finite parameters, keeping the last good checkpoint."""
+"""`jaxvi.training.loop.fit`: a short run raises the ELBO, the step budget's epoch plan, and the
+guard stops on a non-finite loss or non-finite parameters, keeping the last good checkpoint."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from jaxvi.training.checkpoint import latest_checkpoint, restore_checkpoint
-from jaxvi.training.loop import NonFiniteLossError, fit
+from jaxvi.training.loop import NonFiniteLossError, epoch_plan, fit
 from jaxvi.training.step import init_state
 from jaxvi.vae.evaluate import make_evaluator
 from jaxvi.vae.losses import elbo_loss
@@ -74,3 +74,15 @@ def test_nan_gradient_on_an_epochs_last_step_is_never_saved(tmp_path):
     state, meta = restore_checkpoint(tmp_path, init_state({"a": jnp.asarray(0.0)},
                                                                       optax.sgd(1.0)))
     assert float(state.params["a"]) == 1.5 and len(meta["history"]) == 1
+
+
+def test_epoch_plan_caps_the_steps_whatever_n():
+    # digits' defaults (1,437 points, batch 128): the budgets cover the epochs, nothing changes.
+    assert epoch_plan(1437, 128, 100, 1200) == (100, 11)
+    assert epoch_plan(1437, 128, 60, 700) == (60, 11)
+    assert epoch_plan(1437, 128, 60, None) == (60, 11)
+    for n in (60000, 120000, 10**7):  # larger N: fewer epochs, then fewer batches each
+        epochs, batches = epoch_plan(n, 128, 100, 1200)
+        assert 1200 <= epochs * batches < 1200 + epochs and batches <= n // 128
+    assert epoch_plan(60000, 128, 100, 1200) == (3, 400)
+    assert epoch_plan(10**7, 128, 100, 1200) == (1, 1200)

@@ -115,3 +115,19 @@ def test_forward_kl_training_raises_the_iwae_bound():
     iwae = [h["iwae"] for h in history]
     assert np.all(np.isfinite(iwae))
     assert iwae[-1] > iwae[0] + 1.0
+
+
+def test_step_budget_does_not_grow_with_n(tmp_path):
+    """Doubling N leaves the optimizer steps of pretraining and joint training at the budget
+    (the epochs' steps would double: `epoch_plan`), recorded with the checkpoint."""
+    mc = VAEConfig(data_dim=3, components=2, latent_dim=2, hidden=(4,), head_hidden=(4,))
+    x = np.random.default_rng(0).normal(size=(160, 3)).astype(np.float32)
+    tc = TrainConfig(epochs=50, pretrain_epochs=50, steps=24, pretrain_steps=30, restarts=1,
+                     batch_size=8, consensus_smoothing=2, checkpoint_every=10**6)
+    steps = {}
+    for n in (80, 160):  # unbudgeted: 50 epochs of 10 and of 20 steps
+        folder = tmp_path / str(n)
+        _, hist = train_vae(x[:n], mc, tc, checkpoint_dir=folder, progress=False, log=False)
+        steps[n] = (load_meta(folder)["pretrain"]["pretrain_steps"], hist[-1]["step"],
+                    len(hist))
+    assert steps == {80: (30, 24, 3), 160: (30, 24, 2)}

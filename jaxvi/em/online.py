@@ -57,6 +57,16 @@ def step_size(step: int, kappa: float) -> float:
     return 1.0 if step == 0 else (step + 2.0) ** (-float(kappa))
 
 
+def per_point(stats: Stats) -> Stats:
+    """`Stats` per unit of weight (divided by their count)."""
+    return jax.tree_util.tree_map(lambda a: a / stats.count, stats)
+
+
+def blend(running, new, rho):
+    """The stepwise step (1 − ρ) running + ρ new, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda r, s: (1 - rho) * r + rho * s, running, new)
+
+
 def stepwise_update(xb, mask, state: StepwiseState, rho, reg_covar, fixed=None, *,
                     combine=identity):
     """One stepwise-EM update from a chunked batch xb: (C, R, D), mask: (C, R) (row weights)
@@ -68,8 +78,7 @@ def stepwise_update(xb, mask, state: StepwiseState, rho, reg_covar, fixed=None, 
     local to global (Stats, Σ log p) (a `psum` over a mesh). A pure function of arrays."""
     gmm, running, shift, step = state
     stats, sum_ll = combine(e_step_stats_fast(xb, mask, gmm, shift))
-    normalised = jax.tree_util.tree_map(lambda a: a / stats.count, stats)
-    running = jax.tree_util.tree_map(lambda r, s: (1 - rho) * r + rho * s, running, normalised)
+    running = blend(running, per_point(stats), rho)
     batched = jax.tree_util.tree_map(lambda a: a[None], (running, shift, gmm))
     new = factored_m_step(*batched[:2], covariance_type=gmm.covariance_type,
                           reg_covar=reg_covar, fixed=fixed, current=batched[2])

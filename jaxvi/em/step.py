@@ -58,6 +58,17 @@ def flush_roundoff(scatter, sum_xx, matrix: bool):
     return jnp.where(keep, scatter, 0.0)
 
 
+def component_scatter(stats: Stats, kind) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """From `Stats` about a shift c: n_k + 10 eps (K,) (empty components stay finite),
+    δ_k = x̄_k − c (K, D), and each component's scatter Σ_n r_nk (x_n − x̄_k)(x_n − x̄_k)ᵀ
+    (its diagonal for diag/spherical), round-off flushed (`flush_roundoff`). kind: a
+    `covariance.CovarianceType`."""
+    nk = stats.nk + 10.0 * jnp.finfo(stats.sum_x.dtype).eps
+    delta = stats.sum_x / nk[:, None]
+    scatter = flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
+    return nk, delta, scatter
+
+
 def m_step_from_stats(
     stats: Stats, shift: jax.Array, *, covariance_type: str = "full",
     reg_covar: float = 1e-6, prior: Prior | None = None, fixed: jax.Array | None = None,
@@ -76,11 +87,7 @@ def m_step_from_stats(
     it returns covariances only: `factored_m_step` adds their floored Cholesky factors).
     """
     kind = covariance.of(covariance_type)
-    dt = stats.sum_x.dtype
-    eps = 10.0 * jnp.finfo(dt).eps
-    nk = stats.nk + eps
-    delta = stats.sum_x / nk[:, None]  # x̄_k − c
-    scatter = flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
+    nk, delta, scatter = component_scatter(stats, kind)
 
     if prior is None:
         weights = nk / jnp.sum(nk)
@@ -91,7 +98,7 @@ def m_step_from_stats(
         new = GMM(weights, means, kind.ml_covariance(scatter, nk, reg_covar), covariance_type)
         return keep_fixed(new, current, fixed)
 
-    alpha, m0, kappa0, nu0, psi0 = (jnp.asarray(p, dt) for p in prior)
+    alpha, m0, kappa0, nu0, psi0 = (jnp.asarray(p, stats.sum_x.dtype) for p in prior)
     unnorm = nk + alpha - 1.0
     weights = unnorm / jnp.sum(unnorm)
     d0 = m0 - shift  # prior mean about the shift

@@ -30,7 +30,7 @@ from jaxvi import _linalg
 from jaxvi.em import covariance
 from jaxvi.em.model import GMM, Stats, component_precisions
 from jaxvi.em.stats import weighted_covariance, weighted_mean
-from jaxvi.em.step import flush_roundoff
+from jaxvi.em.step import component_scatter
 
 WEIGHT_PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
 
@@ -165,10 +165,8 @@ def variational_m_step(stats: Stats, centres: jax.Array, prior: VariationalPrior
     kind = covariance.of(covariance_type)
     dt = stats.sum_x.dtype
     gamma0, beta0, m0, nu0, psi0 = (jnp.asarray(p, dt) for p in prior)
-    nk = stats.nk + 10.0 * jnp.finfo(dt).eps
+    nk, delta, scatter = component_scatter(stats, kind)
     k, d = stats.sum_x.shape
-    delta = stats.sum_x / nk[:, None]
-    scatter = flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
     xbar = centres + delta
     beta = beta0 + nk
     means = (beta0 * m0 + nk[:, None] * xbar) / beta[:, None]

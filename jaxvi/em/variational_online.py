@@ -19,7 +19,7 @@ from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.fit import lapack_scoped
-from jaxvi.em.online import first_batch, next_weights
+from jaxvi.em.online import blend, first_batch, next_weights, per_point
 from jaxvi.em.stats import (
     chunk_layout,
     e_step_stats_fast,
@@ -39,10 +39,6 @@ from jaxvi.em.variational import (
 from jaxvi.em.variational_fit import VariationalFitResult, checked_prior
 
 
-def _per_point(stats):
-    return jax.tree_util.tree_map(lambda a: a / stats.count, stats)
-
-
 def _scaled(running, n_samples):
     """Per-point running Stats -> the Stats of n_samples points like them."""
     return jax.tree_util.tree_map(lambda a: a * n_samples, running)
@@ -59,11 +55,10 @@ def _svi_update(xb, mask, post, running, shift, prior, rho, n_samples, reg_covar
     stats, sum_ll = combine(e_step_stats_fast(xb, mask, gmm, shift))
     scale = n_samples / stats.count
     entropy = resp_entropy(gmm, stats, shift, sum_ll) * scale
-    batch_post = variational_m_step(_scaled(_per_point(stats), n_samples), shift, prior,
+    batch_post = variational_m_step(_scaled(per_point(stats), n_samples), shift, prior,
                                     reg_covar=reg_covar, **cfg)
     estimate = lower_bound(batch_post, entropy, **cfg)
-    running = jax.tree_util.tree_map(lambda r, s: (1 - rho) * r + rho * s, running,
-                                     _per_point(stats))
+    running = blend(running, per_point(stats), rho)
     new = variational_m_step(_scaled(running, n_samples), shift, prior, reg_covar=reg_covar,
                              **cfg)
     return new, running, estimate
@@ -90,7 +85,7 @@ def _initial_posterior(key, first, k, prior, n_samples, cov, wt, init, reg_covar
     batch's weighted mean) to start the running ones."""
     shift = weighted_mean(first, weights)
     resp = em_init.init_resp(key, first, k, init, weights)
-    running = _per_point(sufficient_stats(first, resp.astype(first.dtype), shift,
+    running = per_point(sufficient_stats(first, resp.astype(first.dtype), shift,
                                           covariance_type=cov, sample_weight=weights))
     post = variational_m_step(_scaled(running, n_samples), shift, prior,
                               covariance_type=cov, weight_type=wt, reg_covar=reg_covar)

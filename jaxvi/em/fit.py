@@ -223,14 +223,11 @@ def fit(
       `_linalg.single_threaded_lapack`). A ValueError if the fitted parameters are not finite.
     """
     if missing is not None:
-        if sample_weight is not None or tuple(fixed):
-            name = "sample_weight" if sample_weight is not None else "fixed"
-            raise ValueError(f"`{name}` is not supported with missing={missing!r} yet; got "
-                             f"{name} = {'an array' if name == 'sample_weight' else fixed!r}.")
         return _fit_missing(x, n_components, key=key, covariance_type=covariance_type,
                             max_iter=max_iter, tol=tol, n_init=n_init, init=init,
                             reg_covar=reg_covar, prior=prior, chunk_size=chunk_size,
-                            mesh=mesh, missing=missing)
+                            mesh=mesh, missing=missing, sample_weight=sample_weight,
+                            fixed=fixed)
     x, k, prior = _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar,
                                   chunk_size, prior)
     weights = checks.check_sample_weight(sample_weight, x.shape[0], x.dtype, k)

@@ -68,10 +68,11 @@ def _chunk_rows(counts: np.ndarray, max_rows: int) -> int:
 
 
 def missing_layout(x, covariance_type: str = "full", chunk_size: int | None = None,
-                   name: str = "x") -> MissingData:
+                   name: str = "x", sample_weight=None) -> MissingData:
     """Group the rows of x: (N, D) (NaN = missing) by missing pattern into chunks of one
-    pattern each (host-side, outside jit; `check_x_missing` checks x first). Raises a
-    ValueError naming the first row whose entries are all missing."""
+    pattern each (host-side, outside jit; `check_x_missing` checks x first); each row's
+    mask is its weight (sample_weight (N,), checked; default 1). Raises a ValueError naming
+    the first row whose entries are all missing."""
     x = np.asarray(x)
     n, d = x.shape
     observed = ~np.isnan(x)
@@ -91,7 +92,7 @@ def missing_layout(x, covariance_type: str = "full", chunk_size: int | None = No
     xb = np.zeros((n_chunks * rows, d), x.dtype)
     xb[slot] = np.where(observed, x, 0)
     mask = np.zeros(n_chunks * rows, x.dtype)
-    mask[slot] = 1
+    mask[slot] = 1 if sample_weight is None else np.asarray(sample_weight, x.dtype)
     return MissingData(jnp.asarray(xb.reshape(n_chunks, rows, d)),
                        jnp.asarray(mask.reshape(n_chunks, rows)),
                        jnp.asarray(np.repeat(np.arange(len(patterns)), per)),

@@ -15,7 +15,7 @@ import numpy as np
 from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
-from jaxvi.em.fit import _check_warm_start, _raise_if_not_finite, lapack_scoped
+from jaxvi.em.fit import _as_mask, _check_warm_start, _raise_if_not_finite, lapack_scoped
 from jaxvi.em.loop import ascent_loop, best_restart
 from jaxvi.em.missing import MissingData, check_x_missing, missing_layout, pattern_factors
 from jaxvi.em.missing_stats import (
@@ -30,12 +30,13 @@ from jaxvi.em.step import factored_m_step, identity, per_restart
 
 
 def missing_update(gmms: GMM, data: MissingData, chunks, shift, featurized, reg_covar, prior,
-                   combine=identity):
+                   combine=identity, fixed=None):
     """One EM iteration on data with missing entries, restarts batched along axis 0: (new
     GMMs with their factors, mean observed-data log-likelihood (B,) of `gmms`). The E step
     runs the fast kernel (on `chunks` about `shift`, `missing_feature_chunks`) where its
     round-off is below `FAST_KERNEL_MAX_ERROR` for every restart, else the precise one (one
-    `lax.cond`). `combine` maps local to global (Stats, Σ log p), e.g. a `psum`."""
+    `lax.cond`). `combine` maps local to global (Stats, Σ log p), e.g. a `psum`; fixed:
+    None or (3,) bool, the parameters kept at `gmms`' values (`jaxvi.em.step`)."""
     factors = per_restart(lambda g: pattern_factors(g, data.observed), gmms)
     errors = per_restart(lambda g, f: missing_expansion_error(g, f, data.observed, shift),
                          gmms, factors)
@@ -51,15 +52,16 @@ def missing_update(gmms: GMM, data: MissingData, chunks, shift, featurized, reg_
     stats, sum_ll = combine(jax.lax.cond(jnp.all(errors < FAST_KERNEL_MAX_ERROR), fast,
                                          precise, None))
     new = factored_m_step(stats, gmms.means, covariance_type=gmms.covariance_type,
-                          reg_covar=reg_covar, prior=prior)
+                          reg_covar=reg_covar, prior=prior, fixed=fixed, current=gmms)
     return new, sum_ll / stats.count
 
 
-def _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior):
+def _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior, fixed):
     chunks, shift, featurized = missing_feature_chunks(data, gmm0s.covariance_type)
 
     def update(gmms):
-        return missing_update(gmms, data, chunks, shift, featurized, reg_covar, prior)
+        return missing_update(gmms, data, chunks, shift, featurized, reg_covar, prior,
+                              fixed=fixed)
 
     results = FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol,
                                      data.xb.dtype))
@@ -67,15 +69,16 @@ def _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior):
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "init", "k", "cov"))
-def _fit_from_keys(data, filled, keys, *, k, cov, init, max_iter, tol, reg_covar, prior):
-    gmm0s = em_init.initial_gmms(filled, keys, k, cov, init, reg_covar, prior)
-    return _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior)
+def _fit_from_keys(data, filled, weights, keys, *, k, cov, init, max_iter, tol, reg_covar,
+                   prior, fixed):
+    gmm0s = em_init.initial_gmms(filled, keys, k, cov, init, reg_covar, prior, weights)
+    return _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior, fixed)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter",))
-def _fit_from_gmm(data, gmm, *, max_iter, tol, reg_covar, prior):
+def _fit_from_gmm(data, gmm, *, max_iter, tol, reg_covar, prior, fixed):
     gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm)
-    return _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior)
+    return _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior, fixed)
 
 
 def mean_imputed(x: np.ndarray) -> np.ndarray:
@@ -90,13 +93,16 @@ def mean_imputed(x: np.ndarray) -> np.ndarray:
 def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = "full",
                 max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
                 init: str | GMM = "kmeans++", reg_covar: float = 1e-6,
-                prior: Prior | None = None, chunk_size: int | None = None) -> FitResult:
+                prior: Prior | None = None, chunk_size: int | None = None,
+                sample_weight=None, fixed=()) -> FitResult:
     """EM on x: (N, D) whose NaN entries are missing at random; `fit`'s arguments (`fit`
     documents them; no `mesh`). The initial parameters (`init` a string) are computed from x
     with each missing entry replaced by its column's mean; from then on EM is exact: the
     E step scores each row by its marginal over its observed coordinates, and the
     log-likelihoods in the result are observed-data ones. Rows are grouped by missing
-    pattern on the host, so each iteration factors one Σ_oo per (pattern, component)."""
+    pattern on the host, so each iteration factors one Σ_oo per (pattern, component).
+    sample_weight (N,) and `fixed` as in `fit`: each row's weight multiplies its expected
+    statistics (and its part of the initialisation)."""
     x = check_x_missing(x)
     n, d = x.shape
     k = checks.check_n_components(n_components, n)
@@ -106,11 +112,14 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
     _validate.check_number("reg_covar", reg_covar)
     if chunk_size is not None:
         _validate.check_int("chunk_size", chunk_size, 1)
-    data = missing_layout(x, covariance_type, chunk_size)
+    weights = checks.check_sample_weight(sample_weight, n, x.dtype, k)
+    data = missing_layout(x, covariance_type, chunk_size,
+                          sample_weight=None if weights is None else np.asarray(weights))
     if prior is not None:
         prior = checks.check_prior(prior, d, data.xb.dtype)
     loop = dict(max_iter=int(max_iter), tol=jnp.asarray(tol, data.xb.dtype),
-                reg_covar=jnp.asarray(reg_covar, data.xb.dtype), prior=prior)
+                reg_covar=jnp.asarray(reg_covar, data.xb.dtype), prior=prior,
+                fixed=_as_mask(fixed))
     if isinstance(init, GMM):
         gmm0 = _check_warm_start(init, covariance_type, k, data.xb[0])
         return _raise_if_not_finite(_fit_from_gmm(data, gmm0, **loop))
@@ -118,5 +127,5 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
     _validate.check_int("n_init", n_init, 1)
     keys = jax.random.split(key, int(n_init))
     return _raise_if_not_finite(_fit_from_keys(
-        data, jnp.asarray(mean_imputed(x)), keys, k=k, cov=covariance_type, init=init,
+        data, jnp.asarray(mean_imputed(x)), weights, keys, k=k, cov=covariance_type, init=init,
         **loop))

@@ -110,3 +110,24 @@ def test_estimator_accepts_nan_rows_and_matches_em(fits):
     assert np.isfinite(est.bic(holey))
     with pytest.raises(ValueError, match="row 0 has every entry missing"):
         est.predict(np.full((2, 3), np.nan))
+
+
+def test_weights_and_frozen_means_compose_with_missing_values(fits, rel):
+    """Integer sample weights (zeros included) give the fit of the rows repeated; frozen
+    means stay bit for bit while the observed-data log-likelihood still never decreases."""
+    holey = fits["holey"]
+    x, _, init = missing_data()
+    g0 = em.GMM(*(jnp.asarray(a) for a in init), "full")
+    w = np.random.default_rng(3).integers(0, 3, size=len(holey))
+    kw = dict(key=jax.random.key(0), init=g0, max_iter=ITERS, tol=0.0, missing="marginalize")
+    with jax.enable_x64(True):
+        weighted = em.fit(holey, 2, sample_weight=w.astype(float), **kw)
+        repeated = em.fit(np.repeat(holey, w, axis=0), 2, **kw)
+        frozen = em.fit(holey, 2, fixed=("means",), **kw)
+    assert rel(weighted.gmm.means, repeated.gmm.means) < 1e-10
+    assert rel(weighted.gmm.covariances, repeated.gmm.covariances) < 1e-10
+    assert rel(weighted.history, repeated.history) < 1e-10
+    assert np.array_equal(np.asarray(frozen.gmm.means), np.asarray(g0.means))
+    assert not np.allclose(frozen.gmm.covariances, fits["missing"].gmm.covariances)
+    h = np.asarray(frozen.history)
+    assert np.all(np.diff(h) >= -1e-12 * np.abs(h[1:]))

@@ -243,3 +243,14 @@ def check_weight_total(sample_weight) -> None:
     if not total > 1.0:
         raise ValueError("`sample_weight` must sum to more than 1 for the data covariance of a "
                          f"default prior (frequency weights, ddof 1); got a sum of {total!r}.")
+
+
+def check_loop_options(covariance_type, max_iter, tol, reg_covar, chunk_size) -> None:
+    """The options every on-device fit (`fit`, `fit_variational`, missing-value EM) checks,
+    each error naming its argument."""
+    check_covariance_type(covariance_type)
+    _validate.check_int("max_iter", max_iter, 0)
+    _validate.check_number("tol", tol)
+    _validate.check_number("reg_covar", reg_covar)
+    if chunk_size is not None:
+        _validate.check_int("chunk_size", chunk_size, 1)

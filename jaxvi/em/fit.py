@@ -121,12 +121,7 @@ def _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar, 
     """`fit`'s checks of its data and options -> (x as a float array, K, prior as arrays)."""
     n, d = checks.check_x(x)
     k = checks.check_n_components(n_components, n)
-    checks.check_covariance_type(covariance_type)
-    _validate.check_int("max_iter", max_iter, 0)
-    _validate.check_number("tol", tol)
-    _validate.check_number("reg_covar", reg_covar)
-    if chunk_size is not None:
-        _validate.check_int("chunk_size", chunk_size, 1)
+    checks.check_loop_options(covariance_type, max_iter, tol, reg_covar, chunk_size)
     x = checks.as_float_data(x)
     if prior is not None:
         prior = checks.check_prior(prior, d, x.dtype)

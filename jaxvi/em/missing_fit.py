@@ -106,12 +106,7 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
     x = check_x_missing(x)
     n, d = x.shape
     k = checks.check_n_components(n_components, n)
-    checks.check_covariance_type(covariance_type)
-    _validate.check_int("max_iter", max_iter, 0)
-    _validate.check_number("tol", tol)
-    _validate.check_number("reg_covar", reg_covar)
-    if chunk_size is not None:
-        _validate.check_int("chunk_size", chunk_size, 1)
+    checks.check_loop_options(covariance_type, max_iter, tol, reg_covar, chunk_size)
     weights = checks.check_sample_weight(sample_weight, n, x.dtype, k)
     data = missing_layout(x, covariance_type, chunk_size,
                           sample_weight=None if weights is None else np.asarray(weights))

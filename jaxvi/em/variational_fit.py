@@ -247,17 +247,12 @@ def fit_variational(
     """
     n, d = checks.check_x(x)
     k = checks.check_n_components(n_components, n)
-    checks.check_covariance_type(covariance_type)
+    checks.check_loop_options(covariance_type, max_iter, tol, reg_covar, chunk_size)
     _validate.check_choice("weight_concentration_prior_type", weight_concentration_prior_type,
                            WEIGHT_PRIOR_TYPES)
-    _validate.check_int("max_iter", max_iter, 0)
-    _validate.check_number("tol", tol)
-    _validate.check_number("reg_covar", reg_covar)
     _validate.check_int("n_init", n_init, 1)
     if not isinstance(init, VariationalPosterior):
         _validate.check_choice("init", init, em_init.INITS)
-    if chunk_size is not None:
-        _validate.check_int("chunk_size", chunk_size, 1)
     x = checks.as_float_data(x)
     weights = checks.check_sample_weight(sample_weight, n, x.dtype, k)
     x0, w0 = x, weights  # the rows the prior's defaults and the initialisation see

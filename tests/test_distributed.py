@@ -6,14 +6,11 @@ mesh and its result is replicated on all 4; the VAE's batches reach the loss spl
 4 devices and its parameters end replicated on all 4. Code that silently ignores `mesh`
 (single-device arrays also report `is_fully_replicated`) fails these."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from jax_subprocess import run_script
 
 EM_SCRIPT = textwrap.dedent(
     """
@@ -165,18 +162,9 @@ VAE_SCRIPT = textwrap.dedent(
 )
 
 
-def run_on_4_devices(script: str) -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
-
-
 @pytest.fixture(scope="module")
 def em_results():
-    return run_on_4_devices(EM_SCRIPT)
+    return run_script(EM_SCRIPT)
 
 
 @pytest.mark.parametrize("cov", ["full", "tied", "diag", "spherical"])
@@ -235,7 +223,7 @@ def test_mesh_must_have_a_data_axis():
 
 
 def test_data_parallel_vae_training_equals_single_device():
-    res = run_on_4_devices(VAE_SCRIPT)
+    res = run_script(VAE_SCRIPT)
     assert res["replicated"]
     # where it ran: parameters replicated on all 4 devices (on 1 without a mesh), every batch
     # the loss saw split over the 4 devices, 64 / 4 = 16 rows each, as the epoch asked

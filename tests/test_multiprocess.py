@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from jax_subprocess import ROOT, jax_env
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
 JOB_TIMEOUT_S = 600  # a whole worker job, on a loaded machine (a bound on hangs)
 COVS = ("full", "tied", "diag", "spherical")
@@ -34,20 +34,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def env_with(cpu_devices: int) -> dict:
-    """The spawned processes' environment: this checkout's jaxvi, `cpu_devices` CPU devices,
-    XLA's backend optimisations off (a third less compile time; the values compared are
-    computed under the same flags, or agree to far below the tolerances)."""
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    flags = (f"--xla_force_host_platform_device_count={cpu_devices} "
-             "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
-    return dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1", XLA_FLAGS=flags)
-
-
 def spawn(args, cpu_devices: int, log: Path) -> subprocess.Popen:
     """Start `python args...`, its stdout and stderr going to log.out and log.err."""
     with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
-        return subprocess.Popen([sys.executable, *map(str, args)], env=env_with(cpu_devices),
+        return subprocess.Popen([sys.executable, *map(str, args)], env=jax_env(cpu_devices),
                                 cwd=ROOT, stdout=out, stderr=err)
 
 
@@ -152,10 +142,10 @@ def test_a_process_that_cannot_reach_its_coordinator_fails_in_one_line(tmp_path,
 
 def launch(monkeypatch, *args, time_limit: float = 180) -> int:
     """`jaxvi launch --time-limit T ARGS` in this process (its children are real processes,
-    with the environment of `env_with`)."""
+    with the environment of `jax_subprocess.jax_env`)."""
     from jaxvi import cli
 
-    for name, value in env_with(1).items():
+    for name, value in jax_env(1).items():
         monkeypatch.setenv(name, value)
     return cli.main(["launch", "--time-limit", str(time_limit), *map(str, args)])
 

@@ -4,6 +4,7 @@ running averages of per-point `Stats`; each step jitted, the loop over batches h
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -120,16 +121,34 @@ def _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar) -> 
     _validate.check_number("reg_covar", reg_covar)
 
 
-def first_batch(iterator: Iterator) -> jax.Array:
+def weighted_batches(batches: Iterable, sample_weight: Iterable | None,
+                     max_steps: int | None = None) -> Iterator[tuple[jax.Array, jax.Array | None]]:
+    """The host-side stream of the mini-batch fits: yields (batch (B_t, D), its weights (B_t,)
+    or None), checked, each later batch with the first's D and cast to its dtype, at most
+    `max_steps` of them. Lazy: batch t + 1 is drawn from `batches` only when asked for, after
+    the step on batch t; `sample_weight` (one array per batch, in step) must not end first."""
+    iterator = iter(batches)
+    weights = None if sample_weight is None else iter(sample_weight)
     try:
         first = next(iterator)
     except StopIteration:
         raise ValueError("`batches` must yield at least one batch; got none.") from None
     checks.check_x(first, name="batches")
-    return jnp.asarray(first)
+    first = jnp.asarray(first)
+    yield first, _next_weights(weights, first)
+    t = 1
+    while max_steps is None or t < max_steps:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        checks.check_x(batch, first.shape[1], name="batches")
+        batch = jnp.asarray(batch, first.dtype)
+        t += 1
+        yield batch, _next_weights(weights, batch)
 
 
-def next_weights(weights: Iterator | None, batch: jax.Array) -> jax.Array | None:
+def _next_weights(weights: Iterator | None, batch: jax.Array) -> jax.Array | None:
     """The sample weights of `batch` (B, D): the next item of `weights` checked (B,), or
     None when unweighted."""
     if weights is None:
@@ -230,34 +249,21 @@ def fit_minibatch(
     _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar)
     fixed = checks.fixed_mask(fixed)
     fixed = None if fixed is None else jnp.asarray(fixed)
-    iterator = iter(batches)
-    weights_it = None if sample_weight is None else iter(sample_weight)
-    first = first_batch(iterator)
-    d = first.shape[1]
-    w = next_weights(weights_it, first)
-    start, w_start = first, w
+    stream = weighted_batches(batches, sample_weight, max_steps)
+    first, w0 = next(stream)
+    start, w_start = first, w0
     if mesh is not None:  # every process initialises from the whole first batch
         from jaxvi.processes import init_rows
 
         start = jnp.asarray(init_rows(first))
-        w_start = None if w is None else jnp.asarray(init_rows(w))
+        w_start = None if w0 is None else jnp.asarray(init_rows(w0))
     gmm = _initial_gmm(key, start, n_components, covariance_type, init, reg_covar, w_start)
     state = stepwise_init(gmm, start, w_start, chunk_size=chunk_size)
     state, advance = _stepper(state, mesh, chunk_size, reg_covar, fixed)
     history = []
-    batch = first
-    while True:
+    for batch, w in itertools.chain([(first, w0)], stream):
         state, ll = advance(state, batch, w, rho=step_size(len(history), kappa))
         history.append(ll)
-        if max_steps is not None and len(history) >= max_steps:
-            break
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            break
-        checks.check_x(batch, d, name="batches")
-        batch = jnp.asarray(batch, first.dtype)
-        w = next_weights(weights_it, batch)
     hist = jnp.stack(history)
     converged = (
         jnp.abs(hist[-1] - hist[-2]) < tol if len(history) > 1 else jnp.zeros((), bool)

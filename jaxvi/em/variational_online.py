@@ -10,6 +10,7 @@ s ← (1 − ρ) s + ρ ŝ(batch), followed by the conjugate M step from N·s.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable
 
 import jax
@@ -19,7 +20,7 @@ from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.fit import lapack_scoped
-from jaxvi.em.online import blend, first_batch, next_weights, per_point
+from jaxvi.em.online import blend, per_point, weighted_batches
 from jaxvi.em.stats import (
     chunk_layout,
     e_step_stats_fast,
@@ -151,49 +152,38 @@ def fit_variational_minibatch(
     """
     _check_svi_args(kappa, delay, covariance_type, weight_concentration_prior_type, max_steps,
                     reg_covar, n_samples, init, chunk_size)
-    iterator = iter(batches)
-    weights_it = None if sample_weight is None else iter(sample_weight)
-    first = first_batch(iterator)
+    stream = weighted_batches(batches, sample_weight, max_steps)
+    first, w0 = next(stream)
     n, d = first.shape
     k = checks.check_n_components(n_components, n)
-    w = next_weights(weights_it, first)
     cov, wt = covariance_type, weight_concentration_prior_type
     prior = checked_prior(
-        first, cov, k, w, weight_concentration_prior=weight_concentration_prior,
+        first, cov, k, w0, weight_concentration_prior=weight_concentration_prior,
         mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
         degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
     dt = first.dtype
     n_total, reg = jnp.asarray(n_samples, dt), jnp.asarray(reg_covar, dt)
     post, running, shift = jax.jit(_initial_posterior, static_argnums=(2, 5, 6, 7))(
-        key, first, k, prior, n_total, cov, wt, init, reg, w)
+        key, first, k, prior, n_total, cov, wt, init, reg, w0)
     step, chunks = _svi_stepper(mesh, cov, wt, d, chunk_size)
     if mesh is not None:
         from jaxvi import distributed
 
         post, running, shift = distributed.same_on_every_process((post, running, shift))
-    history, t, batch = [], 0, first
-    while True:
+    history = []
+    for t, (batch, w) in enumerate(itertools.chain([(first, w0)], stream)):
         rho = jnp.asarray((t + 1.0 + float(delay)) ** (-float(kappa)), dt)
         post, running, estimate = step(*chunks(batch, w), post, running, shift, prior, rho,
                                        n_total, reg)
         history.append(estimate)
-        t += 1
-        if max_steps is not None and t >= max_steps:
-            break
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            break
-        checks.check_x(batch, d, name="batches")
-        batch = jnp.asarray(batch, dt)
-        w = next_weights(weights_it, batch)
     hist = jnp.stack(history)
     if not bool(jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a))
                                      for a in jax.tree_util.tree_leaves(post)]))):
         raise ValueError("Stochastic VI failed: the posterior is not finite (e.g. from "
                          "collapsed or duplicated points). Increase `reg_covar` or "
                          "`covariance_prior`, or lower the step sizes (`kappa`, `delay`).")
-    return VariationalFitResult(post, hist[-1], jnp.asarray(t), jnp.zeros((), bool), hist)
+    return VariationalFitResult(post, hist[-1], jnp.asarray(len(history)), jnp.zeros((), bool),
+                                hist)
 
 
 def _svi_stepper(mesh, cov, wt, d, chunk_size):

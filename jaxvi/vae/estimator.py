@@ -47,11 +47,11 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     arrays (0–255) are scaled to [0, 1]. The factor (`input_scale_`) is kept and applied to the
     X of every later call, so pass data in the units `fit` saw.
 
-    Parameters: n_components (K ≥ 2 clusters), latent_dim, hidden and head_hidden (layer
-    widths), likelihood ("gaussian" or "bernoulli": X in [0, 1] after scaling), epochs and
-    steps (joint training: at most `epochs` passes, about `steps` optimizer steps),
-    pretrain_epochs and pretrain_steps (likewise for pretraining; 0 epochs = none), restarts,
-    batch_size (capped at n_samples), learning_rate, consensus_weight (see
+    Parameters: n_components (K clusters; K = 1 fits one Gaussian prior), latent_dim,
+    hidden and head_hidden (layer widths), likelihood ("gaussian" or "bernoulli": X in [0, 1]
+    after scaling), epochs and steps (joint training: at most `epochs` passes, about `steps`
+    optimizer steps), pretrain_epochs and pretrain_steps (likewise for pretraining; 0 epochs
+    = none), restarts, batch_size (capped at n_samples), learning_rate, consensus_weight (see
     `jaxvi.vae.recipe.TrainConfig`), cluster_samples and iwae_samples (samples of w for
     `predict_proba` and `score_samples`), random_state, verbose.
 
@@ -92,7 +92,7 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     def fit(self, X, y=None):
         """Train on X (y is ignored). Returns self."""
-        _validate.check_int("n_components", self.n_components, 2)
+        _validate.check_int("n_components", self.n_components, 1)
         for name in ("cluster_samples", "iwae_samples"):
             _validate.check_int(name, getattr(self, name), 1)
         x = self._features(X, reset=True)

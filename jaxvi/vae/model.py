@@ -34,7 +34,8 @@ LIKELIHOODS = ("gaussian", "bernoulli")
 class VAEConfig:
     """Everything needed to rebuild a `HierarchicalVAE` (stored with its checkpoints).
 
-    data_dim: D, features per data point; components: K ≥ 2; latent_dim: L;
+    data_dim: D, features per data point; components: K ≥ 1 (K = 1: one Gaussian prior,
+    a plain VAE with a learned prior); latent_dim: L;
     hidden: widths of the encoder's and decoder's hidden layers; head_hidden: widths of the
     residual network of q(z | w, x); likelihood: "gaussian" or "bernoulli"; min_scale: floor of
     the Gaussian decoder's per-pixel standard deviation; min_latent_scale: floor of s(x).
@@ -57,9 +58,10 @@ class VAEConfig:
                 raise ValueError(
                     f"`{name}` must be a positive integer; got {getattr(self, name)!r}."
                 )
-        if int(self.components) < 2:
+        if int(self.components) < 1:
             raise ValueError(
-                f"`components` must be at least 2 (a mixture prior); got {self.components!r}."
+                f"`components` must be a positive integer (K = 1: a single Gaussian prior); "
+                f"got {self.components!r}."
             )
         if any(h < 1 for h in (*self.hidden, *self.head_hidden)):
             raise ValueError(

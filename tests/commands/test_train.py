@@ -66,11 +66,11 @@ def test_cli_train_and_evaluate(tmp_path, digits, capsys):
     assert cli.main([*again, "--overwrite"]) == 0
     assert latest_checkpoint(out / "checkpoint") == 1
     capsys.readouterr()
-    # Wrong feature count for the checkpoint, K < 2, an unknown likelihood: clear errors.
+    # Wrong feature count for the checkpoint, K < 1, an unknown likelihood: clear errors.
     np.save(tmp_path / "ten.npy", np.random.default_rng(0).random((50, 10)))
     assert cli.main(["evaluate", str(out), "--data", str(tmp_path / "ten.npy")]) == 2
     assert "64 features" in capsys.readouterr().err
-    assert cli.main(["train", "--components", "1", "--out", str(tmp_path / "x")]) == 2
+    assert cli.main(["train", "--components", "0", "--out", str(tmp_path / "x")]) == 2
     assert "components" in capsys.readouterr().err
     assert cli.main(["train", "--likelihood", "poisson", "--out", str(tmp_path / "x")]) == 2
     assert "likelihood" in capsys.readouterr().err

@@ -2,15 +2,11 @@
 fit, the Dirichlet-process prior switches off the components the data do not need, a
 non-finite fit is refused, bad arguments name themselves, a mesh gives the single-device fit."""
 
-import json
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax_subprocess import run_script
 
 from jaxvi.em import init as em_init
 from jaxvi.em import variational as vb
@@ -172,11 +168,6 @@ print("RESULT " + json.dumps(out))
 def test_sharded_fit_equals_single_device():
     """Restarts, a warm start and stochastic VI on 4 simulated devices equal the
     single-device fits."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    out = json.loads(line[len("RESULT "):])
+    out = run_script(MESH_SCRIPT)
     assert out["restarts"] < 1e-9 and out["warm"] < 1e-9 and out["svi"] < 1e-9, out
     assert out["devices"] == 4, out

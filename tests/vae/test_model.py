@@ -134,7 +134,7 @@ def test_cluster_and_sample():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"components": 1}, "components"),
+        ({"components": 0}, "components"),
         ({"likelihood": "poisson"}, "likelihood"),
         ({"latent_dim": 0}, "latent_dim"),
         ({"min_scale": 0.0}, "min_scale"),

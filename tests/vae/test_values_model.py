@@ -87,3 +87,23 @@ def test_decoder_and_encoder_scales_are_floored_softplus():
     mean, s = model.encoder(jnp.ones((1, 3)))
     np.testing.assert_allclose(mean, np.zeros((1, 2)), atol=1e-7)
     np.testing.assert_allclose(s, [[0.01, 0.01 + np.log1p(np.e)]], rtol=1e-6)
+
+
+def test_one_component_is_a_vae_with_one_gaussian_prior():
+    """K = 1: q(z | w, x) is 1, the categorical KL is 0, and the ELBO is the plain VAE's,
+    log p(x | w) − log q(w | x) + log N(w; μ, σ) at the same draws of w (scipy densities)."""
+    from scipy import stats
+
+    cfg = VAEConfig(data_dim=3, components=1, latent_dim=L, hidden=(8,), head_hidden=(4,))
+    model = HierarchicalVAE(cfg, rngs=nnx.Rngs(1))
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(6, 3)), jnp.float32)
+    key = jax.random.key(3)
+    terms = model.elbo_terms(x, key=key, n_samples=4)
+    w, m, s = (np.asarray(a, np.float64) for a in model.sample_latents(x, key=key, n_samples=4))
+    _, mu, sigma = (np.asarray(a, np.float64) for a in model.prior())
+    log_q = stats.norm.logpdf(w, m[:, None], s[:, None]).sum(-1)
+    log_p = stats.norm.logpdf(w, mu[0], sigma[0]).sum(-1)
+    np.testing.assert_allclose(terms.kl_z, 0.0, atol=1e-6)
+    np.testing.assert_allclose(terms.kl_w, (log_q - log_p).mean(1), rtol=1e-4, atol=1e-4)
+    probs = model.cluster_probs(x, key=key)
+    np.testing.assert_array_equal(np.asarray(probs), 1.0)

@@ -12,12 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def jax_env(cpu_devices: int) -> dict:
-    """The environment of a spawned process: this checkout's jaxvi, `cpu_devices` CPU devices,
-    XLA's backend optimisations off (a third less compile time; the values a test compares are
-    computed in that process under the same flags, or agree to far below its tolerances)."""
+    """The environment of a spawned process: this checkout's jaxvi, the test run's XLA_FLAGS
+    (tests/conftest.py) and `cpu_devices` CPU devices."""
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    flags = (f"--xla_force_host_platform_device_count={cpu_devices} "
-             "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    flags = (f"{os.environ.get('XLA_FLAGS', '')} "
+             f"--xla_force_host_platform_device_count={cpu_devices}").strip()
     return dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1", XLA_FLAGS=flags)
 
 

@@ -35,6 +35,8 @@ from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
 from jaxvi.vae.recipe import TrainConfig, load_model, train_vae
 
 _CHUNK = 512  # rows per jitted inference call
+_TC = TrainConfig()  # the recipe's defaults are the estimator's
+_MC = VAEConfig(data_dim=1)
 
 
 class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin,
@@ -60,10 +62,12 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     history_ (metrics per joint-training epoch), n_steps_ (joint-training steps), seed_.
     """
 
-    def __init__(self, n_components=10, *, latent_dim=5, hidden=(512, 512), head_hidden=(128,),
-                 likelihood="gaussian", epochs=60, steps=700, pretrain_epochs=100,
-                 pretrain_steps=1200, restarts=10, batch_size=128, learning_rate=1e-3,
-                 consensus_weight=3.0, cluster_samples=16, iwae_samples=64,
+    def __init__(self, n_components=10, *, latent_dim=_MC.latent_dim, hidden=_MC.hidden,
+                 head_hidden=_MC.head_hidden, likelihood=_MC.likelihood, epochs=_TC.epochs,
+                 steps=_TC.steps, pretrain_epochs=_TC.pretrain_epochs,
+                 pretrain_steps=_TC.pretrain_steps, restarts=_TC.restarts,
+                 batch_size=_TC.batch_size, learning_rate=_TC.learning_rate,
+                 consensus_weight=_TC.consensus_weight, cluster_samples=16, iwae_samples=64,
                  random_state=None, verbose=False):
         self.n_components = n_components
         self.latent_dim = latent_dim

@@ -71,11 +71,11 @@ class TrainConfig:
     """
 
     epochs: int = 60
-    steps: int | None = 700
+    steps: int | None = 6000
     batch_size: int = 128
     learning_rate: float = 1e-3
     pretrain_epochs: int = 100
-    pretrain_steps: int | None = 1200
+    pretrain_steps: int | None = 4000
     pretrain_learning_rate: float = 1e-3
     pretrain_neighbors: int = 5
     neighbor_dims: int = 64

@@ -79,3 +79,13 @@ def missing_data(n=300, frac=0.3, seed=0):
     init = (np.array([0.5, 0.5]), MISSING_LOC + rng.normal(size=(2, 3)),
             np.stack([np.eye(3)] * 2))
     return x, np.where(holes, np.nan, x), init
+
+
+def three_blobs(n_per: int, seed: int = 0) -> np.ndarray:
+    """3 Gaussian blobs in 3-D of `n_per` points each (scales 0.6, 1.0, 1.4), shuffled.
+    -> (3 n_per, 3)."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0, 0.0], [5.0, 1.0, -2.0], [-3.0, 4.0, 2.0]])
+    x = np.concatenate([rng.normal(size=(n_per, 3)) * (0.6 + 0.4 * i) + c
+                        for i, c in enumerate(centres)])
+    return rng.permutation(x)

@@ -6,6 +6,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+from shared_inputs import three_blobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGMM
 from sklearn.pipeline import make_pipeline
@@ -24,11 +25,7 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 def blobs(seed=0):
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0, 0.0], [5.0, 1.0, -2.0], [-3.0, 4.0, 2.0]])
-    x = np.concatenate([rng.normal(size=(50, 3)) * (0.6 + 0.4 * i) + c
-                        for i, c in enumerate(centres)])
-    return rng.permutation(x)
+    return three_blobs(50, seed)
 
 
 def inits(cov, k=3, d=3):

@@ -11,6 +11,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+from shared_inputs import three_blobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import BayesianGaussianMixture as SkBGM
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -36,11 +37,7 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 def blobs(seed=0):
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0, 0.0], [5.0, 1.0, -2.0], [-3.0, 4.0, 2.0]])
-    x = np.concatenate([rng.normal(size=(30, 3)) * (0.6 + 0.4 * i) + c
-                        for i, c in enumerate(centres)])
-    return rng.permutation(x)
+    return three_blobs(30, seed)
 
 
 def rel(a, b):

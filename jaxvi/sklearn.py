@@ -23,8 +23,8 @@ from jaxvi.em import covariance, online, online_starts
 from jaxvi.em import init as em_init
 from jaxvi.em.missing_fit import mean_imputed
 
-_PARTIAL_FIT_STARTS = 8  # partial_fit's starts from scratch (at least; n_init if more)
-_PARTIAL_FIT_WARMUP = 10  # batches they run side by side before the best is kept
+_PARTIAL_FIT_STARTS = 16  # partial_fit's starts from scratch (at least; n_init if more)
+_PARTIAL_FIT_WARMUP = 30  # batches they run side by side before the best is kept
 _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
 
@@ -338,8 +338,8 @@ class GaussianMixture(BaseMixture):
         sample_weight (n_samples,) or None (`jaxvi.em.online.stepwise_step`). After `fit`,
         the stream continues the fit: its data count as the batches already seen (their
         running statistics, `online.stepwise_resume`), so one batch moves the fitted model
-        by what one batch of its size should. From scratch, max(n_init, 8) starts drawn on
-        the first batch run side by side through the first 10 batches (the fitted attributes
+        by what one batch of its size should. From scratch, max(n_init, 16) starts drawn on
+        the first batch run side by side through the first 30 batches (the fitted attributes
         those of the one that predicts the batches best), then the best is continued alone
         (`jaxvi.em.online_starts`). Returns self."""
         self._check_parameters()
@@ -352,6 +352,7 @@ class GaussianMixture(BaseMixture):
             state = getattr(self, "stepwise_state_", None)
             if state is None:
                 state = self._stepwise_start(x, w, fitted)
+            if online_starts.steps(state) == 0:  # the first batch (or the first after fit)
                 self.lower_bounds_ = []
             state = jax.tree_util.tree_map(jnp.asarray, state)
             with _linalg.single_threaded_lapack():

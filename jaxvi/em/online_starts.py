@@ -103,6 +103,12 @@ def advance(state: StepwiseState | Candidates, batch: jax.Array, sample_weight=N
     return state, ll
 
 
+def steps(state: StepwiseState | Candidates) -> int:
+    """The number of batches the stream has taken (host-side)."""
+    step = state.states.step[0] if isinstance(state, Candidates) else state.step
+    return int(step)
+
+
 def current_gmm(state: StepwiseState | Candidates) -> GMM:
     """The mixture a stream's state stands for: its own, or its leading candidate's."""
     if isinstance(state, Candidates):

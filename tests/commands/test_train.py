@@ -225,3 +225,16 @@ def test_cli_resume_from_damaged_checkpoints_is_one_line(tmp_path):
         proc = _jaxvi(*args, "--resume", cwd=tmp_path)
         line = _assert_one_line_error(proc, "no intact checkpoint in", "epoch 2", "epoch 1")
         assert line.startswith("jaxvi train: error:")
+
+
+def test_cli_refuses_data_of_a_scale_float32_training_cannot_hold(tmp_path):
+    """Data of scale 1e30 (finite in float32): one line naming `--data`, the file and the
+    scale, exit 2, before anything is written (it used to train into "training loss became
+    nan during epoch 1 ... Try a smaller learning rate", exit 1)."""
+    x = np.random.default_rng(0).random((200, 16)).astype(np.float32) * np.float32(1e30)
+    np.save(tmp_path / "big.npy", x)
+    proc = _jaxvi("train", "--data", "big.npy", "--out", "run", "--no-progress",
+                  "--epochs", "1", "--pretrain-epochs", "1", "--restarts", "1",
+                  "--hidden", "16", "--components", "3", cwd=tmp_path)
+    _assert_one_line_error(proc, "`--data` 'big.npy'", "`x_train`", "1e+30", "Rescale")
+    assert proc.stdout == "" and not (tmp_path / "run").exists()

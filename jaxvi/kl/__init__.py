@@ -14,11 +14,12 @@ Every function computes KL(p ‖ q) and is a pure function of arrays (or of dist
                   `mixture_l2_squared`, `mixture_jensen_renyi` (order 2).
   `approximations` `mixture_unscented` (Goldberger et al.) and
                   `mixture_stratified_monte_carlo` with its standard error.
-  `dispatch`      `kl_divergence(p, q)` on distrax distributions, closed form where one exists.
+  `dispatch`      `kl_divergence(p, q)` on distrax distributions, closed form where one exists;
+                  `divergence(p, q, method=...)` names every estimator and divergence above.
 """
 
 from jaxvi.kl.approximations import mixture_stratified_monte_carlo, mixture_unscented
-from jaxvi.kl.dispatch import kl_divergence
+from jaxvi.kl.dispatch import DIVERGENCE_METHODS, divergence, kl_divergence
 from jaxvi.kl.divergences import mixture_cauchy_schwarz, mixture_jensen_renyi, mixture_l2_squared
 from jaxvi.kl.estimates import MonteCarloEstimate, monte_carlo
 from jaxvi.kl.gaussian import categorical, mvn, mvn_tril, normal_diag
@@ -40,9 +41,11 @@ from jaxvi.kl.wasserstein import (
 )
 
 __all__ = [
+    "DIVERGENCE_METHODS",
     "MixtureKLBounds",
     "MonteCarloEstimate",
     "categorical",
+    "divergence",
     "kl_divergence",
     "mixture_bounds",
     "mixture_cauchy_schwarz",

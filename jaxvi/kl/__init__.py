@@ -14,6 +14,8 @@ Every function computes KL(p ‖ q) and is a pure function of arrays (or of dist
                   `mixture_l2_squared`, `mixture_jensen_renyi` (order 2).
   `approximations` `mixture_unscented` (Goldberger et al.) and
                   `mixture_stratified_monte_carlo` with its standard error.
+  `univariate`    `mixture_guaranteed_bounds_1d`: guaranteed KL bounds for 1-D mixtures (Nielsen &
+                  Sun 2016).
   `dispatch`      `kl_divergence(p, q)` on distrax distributions, closed form where one exists;
                   `divergence(p, q, method=...)` names every estimator and divergence above.
 """
@@ -33,6 +35,7 @@ from jaxvi.kl.mixtures import (
     mixture_variational,
     mixture_variational_upper_bound,
 )
+from jaxvi.kl.univariate import GuaranteedBounds, mixture_guaranteed_bounds_1d
 from jaxvi.kl.wasserstein import (
     mixture_w2_squared,
     w2_squared_diag,
@@ -41,6 +44,7 @@ from jaxvi.kl.wasserstein import (
 )
 
 __all__ = [
+    "GuaranteedBounds",
     "DIVERGENCE_METHODS",
     "MixtureKLBounds",
     "MonteCarloEstimate",
@@ -49,6 +53,7 @@ __all__ = [
     "kl_divergence",
     "mixture_bounds",
     "mixture_cauchy_schwarz",
+    "mixture_guaranteed_bounds_1d",
     "mixture_jensen_renyi",
     "mixture_l2_squared",
     "mixture_lower_bound",

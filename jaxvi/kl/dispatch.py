@@ -21,6 +21,7 @@ from jaxvi.kl.mixtures import (
     mixture_variational,
     mixture_variational_upper_bound,
 )
+from jaxvi.kl.univariate import mixture_guaranteed_bounds_1d
 from jaxvi.kl.wasserstein import mixture_w2_squared
 from jaxvi.mixture import Mixture
 
@@ -168,6 +169,10 @@ _DIVERGENCES = {
                          _deterministic(mixture_matched_upper_bound)),
     "kl_upper": ("KL, the tightest of the upper bounds", lambda p, q, key, n:
                  mixture_bounds(p, q).upper),
+    "kl_guaranteed_lower_1d": ("KL guaranteed lower bound, D = 1 (Nielsen & Sun 2016)",
+                               lambda p, q, key, n: mixture_guaranteed_bounds_1d(p, q).lower),
+    "kl_guaranteed_upper_1d": ("KL guaranteed upper bound, D = 1 (Nielsen & Sun 2016)",
+                               lambda p, q, key, n: mixture_guaranteed_bounds_1d(p, q).upper),
     "cauchy_schwarz": ("Cauchy–Schwarz divergence (closed form)",
                        _deterministic(mixture_cauchy_schwarz)),
     "l2_squared": ("squared L2 distance ∫(p − q)² (closed form)",
@@ -198,6 +203,8 @@ def divergence(p, q, method: str, *, key: jax.Array | None = None,
       "kl_variational_upper"  KL upper bound of Hershey & Olsen
       "kl_matched_upper"      KL upper bound from the best matching of components (K ≤ J)
       "kl_upper"              the tightest of the KL upper bounds (`mixture_bounds`)
+      "kl_guaranteed_lower_1d", "kl_guaranteed_upper_1d"
+                              guaranteed KL bounds for D = 1 (`mixture_guaranteed_bounds_1d`)
       "cauchy_schwarz"        Cauchy–Schwarz divergence (closed form)
       "l2_squared"            ∫(p − q)² (closed form)
       "jensen_renyi"          Jensen–Rényi divergence of order 2, weights ½ (closed form)

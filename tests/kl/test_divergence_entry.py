@@ -35,10 +35,19 @@ def test_every_method_is_its_function(x64):
         "jensen_renyi": kl.mixture_jensen_renyi(p, q),
         "mw2_squared": kl.mixture_w2_squared(p, q),
     }
-    assert set(expected) == set(kl.DIVERGENCE_METHODS)
+    one_d = {"kl_guaranteed_lower_1d", "kl_guaranteed_upper_1d"}
+    assert set(expected) | one_d == set(kl.DIVERGENCE_METHODS)
     for method, ref in expected.items():
         got = kl.divergence(p, q, method, key=key, num_samples=500)
         np.testing.assert_allclose(got, ref, rtol=1e-12, err_msg=method)
+
+
+def test_one_dimensional_methods(x64):
+    rng = np.random.default_rng(34)
+    p, q = _mix(2, 1, rng), _mix(3, 1, rng)
+    b = kl.mixture_guaranteed_bounds_1d(p, q)
+    np.testing.assert_allclose(kl.divergence(p, q, "kl_guaranteed_lower_1d"), b.lower)
+    np.testing.assert_allclose(kl.divergence(p, q, "kl_guaranteed_upper_1d"), b.upper)
 
 
 def test_distrax_gaussians_are_one_component_mixtures(x64):

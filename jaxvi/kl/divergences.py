@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvi import _linalg, _validate
 from jaxvi.kl.mixtures import _check_mixture_pair, _pairwise_log_overlap
@@ -66,9 +67,18 @@ def _cauchy_schwarz_impl(p, q):
 
 
 @jax.jit
-def _l2_squared_impl(p, q):
+def _l2_squared_scaled(p, q):
+    """(∫(p − q)² e^{−s}, s) with s = max(log ∫p², log ∫q²): the bracket is O(1), so only the
+    final product can underflow, and only when the true value does."""
     o = _log_overlaps(p, q)
-    return jnp.exp(o.pp) + jnp.exp(o.qq) - 2.0 * jnp.exp(o.pq)
+    s = jax.lax.stop_gradient(jnp.maximum(o.pp, o.qq))
+    return jnp.exp(o.pp - s) + jnp.exp(o.qq - s) - 2.0 * jnp.exp(o.pq - s), s
+
+
+@jax.jit
+def _l2_squared_impl(p, q):
+    scaled, s = _l2_squared_scaled(p, q)
+    return scaled * jnp.exp(s)
 
 
 @jax.jit
@@ -100,10 +110,21 @@ def mixture_l2_squared(p: Mixture, q: Mixture) -> jax.Array:
     metric. In units of a density (1/volume): it scales as 1/|Σ|^½ and underflows in high
     dimensions with wide components; compare mixtures of one scale with it, or use
     `mixture_cauchy_schwarz`, which is scale free. The three terms cancel as p → q: the
-    absolute error is about eps·(∫p² + ∫q²).
+    absolute error is about eps·(∫p² + ∫q²). An eager call refuses (`ValueError`) mixtures
+    whose ∫p² and ∫q² both lie below the dtype's smallest normal number (float32: 1.2e-38,
+    e.g. unit covariances in D ≥ 70), where the value is not representable; use float64.
     """
     p, q = _check_mixture_pair(p, q)
-    return _l2_squared_impl(p, q)
+    scaled, s = _l2_squared_scaled(p, q)
+    if _validate.is_concrete(s):
+        tiny = float(np.log(np.finfo(np.dtype(s.dtype)).tiny))
+        if np.any(np.asarray(s) < tiny):
+            raise ValueError(
+                f"`p`, `q`: ∫p² and ∫q² underflow {np.dtype(s.dtype).name} (log ∫p², log ∫q² "
+                f"down to {float(np.min(np.asarray(s))):.4g} < {tiny:.4g}), so their L2 distance "
+                "is not representable; use float64 arrays (inside `jax.enable_x64(True)`) or "
+                "`mixture_cauchy_schwarz`, which is scale free.")
+    return scaled * jnp.exp(s)
 
 
 def mixture_jensen_renyi(p: Mixture, q: Mixture, weight: float = 0.5) -> jax.Array:

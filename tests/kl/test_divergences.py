@@ -158,6 +158,24 @@ def test_gradients_match_finite_differences(x64):
                                            rtol=1e-5, atol=1e-8)
 
 
+def test_l2_float32_high_dimension_underflow_is_refused():
+    """Unit covariances in D = 80: ∫p² ≈ (4π)^(−40) ≈ 1e-44, below float32's normal range;
+    float64 gives the value, float32 refuses rather than return a flushed zero."""
+    d = 80
+    p = (np.zeros(2), np.stack([np.zeros(d), 0.5 * np.ones(d)]), np.stack([np.eye(d)] * 2))
+    q = (np.zeros(1), np.zeros((1, d)), np.eye(d)[None])
+    with jax.enable_x64(True):
+        ref = float(kl.mixture_l2_squared(Mixture(*p), Mixture(*q)))
+        assert 0 < ref < 1e-40, ref
+    p32, q32 = (Mixture(*(a.astype(np.float32) for a in m)) for m in (p, q))
+    with pytest.raises(ValueError, match="float64"):
+        kl.mixture_l2_squared(p32, q32)
+    # Cauchy–Schwarz is scale free and stays accurate in float32.
+    with jax.enable_x64(True):
+        cs = float(kl.mixture_cauchy_schwarz(Mixture(*p), Mixture(*q)))
+    np.testing.assert_allclose(kl.mixture_cauchy_schwarz(p32, q32), cs, rtol=1e-4)
+
+
 def test_bad_weight_names_the_argument():
     rng = np.random.default_rng(0)
     p, q = Mixture(*_mix(2, 2, rng)), Mixture(*_mix(2, 2, rng))

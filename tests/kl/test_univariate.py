@@ -46,6 +46,18 @@ def test_bounds_bracket_quadrature_and_tighten(x64, k, j, seed):
     assert widths[1] < 0.1 * widths[0] and widths[1] < 0.05
 
 
+def test_mixture_bounds_uses_them_in_one_dimension(x64):
+    rng = np.random.default_rng(10)
+    for _ in range(3):
+        p, q = _mix(3, rng), _mix(3, rng)
+        ref = _quad_kl(p, q)
+        b = kl.mixture_bounds(Mixture(*p), Mixture(*q))
+        g = mixture_guaranteed_bounds_1d(Mixture(*p), Mixture(*q))
+        assert float(g.lower) - 1e-12 <= float(b.lower) <= ref + 1e-10
+        assert ref - 1e-10 <= float(b.upper) <= float(g.upper) + 1e-12
+        assert float(b.upper - b.lower) < 0.2
+
+
 def test_single_gaussians_are_exact(x64):
     rng = np.random.default_rng(5)
     p, q = _mix(1, rng), _mix(1, rng)

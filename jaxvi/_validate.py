@@ -62,6 +62,15 @@ def check_positive(name: str, a) -> None:
         )
 
 
+def check_nonnegative(name: str, a) -> None:
+    check_finite(name, a)
+    if not is_concrete(a):
+        return
+    arr = np.asarray(a)
+    if np.any(arr < 0):
+        raise ValueError(f"`{name}` must be >= 0; got minimum value {float(np.min(arr))!r}.")
+
+
 def check_positive_definite(name: str, cov) -> None:
     """Symmetric positive-definite over the last two axes."""
     check_finite(name, cov)

@@ -20,10 +20,24 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from jaxvi import _linalg, _validate, em
 from jaxvi.em import checks as em_checks
 from jaxvi.em import covariance, online
+from jaxvi.em.densities import count_parameters, e_step_kernel, log_prob_kernel, sample_kernel
+from jaxvi.em.missing import marginal_posterior
 from jaxvi.em.missing_fit import mean_imputed
 
 _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
+
+
+def _complete_log_resp(x, gmm):
+    return e_step_kernel(x, gmm)[0]
+
+
+def _marginal_log_resp(x, gmm):
+    return marginal_posterior(x, gmm)[0]
+
+
+def _marginal_log_prob(x, gmm):
+    return marginal_posterior(x, gmm)[1]
 
 
 class BaseMixture(DensityMixin, BaseEstimator):
@@ -99,9 +113,11 @@ class BaseMixture(DensityMixin, BaseEstimator):
         return True
 
     def _densities(self):
-        """(e_step, log_prob) of the inference methods: `jaxvi.em`'s, or a subclass's
-        marginal ones over rows with NaN."""
-        return em.e_step, em.log_prob
+        """(log-responsibilities (N, K), log p (N,)) of x: (N, D) under the fitted GMM, the
+        inference methods' kernels: unchecked (the data are validated once, and the GMM is
+        the fit's own: a component whose weight underflowed to 0 is pruned, not invalid);
+        a subclass's marginal ones over rows with NaN."""
+        return _complete_log_resp, log_prob_kernel
 
     def _validated(self, X):
         check_is_fitted(self, "means_")
@@ -111,7 +127,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
 
     def _log_resp(self, x) -> np.ndarray:
         with _linalg.single_threaded_lapack():
-            return np.asarray(self._densities()[0](x, self._e_step_gmm())[0])
+            return np.asarray(self._densities()[0](x, self._e_step_gmm()))
 
     def score_samples(self, X):
         """log p(x) of each sample, (n_samples,)."""
@@ -160,7 +176,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         with jax.enable_x64(True), _linalg.single_threaded_lapack():
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
-            x, z = em.sample(key, self._gmm(), int(n_samples))
+            x, z = sample_kernel(key, self._gmm(), int(n_samples))
             x, z = np.asarray(x), np.asarray(z)
         order = np.argsort(z, kind="stable")
         return x[order], z[order]
@@ -244,8 +260,8 @@ class GaussianMixture(BaseMixture):
 
     def _densities(self):
         if self.missing is None:
-            return em.e_step, em.log_prob
-        return em.marginal_e_step, em.marginal_log_prob
+            return super()._densities()
+        return _marginal_log_resp, _marginal_log_prob
 
     def _filled(self, x):
         """x for the initialisation: NaN entries (with `missing`) set to column means."""
@@ -375,8 +391,7 @@ class GaussianMixture(BaseMixture):
         return init
 
     def _n_parameters(self) -> int:
-        with jax.enable_x64(True):
-            return em.n_parameters(self._gmm())
+        return count_parameters(self.covariance_type, *np.shape(self.means_))
 
     def bic(self, X):
         """Bayesian information criterion (lower is better)."""

@@ -109,7 +109,7 @@ def run(args) -> int:
 
     from jaxvi import distributed, em, processes
     from jaxvi.cli import join_processes
-    from jaxvi.em.densities import n_parameters
+    from jaxvi.em.densities import count_parameters, log_prob_kernel
     from jaxvi.em.plots import plot_fit
 
     several = join_processes(args)
@@ -128,9 +128,10 @@ def run(args) -> int:
                         mesh=distributed.data_mesh() if several else None)
         gmm = jax.tree.map(np.asarray, result.gmm)  # replicated: every process has it all
         n, sum_ll = processes.sum_over_processes(
-            (x.shape[0], np.sum(np.asarray(em.log_prob(xj, gmm)))))
+            (x.shape[0], np.sum(np.asarray(log_prob_kernel(xj, gmm)))))
         n, mean_ll = int(n), float(sum_ll) / int(n)
-        bic = -2.0 * float(sum_ll) + n_parameters(gmm) * math.log(n)
+        n_params = count_parameters(args.covariance_type, *gmm.means.shape)
+        bic = -2.0 * float(sum_ll) + n_params * math.log(n)
         n_iter = int(result.n_iter)
         history = np.asarray(result.history)[:n_iter]
         if not processes.is_main_process():

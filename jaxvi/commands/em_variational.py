@@ -80,6 +80,7 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
     import jax.numpy as jnp
 
     from jaxvi import em, processes
+    from jaxvi.em.densities import log_prob_kernel
     from jaxvi.em.plots import plot_variational_fit
     from jaxvi.em.variational import expected_gmm, mixture_weights
 
@@ -102,7 +103,7 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
         gmm = expected_gmm(post, covariance_type=cov, weight_type=wt)._replace(
             weights=jnp.asarray(weights))
         n, sum_ll = processes.sum_over_processes(
-            (x.shape[0], np.sum(np.asarray(em.log_prob(xj, gmm)))))
+            (x.shape[0], np.sum(np.asarray(log_prob_kernel(xj, gmm)))))
         n, mean_ll = int(n), float(sum_ll) / int(n)
         n_iter = int(result.n_iter)
         history = np.asarray(result.history)[:n_iter]

@@ -77,8 +77,8 @@ def check_resp(resp, n_samples: int, n_components: int | None) -> None:
 
 
 def check_gmm(gmm, n_components=None, n_features=None, name="gmm") -> None:
-    """A `GMM` with consistent shapes, weights summing to 1 and valid covariances (positive
-    definite, or finite beside valid Cholesky factors `scale_tril`)."""
+    """A `GMM` with consistent shapes, weights ≥ 0 summing to 1 and valid covariances
+    (positive definite, or finite beside valid Cholesky factors `scale_tril`)."""
     if not isinstance(gmm, GMM):
         raise ValueError(f"`{name}` must be a jaxvi.em.GMM; got {type(gmm).__name__}.")
     _validate.check_choice(f"{name}.covariance_type", gmm.covariance_type,
@@ -97,7 +97,9 @@ def check_gmm(gmm, n_components=None, n_features=None, name="gmm") -> None:
     if np.shape(gmm.covariances) != want:
         raise ValueError(f"`{name}.covariances` must have shape {want} for covariance_type "
                          f"{gmm.covariance_type!r}; got {np.shape(gmm.covariances)}.")
-    _validate.check_positive(f"{name}.weights", gmm.weights)
+    # A weight of 0 is a legitimate component (pruned by VB, or underflowed), as in
+    # scikit-learn's `weights_init`; the sum to 1 below keeps one positive.
+    _validate.check_nonnegative(f"{name}.weights", gmm.weights)
     if _validate.is_concrete(gmm.weights):
         w = np.asarray(gmm.weights, np.float64)
         tol = 1e-4 if np.asarray(gmm.weights).dtype == np.float32 else 1e-6

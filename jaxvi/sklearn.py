@@ -139,7 +139,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
         """sample_weight as float64 (n,) checked (None stays None)."""
         if sample_weight is None:
             return None
-        w = np.asarray(sample_weight, dtype=np.float64)
+        w = _validate.as_real_array("sample_weight", sample_weight, "(n_samples,)")
+        w = np.asarray(w, dtype=np.float64)
         with jax.enable_x64(True):
             return np.asarray(em_checks.check_sample_weight(w, n, np.float64, self.n_components))
 

@@ -192,7 +192,7 @@ def check_x_missing(x, n_features: int | None = None, name: str = "x") -> np.nda
     """Data x: (N, D) whose NaN entries are missing: `checks.check_x` on its observed
     entries (no ±Inf) -> x as a NumPy float array. Rows all NaN fail in `missing_layout`."""
     _validate.check_ndim(name, x, 2, "(n_samples, n_features)")
-    x = np.asarray(checks.as_float_data(x))
+    x = np.asarray(checks.as_float_data(x, name))
     checks.check_x(np.where(np.isnan(x), 0.0, x), n_features, name)
     return x
 

@@ -107,7 +107,8 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
     n, d = x.shape
     k = checks.check_n_components(n_components, n)
     checks.check_loop_options(covariance_type, max_iter, tol, reg_covar, chunk_size)
-    weights = checks.check_sample_weight(sample_weight, n, x.dtype, k)
+    weights = checks.check_sample_weight(sample_weight, n, x.dtype, k,
+                                          rescale=prior is None)
     data = missing_layout(x, covariance_type, chunk_size,
                           sample_weight=None if weights is None else np.asarray(weights))
     if prior is not None:

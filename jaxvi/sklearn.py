@@ -295,6 +295,11 @@ class GaussianMixture(BaseMixture):
         else:
             kind = covariance.of(cov)
             p = self._checked("precisions_init", self.precisions_init, kind.shape(k, d))
+            if kind.matrix:  # singular or indefinite precisions have no covariance
+                _validate.check_positive_definite("precisions_init", p)
+                _validate.check_cholesky_resolvable("precisions_init", p, np.float64)
+            else:
+                _validate.check_positive("precisions_init", p)
             covariances = np.linalg.inv(p) if kind.matrix else 1.0 / p
         if not np.isclose(np.sum(weights), 1.0, rtol=0, atol=1e-6):
             raise ValueError(f"`weights_init` must sum to 1; got {float(np.sum(weights))!r}.")
@@ -350,8 +355,12 @@ class GaussianMixture(BaseMixture):
         initialises the mixture on X (or continues the one already fitted). Returns self."""
         self._check_parameters()
         fitted = hasattr(self, "means_")
-        X = validate_data(self, X, reset=not fitted, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=not fitted, dtype=[np.float64, np.float32],
+                          ensure_all_finite=self._finite())
         X = np.asarray(X, dtype=np.float64)
+        if np.isnan(X).any():  # only with `missing`: validate_data refuses NaN otherwise
+            raise ValueError("`X` holds missing values (NaN), which partial_fit does not take "
+                             "(missing='marginalize' applies to fit): impute or drop them.")
         w = self._sample_weight(sample_weight, X.shape[0])
         fixed = em_checks.fixed_mask(self.fixed)
         with jax.enable_x64(True):

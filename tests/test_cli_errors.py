@@ -244,3 +244,11 @@ def test_main_keeps_the_traceback_of_a_bug(monkeypatch):
     monkeypatch.setattr(kl, "run", bug)
     with pytest.raises(TypeError, match="genuine bug"):
         cli.main(["kl"])
+
+
+def test_launch_errors_name_the_program(files):
+    """`jaxvi launch -n 0 -- jaxvi em ...` used to print the child command list where the
+    program's name goes."""
+    proc = jaxvi("launch", "-n", "0", "--", "jaxvi", "em", "good.npy", "-k", "2", cwd=files)
+    err = assert_one_line_error(proc, "--num-processes", "0")
+    assert err.startswith("jaxvi launch: error: "), err

@@ -200,3 +200,22 @@ def test_pruned_components_fit_predict_and_sample(cov, wt):
     assert abs(ours.score(x) - ref.score(x)) < 0.05
     drawn, z = ours.sample(200)
     assert drawn.shape == (200, 3) and set(np.unique(z)) <= set(np.flatnonzero(ours.weights_))
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_constant_column_fits_with_the_default_prior(cov):
+    """A constant column makes the data covariance, the default covariance prior, singular:
+    scikit-learn fits it, and so does this estimator (the default prior floored at reg_covar);
+    with reg_covar=0 the error says why and names the arguments that fix it."""
+    x = np.c_[blobs(), np.ones(90)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = BayesianGaussianMixture(n_components=3, covariance_type=cov, random_state=0)
+        ref = SkBGM(n_components=3, covariance_type=cov, random_state=0).fit(x)
+        labels = ours.fit_predict(x)
+    assert np.all(np.isfinite(ours.score_samples(x)))
+    assert metrics.adjusted_rand_score(labels, ref.predict(x)) > 0.9
+    psi = np.atleast_1d(ours.covariance_prior_)
+    assert float(np.min(np.linalg.eigvalsh(psi) if psi.ndim == 2 else psi)) >= 1e-6 * 0.999
+    with pytest.raises(ValueError, match="default `covariance_prior`.*singular.*`reg_covar`"):
+        BayesianGaussianMixture(n_components=3, covariance_type=cov, reg_covar=0.0).fit(x)

@@ -255,6 +255,16 @@ def check_rows_observed(name: str, observed) -> None:
         )
 
 
+def check_columns_observed(name: str, observed) -> None:
+    """observed: (N, D) bool (False = missing): every column has an observed entry (a feature
+    never observed has no mean or variance to estimate)."""
+    empty = np.flatnonzero(~np.any(np.asarray(observed), axis=0))
+    if empty.size:
+        raise ValueError(
+            f"`{name}` column(s) {[int(j) for j in empty[:5]]} have every entry missing (NaN): "
+            "a feature needs at least one observed value. Drop such columns first.")
+
+
 def check_unit_interval(name: str, a, why: str = "") -> None:
     """Every value of `a` in [0, 1] (the data of a Bernoulli likelihood); `why` names what
     needs it. Concrete arrays only."""

@@ -190,7 +190,8 @@ def checked_prior(x: jax.Array, covariance_type: str, n_components: int, sample_
         checks.check_weight_total(sample_weight)
     prior = default_prior(x, covariance_type=covariance_type, n_components=n_components,
                           sample_weight=sample_weight, **given)
-    if default_psi:
+    if default_psi:  # (a covariance beyond the dtype's range is named as such first)
+        _validate.check_finite("covariance_prior", prior.covariance_prior)
         prior = prior._replace(covariance_prior=_floored(prior.covariance_prior, reg_covar))
         psi = np.asarray(prior.covariance_prior, np.float64)
         low = float(np.min(np.linalg.eigvalsh(psi) if psi.ndim == 2 else psi))

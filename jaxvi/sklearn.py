@@ -21,7 +21,7 @@ from jaxvi import _linalg, _validate, em
 from jaxvi.em import checks as em_checks
 from jaxvi.em import covariance, online, online_starts
 from jaxvi.em import init as em_init
-from jaxvi.em.densities import count_parameters, e_step_kernel, log_prob_kernel, sample_kernel
+from jaxvi.em.kernels import count_parameters, e_step_kernel, log_prob_kernel, sample_kernel
 from jaxvi.em.missing import marginal_posterior
 from jaxvi.em.missing_fit import mean_imputed
 

@@ -138,7 +138,7 @@ def run(args) -> int:
 
     from jaxvi import distributed, em, processes
     from jaxvi.cli import join_processes
-    from jaxvi.em.densities import count_parameters, log_prob_kernel
+    from jaxvi.em.kernels import count_parameters, log_prob_kernel
     from jaxvi.em.plots import plot_fit
 
     several = join_processes(args)

@@ -10,16 +10,17 @@ reuses unchanged:
     gmm = m_step_from_stats(stats, shift, covariance_type, reg_covar)
 
 Modules: `model` (GMM, Stats, Prior, FitResult), `covariance` (the four covariance types),
-`densities` (log densities, E step, free energy, sampling, BIC/AIC), `stats` (features,
-chunks, the fused E-step statistics kernels), `step` (the M step, one EM iteration), `init`
-(k-means++, initialisation, default prior), `fit` (the on-device loop, restarts, sharding),
-`online` (stepwise EM), `variational` (VB-EM's prior, posterior, E and M steps and lower
-bound on the same Stats), `variational_fit` (its iteration and `fit_variational`),
-`variational_online` (stochastic VI, `fit_variational_minibatch`), `loop` (the on-device
-coordinate-ascent loop EM and VB-EM share), `missing` (the missing-pattern layout,
-marginal densities and `impute` for data with NaN entries), `missing_stats` (their expected
-statistics), `missing_fit` (EM on them,
-`fit(..., missing="marginalize")`), `checks`
+`kernels` (the unchecked, jit-able densities: joint log-density, E step, sampling),
+`densities` (their checked public wrappers: log densities, E step, free energy, sampling,
+BIC/AIC), `stats` (features, chunks, the fused E-step statistics kernels), `step` (the M
+step, one EM iteration), `init` (k-means++, initialisation, default prior), `driver` (the one
+fit driver: keys or warm start, mesh, the on-device coordinate-ascent loop, best restart,
+finite check), `fit` (EM on it), `online` (stepwise EM), `variational` (VB-EM's prior,
+posterior, E and M steps and lower bound on the same Stats), `variational_fit` (its iteration
+and `fit_variational` on the driver), `variational_online` (stochastic VI,
+`fit_variational_minibatch`), `missing` (the missing-pattern layout, marginal densities and
+`impute` for data with NaN entries), `missing_stats` (their expected statistics),
+`missing_fit` (EM on them on the driver, `fit(..., missing="marginalize")`), `checks`
 (argument checks), `plots` (pictures of a fit).
 """
 

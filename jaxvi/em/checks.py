@@ -225,6 +225,24 @@ def fixed_mask(fixed) -> np.ndarray | None:
     return np.array([n in names for n in FIXABLE]) if names else None
 
 
+def fixed_array(fixed) -> jax.Array | None:
+    """`fixed_mask` as an array (what a fit passes to its loop), or None."""
+    mask = fixed_mask(fixed)
+    return None if mask is None else jnp.asarray(mask)
+
+
+def check_warm_start(init: GMM, covariance_type, k, x) -> GMM:
+    """A given initial GMM of a fit, checked against the fit's options (covariance type, K
+    components, x's D columns) and cast to x's dtype."""
+    if init.covariance_type != covariance_type:
+        raise ValueError(
+            f"`init` has covariance_type {init.covariance_type!r} but `covariance_type` "
+            f"is {covariance_type!r}."
+        )
+    check_gmm(init, n_components=k, n_features=x.shape[1], name="init")
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), init)
+
+
 def check_sample_weight(sample_weight, n_samples: int, dtype, n_components: int | None = None,
                         name: str = "sample_weight", rescale: bool = False
                         ) -> jax.Array | None:

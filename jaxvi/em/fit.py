@@ -3,23 +3,31 @@ with the rows split over a mesh (statistics `psum`-ed before every M step)."""
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from jaxvi import _linalg, _validate
+from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
-from jaxvi.em.loop import ascent_loop, best_restart, finite_along
-from jaxvi.em.model import GMM, FitResult, Prior, with_scale_tril
+from jaxvi.em.driver import (
+    Config,
+    Model,
+    ascent_loop,
+    best_restart,
+    lapack_scoped,
+    options,
+    run,
+    start_keys,
+)
+from jaxvi.em.missing_fit import fit_missing
+from jaxvi.em.model import FIT_FAILED, GMM, FitResult, Prior, with_scale_tril
 from jaxvi.em.stats import chunk_layout, feature_chunks, log_likelihood_sum, to_chunks
 from jaxvi.em.step import em_update, identity, per_restart
 
 
 def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
                  fixed=None):
-    """The on-device EM loop (`jaxvi.em.loop.ascent_loop`) of restarts batched along axis 0
+    """The on-device EM loop (`jaxvi.em.driver.ascent_loop`) of restarts batched along axis 0
     of `gmm0s`, on chunked data xb: (C, R, D), mask: (C, R) (row weights); `fixed`: None or
     the (3,) bool mask of the parameters kept at their initial values; `combine` goes to every step
     (e.g. a `psum` over a mesh axis inside `shard_map`). Returns a FitResult batched along
@@ -35,11 +43,6 @@ def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=ident
     return FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol, xb.dtype))
 
 
-def all_finite(gmm: GMM) -> jax.Array:
-    """Whether every parameter of each GMM (any leading batch axes) is finite: (batch...)."""
-    return finite_along(gmm, gmm.means.ndim - 2)
-
-
 def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
                   fixed=None):
     """Run the EM loop from each of the batched initial GMMs, score the GMMs it returns (one
@@ -53,72 +56,27 @@ def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=iden
     return best_restart(results, results.gmm, results.log_likelihood)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows", "init", "k", "cov"))
-def _fit_from_keys(x, keys, weights, *, k, cov, init, max_iter, tol, reg_covar, prior, n_chunks,
-                   rows, fixed):
-    xb, mask = to_chunks(x, n_chunks, rows, weights)
-    gmm0s = em_init.initial_gmms(x, keys, k, cov, init, reg_covar, prior, weights)
-    return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, fixed=fixed)
+def _layout(x, weights, config: Config):
+    """x: (N, D) -> the chunks and row weights the loop reads (`to_chunks`)."""
+    return to_chunks(x, config.n_chunks, config.rows, weights)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "n_chunks", "rows"))
-def _fit_from_gmm(x, gmm, weights, *, max_iter, tol, reg_covar, prior, n_chunks, rows, fixed):
-    xb, mask = to_chunks(x, n_chunks, rows, weights)
-    gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm)
-    return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, fixed=fixed)
+def _initial(x, keys, weights, opts, config: Config) -> GMM:
+    """One initial GMM per key of keys (B,), batched along axis 0 (`init.initial_gmms`)."""
+    return em_init.initial_gmms(x, keys, config.k, config.covariance_type, config.init,
+                                opts["reg_covar"], opts["prior"], weights)
 
 
-def _fit_sharded(x, weights, gmm0s, mesh, *, max_iter, tol, reg_covar, prior, chunk_size,
-                 fixed):
-    """`_fit_restarts` with the rows of x split over the mesh's "data" axis: each device runs
-    the fused E step on its rows and the Stats are `psum`-ed before every M step."""
-    from jaxvi import distributed
-
-    distributed.check_mesh(mesh)
-    gmm0s = distributed.same_on_every_process(gmm0s)
-    xb, mask = distributed.shard_chunks(
-        x, mesh, lambda n: chunk_layout(n, gmm0s.n_features, gmm0s.covariance_type, chunk_size),
-        weights=weights,
-    )
-    return _sharded_fit_fn(mesh, max_iter)(xb, mask, gmm0s, tol, reg_covar, prior, fixed)
+def _restarts(data, gmm0s, opts, config: Config, combine):
+    xb, mask = data
+    return _fit_restarts(xb, mask, gmm0s, config.max_iter, opts["tol"], opts["reg_covar"],
+                         opts["prior"], combine, opts["fixed"])
 
 
-@functools.lru_cache(maxsize=16)
-def _sharded_fit_fn(mesh, max_iter):
-    """The jitted `shard_map` of the EM loop for one mesh (compiled once per shapes)."""
-    from jaxvi import distributed
-
-    def local(xb, mask, gmm0s, tol, reg_covar, prior, fixed):
-        return _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior,
-                             distributed.psum_data, fixed)
-
-    return jax.jit(distributed.shard_map_data(local, mesh, 2, 5))
-
-
-def _raise_if_not_finite(result: FitResult) -> FitResult:
-    """The guard after a fit: `result`, or a ValueError when its (concrete) mixture has
-    non-finite parameters."""
-    if _validate.is_concrete(*jax.tree_util.tree_leaves(result)) and not bool(
-        all_finite(result.gmm)
-    ):
-        raise ValueError(
-            "Fitting the mixture failed: some components have an ill-defined (singular) "
-            "covariance, e.g. from collapsed or duplicated points. Increase `reg_covar`, "
-            "pass a `prior`, decrease `n_components` or rescale `x`."
-        )
-    return result
-
-
-def lapack_scoped(fn):
-    """Run `fn` with single-threaded LAPACK on CPU (`_linalg.single_threaded_lapack`) and
-    wait for its result inside that scope."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _linalg.single_threaded_lapack():
-            return jax.block_until_ready(fn(*args, **kwargs))
-
-    return wrapper
+EM = Model(
+    layout=_layout, initial=_initial, restarts=_restarts, params=lambda r: r.gmm,
+    failure=FIT_FAILED,
+)
 
 
 def _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar, chunk_size,
@@ -133,31 +91,12 @@ def _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar, 
     return x, k, prior
 
 
-def _as_mask(fixed):
-    """`fixed` names -> the M step's (3,) bool mask as an array, or None."""
-    mask = checks.fixed_mask(fixed)
-    return None if mask is None else jnp.asarray(mask)
-
-
-def _check_warm_start(init: GMM, covariance_type, k, x) -> GMM:
-    """A given initial GMM, checked against the fit's options and cast to x's dtype."""
-    if init.covariance_type != covariance_type:
-        raise ValueError(
-            f"`init` has covariance_type {init.covariance_type!r} but `covariance_type` "
-            f"is {covariance_type!r}."
-        )
-    checks.check_gmm(init, n_components=k, n_features=x.shape[1], name="init")
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), init)
-
-
-def _fit_missing(x, n_components, *, mesh, missing, **options) -> FitResult:
+def _fit_missing(x, n_components, *, mesh, missing, **kwargs) -> FitResult:
     """`fit`'s dispatch to EM with missing values (`jaxvi.em.missing_fit`)."""
-    from jaxvi.em.missing_fit import fit_missing
-
     _validate.check_choice("missing", missing, ("marginalize",))
     if mesh is not None:
         raise ValueError('`mesh` is not supported with missing="marginalize"; got a mesh.')
-    return fit_missing(x, n_components, **options)
+    return fit_missing(x, n_components, **kwargs)
 
 
 @lapack_scoped
@@ -232,29 +171,14 @@ def fit(
                                   chunk_size, prior)
     weights = checks.check_sample_weight(sample_weight, x.shape[0], x.dtype, k,
                                           rescale=prior is None)
-    loop = dict(max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
-                reg_covar=jnp.asarray(reg_covar, x.dtype), prior=prior,
-                fixed=_as_mask(fixed))
+    opts = options(x.dtype, tol=tol, reg_covar=reg_covar, prior=prior,
+                   fixed=checks.fixed_array(fixed))
     n_chunks, rows = chunk_layout(x.shape[0], x.shape[1], covariance_type, chunk_size)
+    config = Config(k=k, covariance_type=covariance_type, max_iter=int(max_iter),
+                    n_chunks=n_chunks, rows=rows)
     if isinstance(init, GMM):
-        gmm0 = _check_warm_start(init, covariance_type, k, x)
-        if mesh is None:
-            return _raise_if_not_finite(
-                _fit_from_gmm(x, gmm0, weights, **loop, n_chunks=n_chunks, rows=rows))
-        gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm0)
-    else:
-        _validate.check_choice("init", init, em_init.INITS)
-        _validate.check_int("n_init", n_init, 1)
-        keys = jax.random.split(key, int(n_init))
-        if mesh is None:
-            return _raise_if_not_finite(_fit_from_keys(
-                x, keys, weights, k=k, cov=covariance_type, init=init, **loop,
-                n_chunks=n_chunks, rows=rows))
-        from jaxvi.processes import init_rows
-
-        gmm0s = jax.jit(em_init.initial_gmms, static_argnums=(2, 3, 4))(
-            init_rows(x), keys, k, covariance_type, init, loop["reg_covar"], prior,
-            None if weights is None else jnp.asarray(init_rows(weights))
-        )
-    return _raise_if_not_finite(
-        _fit_sharded(x, weights, gmm0s, mesh, **loop, chunk_size=chunk_size))
+        gmm0 = checks.check_warm_start(init, covariance_type, k, x)
+        return run(EM, config, x, weights, opts, params=gmm0, mesh=mesh, chunk_size=chunk_size)
+    keys = start_keys(key, init, em_init.INITS, n_init)
+    return run(EM, config._replace(init=init), x, weights, opts, keys=keys, mesh=mesh,
+               chunk_size=chunk_size)

@@ -1,12 +1,10 @@
 """`fit_missing`: EM on data with missing entries (NaN), the loop `fit(..., missing=
-"marginalize")` runs: `jaxvi.em.loop.ascent_loop` over the expected sufficient statistics of
+"marginalize")` runs: `jaxvi.em.driver.ascent_loop` over the expected sufficient statistics of
 `jaxvi.em.missing_stats`, with the same M step (`factored_m_step`) and restarts as complete-data EM.
 Each iteration maximises the expected complete-data log-likelihood, so the observed-data
 log-likelihood never decreases."""
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +13,16 @@ import numpy as np
 from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
-from jaxvi.em.fit import _as_mask, _check_warm_start, _raise_if_not_finite, lapack_scoped
-from jaxvi.em.loop import ascent_loop, best_restart
+from jaxvi.em.driver import (
+    Config,
+    Model,
+    ascent_loop,
+    best_restart,
+    lapack_scoped,
+    options,
+    run,
+    start_keys,
+)
 from jaxvi.em.missing import MissingData, check_x_missing, missing_layout, pattern_factors
 from jaxvi.em.missing_stats import (
     e_step_stats_missing,
@@ -24,7 +30,7 @@ from jaxvi.em.missing_stats import (
     missing_expansion_error,
     missing_feature_chunks,
 )
-from jaxvi.em.model import GMM, FitResult, Prior, with_scale_tril
+from jaxvi.em.model import FIT_FAILED, GMM, FitResult, Prior, with_scale_tril
 from jaxvi.em.stats import FAST_KERNEL_MAX_ERROR
 from jaxvi.em.step import factored_m_step, identity, per_restart
 
@@ -56,29 +62,34 @@ def missing_update(gmms: GMM, data: MissingData, chunks, shift, featurized, reg_
     return new, sum_ll / stats.count
 
 
-def _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior, fixed):
+def _layout(x, weights, config: Config) -> MissingData:
+    """The missing-pattern layout, already built on the host (its row weights inside)."""
+    data, _ = x
+    return data
+
+
+def _initial(x, keys, weights, opts, config: Config) -> GMM:
+    """One initial GMM per key of keys (B,) from the mean-imputed data, batched along
+    axis 0 (`init.initial_gmms`)."""
+    _, filled = x
+    return em_init.initial_gmms(filled, keys, config.k, config.covariance_type, config.init,
+                                opts["reg_covar"], opts["prior"], weights)
+
+
+def _restarts(data: MissingData, gmm0s, opts, config: Config, combine):
     chunks, shift, featurized = missing_feature_chunks(data, gmm0s.covariance_type)
 
     def update(gmms):
-        return missing_update(gmms, data, chunks, shift, featurized, reg_covar, prior,
-                              fixed=fixed)
+        return missing_update(gmms, data, chunks, shift, featurized, opts["reg_covar"],
+                              opts["prior"], combine, opts["fixed"])
 
-    results = FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol,
-                                     data.xb.dtype))
+    results = FitResult(*ascent_loop(update, with_scale_tril(gmm0s), config.max_iter,
+                                     opts["tol"], data.xb.dtype))
     return best_restart(results, results.gmm, results.log_likelihood)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "init", "k", "cov"))
-def _fit_from_keys(data, filled, weights, keys, *, k, cov, init, max_iter, tol, reg_covar,
-                   prior, fixed):
-    gmm0s = em_init.initial_gmms(filled, keys, k, cov, init, reg_covar, prior, weights)
-    return _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior, fixed)
-
-
-@functools.partial(jax.jit, static_argnames=("max_iter",))
-def _fit_from_gmm(data, gmm, *, max_iter, tol, reg_covar, prior, fixed):
-    gmm0s = jax.tree_util.tree_map(lambda a: a[None], gmm)
-    return _fit_restarts(data, gmm0s, max_iter, tol, reg_covar, prior, fixed)
+MISSING_EM = Model(layout=_layout, initial=_initial, restarts=_restarts,
+                   params=lambda r: r.gmm, failure=FIT_FAILED)
 
 
 def mean_imputed(x: np.ndarray) -> np.ndarray:
@@ -114,15 +125,12 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
                           sample_weight=None if weights is None else np.asarray(weights))
     if prior is not None:
         prior = checks.check_prior(prior, d, data.xb.dtype)
-    loop = dict(max_iter=int(max_iter), tol=jnp.asarray(tol, data.xb.dtype),
-                reg_covar=jnp.asarray(reg_covar, data.xb.dtype), prior=prior,
-                fixed=_as_mask(fixed))
+    opts = options(data.xb.dtype, tol=tol, reg_covar=reg_covar, prior=prior,
+                   fixed=checks.fixed_array(fixed))
+    config = Config(k=k, covariance_type=covariance_type, max_iter=int(max_iter))
     if isinstance(init, GMM):
-        gmm0 = _check_warm_start(init, covariance_type, k, data.xb[0])
-        return _raise_if_not_finite(_fit_from_gmm(data, gmm0, **loop))
-    _validate.check_choice("init", init, em_init.INITS)
-    _validate.check_int("n_init", n_init, 1)
-    keys = jax.random.split(key, int(n_init))
-    return _raise_if_not_finite(_fit_from_keys(
-        data, jnp.asarray(mean_imputed(x)), weights, keys, k=k, cov=covariance_type, init=init,
-        **loop))
+        gmm0 = checks.check_warm_start(init, covariance_type, k, data.xb[0])
+        return run(MISSING_EM, config, (data, None), weights, opts, params=gmm0)
+    keys = start_keys(key, init, em_init.INITS, n_init)
+    return run(MISSING_EM, config._replace(init=init), (data, jnp.asarray(mean_imputed(x))),
+               weights, opts, keys=keys)

@@ -98,6 +98,13 @@ class Prior(NamedTuple):
     covariance_prior: jax.Array
 
 
+FIT_FAILED = (
+    "Fitting the mixture failed: some components have an ill-defined (singular) covariance, "
+    "e.g. from collapsed or duplicated points. Increase `reg_covar`, pass a `prior`, decrease "
+    "`n_components` or rescale `x`.")
+"""The ValueError's message of an EM fit whose parameters are not finite."""
+
+
 class FitResult(NamedTuple):
     """Result of `fit` / `fit_minibatch`.
 

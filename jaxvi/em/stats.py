@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxvi import _linalg
 from jaxvi.em import covariance
-from jaxvi.em.densities import joint_log_prob, whitening
+from jaxvi.em.kernels import joint_log_prob, whitening
 from jaxvi.em.model import GMM, MATMUL_PRECISION, Stats, component_precisions
 
 # Rows × features per chunk of the fused E step: small on CPU (cache-sized chunks), large on

@@ -4,7 +4,6 @@ the conjugate M step and the lower bound from the same `Stats`."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -15,8 +14,16 @@ import numpy as np
 from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
-from jaxvi.em.fit import lapack_scoped
-from jaxvi.em.loop import ascent_loop, best_restart, finite_along
+from jaxvi.em.driver import (
+    Config,
+    Model,
+    ascent_loop,
+    best_restart,
+    job_rows,
+    lapack_scoped,
+    options,
+    run,
+)
 from jaxvi.em.stats import (
     chunk_layout,
     feature_chunks,
@@ -95,7 +102,7 @@ def variational_step(x: jax.Array, post: VariationalPosterior, prior: Variationa
 
 
 def _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, combine=identity):
-    """The on-device VB-EM loop (`jaxvi.em.loop.ascent_loop`) of restarts batched along
+    """The on-device VB-EM loop (`jaxvi.em.driver.ascent_loop`) of restarts batched along
     axis 0 -> VariationalFitResult batched along axis 0."""
     chunks, shift, featurized = feature_chunks(xb, mask, cov, combine)
 
@@ -106,72 +113,35 @@ def _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, comb
     return VariationalFitResult(*ascent_loop(update, posts, max_iter, tol, xb.dtype))
 
 
-def _initial_posteriors(x, keys, prior, k, cov, wt, init, reg_covar, weights=None):
+def _layout(x, weights, config: Config):
+    """x: (N, D) -> the chunks and row weights the loop reads (`to_chunks`)."""
+    return to_chunks(x, config.n_chunks, config.rows, weights)
+
+
+def _initial(x, keys, weights, opts, config: Config) -> VariationalPosterior:
     """One initial q per key of keys: (B,), from `init`'s responsibilities (weighted by
     weights (N,) when given), batched along axis 0. A traced primitive."""
     return jax.vmap(lambda key: initialize_from_resp(
-        x, em_init.init_resp(key, x, k, init, weights), prior, covariance_type=cov,
-        weight_type=wt, reg_covar=reg_covar, sample_weight=weights))(keys)
+        x, em_init.init_resp(key, x, config.k, config.init, weights), opts["prior"],
+        covariance_type=config.covariance_type, weight_type=config.weight_type,
+        reg_covar=opts["reg_covar"], sample_weight=weights))(keys)
 
 
-def _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, combine=identity):
+def _restarts(data, posts, opts, config: Config, combine):
     """The VB-EM loop from each batched initial q; the restart with the highest final ELBO
     is kept (a non-finite one never wins; ties go to the first)."""
-    results = _fit_batched(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt, combine)
+    xb, mask = data
+    results = _fit_batched(xb, mask, posts, opts["prior"], config.max_iter, opts["tol"],
+                           opts["reg_covar"], config.covariance_type, config.weight_type,
+                           combine)
     return best_restart(results, results.posterior, results.lower_bound)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "cov", "wt", "init", "max_iter", "n_chunks",
-                                             "rows"))
-def _fit_from_keys(x, keys, prior, weights, *, k, cov, wt, init, max_iter, tol, reg_covar,
-                   n_chunks, rows):
-    xb, mask = to_chunks(x, n_chunks, rows, weights)
-    posts = _initial_posteriors(x, keys, prior, k, cov, wt, init, reg_covar, weights)
-    return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
-
-
-@functools.partial(jax.jit, static_argnames=("cov", "wt", "max_iter", "n_chunks", "rows"))
-def _fit_from_posterior(x, post, prior, weights, *, cov, wt, max_iter, tol, reg_covar, n_chunks,
-                        rows):
-    xb, mask = to_chunks(x, n_chunks, rows, weights)
-    posts = jax.tree_util.tree_map(lambda a: a[None], post)
-    return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt)
-
-
-@functools.lru_cache(maxsize=16)
-def _sharded_fit_fn(mesh, max_iter, cov, wt):
-    """The jitted `shard_map` of the VB-EM loop for one mesh: Stats (and Σ log p, hence the
-    entropy) `psum`-ed over "data" before every M step."""
-    from jaxvi import distributed
-
-    def local(xb, mask, posts, prior, tol, reg_covar):
-        return _fit_restarts(xb, mask, posts, prior, max_iter, tol, reg_covar, cov, wt,
-                             distributed.psum_data)
-
-    return jax.jit(distributed.shard_map_data(local, mesh, 2, 4))
-
-
-def _fit_sharded(x, weights, posts, prior, mesh, *, cov, wt, max_iter, tol, reg_covar,
-                 chunk_size):
-    """`fit_variational` from the batched initial q `posts` with the rows of x split over the
-    mesh's "data" axis (several processes: process 0's `posts` are used everywhere)."""
-    from jaxvi import distributed
-
-    distributed.check_mesh(mesh)
-    posts = distributed.same_on_every_process(posts)
-    xb, mask = distributed.shard_chunks(
-        x, mesh, lambda n: chunk_layout(n, x.shape[1], cov, chunk_size), weights=weights)
-    return _sharded_fit_fn(mesh, max_iter, cov, wt)(xb, mask, posts, prior, tol, reg_covar)
-
-
-def _raise_if_not_finite(result: VariationalFitResult) -> VariationalFitResult:
-    """The guard after a fit: `result`, or a ValueError when its posterior is not finite."""
-    if not bool(finite_along(result.posterior, 0)):
-        raise ValueError(
-            "Fitting the variational mixture failed: some components have an ill-defined "
+VBEM = Model(
+    layout=_layout, initial=_initial, restarts=_restarts, params=lambda r: r.posterior,
+    failure="Fitting the variational mixture failed: some components have an ill-defined "
             "(singular) covariance, e.g. from collapsed or duplicated points. Increase "
             "`reg_covar` or `covariance_prior`, or rescale `x`.")
-    return result
 
 
 def checked_prior(x: jax.Array, covariance_type: str, n_components: int, sample_weight=None,
@@ -282,35 +252,22 @@ def fit_variational(
         _validate.check_choice("init", init, em_init.INITS)
     x = checks.as_float_data(x)
     weights = checks.check_sample_weight(sample_weight, n, x.dtype, k)
-    x0, w0 = x, weights  # the rows the prior's defaults and the initialisation see
-    if mesh is not None:
-        from jaxvi.processes import init_rows
-
-        x0 = jnp.asarray(init_rows(x))
-        w0 = None if weights is None else jnp.asarray(init_rows(weights))
+    # the rows the prior's defaults and the initialisation see
+    x0, w0 = (x, weights) if mesh is None else job_rows(x, weights)
     prior = checked_prior(
         x0, covariance_type, k, w0, float(reg_covar),
         weight_concentration_prior=weight_concentration_prior,
         mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
         degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
-    loop = dict(cov=covariance_type, wt=weight_concentration_prior_type,
-                max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
-                reg_covar=jnp.asarray(reg_covar, x.dtype))
+    opts = options(x.dtype, tol=tol, reg_covar=reg_covar, prior=prior)
     n_chunks, rows = chunk_layout(n, d, covariance_type, chunk_size)
-    cov, wt = covariance_type, weight_concentration_prior_type
+    config = Config(k=k, covariance_type=covariance_type, max_iter=int(max_iter),
+                    n_chunks=n_chunks, rows=rows, weight_type=weight_concentration_prior_type)
     if isinstance(init, VariationalPosterior):
-        post = checks.check_posterior(init, k, d, cov, wt, x.dtype)
-        if mesh is None:
-            return _raise_if_not_finite(
-                _fit_from_posterior(x, post, prior, weights, **loop, n_chunks=n_chunks,
-                                    rows=rows))
-        posts = jax.tree_util.tree_map(lambda a: a[None], post)
-    else:
-        keys = jax.random.split(key, int(n_init))
-        if mesh is None:
-            return _raise_if_not_finite(_fit_from_keys(
-                x, keys, prior, weights, k=k, init=init, **loop, n_chunks=n_chunks, rows=rows))
-        posts = jax.jit(_initial_posteriors, static_argnums=(3, 4, 5, 6))(
-            x0, keys, prior, k, cov, wt, init, loop["reg_covar"], w0)
-    return _raise_if_not_finite(
-        _fit_sharded(x, weights, posts, prior, mesh, **loop, chunk_size=chunk_size))
+        post = checks.check_posterior(init, k, d, covariance_type,
+                                      weight_concentration_prior_type, x.dtype)
+        return run(VBEM, config, x, weights, opts, params=post, mesh=mesh,
+                   chunk_size=chunk_size)
+    keys = jax.random.split(key, int(n_init))
+    return run(VBEM, config._replace(init=init), x, weights, opts, keys=keys, mesh=mesh,
+               chunk_size=chunk_size)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
-from jaxvi.em.fit import lapack_scoped
+from jaxvi.em.driver import lapack_scoped
 from jaxvi.em.online import blend, per_point, weighted_batches
 from jaxvi.em.stats import (
     chunk_layout,

@@ -9,7 +9,7 @@ from sklearn.mixture import GaussianMixture as SkGMM
 
 from jaxvi import em
 from jaxvi.em import stats as em_stats
-from jaxvi.em.fit import _fit_from_keys
+from jaxvi.em.driver import fit_from_keys as _fit_from_keys
 
 COV_TYPES = em.COVARIANCE_TYPES
 

@@ -1,0 +1,225 @@
+"""The one on-device fit driver that EM (`jaxvi.em.fit`), missing-value EM
+(`jaxvi.em.missing_fit`) and VB-EM (`jaxvi.em.variational_fit`) share, as scikit-learn's
+`BaseMixture.fit_predict` carries one loop for several models.
+
+A variant supplies a `Model` (how its data are laid out, its initial parameters from keys,
+its restarts loop); the driver holds what they share: the options as arrays (`options`),
+the start from keys or from a warm start, on one device or with the rows split over a mesh
+(`run`), the coordinate-ascent loop (`ascent_loop`), the choice of the best restart
+(`best_restart`) and the finite check after the fit (`raise_if_not_finite`)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxvi import _linalg, _validate
+from jaxvi.em.step import identity
+
+
+class Config(NamedTuple):
+    """A fit's static configuration (hashable; one compiled program per value): K, the
+    covariance type, the initialisation's name, at most `max_iter` iterations, the chunk
+    layout (n_chunks, rows) of the data, and VB's weight prior type."""
+
+    k: int | None = None
+    covariance_type: str | None = None
+    init: str | None = None
+    max_iter: int = 100
+    n_chunks: int | None = None
+    rows: int | None = None
+    weight_type: str | None = None
+
+
+class Model(NamedTuple):
+    """What a variant of the on-device fit supplies (module-level functions: static).
+
+    layout(x, weights, config) -> data: x as the loop reads it (e.g. chunks and row weights),
+      traced;
+    initial(x, keys, weights, opts, config) -> params: one initial parameter set per key of
+      keys (B,), batched along axis 0, traced;
+    restarts(data, params0s, opts, config, combine) -> result: the loop from each batched
+      initial parameter set and the best restart's result (`combine` maps local to global
+      statistics, e.g. a `psum` over a mesh axis);
+    params(result) -> the fitted parameters the finite check reads;
+    failure: the message of the ValueError when they are not finite.
+    """
+
+    layout: Callable
+    initial: Callable
+    restarts: Callable
+    params: Callable
+    failure: str
+
+
+def batched(params):
+    """One parameter set as a batch of one restart (axis 0)."""
+    return jax.tree_util.tree_map(lambda a: a[None], params)
+
+
+def options(dtype, *, tol, reg_covar, **more) -> dict:
+    """The traced options every loop reads, as arrays of the data's dtype (tol, reg_covar),
+    with the variant's further ones (`more`: a prior, the fixed-parameter mask)."""
+    return dict(tol=jnp.asarray(tol, dtype), reg_covar=jnp.asarray(reg_covar, dtype), **more)
+
+
+def start_keys(key: jax.Array, init, inits: tuple[str, ...], n_init) -> jax.Array:
+    """The keys (n_init,) of the restarts of an initialisation named `init` (one of `inits`)."""
+    _validate.check_choice("init", init, inits)
+    _validate.check_int("n_init", n_init, 1)
+    return jax.random.split(key, int(n_init))
+
+
+def ascent_loop(update: Callable, params0, max_iter: int, tol, dtype):
+    """Iterate `update` on device (`lax.while_loop`) from params0, a pytree of B restarts
+    batched along axis 0, until every restart's objective changed by less than `tol` or
+    `max_iter` steps ran. update(params) -> (new params, objective (B,) after the step).
+
+    The restarts step together, each frozen once converged (what `vmap` of one loop would do);
+    batching them by hand keeps any `lax.cond` inside `update` a real branch, which under
+    `vmap` would run both sides.
+
+    Returns (params, objective (B,), n_iter (B,) int32, converged (B,) bool,
+    history (B, max_iter): the objective after each step, NaN after a restart stopped);
+    for max_iter = 0, params0 with objective −∞.
+    """
+    b = jax.tree_util.tree_leaves(params0)[0].shape[0]
+    history = jnp.full((b, max_iter), jnp.nan, dtype)
+    state = (params0, jnp.full((b,), -jnp.inf, dtype), jnp.zeros((b,), jnp.int32),
+             jnp.zeros((b,), bool), history, jnp.zeros((), jnp.int32))
+    if max_iter == 0:
+        return state[:5]
+
+    def cond(state):
+        _, _, _, done, _, step = state
+        return (step < max_iter) & ~jnp.all(done)
+
+    def body(state):
+        params, obj, it, done, history, step = state
+        new, new_obj = update(params)
+        active = ~done
+
+        def keep(n, o):
+            return jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+
+        params = jax.tree_util.tree_map(keep, new, params)
+        history = history.at[:, step].set(jnp.where(active, new_obj, history[:, step]))
+        done = done | (active & (jnp.abs(new_obj - obj) < tol))
+        return params, keep(new_obj, obj), it + active, done, history, step + 1
+
+    return jax.lax.while_loop(cond, body, state)[:5]
+
+
+def finite_along(tree, n_batch: int) -> jax.Array:
+    """Whether every leaf of `tree` is finite, per index of its n_batch leading axes."""
+    return functools.reduce(
+        jnp.logical_and,
+        [jnp.all(jnp.isfinite(a), axis=tuple(range(n_batch, a.ndim)))
+         for a in jax.tree_util.tree_leaves(tree)],
+    )
+
+
+def best_restart(result, params, objective):
+    """The restart (index along axis 0 of every leaf of `result`) with the highest objective
+    (B,) whose params are finite: a NaN fit never wins; ties go to the first."""
+    ok = finite_along(params, 1) & ~jnp.isnan(objective)
+    best = jnp.argmax(jnp.where(ok, objective, -jnp.inf))
+    return jax.tree_util.tree_map(lambda a: a[best], result)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def fit_from_keys(model: Model, config: Config, x, keys, weights, opts):
+    """The fit from the initial parameters of each key of keys (B,) (compiled once per
+    model, config and shapes)."""
+    data = model.layout(x, weights, config)
+    params0s = model.initial(x, keys, weights, opts, config)
+    return model.restarts(data, params0s, opts, config, identity)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def fit_from_params(model: Model, config: Config, x, params, weights, opts):
+    """The fit from one given (warm-start) parameter set."""
+    return model.restarts(model.layout(x, weights, config), batched(params), opts, config,
+                          identity)
+
+
+def job_rows(x, weights):
+    """The rows (and their weights) the initialisation of a fit over a mesh reads, the same
+    on every process (`jaxvi.processes.init_rows`)."""
+    from jaxvi.processes import init_rows
+
+    return (jnp.asarray(init_rows(x)),
+            None if weights is None else jnp.asarray(init_rows(weights)))
+
+
+@functools.lru_cache(maxsize=16)
+def _sharded_fn(model: Model, config: Config, mesh):
+    """The jitted `shard_map` of a model's restarts loop for one mesh: its statistics
+    `psum`-ed over "data" before every M step (compiled once per shapes)."""
+    from jaxvi import distributed
+
+    def local(xb, mask, params0s, opts):
+        return model.restarts((xb, mask), params0s, opts, config, distributed.psum_data)
+
+    return jax.jit(distributed.shard_map_data(local, mesh, 2, 2))
+
+
+def _fit_sharded(model, config, x, weights, params0s, opts, mesh, chunk_size):
+    """The restarts loop from the batched params0s with the rows of x split over the mesh's
+    "data" axis (several processes: process 0's params0s are used everywhere)."""
+    from jaxvi import distributed
+    from jaxvi.em.stats import chunk_layout
+
+    distributed.check_mesh(mesh)
+    params0s = distributed.same_on_every_process(params0s)
+    xb, mask = distributed.shard_chunks(
+        x, mesh, lambda n: chunk_layout(n, x.shape[1], config.covariance_type, chunk_size),
+        weights=weights)
+    return _sharded_fn(model, config, mesh)(xb, mask, params0s, opts)
+
+
+def run(model: Model, config: Config, x, weights, opts, *, keys=None, params=None,
+        mesh=None, chunk_size: int | None = None) -> Any:
+    """A checked variant's fit: from `keys` (B,) (restarts) or from one `params` (a warm
+    start), on one device or with the rows of x split over `mesh` (then `model.layout` must
+    be the chunk layout: the mesh splits x into chunks itself), followed by the finite
+    check. Returns the model's result."""
+    if mesh is None:
+        if params is not None:
+            result = fit_from_params(model, config, x, params, weights, opts)
+        else:
+            result = fit_from_keys(model, config, x, keys, weights, opts)
+        return raise_if_not_finite(model, result)
+    if params is not None:
+        params0s = batched(params)
+    else:
+        x0, w0 = job_rows(x, weights)
+        params0s = jax.jit(model.initial, static_argnums=(4,))(x0, keys, w0, opts, config)
+    return raise_if_not_finite(
+        model, _fit_sharded(model, config, x, weights, params0s, opts, mesh, chunk_size))
+
+
+def raise_if_not_finite(model: Model, result):
+    """The guard after a fit: `result`, or a ValueError (`model.failure`) when its
+    (concrete) fitted parameters are not finite."""
+    params = model.params(result)
+    if _validate.is_concrete(*jax.tree_util.tree_leaves(result)) and not bool(
+            finite_along(params, 0)):
+        raise ValueError(model.failure)
+    return result
+
+
+def lapack_scoped(fn):
+    """Run `fn` with single-threaded LAPACK on CPU (`_linalg.single_threaded_lapack`) and
+    wait for its result inside that scope."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _linalg.single_threaded_lapack():
+            return jax.block_until_ready(fn(*args, **kwargs))
+
+    return wrapper

@@ -1,0 +1,115 @@
+"""The unchecked density kernels of a `GMM` (jit-able, for a GMM a fit produced or that a
+public wrapper has validated): the precise joint log-density (whitened residuals) behind
+`component_log_prob`, `log_prob_kernel`, `e_step_kernel` and the free energy;
+`sample_kernel`; `count_parameters`. The checked public functions are in
+`jaxvi.em.densities`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp, xlogy
+
+from jaxvi import _linalg
+from jaxvi.em import covariance
+from jaxvi.em.model import (
+    GMM,
+    MATMUL_PRECISION,
+    component_scale_tril,
+    component_variances,
+)
+
+
+def whitening(gmm: GMM):
+    """The precise kernel's parameters: (W, log-normaliser (K,)) with the whitened residual
+    z_nk = W_k (x_n − μ_k) = L_k⁻¹(x_n − μ_k), so that
+    log w_k + log N(x_n; μ_k, Σ_k) = −½|z_nk|² + log-normaliser_k.
+    full/tied: W = L⁻¹ (K, D, D); diag/spherical: W = 1/σ (K, D)."""
+    d = gmm.n_features
+    if covariance.of(gmm.covariance_type).matrix:
+        chol = component_scale_tril(gmm)
+        w = _linalg.tril_inverse(chol)
+        logdet = _linalg.logdet_tril(chol)
+    else:
+        var = component_variances(gmm)
+        w = jax.lax.rsqrt(var)
+        logdet = jnp.sum(jnp.log(var), axis=-1)
+    norm = jnp.log(gmm.weights) - 0.5 * (logdet + d * _linalg.LOG_2PI)
+    return w, norm
+
+
+def _whitened_sq_norms(x: jax.Array, gmm: GMM, params) -> jax.Array:
+    """|z_nk|² (N, K) of the precise kernel, from `whitening`'s params. x: (N, D). The
+    residuals x_n − μ_k are formed first, so a point's round-off is relative to its distance
+    from each mean, not from a common centre (a far component's own points stay accurate:
+    30 outliers at 1e7 lost 0.2 nats each in float32 about the median of the means)."""
+    w, _ = params
+    diff = x[:, None, :] - gmm.means  # (N, K, D)
+    if covariance.of(gmm.covariance_type).matrix:
+        z = jnp.einsum("kij,nkj->nki", w, diff, precision=MATMUL_PRECISION)
+    else:
+        z = diff * w
+    return jnp.sum(z * z, axis=-1)
+
+
+def joint_log_prob(x: jax.Array, gmm: GMM, params=None) -> jax.Array:
+    """log w_k + log N(x_n; μ_k, Σ_k) (N, K) by the precise kernel; x: (N, D); `params`:
+    `whitening(gmm)` when already computed."""
+    params = whitening(gmm) if params is None else params
+    return -0.5 * _whitened_sq_norms(x, gmm, params) + params[1]
+
+
+def component_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
+    """log N(x_n; μ_k, Σ_k) for all pairs. x: (N, D) -> (N, K). Through whitened residuals
+    L_k⁻¹(x_n − μ_k) (the residuals first), accurate in float32 also for ill-conditioned
+    covariances, far-apart components and points far from the origin. A traced primitive:
+    `log_prob` and `e_step` validate."""
+    return joint_log_prob(x, gmm) - jnp.log(gmm.weights)
+
+
+@jax.jit
+def log_prob_kernel(x: jax.Array, gmm: GMM) -> jax.Array:
+    """`log_prob` without its checks, for a GMM a fit produced (a component whose weight
+    underflowed to 0 contributes nothing). x: (N, D) of the GMM's dtype -> (N,)."""
+    return logsumexp(joint_log_prob(x, gmm), axis=-1)
+
+
+@jax.jit
+def e_step_kernel(x: jax.Array, gmm: GMM) -> tuple[jax.Array, jax.Array]:
+    """`e_step` without its checks, for a GMM a fit produced (a component whose weight
+    underflowed to 0 gets log-responsibility −∞). x: (N, D) -> ((N, K), ())."""
+    joint = joint_log_prob(x, gmm)
+    lse = logsumexp(joint, axis=-1, keepdims=True)
+    return joint - lse, jnp.mean(lse)
+
+
+@jax.jit
+def _free_energy(x, gmm, resp):
+    joint = joint_log_prob(x, gmm)
+    # Σ_k q log p(x, z) − Σ_k q log q, with 0·log 0 = 0 and 0·(−∞) = 0.
+    energy = jnp.sum(jnp.where(resp > 0, resp * joint, 0.0), axis=-1)
+    entropy = -jnp.sum(xlogy(resp, resp), axis=-1)
+    return jnp.mean(energy + entropy)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def sample_kernel(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
+    """`sample` without its checks, for a GMM a fit produced (components of weight 0 are
+    never drawn). -> (x (n, D), z (n,))."""
+    key_z, key_e = jax.random.split(key)
+    z = jax.random.categorical(key_z, jnp.log(gmm.weights), shape=(n,))
+    eps = jax.random.normal(key_e, (n, gmm.n_features), gmm.means.dtype)
+    if covariance.of(gmm.covariance_type).matrix:
+        noise = jnp.einsum("nij,nj->ni", component_scale_tril(gmm)[z], eps)
+    else:
+        noise = eps * jnp.sqrt(component_variances(gmm))[z]
+    return gmm.means[z] + noise, z
+
+
+def count_parameters(covariance_type: str, k: int, d: int) -> int:
+    """Free parameters of a K-component mixture of D features: K−1 weights, K·D means and
+    the covariances (scikit-learn's count). No checks (`n_parameters` checks its GMM)."""
+    return int(covariance.of(covariance_type).n_parameters(k, d) + k * d + k - 1)

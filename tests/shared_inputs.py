@@ -99,3 +99,16 @@ def four_blobs(seed: int = 0) -> np.ndarray:
     centres = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 10.0]])
     return np.concatenate([rng.normal(size=(n, 3)) + c
                            for n, c in zip((700, 900, 1000, 1150), centres, strict=True)])
+
+
+def tril_factor(d, rng):
+    """A random (d, d) lower-triangular factor: diagonal in [0.5, 1.6), off-diagonal entries
+    standard normal times 0.5 (the kl divergence tests' draws)."""
+    return np.tril(rng.normal(size=(d, d)), -1) * 0.5 + np.diag(rng.uniform(0.5, 1.6, size=d))
+
+
+def mixture_arrays(k, d, rng, spread=1.5):
+    """(logits (k,), loc (k, d), scale_tril (k, d, d)) of a random mixture, loc spread by
+    `spread`, factors from `tril_factor`, drawn in that order."""
+    return (rng.normal(size=k), rng.normal(size=(k, d)) * spread,
+            np.stack([tril_factor(d, rng) for _ in range(k)]))

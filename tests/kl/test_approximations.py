@@ -9,19 +9,15 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 from scipy.special import logsumexp, softmax
+from shared_inputs import mixture_arrays
 
 from jaxvi import kl
 from jaxvi.kl import approximations
 from jaxvi.mixture import Mixture
 
 
-def _tril(d, rng, off=0.5):
-    return np.tril(rng.normal(size=(d, d)), -1) * off + np.diag(rng.uniform(0.5, 1.6, size=d))
-
-
 def _mix(k, d, rng, spread=1.5):
-    return (rng.normal(size=k), rng.normal(size=(k, d)) * spread,
-            np.stack([_tril(d, rng) for _ in range(k)]))
+    return mixture_arrays(k, d, rng, spread)
 
 
 def _logpdf_np(m, x):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.special import softmax
+from shared_inputs import mixture_arrays, tril_factor
 
 from jaxvi import kl
 from jaxvi.mixture import Mixture
@@ -16,13 +17,8 @@ ot = pytest.importorskip("ot")
 pytest.importorskip("ot.gmm")
 
 
-def _tril(d, rng, off=0.5):
-    return np.tril(rng.normal(size=(d, d)), -1) * off + np.diag(rng.uniform(0.5, 1.6, size=d))
-
-
 def _mix(k, d, rng, spread=2.0):
-    return (rng.normal(size=k), rng.normal(size=(k, d)) * spread,
-            np.stack([_tril(d, rng) for _ in range(k)]))
+    return mixture_arrays(k, d, rng, spread)
 
 
 def _cov(t):
@@ -39,7 +35,7 @@ def test_w2_gaussians_match_pot(x64, d):
     rng = np.random.default_rng(d)
     for _ in range(4):
         mp, mq = rng.normal(size=d), rng.normal(size=d)
-        tp, tq = _tril(d, rng), _tril(d, rng)
+        tp, tq = tril_factor(d, rng), tril_factor(d, rng)
         ref = float(ot.gaussian.bures_wasserstein_distance(mp, mq, _cov(tp), _cov(tq))) ** 2
         np.testing.assert_allclose(kl.w2_squared_mvn(mp, _cov(tp), mq, _cov(tq)), ref,
                                    rtol=1e-10, atol=1e-12)
@@ -71,7 +67,7 @@ def test_w2_float32_close_covariances_do_not_cancel():
     the Procrustes residual keeps it to 0.1 %."""
     rng = np.random.default_rng(3)
     d = 8
-    tp = _tril(d, rng)
+    tp = tril_factor(d, rng)
     tq = tp + 1e-5 * np.tril(rng.normal(size=(d, d)))
     m = np.zeros(d)
     with jax.enable_x64(True):
@@ -85,7 +81,8 @@ def test_w2_float32_close_covariances_do_not_cancel():
 def test_w2_gradients_match_finite_differences(x64):
     rng = np.random.default_rng(5)
     d = 3
-    mp, mq, tp, tq = rng.normal(size=d), rng.normal(size=d), _tril(d, rng), _tril(d, rng)
+    mp, mq = rng.normal(size=d), rng.normal(size=d)
+    tp, tq = tril_factor(d, rng), tril_factor(d, rng)
     f = jax.jit(lambda a, b: kl.w2_squared_mvn_tril(a, b, mq, tq))
     g_loc, g_tril = jax.grad(f, argnums=(0, 1))(mp, tp)
     h = 1e-6

@@ -80,7 +80,7 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
     import jax.numpy as jnp
 
     from jaxvi import em, processes
-    from jaxvi.commands.em import save_result
+    from jaxvi.cli import save_result
     from jaxvi.em.kernels import log_prob_kernel
     from jaxvi.em.plots import plot_variational_fit
     from jaxvi.em.variational import expected_gmm, mixture_weights

@@ -18,12 +18,12 @@ from jaxvi import _linalg, _validate, em
 from jaxvi.em import covariance
 from jaxvi.em.variational import (
     WEIGHT_PRIOR_TYPES,
-    _log_lambda,
+    checked_prior,
     expected_gmm,
     expected_log_weights,
+    log_lambda,
     mixture_weights,
 )
-from jaxvi.em.variational_fit import checked_prior
 from jaxvi.estimators._base import INIT_PARAMS, BaseMixture
 
 _PRIORS = ("weight_concentration_prior", "mean_precision_prior", "mean_prior",
@@ -153,17 +153,19 @@ class BayesianGaussianMixture(BaseMixture):
         self.weight_concentration_ = (conc[0], conc[1]) if wt == "dirichlet_process" else conc
         self.mean_precision_ = np.asarray(post.mean_precision, dtype=np.float64)
         self.degrees_of_freedom_ = np.asarray(post.degrees_of_freedom, dtype=np.float64)[()]
-        self._set_from_gmm(em.GMM(mixture_weights(post, wt), post.means, post.covariances,
+        self._set_from_gmm(em.GMM(mixture_weights(post), post.means, post.covariances,
                                   self.covariance_type))
 
     def _posterior(self) -> em.VariationalPosterior:
-        """q from the fitted attributes (float64; call inside `jax.enable_x64(True)`)."""
+        """q from the fitted attributes, carrying the estimator's covariance type and weight
+        prior type (float64; call inside `jax.enable_x64(True)`)."""
         cov = jnp.asarray(self.covariances_)
         with _linalg.single_threaded_lapack():
             tril = _linalg.cholesky(cov) if covariance.of(self.covariance_type).matrix else None
         return em.VariationalPosterior(
             jnp.asarray(np.stack(self.weight_concentration_)), jnp.asarray(self.mean_precision_),
-            jnp.asarray(self.means_), jnp.asarray(self.degrees_of_freedom_), cov, tril)
+            jnp.asarray(self.means_), jnp.asarray(self.degrees_of_freedom_), cov, tril,
+            self.covariance_type, self.weight_concentration_prior_type)
 
     def _warm_posterior(self, d: int) -> em.VariationalPosterior:
         """The fitted q a warm start continues from, its shapes checked against the options
@@ -186,8 +188,7 @@ class BayesianGaussianMixture(BaseMixture):
     # inference: the E step of VB-EM, under q (scikit-learn's `_estimate_weighted_log_prob`)
 
     def _e_step_gmm(self) -> em.GMM:
-        return expected_gmm(self._posterior(), covariance_type=self.covariance_type,
-                            weight_type=self.weight_concentration_prior_type)
+        return expected_gmm(self._posterior())
 
     def _log_weight_norm(self) -> float:
         """ln Σ_k exp(E[ln π_k] + ½(E[ln|Λ_k|] − D ln ν_k − D/β_k)): the constant that
@@ -197,7 +198,7 @@ class BayesianGaussianMixture(BaseMixture):
         nu = jnp.broadcast_to(post.degrees_of_freedom, (k,))
         log_w = (expected_log_weights(post.weight_concentration,
                                       self.weight_concentration_prior_type)
-                 + 0.5 * (_log_lambda(nu, d) - d * jnp.log(nu) - d / post.mean_precision))
+                 + 0.5 * (log_lambda(nu, d) - d * jnp.log(nu) - d / post.mean_precision))
         return float(jax.nn.logsumexp(log_w))
 
     def score_samples(self, X):

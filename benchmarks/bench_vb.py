@@ -32,7 +32,7 @@ from benchmarks.bench_em import initial_params, synthetic
 from benchmarks.bench_em import time_jaxvi as time_jaxvi_em
 from jaxvi.em import init as em_init
 from jaxvi.em import variational as vb
-from jaxvi.em.variational_fit import fit_variational, initialize_from_resp
+from jaxvi.em.variational import fit_variational, initialize_from_resp
 
 WEIGHT_TYPE = "dirichlet_process"  # scikit-learn's default
 

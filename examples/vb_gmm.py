@@ -42,10 +42,9 @@ def main():
         x = make_data(key_data).astype(jnp.float64)
         vb = em.fit_variational(x, K, key=key_vb, max_iter=500, tol=1e-6,
                                 weight_concentration_prior_type="dirichlet_process")
-        weights = mixture_weights(vb.posterior, "dirichlet_process")
+        weights = mixture_weights(vb.posterior)  # the posterior carries its weight prior
         # The posterior-mean mixture: E_q[π], the means m_k and covariances (ν_k W_k)⁻¹.
-        gmm = expected_gmm(vb.posterior, covariance_type="full",
-                           weight_type="dirichlet_process")._replace(weights=weights)
+        gmm = expected_gmm(vb.posterior)._replace(weights=weights)
         fit = em.fit(x, K, key=key_em, max_iter=500, tol=1e-6)
         w_vb, w_em = np.asarray(weights), np.asarray(fit.gmm.weights)
         print(f"VB (DP prior): {int(vb.n_iter)} iterations, converged={bool(vb.converged)}, "

@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "kl", "mixture", "em", "vi", "vae", "training", "data", "metrics", "nn", "distributed",
 )
-_ATTRIBUTES = {"GaussianMixture": "jaxvi.sklearn",
-               "BayesianGaussianMixture": "jaxvi.sklearn_variational",
+_ATTRIBUTES = {"GaussianMixture": "jaxvi.estimators.gaussian_mixture",
+               "BayesianGaussianMixture": "jaxvi.estimators.bayesian_mixture",
                "MixtureVAE": "jaxvi.vae.estimator"}
 
 __all__ = [*_SUBMODULES, *_ATTRIBUTES]

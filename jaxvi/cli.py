@@ -5,7 +5,8 @@ Every command-line error is one line on stderr and exit code 2, never a tracebac
 errors, the `ValueError`s of the argument and data checks, and the operating system's errors
 that a user causes (a missing file, no permission, a folder where a file should be). Any other
 exception is a bug and keeps its traceback. `check_output_file` and `check_output_dir` are the
-commands' checks on where they will write, run before anything is fitted or written."""
+commands' checks on where they will write, run before anything is fitted or written;
+`save_result` writes an .npz result whole or not at all."""
 
 from __future__ import annotations
 
@@ -117,6 +118,20 @@ def check_output_dir(flag: str, path: str | Path, outputs, *, overwrite: bool) -
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"`{flag}` {str(path)!r}: no permission to write in that folder.")
     return path
+
+
+def save_result(out: Path, **arrays) -> None:
+    """np.savez of `arrays` to `out`, written to a temporary file beside it and renamed over
+    it, so that an earlier result is replaced whole or not at all."""
+    import numpy as np
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def add_process_options(parser) -> None:

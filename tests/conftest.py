@@ -4,8 +4,9 @@ import shutil
 import tempfile
 
 # Compile time is most of this suite's time (hundreds of small programs, most compiled once):
-# XLA's LLVM backend optimisations off take about 30 % of it off (tests/em/test_variational.py:
-# 65.7 -> 47.9 CPU seconds). XLA's own HLO passes (fusion included) still run and fast math
+# XLA's LLVM backend optimisations off take about 30 % of it off
+# (tests/em/variational/test_step.py, then tests/em/test_variational.py: 65.7 -> 47.9 CPU
+# seconds). XLA's own HLO passes (fusion included) still run and fast math
 # stays off, so the programs are the same computations; the machine code differs, and with it
 # float32 results in their last bits (measured: a digits EM fit's log-likelihood 3.9735777 vs
 # 3.9735770, a VAE ELBO -317.07654 vs -317.07657), far below every tolerance here. Set

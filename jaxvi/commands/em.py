@@ -8,7 +8,6 @@ is refused then (exit 2), not after the fit has run."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -108,18 +107,6 @@ def _is_em_result(path: Path) -> bool:
         return False
 
 
-def save_result(out: Path, **arrays) -> None:
-    """np.savez of `arrays` to `out`, written to a temporary file beside it and renamed over
-    it, so that an earlier result is replaced whole or not at all."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _image_formats() -> set[str]:
     from matplotlib.backend_bases import FigureCanvasBase
 
@@ -137,7 +124,7 @@ def run(args) -> int:
     import jax.numpy as jnp
 
     from jaxvi import distributed, em, processes
-    from jaxvi.cli import join_processes
+    from jaxvi.cli import join_processes, save_result
     from jaxvi.em.kernels import count_parameters, log_prob_kernel
     from jaxvi.em.plots import plot_fit
 

@@ -80,7 +80,7 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
     import jax.numpy as jnp
 
     from jaxvi import em, processes
-    from jaxvi.commands.em import save_result
+    from jaxvi.cli import save_result
     from jaxvi.em.kernels import log_prob_kernel
     from jaxvi.em.plots import plot_variational_fit
     from jaxvi.em.variational import expected_gmm, mixture_weights
@@ -99,9 +99,9 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
             covariance_prior=psi0 if reg > 0 else None, max_iter=args.max_iter,
             tol=args.tol, n_init=args.n_init, reg_covar=args.reg_covar, mesh=mesh)
         post = jax.tree.map(np.asarray, result.posterior)  # replicated on every process
-        weights = np.asarray(mixture_weights(post, wt))
+        weights = np.asarray(mixture_weights(post))
         # The posterior-mean mixture: E_q[π], the means m_k and covariances (ν_k W_k)⁻¹.
-        gmm = expected_gmm(post, covariance_type=cov, weight_type=wt)._replace(
+        gmm = expected_gmm(post)._replace(
             weights=jnp.asarray(weights))
         n, sum_ll = processes.sum_over_processes(
             (x.shape[0], np.sum(np.asarray(log_prob_kernel(xj, gmm)))))

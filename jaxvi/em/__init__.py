@@ -15,13 +15,13 @@ Modules: `model` (GMM, Stats, Prior, FitResult), `covariance` (the four covarian
 BIC/AIC), `stats` (features, chunks, the fused E-step statistics kernels), `step` (the M
 step, one EM iteration), `init` (k-means++, initialisation, default prior), `driver` (the one
 fit driver: keys or warm start, mesh, the on-device coordinate-ascent loop, best restart,
-finite check), `fit` (EM on it), `online` (stepwise EM), `variational` (VB-EM's prior,
-posterior, E and M steps and lower bound on the same Stats), `variational_fit` (its iteration
-and `fit_variational` on the driver), `variational_online` (stochastic VI,
-`fit_variational_minibatch`), `missing` (the missing-pattern layout, marginal densities and
-`impute` for data with NaN entries), `missing_stats` (their expected statistics),
-`missing_fit` (EM on them on the driver, `fit(..., missing="marginalize")`), `checks`
-(argument checks), `plots` (pictures of a fit).
+finite check), `fit` (EM on it), `online` (stepwise EM), `variational/` (variational Bayes
+in its own subpackage: prior and posterior types, E and M steps and lower bound on the same
+Stats, its checks, `fit_variational` on the driver, stochastic VI `fit_variational_minibatch`;
+`variational_fit` and `variational_online` are thin re-exports of its old homes), `missing`
+(the missing-pattern layout, marginal densities and `impute` for data with NaN entries),
+`missing_stats` (their expected statistics), `missing_fit` (EM on them on the driver,
+`fit(..., missing="marginalize")`), `checks` (argument checks), `plots` (pictures of a fit).
 """
 
 from jaxvi.em.covariance import COVARIANCE_TYPES
@@ -43,9 +43,14 @@ from jaxvi.em.model import GMM, FitResult, Prior, Stats
 from jaxvi.em.online import fit_minibatch
 from jaxvi.em.stats import e_step_stats, model_shift, sufficient_stats
 from jaxvi.em.step import em_step, m_step, m_step_from_stats
-from jaxvi.em.variational import VariationalPosterior, VariationalPrior
-from jaxvi.em.variational_fit import VariationalFitResult, fit_variational, variational_step
-from jaxvi.em.variational_online import fit_variational_minibatch
+from jaxvi.em.variational import (
+    VariationalFitResult,
+    VariationalPosterior,
+    VariationalPrior,
+    fit_variational,
+    fit_variational_minibatch,
+    variational_step,
+)
 
 __all__ = [
     "COVARIANCE_TYPES", "FitResult", "GMM", "INITS", "Prior", "Stats", "VariationalFitResult",

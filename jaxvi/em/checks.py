@@ -1,9 +1,8 @@
 """Argument checks of `jaxvi.em` (and `jaxvi.GaussianMixture`): eager, outside jit, with
-messages that name the argument. Traced arrays skip the value checks."""
+messages that name the argument. Traced arrays skip the value checks. Variational Bayes keeps
+its own (`jaxvi.em.variational.checks`)."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +11,6 @@ import numpy as np
 from jaxvi import _validate
 from jaxvi.em import covariance
 from jaxvi.em.model import GMM, Prior
-
-if TYPE_CHECKING:
-    from jaxvi.em.variational import VariationalPosterior, VariationalPrior
 
 
 def as_float(x, gmm: GMM) -> jax.Array:
@@ -157,47 +153,6 @@ def check_prior(prior: Prior, d: int, dtype) -> Prior:
 def check_covariance_type(covariance_type) -> None:
     """One of `COVARIANCE_TYPES`."""
     _validate.check_choice("covariance_type", covariance_type, covariance.COVARIANCE_TYPES)
-
-
-def check_posterior(post: VariationalPosterior, k: int, d: int, cov: str, wt: str,
-                    dtype) -> VariationalPosterior:
-    """A warm-start q of `fit_variational`, its shapes checked against the fit's options
-    (K components, D features, covariance type `cov`, weight prior `wt`), cast to dtype."""
-    kind = covariance.of(cov)
-    want = dict(weight_concentration=(k,) if wt == "dirichlet_distribution" else (2, k),
-                mean_precision=(k,), means=(k, d),
-                degrees_of_freedom=() if cov == "tied" else (k,), covariances=kind.shape(k, d),
-                scale_tril=kind.shape(k, d) if kind.matrix else None)
-    for name, shape in want.items():
-        got = getattr(post, name)
-        if (shape is None) != (got is None) or (got is not None and np.shape(got) != shape):
-            raise ValueError(f"`init.{name}` must have shape {shape} for K = {k}, D = {d}, "
-                             f"{cov!r} and {wt!r}; got "
-                             f"{None if got is None else np.shape(got)}.")
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), post)
-
-
-def check_variational_prior(prior: VariationalPrior, covariance_type: str, d: int) -> None:
-    """scikit-learn's checks of a VB-EM prior (concrete arrays), with messages that name the
-    argument."""
-    _validate.check_positive("weight_concentration_prior", prior.weight_concentration_prior)
-    _validate.check_positive("mean_precision_prior", prior.mean_precision_prior)
-    if prior.mean_prior.shape != (d,):
-        raise ValueError(f"`mean_prior` must have shape ({d},); got {prior.mean_prior.shape}.")
-    _validate.check_finite("mean_prior", prior.mean_prior)
-    nu0 = float(prior.degrees_of_freedom_prior)
-    if not nu0 > d - 1:
-        raise ValueError(f"`degrees_of_freedom_prior` must be > n_features − 1 = {d - 1}; "
-                         f"got {nu0!r}.")
-    want = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance_type]
-    psi0 = prior.covariance_prior
-    if psi0.shape != want:
-        raise ValueError(f"`covariance_prior` must have shape {want} for covariance_type "
-                         f"{covariance_type!r}; got {psi0.shape}.")
-    if len(want) == 2:
-        _validate.check_positive_definite("covariance_prior", psi0)
-    else:
-        _validate.check_positive("covariance_prior", psi0)
 
 
 FIXABLE = ("weights", "means", "covariances")

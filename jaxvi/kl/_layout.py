@@ -1,5 +1,6 @@
-"""Shared machinery of the closed forms: argument checks of a (p, q) pair of Gaussians, the
-last NaN guard of an eager call, and the all-pairs layout.
+"""Shared machinery of the closed forms: argument checks of a (p, q) pair of Gaussians or of
+Gaussian mixtures (`check_mixture_pair`, used by every mixture divergence), the last NaN guard
+of an eager call, and the all-pairs layout.
 
 The all-pairs pattern — p with batch shape (..., N, 1) against q with (..., 1, M) — is detected
 from the static shapes (`all_pairs_layout`) and `pairs_call` runs a per-(N, M) kernel over the
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvi import _validate
+from jaxvi.mixture import Mixture
 
 
 def check_pair_shapes(names, arrays, event_ndims) -> tuple[int, ...]:
@@ -113,3 +115,40 @@ def pairs_call(core, layout, p_args, q_args, event):
         size, m, *a.shape[a.ndim - k:]) for a, k in zip(q_args, event, strict=True)]
     out = jax.vmap(core)(*p_flat, *q_flat)
     return out.reshape(*lead, n, m)
+
+
+def check_mixture(name: str, mix) -> Mixture:
+    """`mix` a `Mixture` of consistent shapes, finite, with positive normal scale diagonals;
+    its arrays cast to their common float dtype."""
+    if not isinstance(mix, Mixture):
+        raise ValueError(f"`{name}` must be a jaxvi.mixture.Mixture; got {type(mix).__name__}.")
+    logits, loc, tril = (jnp.asarray(a) for a in mix)
+    _validate.check_min_ndim(f"{name}.logits", logits, 1, "(..., K)")
+    _validate.check_min_ndim(f"{name}.loc", loc, 2, "(..., K, D)")
+    _validate.check_min_ndim(f"{name}.scale_tril", tril, 3, "(..., K, D, D)")
+    k, d = loc.shape[-2:]
+    _validate.check_same_size(f"{name}.logits", logits.shape[-1], f"{name}.loc", k,
+                              "number of components K")
+    _validate.check_same_size(f"{name}.scale_tril", tril.shape[-3], f"{name}.loc", k,
+                              "number of components K")
+    if tril.shape[-2:] != (d, d):
+        raise ValueError(f"`{name}.scale_tril` must have shape (..., K, {d}, {d}) to match "
+                         f"`{name}.loc`; got {tril.shape}.")
+    _validate.check_finite(f"{name}.logits", logits)
+    _validate.check_finite(f"{name}.loc", loc)
+    _validate.check_tril_scale(f"{name}.scale_tril", tril)
+    _validate.check_normal_range(f"{name}.scale_tril",
+                                 jnp.diagonal(tril, axis1=-2, axis2=-1), tril.dtype)
+    dtype = _validate.float_dtype(logits, loc, tril)
+    return Mixture(*_validate.as_float(dtype, logits, loc, tril))
+
+
+def check_mixture_pair(p, q) -> tuple[Mixture, Mixture]:
+    """Both mixtures checked, of one event size D and broadcastable batch shapes, in one dtype."""
+    p = check_mixture("p", p)
+    q = check_mixture("q", q)
+    _validate.check_same_size("p.loc", p.loc.shape[-1], "q.loc", q.loc.shape[-1],
+                              "event size D (last axis)")
+    _validate.check_broadcastable("p", p.logits.shape[:-1], "q", q.logits.shape[:-1])
+    dtype = _validate.float_dtype(*p, *q)
+    return Mixture(*_validate.as_float(dtype, *p)), Mixture(*_validate.as_float(dtype, *q))

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxvi import _linalg, _validate
+from jaxvi.kl._layout import check_mixture_pair
 from jaxvi.kl.estimates import MonteCarloEstimate
-from jaxvi.kl.mixtures import _check_mixture_pair
 from jaxvi.mixture import Mixture, component_log_prob
 
 __all__ = ["mixture_stratified_monte_carlo", "mixture_unscented"]
@@ -65,7 +65,7 @@ def mixture_unscented(p: Mixture, q: Mixture) -> jax.Array:
     log q. (Any square root of Σ_a gives these properties; we use the Cholesky factor, not the
     eigendecomposition of the paper, so mixture values differ from it in the approximation.)
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     return _unscented_impl(p, q)
 
 
@@ -104,7 +104,7 @@ def mixture_stratified_monte_carlo(
     Returns a `MonteCarloEstimate` of arrays of the broadcast batch shape.
     """
     n = _validate.check_int("samples_per_component", samples_per_component, 2)
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     batch = jnp.broadcast_shapes(p.logits.shape[:-1], q.logits.shape[:-1])
     k, d = p.loc.shape[-2:]
     eps = jax.random.normal(key, (*batch, k, n, d), dtype=p.loc.dtype)

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvi import _linalg, _validate
-from jaxvi.kl.mixtures import _check_mixture_pair, _pairwise_log_overlap
+from jaxvi.kl._layout import check_mixture_pair
+from jaxvi.kl.mixtures import _pairwise_log_overlap
 from jaxvi.mixture import Mixture
 
 __all__ = ["mixture_cauchy_schwarz", "mixture_jensen_renyi", "mixture_l2_squared"]
@@ -99,7 +100,7 @@ def mixture_cauchy_schwarz(p: Mixture, q: Mixture) -> jax.Array:
     iff p = q (the Cauchy–Schwarz inequality), invariant to rescaling both densities; not a
     metric. Exact (module docstring for the precision).
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     return _cauchy_schwarz_impl(p, q)
 
 
@@ -114,7 +115,7 @@ def mixture_l2_squared(p: Mixture, q: Mixture) -> jax.Array:
     whose ∫p² and ∫q² both lie below the dtype's smallest normal number (float32: 1.2e-38,
     e.g. unit covariances in D ≥ 70), where the value is not representable; use float64.
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     scaled, s = _l2_squared_scaled(p, q)
     if _validate.is_concrete(s):
         tiny = float(np.log(np.finfo(np.dtype(s.dtype)).tiny))
@@ -141,5 +142,5 @@ def mixture_jensen_renyi(p: Mixture, q: Mixture, weight: float = 0.5) -> jax.Arr
     weight = _validate.check_number("weight", weight)
     if not 0.0 < weight < 1.0:
         raise ValueError(f"`weight` must lie strictly between 0 and 1; got {weight!r}.")
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     return _jensen_renyi_impl(p, q, weight)

@@ -21,9 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from jaxvi import _linalg, _validate
+from jaxvi import _linalg
+from jaxvi.kl._layout import check_mixture_pair
 from jaxvi.kl.estimates import MonteCarloEstimate, monte_carlo
 from jaxvi.kl.gaussian import _mvn_tril_pairs
+from jaxvi.kl.univariate import _bounds_impl
 from jaxvi.mixture import Mixture, component_log_prob
 
 __all__ = [
@@ -36,43 +38,6 @@ __all__ = [
     "mixture_variational",
     "mixture_variational_upper_bound",
 ]
-
-
-def _check_mixture(name: str, mix) -> Mixture:
-    """`mix` a `Mixture` of consistent shapes, finite, with positive normal scale diagonals;
-    its arrays cast to their common float dtype."""
-    if not isinstance(mix, Mixture):
-        raise ValueError(f"`{name}` must be a jaxvi.mixture.Mixture; got {type(mix).__name__}.")
-    logits, loc, tril = (jnp.asarray(a) for a in mix)
-    _validate.check_min_ndim(f"{name}.logits", logits, 1, "(..., K)")
-    _validate.check_min_ndim(f"{name}.loc", loc, 2, "(..., K, D)")
-    _validate.check_min_ndim(f"{name}.scale_tril", tril, 3, "(..., K, D, D)")
-    k, d = loc.shape[-2:]
-    _validate.check_same_size(f"{name}.logits", logits.shape[-1], f"{name}.loc", k,
-                              "number of components K")
-    _validate.check_same_size(f"{name}.scale_tril", tril.shape[-3], f"{name}.loc", k,
-                              "number of components K")
-    if tril.shape[-2:] != (d, d):
-        raise ValueError(f"`{name}.scale_tril` must have shape (..., K, {d}, {d}) to match "
-                         f"`{name}.loc`; got {tril.shape}.")
-    _validate.check_finite(f"{name}.logits", logits)
-    _validate.check_finite(f"{name}.loc", loc)
-    _validate.check_tril_scale(f"{name}.scale_tril", tril)
-    _validate.check_normal_range(f"{name}.scale_tril",
-                                 jnp.diagonal(tril, axis1=-2, axis2=-1), tril.dtype)
-    dtype = _validate.float_dtype(logits, loc, tril)
-    return Mixture(*_validate.as_float(dtype, logits, loc, tril))
-
-
-def _check_mixture_pair(p, q) -> tuple[Mixture, Mixture]:
-    """Both mixtures checked, of one event size D and broadcastable batch shapes, in one dtype."""
-    p = _check_mixture("p", p)
-    q = _check_mixture("q", q)
-    _validate.check_same_size("p.loc", p.loc.shape[-1], "q.loc", q.loc.shape[-1],
-                              "event size D (last axis)")
-    _validate.check_broadcastable("p", p.logits.shape[:-1], "q", q.logits.shape[:-1])
-    dtype = _validate.float_dtype(*p, *q)
-    return Mixture(*_validate.as_float(dtype, *p)), Mixture(*_validate.as_float(dtype, *q))
 
 
 _MIX_SIGNATURE = "(k),(k,d),(k,d,d),(j),(j,d),(j,d,d)->()"
@@ -224,7 +189,7 @@ def mixture_variational(p: Mixture, q: Mixture) -> jax.Array:
     p and q are single Gaussians; zero when p = q.
     p and q are single Gaussians; zero when p = q.
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     return _variational_impl(p, q)
 
 
@@ -239,7 +204,7 @@ def mixture_matched_upper_bound(p: Mixture, q: Mixture) -> jax.Array:
     through `jax.pure_callback`, so this works under `jit` and `vmap` (sequentially); gradients
     flow through the matched terms (the matching itself is locally constant).
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     k, j = p.logits.shape[-1], q.logits.shape[-1]
     if k > j:
         raise ValueError(f"`p` must have no more components than `q` for a one-to-one matching; "
@@ -256,7 +221,7 @@ def mixture_variational_upper_bound(
 
     p: K components, q: J components (any K, J), batch axes broadcast -> (...).
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     if int(num_iters) < 0:
         raise ValueError(f"`num_iters` must be non-negative; got {num_iters!r}.")
     return _variational_upper_impl(p, q, int(num_iters))
@@ -270,7 +235,7 @@ def mixture_lower_bound(p: Mixture, q: Mixture) -> jax.Array:
     (The variational lower bound on E_p log p, and Jensen's bound E_{f_a} log q ≤ log ∫ f_a q.)
     p: K components, q: J components, batch axes broadcast -> (...). May be negative.
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     return _lower_impl(p, q)
 
 
@@ -281,7 +246,7 @@ def mixture_product_upper_bound(p: Mixture, q: Mixture) -> jax.Array:
 
     p: K components, q: J components, batch axes broadcast -> (...).
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     return _product_upper_impl(p, q)
 
 
@@ -300,7 +265,7 @@ def mixture_bounds(p: Mixture, q: Mixture, num_iters: int = 20) -> MixtureKLBoun
     mixtures (D = 1) the guaranteed bounds of `jaxvi.kl.mixture_guaranteed_bounds_1d` (64 cuts
     per component) too.
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     uppers = [_variational_upper_impl(p, q, int(num_iters)), _product_upper_impl(p, q)]
     if p.logits.shape[-1] <= q.logits.shape[-1]:
         uppers.append(_matched_impl(p, q))
@@ -309,8 +274,6 @@ def mixture_bounds(p: Mixture, q: Mixture, num_iters: int = 20) -> MixtureKLBoun
         upper = jnp.minimum(upper, u)
     lower = jnp.maximum(_lower_impl(p, q), 0.0)
     if p.loc.shape[-1] == 1:
-        from jaxvi.kl.univariate import _bounds_impl  # imports this module
-
         guaranteed_lower, guaranteed_upper = _bounds_impl(p, q, 64)
         lower = jnp.maximum(lower, guaranteed_lower)
         upper = jnp.minimum(upper, guaranteed_upper)
@@ -326,5 +289,5 @@ def mixture_monte_carlo(
 
     Unbiased; the standard error shrinks as 1/√num_samples.
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     return monte_carlo(key, p, q, num_samples)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.scipy.special import ndtr
 
 from jaxvi import _validate
-from jaxvi.kl.mixtures import _check_mixture_pair
+from jaxvi.kl._layout import check_mixture_pair
 from jaxvi.mixture import Mixture
 
 __all__ = ["GuaranteedBounds", "mixture_guaranteed_bounds_1d"]
@@ -178,7 +178,7 @@ def mixture_guaranteed_bounds_1d(p: Mixture, q: Mixture, num_cuts: int = 64) -> 
     width is zero when K = J = 1. In float32 the bounds hold up to the round-off of their
     closed forms (about eps·(1 + |KL|)), not beyond.
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     if p.loc.shape[-1] != 1:
         raise ValueError("`p.loc` must describe one-dimensional mixtures (event size D = 1) "
                          f"for the guaranteed bounds; got D = {p.loc.shape[-1]}.")

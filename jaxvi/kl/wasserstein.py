@@ -29,7 +29,7 @@ from scipy.optimize import linprog
 
 from jaxvi import _linalg, _validate
 from jaxvi.kl import _layout
-from jaxvi.kl.mixtures import _check_mixture_pair
+from jaxvi.kl._layout import check_mixture_pair
 from jaxvi.mixture import Mixture
 
 __all__ = ["mixture_w2_squared", "w2_squared_diag", "w2_squared_mvn", "w2_squared_mvn_tril"]
@@ -176,5 +176,5 @@ def mixture_w2_squared(p: Mixture, q: Mixture) -> jax.Array:
     to the locations and scale factors) and the dual potentials for the weights; exact where
     the optimal plan is unique, a subgradient where it is not.
     """
-    p, q = _check_mixture_pair(p, q)
+    p, q = check_mixture_pair(p, q)
     return _layout.refuse_nan("mixture_w2_squared", _mixture_w2_impl(p, q), p.loc.dtype)

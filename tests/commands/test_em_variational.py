@@ -11,7 +11,7 @@ from shared_inputs import four_blobs
 
 from jaxvi.cli import main
 from jaxvi.em import variational as vb
-from jaxvi.em.variational_fit import fit_variational
+from jaxvi.em.variational import fit_variational
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """jaxvi.em.missing_fit (`fit(..., missing="marginalize")`): with no NaN it is complete-data
 EM; the observed-data log-likelihood never decreases (hypothesis over missing patterns); with
 30 % of the entries removed it recovers the truth better than EM on mean-imputed data; a NaN
-is still refused by default. `GaussianMixture(missing="marginalize")` (jaxvi/sklearn.py's
-hook into this fit) is tested here too, on the same fit, whose compiled loop it reuses."""
+is still refused by default. `GaussianMixture(missing="marginalize")`
+(jaxvi/estimators/gaussian_mixture.py's hook into this fit) is tested here too, on the same
+fit, whose compiled loop it reuses."""
 
 import jax
 import jax.numpy as jnp

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from jaxvi import em
-from jaxvi.em import variational_fit
+from jaxvi.em import variational
 
 # Weights 0..3 whose sum equals the number of rows, so that the weighted data and the data
 # with rows repeated have the same shape (one compiled fit serves both).
@@ -89,8 +89,8 @@ def test_integer_weights_equal_repeated_rows_in_fit_variational(x64, data):
     x, w, x_rep = data
     centres = x_rep[[0, 20, 40]]
     resp = jax.nn.one_hot(np.argmin(((x_rep[:, None] - centres) ** 2).sum(-1), 1), 3)
-    prior = variational_fit.checked_prior(jnp.asarray(x_rep), "full", 3)
-    post0 = variational_fit.initialize_from_resp(
+    prior = variational.checked_prior(jnp.asarray(x_rep), "full", 3)
+    post0 = variational.initialize_from_resp(
         jnp.asarray(x_rep), resp, prior, covariance_type="full",
         weight_type="dirichlet_process", reg_covar=1e-6)
     kw = dict(key=jax.random.key(0), init=post0, max_iter=5, tol=0.0)

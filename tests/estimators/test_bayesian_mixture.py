@@ -18,7 +18,7 @@ from sklearn.mixture import BayesianGaussianMixture as SkBGM
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxvi
-from jaxvi.sklearn_variational import BayesianGaussianMixture
+from jaxvi.estimators import BayesianGaussianMixture
 
 K, N_ITER = 4, 8
 # What a warm start copies: the variational parameters (scikit-learn's `_get_parameters`).

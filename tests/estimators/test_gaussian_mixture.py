@@ -1,6 +1,8 @@
 """jaxvi.GaussianMixture: scikit-learn's estimator checks, agreement with scikit-learn's
 GaussianMixture, and use inside a Pipeline."""
 
+import contextlib
+import io
 import warnings
 
 import jax
@@ -14,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxvi
-from jaxvi.sklearn import GaussianMixture
+from jaxvi.estimators import GaussianMixture
 
 
 @parametrize_with_checks([GaussianMixture()])
@@ -58,6 +60,50 @@ def test_matches_sklearn_from_same_init(cov):
     assert ours.aic(x) == pytest.approx(ref.aic(x), rel=1e-10)
     # Computation was float64, yet nothing global changed.
     assert ours.means_.dtype == np.float64 and not jax.config.jax_enable_x64
+
+
+def test_verbose_prints_progress_and_quiet_prints_nothing():
+    """scikit-learn's `verbose` / `verbose_interval` (issue 27): nothing at verbose=0; at
+    verbose >= 1 the best restart's lower bound every verbose_interval iterations and a last
+    line saying whether it converged, with the time and the final lower bound."""
+    x = blobs()
+    kw = dict(n_components=3, covariance_type="full", tol=0.0, max_iter=15, **inits("full"))
+    outputs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for verbose in (0, 1, 2):
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                gm = GaussianMixture(**kw, verbose=verbose, verbose_interval=5).fit(x)
+            outputs[verbose] = out.getvalue()
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            GaussianMixture(3, n_init=2, random_state=0, verbose=1).fit(x)
+    assert outputs[0] == ""
+    assert outputs[1].splitlines()[:-1] == outputs[2].splitlines()[:-1]  # but the time
+    lines = outputs[1].splitlines()
+    assert lines[0] == "Initialization: the best of 1"
+    assert [ln.split("\t")[0].strip() for ln in lines[1:-1]] == [
+        "Iteration 5", "Iteration 10", "Iteration 15"]
+    assert f"{gm.lower_bounds_[9]:.5f}" in lines[2]
+    assert lines[-1].startswith("Initialization did not converge. time lapse ")
+    assert lines[-1].endswith(f"lower bound {gm.lower_bound_:.5f}.")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Initialization: the best of 2"
+    assert lines[-1].startswith("Initialization converged.")
+    with pytest.raises(ValueError, match="verbose_interval"):
+        GaussianMixture(3, verbose_interval=0).fit(x)
+    with pytest.raises(ValueError, match="verbose"):
+        GaussianMixture(3, verbose=-1).fit(x)
+
+
+def test_old_module_paths_still_import():
+    """`jaxvi.sklearn` and `jaxvi.sklearn_variational` re-export the estimators, which live in
+    `jaxvi.estimators` now."""
+    from jaxvi import estimators, sklearn, sklearn_variational
+
+    assert sklearn.GaussianMixture is GaussianMixture is estimators.GaussianMixture
+    assert sklearn.BaseMixture is estimators.BaseMixture
+    assert (sklearn_variational.BayesianGaussianMixture is estimators.BayesianGaussianMixture
+            is jaxvi.BayesianGaussianMixture)
 
 
 def test_pipeline_warm_start_sample_and_top_level_name():

@@ -1,4 +1,4 @@
-"""jaxvi.em.variational_online: stochastic VI over shuffled mini-batches ends near the
+"""jaxvi.em.variational.online: stochastic VI over shuffled mini-batches ends near the
 full-batch VB-EM fit; its step is the natural-gradient (convex) step on the statistics; bad
 arguments name themselves."""
 
@@ -10,8 +10,7 @@ from shared_inputs import four_blobs
 
 from jaxvi import em
 from jaxvi.em import variational as vb
-from jaxvi.em.variational_fit import fit_variational, variational_step
-from jaxvi.em.variational_online import fit_variational_minibatch
+from jaxvi.em.variational import fit_variational, fit_variational_minibatch, variational_step
 
 
 def _three_blobs():

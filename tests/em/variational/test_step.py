@@ -16,7 +16,7 @@ from sklearn.mixture import BayesianGaussianMixture
 from jaxvi import em
 from jaxvi.em import step as em_step_module
 from jaxvi.em import variational as vb
-from jaxvi.em.variational_fit import initialize_from_resp, variational_step
+from jaxvi.em.variational import initialize_from_resp, variational_step
 
 COV_TYPES = em.COVARIANCE_TYPES
 WEIGHT_TYPES = vb.WEIGHT_PRIOR_TYPES

@@ -1,4 +1,4 @@
-"""jaxvi.em.variational_fit: `fit_variational`'s loop equals its steps, warm starts continue a
+"""jaxvi.em.variational.fit: `fit_variational`'s loop equals its steps, warm starts continue a
 fit, the Dirichlet-process prior switches off the components the data do not need, a
 non-finite fit is refused, bad arguments name themselves, a mesh gives the single-device fit."""
 
@@ -12,7 +12,7 @@ from shared_inputs import four_blobs
 from jaxvi import em
 from jaxvi.em import init as em_init
 from jaxvi.em import variational as vb
-from jaxvi.em.variational_fit import fit_variational, initialize_from_resp, variational_step
+from jaxvi.em.variational import fit_variational, initialize_from_resp, variational_step
 
 LOOP_CASES = [("full", "dirichlet_process"), ("tied", "dirichlet_distribution"),
               ("diag", "dirichlet_process"), ("spherical", "dirichlet_distribution")]
@@ -61,6 +61,33 @@ def test_warm_start_of_the_wrong_shape_names_the_field(blobs):
     with pytest.raises(ValueError, match="`init.weight_concentration`"):
         fit_variational(x, 4, **dict(kw, init=post,
                                      weight_concentration_prior_type="dirichlet_process"))
+
+
+def test_posterior_carries_its_types(blobs):
+    """The fitted q carries its covariance type and weight prior's type, so
+    `mixture_weights(post)` and `expected_gmm(post)` need no second argument (the old
+    two-argument forms give the same); a q without them asks for them; a warm start of
+    another type is refused, naming `init`."""
+    x = blobs(seed=8, n_per=20, d=2)
+    kw = dict(key=jax.random.key(2), covariance_type="diag", max_iter=2,
+              weight_concentration_prior_type="dirichlet_distribution")
+    post = fit_variational(x, 4, **kw).posterior
+    assert (post.covariance_type, post.weight_type) == ("diag", "dirichlet_distribution")
+    np.testing.assert_array_equal(vb.mixture_weights(post),
+                                  vb.mixture_weights(post, "dirichlet_distribution"))
+    gmm = vb.expected_gmm(post)
+    old = vb.expected_gmm(post, covariance_type="diag", weight_type="dirichlet_distribution")
+    assert gmm.covariance_type == "diag"
+    np.testing.assert_array_equal(gmm.weights, old.weights)
+    bare = post._replace(covariance_type=None, weight_type=None)
+    with pytest.raises(ValueError, match="weight_type"):
+        vb.mixture_weights(bare)
+    np.testing.assert_array_equal(vb.mixture_weights(bare, "dirichlet_distribution"),
+                                  vb.mixture_weights(post))
+    again = fit_variational(x, 4, **dict(kw, init=bare)).posterior  # takes the fit's types
+    assert (again.covariance_type, again.weight_type) == ("diag", "dirichlet_distribution")
+    with pytest.raises(ValueError, match="`init`.*covariance_type"):
+        fit_variational(x, 4, **dict(kw, init=post._replace(covariance_type="spherical")))
 
 
 def _three_blobs(n_per=150):
@@ -133,8 +160,7 @@ MESH_SCRIPT = """
 import json
 import jax, numpy as np
 from jaxvi import distributed
-from jaxvi.em.variational_fit import fit_variational
-from jaxvi.em.variational_online import fit_variational_minibatch
+from jaxvi.em.variational import fit_variational, fit_variational_minibatch
 
 assert jax.device_count() == 4, jax.devices()
 

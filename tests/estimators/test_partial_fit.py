@@ -12,7 +12,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.preprocessing import StandardScaler
 
 from jaxvi import em
-from jaxvi.sklearn import GaussianMixture
+from jaxvi.estimators import GaussianMixture
 
 
 def test_partial_fit_after_fit_moves_by_one_batch_of_its_size():

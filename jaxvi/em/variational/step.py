@@ -1,11 +1,10 @@
-"""Variational Bayesian EM (VB-EM) for Gaussian mixtures: the posterior q(π) q(μ, Λ), its
-closed-form E and M steps from EM's additive `Stats`, and the evidence lower bound, all as
-scikit-learn's `BayesianGaussianMixture` computes them (Bishop PRML §10.2; Blei & Jordan 2006
-for the truncated stick-breaking Dirichlet process).
+"""VB-EM's E and M steps and lower bound, all as scikit-learn's `BayesianGaussianMixture`
+computes them (Bishop PRML §10.2; Blei & Jordan 2006 for the truncated stick-breaking
+Dirichlet process), on EM's additive `Stats`.
 
 An iteration reuses EM's pieces unchanged:
 
-    gmm = expected_gmm(post, ...)                           # E[ln π_k], E[ln|Λ_k|], D/β_k folded in
+    gmm = expected_gmm(post)                                # E[ln π_k], E[ln|Λ_k|], D/β_k folded in
     stats, sum_ll, centres = <EM's fused E step>(gmm)       # Σr, Σr x, Σr x xᵀ (chunked, psum)
     entropy = resp_entropy(gmm, stats, centres, sum_ll)     # −Σ r ln r, from the same Stats
     post = variational_m_step(stats, centres, prior, ...)   # conjugate update
@@ -14,13 +13,10 @@ An iteration reuses EM's pieces unchanged:
 The expected log-density under q is ln N(x; m_k, (ν_k W_k)⁻¹) plus a per-component constant,
 E[ln π_k] + ½(E[ln|Λ_k|] − D ln ν_k − D/β_k), so the E step is EM's E step on the `GMM`
 `expected_gmm` builds: means m_k, covariances (ν_k W_k)⁻¹ (scikit-learn's `covariances_`)
-and weights the softmax of those constants. Layouts follow scikit-learn: covariances full
-(K, D, D), tied (D, D), diag (K, D), spherical (K,); degrees of freedom (K,), tied ().
+and weights the softmax of those constants.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,98 +25,31 @@ from jax.scipy.special import betaln, digamma, gammaln
 from jaxvi import _linalg
 from jaxvi.em import covariance
 from jaxvi.em.model import GMM, Stats, component_precisions
-from jaxvi.em.stats import weighted_covariance, weighted_mean
 from jaxvi.em.step import component_scatter
-
-WEIGHT_PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
-
-
-class VariationalPrior(NamedTuple):
-    """The conjugate prior of VB-EM, with scikit-learn's names (defaults: `default_prior`).
-
-    weight_concentration_prior: () γ > 0 (Dirichlet(γ·1), or the sticks' Beta(1, γ));
-    mean_precision_prior: () β0 > 0; mean_prior: (D,) m0; degrees_of_freedom_prior: () ν0 > D − 1;
-    covariance_prior: W0⁻¹ in scikit-learn's layout: full/tied (D, D), diag (D,), spherical ().
-    """
-
-    weight_concentration_prior: jax.Array
-    mean_precision_prior: jax.Array
-    mean_prior: jax.Array
-    degrees_of_freedom_prior: jax.Array
-    covariance_prior: jax.Array
+from jaxvi.em.variational.model import (
+    VariationalPosterior,
+    VariationalPrior,
+    expected_log_weights,
+    settings,
+)
 
 
-class VariationalPosterior(NamedTuple):
-    """q(π) q(μ, Λ), scikit-learn's fitted attributes.
-
-    weight_concentration: Dirichlet (K,) α_k, or the sticks' Beta parameters (2, K) (a_k, b_k)
-    for "dirichlet_process"; mean_precision: (K,) β_k; means: (K, D) m_k; degrees_of_freedom:
-    (K,) ν_k, () for tied; covariances: (ν_k W_k)⁻¹ (scikit-learn's `covariances_`: full
-    (K, D, D), tied (D, D), diag (K, D), spherical (K,)); scale_tril: their lower Cholesky
-    factors for full/tied, None for diag/spherical.
-    """
-
-    weight_concentration: jax.Array
-    mean_precision: jax.Array
-    means: jax.Array
-    degrees_of_freedom: jax.Array
-    covariances: jax.Array
-    scale_tril: jax.Array | None
-
-
-def default_prior(x: jax.Array, *, covariance_type: str = "full", n_components: int,
-                  weight_concentration_prior=None, mean_precision_prior=None, mean_prior=None,
-                  degrees_of_freedom_prior=None, covariance_prior=None, sample_weight=None
-                  ) -> VariationalPrior:
-    """scikit-learn's prior for x: (N, D): each argument left None takes its default:
-    1/K, 1, the data mean, D, and the data covariance (ddof 1; its diagonal for diag, the
-    mean of that for spherical). With sample_weight (N,): the weighted mean and the
-    frequency-weighted covariance (those of x with rows repeated: `weighted_covariance`).
-    A traced primitive (no checks: `fit_variational` checks)."""
-    dt = x.dtype
-    d = x.shape[-1]
-    if covariance_prior is None:
-        if covariance.of(covariance_type).matrix:
-            covariance_prior = weighted_covariance(x, sample_weight)
-        else:
-            var = (jnp.var(x, axis=0, ddof=1) if sample_weight is None
-                   else jnp.diagonal(weighted_covariance(x, sample_weight)))
-            covariance_prior = var if covariance_type == "diag" else jnp.mean(var)
-    return VariationalPrior(
-        jnp.asarray(1.0 / n_components if weight_concentration_prior is None
-                    else weight_concentration_prior, dt),
-        jnp.asarray(1.0 if mean_precision_prior is None else mean_precision_prior, dt),
-        jnp.asarray(weighted_mean(x, sample_weight) if mean_prior is None else mean_prior, dt),
-        jnp.asarray(d if degrees_of_freedom_prior is None else degrees_of_freedom_prior, dt),
-        jnp.asarray(covariance_prior, dt),
-    )
-
-
-def expected_log_weights(weight_concentration: jax.Array, weight_type: str) -> jax.Array:
-    """E_q[ln π_k] (K,): ψ(α_k) − ψ(Σα) (Dirichlet), or for the sticks v_k ~ Beta(a_k, b_k)
-    E[ln v_k] + Σ_{j<k} E[ln(1 − v_j)]."""
-    if weight_type == "dirichlet_distribution":
-        return digamma(weight_concentration) - digamma(jnp.sum(weight_concentration))
-    a, b = weight_concentration
-    total = digamma(a + b)
-    log_rest = digamma(b) - total
-    return digamma(a) - total + jnp.cumsum(log_rest) - log_rest
-
-
-def _log_lambda(nu: jax.Array, d: int) -> jax.Array:
+def log_lambda(nu: jax.Array, d: int) -> jax.Array:
     """E[ln|Λ|] − ln|W| = D ln 2 + Σ_{i<D} ψ((ν − i)/2), any shape of ν."""
     i = jnp.arange(d, dtype=nu.dtype)
     return d * jnp.log(2.0).astype(nu.dtype) + jnp.sum(digamma(0.5 * (nu[..., None] - i)), -1)
 
 
-def expected_gmm(post: VariationalPosterior, *, covariance_type: str, weight_type: str) -> GMM:
+def expected_gmm(post: VariationalPosterior, *, covariance_type: str | None = None,
+                 weight_type: str | None = None) -> GMM:
     """The `GMM` whose joint log-density log w_k + log N(x; m_k, (ν_k W_k)⁻¹) is, up to a
     constant in k, E_q[ln π_k + ln N(x; μ_k, Λ_k⁻¹)]: EM's E step on it gives VB-EM's
-    responsibilities. One posterior (no batch axis)."""
+    responsibilities. One posterior (no batch axis); the types default to those it carries."""
+    covariance_type, weight_type = settings(post, covariance_type, weight_type)
     k, d = post.means.shape
     nu = jnp.broadcast_to(post.degrees_of_freedom, (k,))
     log_w = (expected_log_weights(post.weight_concentration, weight_type)
-             + 0.5 * (_log_lambda(nu, d) - d * jnp.log(nu) - d / post.mean_precision))
+             + 0.5 * (log_lambda(nu, d) - d * jnp.log(nu) - d / post.mean_precision))
     return GMM(jax.nn.softmax(log_w), post.means, post.covariances, covariance_type,
                post.scale_tril)
 
@@ -195,7 +124,7 @@ def variational_m_step(stats: Stats, centres: jax.Array, prior: VariationalPrior
     if kind.matrix:
         scale_tril = _linalg.cholesky(cov)
     return VariationalPosterior(_weight_concentration(nk, gamma0, weight_type), beta, means,
-                                nu, cov, scale_tril)
+                                nu, cov, scale_tril, covariance_type, weight_type)
 
 
 def _log_det_precision_chol(post: VariationalPosterior, covariance_type: str, d: int):
@@ -226,12 +155,3 @@ def lower_bound(post: VariationalPosterior, entropy: jax.Array, *, covariance_ty
     return entropy - log_wishart - log_norm_weight - 0.5 * d * jnp.sum(jnp.log(post.mean_precision))
 
 
-def mixture_weights(post: VariationalPosterior, weight_type: str) -> jax.Array:
-    """E_q[π] (K,), scikit-learn's `weights_`."""
-    conc = post.weight_concentration
-    if weight_type == "dirichlet_distribution":
-        return conc / jnp.sum(conc)
-    a, b = conc
-    stick = b / (a + b)
-    w = a / (a + b) * jnp.concatenate([jnp.ones((1,), a.dtype), jnp.cumprod(stick[:-1])])
-    return w / jnp.sum(w)

@@ -5,7 +5,8 @@ import jax
 import numpy as np
 
 from jaxvi.vae.model import VAEConfig
-from jaxvi.vae.pretrain import consensus_labels, fit_code_gmm, pretrain, prior_from_labels
+from jaxvi.vae.clusters import consensus_labels, fit_code_gmm, prior_from_labels
+from jaxvi.vae.pretrain import pretrain
 from jaxvi.vae.recipe import TrainConfig
 
 

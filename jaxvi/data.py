@@ -89,7 +89,8 @@ def load_array(path: str | Path) -> Dataset:
     (arrays `x` and optionally `y`; or `x_train`, `x_test`, `y_train`, `y_test`, as Keras's
     `mnist.npz`; or a single array), or IDX files (`jaxvi.idx.idx_arrays`: an
     `...-images-idx3-ubyte[.gz]` file with its labels and test files beside it, or the folder
-    holding `train-images-idx3-ubyte[.gz]`). Without a given test set, a fixed 80/20 split (stratified when labels exist).
+    holding `train-images-idx3-ubyte[.gz]`). Without a given test set, a fixed 80/20 split
+    (stratified when labels exist).
     Images (N, H, W) are flattened; uint8 arrays (0–255) are scaled to [0, 1] (the factor is
     the `Dataset`'s `input_scale`, taken from `x` or `x_train`).
 

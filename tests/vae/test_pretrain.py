@@ -4,8 +4,8 @@ and pretraining copes with more neighbours than points."""
 import jax
 import numpy as np
 
-from jaxvi.vae.model import VAEConfig
 from jaxvi.vae.clusters import consensus_labels, fit_code_gmm, prior_from_labels
+from jaxvi.vae.model import VAEConfig
 from jaxvi.vae.pretrain import pretrain
 from jaxvi.vae.recipe import TrainConfig
 

@@ -76,15 +76,15 @@ class TrainConfig:
     """
 
     epochs: int = 60
-    steps: int | None = 6000
+    steps: int | None = 3000
     batch_size: int = 128
     learning_rate: float = 1e-3
     pretrain_epochs: int = 100
     pretrain_steps: int | None = 4000
     pretrain_learning_rate: float = 1e-3
-    pretrain_neighbors: int = 5
+    pretrain_neighbors: int = 0
     neighbor_dims: int = 64
-    restarts: int = 10
+    restarts: int = 1
     n_samples: int = 1
     seed: int = 0
     checkpoint_every: int = 500
@@ -93,7 +93,7 @@ class TrainConfig:
     inference: str = "elbo"
     wake_sleep_samples: int = 16
     consensus_weight: float = 3.0
-    consensus_smoothing: int = 15
+    consensus_smoothing: int = 0
     embedding: str = "umap"
     embedding_neighbors: int = 20
 

@@ -227,3 +227,32 @@ def check_unit_interval(name: str, a, why: str = "") -> None:
             f"{float(np.max(arr)):.4g}]. Scale it to [0, 1] (uint8 images are divided by 255 "
             "on load) or use likelihood='gaussian'."
         )
+
+
+def check_gaussian_scale(name: str, x, min_scale: float, dtype=np.float32,
+                         headroom: float = 1e-3) -> None:
+    """x: (N, D) data of a Gaussian likelihood whose standard deviations are floored at
+    `min_scale` (the VAE's decoder): its largest point's Σ_d x_d² / (2 min_scale²), the
+    log-likelihood's quadratic term about a zero mean, stays within `headroom` times the
+    largest `dtype` value (room for the sums over a batch and the gradients). Data of a larger
+    scale overflow in training (a NaN/Inf loss in the first epoch); a `ValueError` names `name`,
+    the data's largest magnitude and the scale that fits. Concrete arrays only."""
+    if not is_concrete(x) or np.size(x) == 0:
+        return
+    arr = np.asarray(x)
+    biggest = float(np.max(np.abs(arr)))
+    limit = float(np.finfo(dtype).max) * headroom
+    d = arr.shape[-1]
+    if biggest == 0 or d * (biggest / min_scale) ** 2 / 2 <= limit:  # the bound suffices
+        return
+    rows = np.sum(np.square(arr / np.asarray(biggest, arr.dtype)), axis=-1, dtype=np.float64)
+    quad = float(np.max(rows)) * (biggest / min_scale) ** 2 / 2
+    if quad > limit:
+        fits = min_scale * math.sqrt(2 * limit / d)
+        raise ValueError(
+            f"{name} has values up to {biggest:.3g} in magnitude: with them the Gaussian "
+            f"likelihood's Σ (x − mean)²/(2σ²), σ ≥ min_scale = {min_scale:g}, reaches "
+            f"{quad:.3g} at the largest point, beyond what {np.dtype(dtype).name} training "
+            f"holds ({limit:.3g}; for {d} features, values up to about {fits:.3g}). Rescale "
+            f"the data (e.g. divide it by {biggest:.3g}) or standardise its features."
+        )

@@ -19,9 +19,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxvi import _linalg, _validate, em
 from jaxvi.em import checks as em_checks
-from jaxvi.em import covariance, online
+from jaxvi.em import covariance, online, online_starts
+from jaxvi.em import init as em_init
 from jaxvi.em.missing_fit import mean_imputed
 
+_PARTIAL_FIT_STARTS = 16  # partial_fit's starts from scratch (at least; n_init if more)
+_PARTIAL_FIT_WARMUP = 30  # batches they run side by side before the best is kept
 _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
 
@@ -304,7 +307,6 @@ class GaussianMixture(BaseMixture):
         X = self._fit_input(X)
         w = self._sample_weight(sample_weight, X.shape[0])
         rng = check_random_state(self.random_state)
-        self.__dict__.pop("stepwise_state_", None)
         with jax.enable_x64(True):
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
             x = jnp.asarray(X)
@@ -324,55 +326,84 @@ class GaussianMixture(BaseMixture):
             self.lower_bounds_ = [float(v) for v in np.asarray(result.history)[: self.n_iter_]]
             self.lower_bound_ = float(result.log_likelihood)
             labels = self._log_resp(x).argmax(axis=1)
+            self.__dict__.pop("stepwise_state_", None)
+            resumed = self._resume_state(x, w)
+            if resumed is not None:
+                self.stepwise_state_ = resumed
         self._warn_if_not_converged()
         return labels
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """One step of stepwise EM on the batch X: (n_samples, n_features) with weights
-        sample_weight (n_samples,) or None (`jaxvi.online.stepwise_step`). The first call
-        initialises the mixture on X (or continues the one already fitted). Returns self."""
+        sample_weight (n_samples,) or None (`jaxvi.em.online.stepwise_step`). After `fit`,
+        the stream continues the fit: its data count as the batches already seen (their
+        running statistics, `online.stepwise_resume`), so one batch moves the fitted model
+        by what one batch of its size should. From scratch, max(n_init, 16) starts drawn on
+        the first batch run side by side through the first 30 batches (the fitted attributes
+        those of the one that predicts the batches best), then the best is continued alone
+        (`jaxvi.em.online_starts`). Returns self."""
         self._check_parameters()
         fitted = hasattr(self, "means_")
         X = validate_data(self, X, reset=not fitted, dtype=[np.float64, np.float32])
         X = np.asarray(X, dtype=np.float64)
         w = self._sample_weight(sample_weight, X.shape[0])
-        fixed = em_checks.fixed_mask(self.fixed)
         with jax.enable_x64(True):
             x = jnp.asarray(X)
             state = getattr(self, "stepwise_state_", None)
             if state is None:
-                state = online.stepwise_init(self._initial_gmm(x, w, fitted), x, w)
+                state = self._stepwise_start(x, w, fitted)
+            if online_starts.steps(state) == 0:  # the first batch (or the first after fit)
                 self.lower_bounds_ = []
             state = jax.tree_util.tree_map(jnp.asarray, state)
             with _linalg.single_threaded_lapack():
-                state, ll = online.stepwise_step(
-                    state, x, w, rho=online.step_size(int(state.step), self.learning_decay),
-                    reg_covar=float(self.reg_covar), fixed=fixed)
+                state, ll = online_starts.advance(state, x, w)
             self.stepwise_state_ = jax.tree_util.tree_map(np.asarray, state)
-            self._set_from_gmm(state.gmm)
+            self._set_from_gmm(online_starts.current_gmm(state))
         self.lower_bounds_.append(float(ll))
         self.lower_bound_ = self.lower_bounds_[-1]
-        self.n_iter_ = int(self.stepwise_state_.step)
+        self.n_iter_ = len(self.lower_bounds_)
         self.converged_ = (len(self.lower_bounds_) > 1 and abs(
             self.lower_bounds_[-1] - self.lower_bounds_[-2]) < self.tol)
         return self
 
-    def _initial_gmm(self, x, w, fitted) -> em.GMM:
-        """The mixture stepwise EM starts from: the fitted one, the user's init, or one
-        initialised on the first batch x (weighted by w)."""
+    def _stepwise_settings(self) -> dict:
+        return dict(kappa=float(self.learning_decay), reg_covar=float(self.reg_covar),
+                    fixed=em_checks.fixed_mask(self.fixed))
+
+    def _resume_state(self, x, w):
+        """After `fit` on x: (N, D) (weights w (N,)): the stepwise state whose earlier
+        batches were x's rows (with `missing`, its complete rows; None when it has none)."""
+        if self.missing is not None:
+            complete = np.all(np.isfinite(np.asarray(x)), axis=1)
+            if not complete.any():
+                return None
+            x, w = x[complete], None if w is None else w[complete]
+        with _linalg.single_threaded_lapack():
+            state = online.stepwise_resume(self._gmm(), x, None if w is None else jnp.asarray(w),
+                                           **self._stepwise_settings())
+        return jax.tree_util.tree_map(np.asarray, state)
+
+    def _stepwise_start(self, x, w, fitted):
+        """The stepwise state of the first partial_fit: the fitted mixture continued, the
+        user's init, or `Candidates` drawn on the first batch x (weighted by w)."""
+        settings = self._stepwise_settings()
         if fitted:
-            return self._gmm()
+            return online.stepwise_init(self._gmm(), x, w, **settings)
         if x.shape[0] < self.n_components:
             raise ValueError("Expected n_samples >= n_components but got n_components = "
                              f"{self.n_components}, n_samples = {x.shape[0]}")
         key = jax.random.key(check_random_state(self.random_state).randint(
             np.iinfo(np.int32).max))
         init = self._user_init(x, key, w)
-        if init is None:
-            init = em.initialize(key, x, self.n_components, covariance_type=self.covariance_type,
-                                 init=_INIT_PARAMS[self.init_params],
-                                 reg_covar=float(self.reg_covar), sample_weight=w)
-        return init
+        if init is not None:
+            return online.stepwise_init(init, x, w, **settings)
+        keys = jax.random.split(key, max(int(self.n_init), _PARTIAL_FIT_STARTS))
+        with _linalg.single_threaded_lapack():
+            gmms = em_init.initial_gmms(x, keys, self.n_components, self.covariance_type,
+                                        _INIT_PARAMS[self.init_params], float(self.reg_covar),
+                                        None, None if w is None else jnp.asarray(w))
+        return online_starts.candidates_init(gmms, x, w, warmup=_PARTIAL_FIT_WARMUP,
+                                             **settings)
 
     def _n_parameters(self) -> int:
         with jax.enable_x64(True):

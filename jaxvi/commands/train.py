@@ -127,7 +127,8 @@ def run(args) -> int:
             raise ValueError(f"`--devices` must be between 1 and the {len(available)} local "
                              f"device(s); got {args.devices}.")
         mesh = distributed.data_mesh(available[: args.devices])
-    recipe.check_train_inputs(ds.x_train, mc, tc, x_test=ds.x_test, mesh=mesh)
+    recipe.check_train_inputs(ds.x_train, mc, tc, x_test=ds.x_test, mesh=mesh,
+                              where=f"`--data` {str(args.data)!r}: ")
     ckpt = out / "checkpoint"
     if not (args.overwrite and not args.resume):
         recipe.check_fresh_checkpoint_dir(ckpt, args.resume)

@@ -27,38 +27,34 @@ from jaxvi.em.model import (
 
 
 def whitening(gmm: GMM):
-    """The precise kernel's parameters: (c (D,), W, b, log-normaliser (K,)) with the
-    whitened residual z_nk = L_k⁻¹(x_n − μ_k) = W_k (x_n − c) − b_k about c = the
-    coordinate-wise median of the means (robust to a few far components), so that
+    """The precise kernel's parameters: (W, log-normaliser (K,)) with the whitened residual
+    z_nk = W_k (x_n − μ_k) = L_k⁻¹(x_n − μ_k), so that
     log w_k + log N(x_n; μ_k, Σ_k) = −½|z_nk|² + log-normaliser_k.
-    full/tied: W (K·D, D), b (K·D,); diag/spherical: W = 1/σ (K, D), b (K, D)."""
-    k, d = gmm.n_components, gmm.n_features
-    centre = jax.lax.stop_gradient(jnp.median(gmm.means, axis=0))
-    m = gmm.means - centre
+    full/tied: W = L⁻¹ (K, D, D); diag/spherical: W = 1/σ (K, D)."""
+    d = gmm.n_features
     if covariance.of(gmm.covariance_type).matrix:
         chol = component_scale_tril(gmm)
-        inv = _linalg.tril_inverse(chol)
-        w = inv.reshape(k * d, d)
-        b = jnp.einsum("kij,kj->ki", inv, m, precision=MATMUL_PRECISION).reshape(k * d)
+        w = _linalg.tril_inverse(chol)
         logdet = _linalg.logdet_tril(chol)
     else:
         var = component_variances(gmm)
         w = jax.lax.rsqrt(var)
-        b = m * w
         logdet = jnp.sum(jnp.log(var), axis=-1)
     norm = jnp.log(gmm.weights) - 0.5 * (logdet + d * _linalg.LOG_2PI)
-    return centre, w, b, norm
+    return w, norm
 
 
 def _whitened_sq_norms(x: jax.Array, gmm: GMM, params) -> jax.Array:
-    """|z_nk|² (N, K) of the precise kernel, from `whitening`'s params. x: (N, D)."""
-    centre, w, b, _ = params
-    k, d = gmm.n_components, gmm.n_features
-    xc = x - centre
+    """|z_nk|² (N, K) of the precise kernel, from `whitening`'s params. x: (N, D). The
+    residuals x_n − μ_k are formed first, so a point's round-off is relative to its distance
+    from each mean, not from a common centre (a far component's own points stay accurate:
+    30 outliers at 1e7 lost 0.2 nats each in float32 about the median of the means)."""
+    w, _ = params
+    diff = x[:, None, :] - gmm.means  # (N, K, D)
     if covariance.of(gmm.covariance_type).matrix:
-        z = (jnp.matmul(xc, w.T, precision=MATMUL_PRECISION) - b).reshape(x.shape[0], k, d)
+        z = jnp.einsum("kij,nkj->nki", w, diff, precision=MATMUL_PRECISION)
     else:
-        z = xc[:, None, :] * w - b
+        z = diff * w
     return jnp.sum(z * z, axis=-1)
 
 
@@ -66,14 +62,14 @@ def joint_log_prob(x: jax.Array, gmm: GMM, params=None) -> jax.Array:
     """log w_k + log N(x_n; μ_k, Σ_k) (N, K) by the precise kernel; x: (N, D); `params`:
     `whitening(gmm)` when already computed."""
     params = whitening(gmm) if params is None else params
-    return -0.5 * _whitened_sq_norms(x, gmm, params) + params[3]
+    return -0.5 * _whitened_sq_norms(x, gmm, params) + params[1]
 
 
 def component_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
     """log N(x_n; μ_k, Σ_k) for all pairs. x: (N, D) -> (N, K). Through whitened residuals
-    L_k⁻¹(x_n − μ_k) (one (N, D)×(D, K·D) matmul), accurate in float32 also for
-    ill-conditioned covariances and far-apart components. A traced primitive: `log_prob`
-    and `e_step` validate."""
+    L_k⁻¹(x_n − μ_k) (the residuals first), accurate in float32 also for ill-conditioned
+    covariances, far-apart components and points far from the origin. A traced primitive:
+    `log_prob` and `e_step` validate."""
     return joint_log_prob(x, gmm) - jnp.log(gmm.weights)
 
 

@@ -13,8 +13,8 @@ from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.loop import ascent_loop, best_restart, finite_along
 from jaxvi.em.model import GMM, FitResult, Prior, with_scale_tril
-from jaxvi.em.stats import chunk_layout, feature_chunks, to_chunks
-from jaxvi.em.step import em_update, identity
+from jaxvi.em.stats import chunk_layout, feature_chunks, log_likelihood_sum, to_chunks
+from jaxvi.em.step import em_update, identity, per_restart
 
 
 def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
@@ -42,9 +42,14 @@ def all_finite(gmm: GMM) -> jax.Array:
 
 def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
                   fixed=None):
-    """Run the EM loop from each of the batched initial GMMs and keep the best restart by
-    final log-likelihood (a NaN fit never wins; ties go to the first)."""
+    """Run the EM loop from each of the batched initial GMMs, score the GMMs it returns (one
+    more E pass, by the precise kernel: the loop's last objective is that of the parameters
+    before the last M step, and may be the fast kernel's) and keep the best restart by that
+    log-likelihood (a NaN fit never wins; ties go to the first)."""
     results = _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine, fixed)
+    sums = per_restart(lambda g: log_likelihood_sum(xb, mask, g), results.gmm)
+    sums, count = combine((sums, jnp.sum(mask)))
+    results = results._replace(log_likelihood=sums / count)
     return best_restart(results, results.gmm, results.log_likelihood)
 
 

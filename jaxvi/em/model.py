@@ -101,9 +101,11 @@ class Prior(NamedTuple):
 class FitResult(NamedTuple):
     """Result of `fit` / `fit_minibatch`.
 
-    gmm: the fitted mixture (after the last M step). log_likelihood: () mean log-likelihood at
-    the last E step, i.e. of the parameters before the last M step (scikit-learn's
-    `lower_bound_`; EM never decreases it, so the returned gmm scores at least this).
+    gmm: the fitted mixture (after the last M step). log_likelihood: () mean log-likelihood;
+    `fit` on complete data: of the returned gmm (a last E pass by the precise kernel, as
+    accurate as the data's dtype allows); `fit_minibatch` and `fit(missing=...)`: at the last
+    E step, i.e. of the parameters before the last M step (scikit-learn's `lower_bound_`; EM
+    never decreases it, so the returned gmm scores at least this).
     n_iter: () int, EM iterations run. converged: () bool, the last change was below `tol`.
     history: (max_iter,) mean log-likelihood at each E step; entries from `n_iter` on are NaN.
     """

@@ -27,35 +27,72 @@ from jaxvi.em.step import factored_m_step, identity
 
 
 class StepwiseState(NamedTuple):
-    """The state of stepwise EM between batches.
+    """The state of stepwise EM between batches, with its settings.
 
     gmm: the current mixture (with its Cholesky factors); running: the running per-point
-    `Stats` (per unit of sample weight) about `shift` (D,), fixed from the first batch;
-    step: () int, batches seen so far.
+    `Stats` (per unit of sample weight) about `shift` (D,), fixed when the state is made;
+    step: () int, batches seen; seen: () the total weight the running Stats stand for (0
+    before the first batch); kappa: () κ, the step-size decay; reg_covar: () added to the
+    covariances' diagonal in every M step; fixed: None or (3,) bool, the parameters kept
+    (`checks.fixed_mask`).
     """
 
     gmm: GMM
     running: Stats
     shift: jax.Array
     step: jax.Array
+    seen: jax.Array
+    kappa: jax.Array
+    reg_covar: jax.Array
+    fixed: jax.Array | None = None
+
+
+def _settings(dtype, kappa, reg_covar, fixed):
+    """(κ, reg_covar, fixed) as the arrays a `StepwiseState` holds."""
+    fixed = None if fixed is None else jnp.asarray(fixed, bool)
+    return jnp.asarray(kappa, dtype), jnp.asarray(reg_covar, dtype), fixed
 
 
 def stepwise_init(gmm: GMM, first: jax.Array, sample_weight: jax.Array | None = None, *,
+                  kappa: float = 0.6, reg_covar: float = 1e-6, fixed=None,
                   chunk_size: int | None = None) -> StepwiseState:
-    """The state before the first batch: `gmm` (its factors computed), zero running Stats and
-    the shift (the weighted mean of the first batch first: (B, D), sample_weight: (B,))."""
+    """The state before the first batch: `gmm` (its factors computed), zero running Stats,
+    nothing seen, and the shift (the weighted mean of the first batch first: (B, D),
+    sample_weight: (B,)). kappa ∈ (0.5, 1], reg_covar, fixed: the settings (unchecked)."""
     shift = weighted_mean(first, sample_weight)
     gmm = with_scale_tril(gmm)  # the same pytree structure in every step
     # Zero running statistics of the right shapes (shapes only: no E step is run for them).
     shapes, _ = jax.eval_shape(lambda: e_step_stats(first, gmm, shift, chunk_size=chunk_size))
     running = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-    return StepwiseState(gmm, running, shift, jnp.zeros((), jnp.int32))
+    zero = jnp.zeros((), first.dtype)
+    return StepwiseState(gmm, running, shift, jnp.zeros((), jnp.int32), zero,
+                         *_settings(first.dtype, kappa, reg_covar, fixed))
 
 
-def step_size(step: int, kappa: float) -> float:
-    """ρ_t of step t = `step` (0-based): 1 for the first batch (the running Stats start as
-    its Stats), then (t + 2)^(−κ)."""
-    return 1.0 if step == 0 else (step + 2.0) ** (-float(kappa))
+def stepwise_resume(gmm: GMM, x: jax.Array, sample_weight: jax.Array | None = None, *,
+                    kappa: float = 0.6, reg_covar: float = 1e-6, fixed=None,
+                    chunk_size: int | None = None) -> StepwiseState:
+    """The state of a stream whose earlier batches were the rows of x: (N, D) (weighted by
+    sample_weight (N,)), e.g. the data a full-batch `fit` returned `gmm` on: running Stats =
+    x's per-point Stats under `gmm` (about x's weighted mean), seen = Σ w (N unweighted),
+    step 0. The next batch of weight w then gets ρ = (seen / w + 2)^(−κ), the step size it
+    would get after seen / w batches like it (`step_size`), so continuing a fit weighs what
+    the fit learned. Settings as `stepwise_init`."""
+    shift = weighted_mean(x, sample_weight)
+    gmm = with_scale_tril(gmm)
+    stats, _ = e_step_stats(x, gmm, shift, sample_weight=sample_weight, chunk_size=chunk_size)
+    return StepwiseState(gmm, per_point(stats), shift, jnp.zeros((), jnp.int32), stats.count,
+                         *_settings(x.dtype, kappa, reg_covar, fixed))
+
+
+def step_size(seen, weight, kappa):
+    """ρ of a batch of total weight `weight` after `seen` (the weight of the batches before
+    it): 1 for the first batch (seen = 0: the running Stats start as its Stats), else
+    (seen / weight + 2)^(−κ), i.e. (t + 2)^(−κ) at step t (0-based) of equal batches. Works
+    on Python numbers and on (traced) arrays."""
+    later = (seen / jnp.maximum(weight, jnp.finfo(jnp.result_type(weight, float)).tiny)
+             + 2.0) ** (-kappa)
+    return jnp.where(seen > 0, later, 1.0)
 
 
 def per_point(stats: Stats) -> Stats:
@@ -68,39 +105,39 @@ def blend(running, new, rho):
     return jax.tree_util.tree_map(lambda r, s: (1 - rho) * r + rho * s, running, new)
 
 
-def stepwise_update(xb, mask, state: StepwiseState, rho, reg_covar, fixed=None, *,
-                    combine=identity):
+def stepwise_update(xb, mask, state: StepwiseState, *, combine=identity):
     """One stepwise-EM update from a chunked batch xb: (C, R, D), mask: (C, R) (row weights)
     -> (new state, the batch's mean log-likelihood under `state.gmm`, Σ w log p / Σ w).
 
     s ← (1 − ρ) s + ρ ŝ with ŝ the batch's per-point Stats (so batches of different sizes
-    or total weights weigh the same per unit of weight), then θ ← M step(s), keeping the
-    parameters that `fixed` (None or (3,) bool, `checks.fixed_mask`) marks. `combine` maps
+    or total weights weigh the same per unit of weight) and ρ = `step_size`(seen, Σ w, κ),
+    then θ ← M step(s), keeping the parameters that `state.fixed` marks. `combine` maps
     local to global (Stats, Σ log p) (a `psum` over a mesh). A pure function of arrays."""
-    gmm, running, shift, step = state
+    gmm, running, shift = state.gmm, state.running, state.shift
     stats, sum_ll = combine(e_step_stats_fast(xb, mask, gmm, shift))
+    rho = step_size(state.seen, stats.count, state.kappa).astype(state.seen.dtype)
     running = blend(running, per_point(stats), rho)
     batched = jax.tree_util.tree_map(lambda a: a[None], (running, shift, gmm))
     new = factored_m_step(*batched[:2], covariance_type=gmm.covariance_type,
-                          reg_covar=reg_covar, fixed=fixed, current=batched[2])
+                          reg_covar=state.reg_covar, fixed=state.fixed, current=batched[2])
     new = jax.tree_util.tree_map(lambda a: a[0], new)
-    return StepwiseState(new, running, shift, step + 1), sum_ll / stats.count
+    state = state._replace(gmm=new, running=running, step=state.step + 1,
+                           seen=state.seen + stats.count)
+    return state, sum_ll / stats.count
 
 
 _stepwise_jit = jax.jit(stepwise_update, static_argnames=("combine",))
 
 
-def stepwise_step(state: StepwiseState, batch: jax.Array, sample_weight=None, *, rho,
-                  reg_covar, fixed=None, chunk_size: int | None = None):
+def stepwise_step(state: StepwiseState, batch: jax.Array, sample_weight=None, *,
+                  chunk_size: int | None = None):
     """`stepwise_update` on one device from a batch (B, D) and its sample_weight (B,) (or
-    None) with step size `rho` (`step_size`, from a host-side count so that the loop never
-    waits for the device): (new state, the batch's mean log-likelihood). Jitted (compiled
-    once per batch layout); no argument checks."""
+    None): (new state, the batch's mean log-likelihood). Jitted (compiled once per batch
+    layout); no argument checks."""
     n_chunks, rows = chunk_layout(batch.shape[0], batch.shape[1], state.gmm.covariance_type,
                                   chunk_size)
     xb, mask = to_chunks(batch, n_chunks, rows, sample_weight)
-    return _stepwise_jit(xb, mask, state, jnp.asarray(rho, batch.dtype),
-                         jnp.asarray(reg_covar, batch.dtype), fixed)
+    return _stepwise_jit(xb, mask, state)
 
 
 @functools.lru_cache(maxsize=16)
@@ -108,7 +145,7 @@ def _sharded_stepwise_fn(mesh):
     from jaxvi import distributed
 
     update = functools.partial(stepwise_update, combine=distributed.psum_data)
-    return jax.jit(distributed.shard_map_data(update, mesh, 2, 4))
+    return jax.jit(distributed.shard_map_data(update, mesh, 2, 1))
 
 
 def _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar) -> None:
@@ -174,12 +211,11 @@ def _initial_gmm(key, first, n_components, covariance_type, init, reg_covar, wei
                               reg_covar=reg_covar, sample_weight=weights)
 
 
-def _stepper(state, mesh, chunk_size, reg_covar, fixed):
-    """(state, advance(state, batch, weights, rho) -> (state, ll)): on one device, or with
-    each batch's rows (and weights) split over `mesh`'s "data" axis."""
+def _stepper(state, mesh, chunk_size):
+    """(state, advance(state, batch, weights) -> (state, ll)): on one device, or with each
+    batch's rows (and weights) split over `mesh`'s "data" axis."""
     if mesh is None:
-        return state, functools.partial(stepwise_step, reg_covar=reg_covar, fixed=fixed,
-                                        chunk_size=chunk_size)
+        return state, functools.partial(stepwise_step, chunk_size=chunk_size)
     from jaxvi import distributed
 
     distributed.check_mesh(mesh)
@@ -187,11 +223,10 @@ def _stepper(state, mesh, chunk_size, reg_covar, fixed):
     update = _sharded_stepwise_fn(mesh)
     cov, d = state.gmm.covariance_type, state.gmm.n_features
 
-    def advance(state, batch, weights, rho):
+    def advance(state, batch, weights):
         xb, mask = distributed.shard_chunks(
             batch, mesh, lambda n: chunk_layout(n, d, cov, chunk_size), weights=weights)
-        return update(xb, mask, state, jnp.asarray(rho, batch.dtype),
-                      jnp.asarray(reg_covar, batch.dtype), fixed)
+        return update(xb, mask, state)
 
     return state, advance
 
@@ -215,8 +250,10 @@ def fit_minibatch(
 ) -> FitResult:
     """Stepwise EM (Cappé & Moulines 2009) on running averages of per-point `Stats`.
 
-    Step t ≥ 1 sets s ← (1 − ρ_t) s + ρ_t ŝ(batch_t; θ) with ρ_t = (t + 2)^(−κ), then
-    θ ← M step(s); s starts from the first batch's statistics under the initial θ. Each step
+    Step t ≥ 1 sets s ← (1 − ρ_t) s + ρ_t ŝ(batch_t; θ) with ρ_t = (t + 2)^(−κ) for batches
+    of equal weight (in general (W_t / w_t + 2)^(−κ), w_t the batch's weight and W_t that of
+    the batches before it: `step_size`), then θ ← M step(s); s starts from the first batch's
+    statistics under the initial θ. Each step
     (`stepwise_update`, on a `StepwiseState`) is jitted; the loop over batches is host-side.
 
     Args:
@@ -258,11 +295,12 @@ def fit_minibatch(
         start = jnp.asarray(init_rows(first))
         w_start = None if w0 is None else jnp.asarray(init_rows(w0))
     gmm = _initial_gmm(key, start, n_components, covariance_type, init, reg_covar, w_start)
-    state = stepwise_init(gmm, start, w_start, chunk_size=chunk_size)
-    state, advance = _stepper(state, mesh, chunk_size, reg_covar, fixed)
+    state = stepwise_init(gmm, start, w_start, kappa=kappa, reg_covar=reg_covar, fixed=fixed,
+                          chunk_size=chunk_size)
+    state, advance = _stepper(state, mesh, chunk_size)
     history = []
     for batch, w in itertools.chain([(first, w0)], stream):
-        state, ll = advance(state, batch, w, rho=step_size(len(history), kappa))
+        state, ll = advance(state, batch, w)
         history.append(ll)
     hist = jnp.stack(history)
     converged = (

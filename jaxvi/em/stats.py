@@ -177,6 +177,18 @@ def e_step_stats_precise(xb, mask, gmm: GMM, centres: jax.Array | None = None):
     return Stats(count, nk, first, second), sum_ll
 
 
+def log_likelihood_sum(xb, mask, gmm: GMM) -> jax.Array:
+    """Σ_n w_n log p(x_n) () over chunks, by the precise kernel's densities (whitened residuals
+    about each mean). xb: (C, R, D), mask: (C, R) row weights (0 = padding)."""
+    params = whitening(gmm)
+
+    def one(x_rows, m_rows):
+        lse = jax.nn.logsumexp(joint_log_prob(x_rows, gmm, params), axis=-1)
+        return jnp.sum(jnp.where(m_rows > 0, lse * m_rows, 0.0))
+
+    return _sum_over_chunks(one, xb, mask)
+
+
 def cancellation_error(m: jax.Array, precision: jax.Array) -> jax.Array:
     """eps·max_k |m_k|ᵀ|Λ_k||m_k| (): the relative round-off, in the metric of Σ_k, of second
     moments taken about points m_k: (K, D) away from the component means. precision: Λ_k

@@ -11,14 +11,11 @@ differs from the one asked for (another model) is a `ValueError` at once, not da
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import gc
 import hashlib
-import inspect
 import json
 import logging
-import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -69,35 +66,53 @@ def meta_digest(meta: dict) -> str:
 # ----------------------------------------------------------------------------- folders
 
 
+_DRAIN_SECONDS = 30.0  # how long a closing read loop waits for the reads it abandoned
+
+
+class _DrainingLoop(asyncio.SelectorEventLoop):
+    """The event loop orbax runs our reads on (see `_quiet_reads`). When one of its parallel
+    array reads fails, orbax returns the error and closes the loop while the other reads are
+    still under way in TensorStore's threads; each of them, on finishing, would call
+    `call_soon_threadsafe` on the closed loop and have "Event loop is closed" printed (one
+    traceback per array). This loop lets those reads finish first: `close` waits for its
+    pending tasks (collecting their errors) and then closes; a read still not done after
+    `_DRAIN_SECONDS` is cancelled, and a result arriving after the close is dropped."""
+
+    def close(self):
+        if not self.is_running() and not self.is_closed():
+            pending = asyncio.all_tasks(self)
+            if pending:
+                _, late = self.run_until_complete(asyncio.wait(pending, timeout=_DRAIN_SECONDS))
+                for task in late:
+                    task.cancel()
+                self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        super().close()
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        if self.is_closed():  # a read cancelled above that finished after all
+            return None
+        return super().call_soon_threadsafe(callback, *args, context=context)
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return _DrainingLoop()
+
+
 @contextlib.contextmanager
 def _quiet_reads():
-    """While reading possibly damaged checkpoints, the noise of orbax's failed reads stays off
-    stderr (the caller reports the damage once, in one line): its absl log lines, the
-    "Exception ignored in <coroutine>" reports of the parallel reads it abandons, and the
-    "Event loop is closed" errors of their TensorStore callbacks. Everything is restored on
-    exit. -> a callable that marks a failed read: the exit then waits a moment for the
-    abandoned reads to finish, and collects their coroutines, inside."""
+    """While reading possibly damaged checkpoints: orbax's event loops are `_DrainingLoop`s
+    (they wait for the reads a failed restore abandons, instead of leaving them to fail on a
+    closed loop), and orbax's absl log lines about the failed reads stay off stderr (the
+    caller reports the damage once, in one line). Both are restored on exit."""
     logger = logging.getLogger("absl")
-    level, unraisable_hook, except_hook = logger.level, sys.unraisablehook, sys.excepthook
-    failed = []
-
-    def unraisable(info):
-        if not inspect.iscoroutine(info.object):
-            unraisable_hook(info)
-
-    def excepthook(kind, value, tb):
-        if not (kind is RuntimeError and "Event loop is closed" in str(value)):
-            except_hook(kind, value, tb)
-
+    level, policy = logger.level, asyncio.get_event_loop_policy()
     logger.setLevel(logging.CRITICAL)
-    sys.unraisablehook, sys.excepthook = unraisable, excepthook
+    asyncio.set_event_loop_policy(_DrainingPolicy())
     try:
-        yield lambda: failed.append(True)
+        yield
     finally:
-        if failed:
-            time.sleep(0.1)
-            gc.collect()
-        sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
+        asyncio.set_event_loop_policy(policy)
         logger.setLevel(level)
 
 
@@ -246,7 +261,7 @@ def _newest_intact(directory, abstract: dict | None):
     if not steps:
         raise FileNotFoundError(f"no checkpoint found in {str(directory)!r}.")
     damaged: list[Damaged] = []
-    with _quiet_reads() as mark_failed:
+    with _quiet_reads():
         mngr = _manager(directory, create=False)
         try:
             for step in reversed(steps):
@@ -256,7 +271,6 @@ def _newest_intact(directory, abstract: dict | None):
                         mngr, directory, step, meta, abstract)
                 except _DamagedStep as err:
                     damaged.append(Damaged(step, str(err)))
-                    mark_failed()
                     continue
                 meta.pop(CHECKSUM_KEY, None)
                 return step, meta, state, damaged

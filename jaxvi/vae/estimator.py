@@ -136,7 +136,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self._n_features_out = model.config.latent_dim
 
     def _features(self, X, *, reset: bool) -> np.ndarray:
-        """X checked (numeric, finite, ≥ 2 samples to fit) -> (N, D) float32 scaled by
+        """X checked (numeric, finite, ≥ 2 samples to fit; in [0, 1] for a Bernoulli decoder,
+        of a scale float32 training holds for a Gaussian one) -> (N, D) float32 scaled by
         `input_scale_` (set from X's dtype when `reset`)."""
         if not reset:
             check_is_fitted(self, "params_")
@@ -152,11 +153,13 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             raise ValueError(f"X has {d} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input.")
         x = data.as_features(X, self.input_scale_)
+        scaled = f", after scaling by {self.input_scale_:.4g}" if self.input_scale_ != 1 else ""
         if self.likelihood == "bernoulli":
             _validate.check_unit_interval(
-                "X", x, "a Bernoulli decoder (likelihood='bernoulli')"
-                + (f", after scaling by {self.input_scale_:.4g}" if self.input_scale_ != 1
-                   else ""))
+                "X", x, "a Bernoulli decoder (likelihood='bernoulli')" + scaled)
+        else:
+            min_scale = VAEConfig.min_scale if reset else self.model_config_.min_scale
+            _validate.check_gaussian_scale(f"`X`{scaled}", x, min_scale)
         return x
 
     # ---------------------------------------------------------------------------- inference

@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from jaxvi import processes
-from jaxvi._validate import check_choice, check_unit_interval
+from jaxvi._validate import check_choice, check_gaussian_scale, check_unit_interval
 from jaxvi.data import check_data
 from jaxvi.training.checkpoint import (
     has_checkpoint,
@@ -297,21 +297,25 @@ def _joint_loss(graphdef, mc: VAEConfig, tc: TrainConfig, x_train, cluster_label
 
 def check_train_inputs(
     x_train, model_config: VAEConfig, train_config: TrainConfig, *, x_test=None,
-    mesh: jax.sharding.Mesh | None = None,
+    mesh: jax.sharding.Mesh | None = None, where: str = "",
 ) -> None:
     """Everything `train_vae` needs of its inputs, checked before anything is trained: the
-    data's shape, features and values (in [0, 1] for a Bernoulli decoder), a `batch_size` no
+    data's shape, features and values (in [0, 1] for a Bernoulli decoder; for a Gaussian one of
+    a scale float32 training holds, `jaxvi._validate.check_gaussian_scale`), a `batch_size` no
     larger than the training set (and a multiple of the mesh's devices), and, with
     pretraining, at least `components` training points for the GMM on the codes. Raises
-    `ValueError` naming the argument."""
+    `ValueError` naming the argument (after `where`, e.g. "`--data` 'x.npy': ", if given)."""
     mc, tc = model_config, train_config
     check_data("x_train", x_train, mc.data_dim)
     if x_test is not None:
         check_data("x_test", x_test, mc.data_dim)
-    if mc.likelihood == "bernoulli":
-        for name, x in (("x_train", x_train), ("x_test", x_test)):
-            if x is not None:
-                check_unit_interval(name, x, "a Bernoulli decoder (likelihood='bernoulli')")
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if x is None:
+            continue
+        if mc.likelihood == "bernoulli":
+            check_unit_interval(name, x, "a Bernoulli decoder (likelihood='bernoulli')")
+        else:
+            check_gaussian_scale(f"{where}`{name}`", x, mc.min_scale)
     n = np.shape(x_train)[0]
     if n < tc.batch_size:
         raise ValueError(

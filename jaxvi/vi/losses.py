@@ -75,6 +75,24 @@ def target_log_prob(target) -> Callable[[Array], Array]:
     raise ValueError(f"`target` must have a `log_prob` method or be callable; got {target!r}.")
 
 
+def batched_log_prob(target) -> Callable[[Array], Array]:
+    """The target's log densities of n points, (n, D) -> (n,), checked by shape at trace time
+    (free under jit): a target returning more than one number per point is a `ValueError`
+    naming the shape it returned."""
+    log_p = jax.vmap(target_log_prob(target))
+
+    def batched(x: Array) -> Array:
+        lp = log_p(x)
+        if jnp.shape(lp) != jnp.shape(x)[:1]:
+            raise ValueError(
+                "`target` must return one log-density (a scalar) per point; for points of "
+                f"shape {tuple(jnp.shape(x)[1:])} it returned shape "
+                f"{tuple(jnp.shape(lp)[1:])} per point.")
+        return lp
+
+    return batched
+
+
 def check_compatible(family: Family, target, params=None, name: str = "params") -> None:
     """The family's dimension is the target's, and `params` (if given) has its shapes."""
     dim = _target_dim(target)
@@ -113,7 +131,7 @@ def reverse_kl_loss(params, target, *, family: Family, key: Array, num_samples: 
     family = resolve_family(family, target)
     check_compatible(family, target, params)
     num_samples = v.check_int("num_samples", num_samples, 1)
-    log_p = jax.vmap(target_log_prob(target))
+    log_p = batched_log_prob(target)
     x, w = family.weighted_rsample(params, key=key, n=num_samples)
     return jnp.sum(w * (family.log_prob(params, x) - log_p(x)))
 
@@ -140,7 +158,7 @@ def forward_kl_loss(params, target, *, family: Family, key: Array, num_samples: 
     _check_proposal(proposal)
     if estimator == "auto":
         estimator = "target-samples" if (proposal is None and hasattr(target, "sample")) else "snis"
-    log_p = jax.vmap(target_log_prob(target))
+    log_p = batched_log_prob(target)
     if estimator == "target-samples":
         if not hasattr(target, "sample"):
             raise ValueError("`target` must have a `sample(seed=, sample_shape=)` method for "

@@ -204,3 +204,37 @@ def test_cli_bernoulli_refuses_data_outside_the_unit_interval(tmp_path, capsys):
 def _saved(path, x):
     np.savez(path, x=x)
     return path
+
+
+def test_cli_resume_from_damaged_checkpoints_is_one_line(tmp_path):
+    """A real run's checkpoints with their OCDBT manifests deleted: `--resume` ends in one line
+    on stderr (no intact checkpoint, naming the folder) and exit 2, without the "Event loop is
+    closed" tracebacks of the array reads orbax abandons when one of them fails."""
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).random((200, 16)).astype(np.float32))
+    args = ["train", "--data", "d.npy", "--out", "run", "--no-progress", "--epochs", "2",
+            "--pretrain-epochs", "1", "--checkpoint-every", "1", "--batch-size", "32",
+            "--restarts", "1", "--hidden", "16,16,16", "--components", "3", "--latent-dim", "2",
+            "--pretrain-neighbors", "2"]
+    assert _jaxvi(*args, cwd=tmp_path).returncode == 0
+    ckpt = tmp_path / "run" / "checkpoint"
+    manifests = list(ckpt.glob("*/state/**/manifest.ocdbt"))
+    assert len(manifests) >= 2  # both kept epochs
+    for f in manifests:
+        f.unlink()
+    for _ in range(2):  # the tracebacks came from a race: most runs, not every one
+        proc = _jaxvi(*args, "--resume", cwd=tmp_path)
+        line = _assert_one_line_error(proc, "no intact checkpoint in", "epoch 2", "epoch 1")
+        assert line.startswith("jaxvi train: error:")
+
+
+def test_cli_refuses_data_of_a_scale_float32_training_cannot_hold(tmp_path):
+    """Data of scale 1e30 (finite in float32): one line naming `--data`, the file and the
+    scale, exit 2, before anything is written (it used to train into "training loss became
+    nan during epoch 1 ... Try a smaller learning rate", exit 1)."""
+    x = np.random.default_rng(0).random((200, 16)).astype(np.float32) * np.float32(1e30)
+    np.save(tmp_path / "big.npy", x)
+    proc = _jaxvi("train", "--data", "big.npy", "--out", "run", "--no-progress",
+                  "--epochs", "1", "--pretrain-epochs", "1", "--restarts", "1",
+                  "--hidden", "16", "--components", "3", cwd=tmp_path)
+    _assert_one_line_error(proc, "`--data` 'big.npy'", "`x_train`", "1e+30", "Rescale")
+    assert proc.stdout == "" and not (tmp_path / "run").exists()

@@ -40,15 +40,15 @@ def sklearn_score(x, k, seed, **kwargs) -> float:
         return float(GaussianMixture(k, random_state=seed, **kwargs).fit(x).score(x))
 
 
-def check_reported(result: em.FitResult, x, slack: float = 2e-3) -> float:
-    """The reported log-likelihood (of the parameters before the last M step) is a true value:
-    EM does not decrease it (but for round-off, and reg_covar's effect on degenerate
-    components: `slack` per point), so the returned parameters score at least that.
+def check_reported(result: em.FitResult, x, tol: float = 1e-5) -> float:
+    """The reported log-likelihood is that of the returned parameters, to float32's accuracy
+    (`tol` per point, relative for |score| > 1): a float64 NumPy/SciPy evaluation of them.
     Returns their float64 score."""
     assert result.gmm.means.dtype == jnp.float32
     score = mean_log_lik_f64(x, result.gmm)
     assert np.isfinite(score)
-    assert float(result.log_likelihood) <= score + slack * max(1.0, abs(score))
+    assert abs(float(result.log_likelihood) - score) <= tol * max(1.0, abs(score)), (
+        float(result.log_likelihood), score)
     return score
 
 
@@ -58,7 +58,7 @@ def test_float32_digits_fits_every_seed_as_well_as_sklearn(seeds):
     # (covariance eigenvalues down to -5e-6 against reg_covar 1e-6). Two halves of seeds
     # 0-9, so that the test workers share them.
     x = load_digits().data
-    ours, theirs, gaps = [], [], []
+    ours, theirs = [], []
     for seed in seeds:
         result = em.fit(x, 10, key=jax.random.key(seed))
         score = check_reported(result, x)
@@ -69,12 +69,8 @@ def test_float32_digits_fits_every_seed_as_well_as_sklearn(seeds):
         eig = np.linalg.eigvalsh(chol @ np.swapaxes(chol, -1, -2))
         assert eig.min() > 0.5e-6
         ours.append(score)
-        gaps.append(score - float(result.log_likelihood))
         theirs.append(sklearn_score(x, 10, seed))
     ours, theirs = np.array(ours), np.array(theirs)
-    # Converged fits report (nearly) their own score; a last M step may still jump when a
-    # component's direction collapses, as in float64.
-    assert np.median(gaps) < 1e-2
     # As good as float64 scikit-learn, seed for seed statistics (both are local optima).
     assert ours.mean() >= theirs.mean() - 0.25, (ours.mean(), theirs.mean())
     assert ours.min() >= theirs.min() - 1.0
@@ -90,8 +86,23 @@ def test_float32_outliers_far_from_the_bulk():
     )
     result = em.fit(x, 4, key=jax.random.key(0), n_init=3)
     score = check_reported(result, x)
-    assert abs(float(result.log_likelihood) - score) < 0.05
     assert score >= sklearn_score(x, 4, 0, n_init=3) - 0.1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float32_reports_the_log_likelihood_of_the_parameters_it_returns(seed):
+    """Issue 30.6: 4 blobs and 30 outliers at 1e7 among 30,000 points, K = 4, n_init = 3.
+    Before: the figure of the parameters before the last M step (seed 0: 2.2e-3 below the
+    returned ones' float64 value), by a kernel that lost 0.2 nats on each outlier (whitened
+    about the median of the means: seed 1, 1.2e-4 above). Now that of the returned
+    parameters, as `log_prob` gives it, to 1e-5."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 30, (4, 2))
+    x = np.concatenate([centres[rng.integers(0, 4, 30000)] + rng.normal(size=(30000, 2)),
+                        1e7 + rng.normal(size=(30, 2))]).astype(np.float32)
+    result = em.fit(x, 4, key=jax.random.key(seed), n_init=3)
+    score = check_reported(result, x)
+    assert abs(float(jnp.mean(em.log_prob(x, result.gmm))) - score) < 1e-5
 
 
 def test_float32_heavy_tails_match_float64():
@@ -110,10 +121,10 @@ def test_float32_duplicated_points():
     # singular scatter in directions that are not axes. float32 resolves their smallest
     # eigenvalue to ~eps·λ_max only, so the log-likelihood may wander by ~1e-2 per point
     # between iterations around float64's fixed point (seed 0: -5.052 to -5.030; float64
-    # -5.045) instead of settling: hence the slack.
+    # -5.045) instead of settling; the figure reported is still that of the returned model.
     rng = np.random.default_rng(1)
     x = np.repeat(rng.normal(size=(40, 3)) * 3, 25, axis=0)
-    ours = [check_reported(em.fit(x, 5, key=jax.random.key(s)), x, slack=1e-2)
+    ours = [check_reported(em.fit(x, 5, key=jax.random.key(s)), x)
             for s in range(6)]
     theirs = [sklearn_score(x, 5, s) for s in range(6)]
     assert np.mean(ours) >= np.mean(theirs) - 0.3, (ours, theirs)

@@ -97,6 +97,13 @@ def test_bad_input_is_refused_by_name(fitted):
     # A Bernoulli decoder takes data in [0, 1] only (uint8 is scaled there; floats are not).
     with pytest.raises(ValueError, match=r"`X` must lie in \[0, 1\].*Bernoulli"):
         MixtureVAE(3, likelihood="bernoulli").fit(x.reshape(300, 6).astype(np.float32))
+    # A Gaussian decoder takes data of a scale float32 training holds: 1e30 (finite in float32)
+    # used to end in a NaN loss after pretraining; now it is refused before, in fit and predict.
+    huge = x.reshape(300, 6).astype(np.float32) * np.float32(1e28)
+    with pytest.raises(ValueError, match=r"`X` has values up to .*e\+30 in magnitude.*Rescale"):
+        MixtureVAE(3, random_state=0, **SMALL).fit(huge)
+    with pytest.raises(ValueError, match=r"`X`, after scaling by 0.003922 has values up to"):
+        est.predict(huge)
 
 
 # scikit-learn's estimator checks, all of them (about 50; most fit a small network on data of a

@@ -2,6 +2,8 @@
 `load_model` rebuilds the model, bad input and bad configurations are refused before
 training, and forward-KL (wake-sleep) training raises the IWAE bound."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -131,3 +133,24 @@ def test_step_budget_does_not_grow_with_n(tmp_path):
         steps[n] = (load_meta(folder)["pretrain"]["pretrain_steps"], hist[-1]["step"],
                     len(hist))
     assert steps == {80: (30, 24, 3), 160: (30, 24, 2)}
+
+
+def test_data_too_large_for_float32_training_is_refused_before_training():
+    """The Gaussian decoder's Σ x²/(2σ²), σ ≥ min_scale, of the largest point must fit float32
+    with room (1e-3 of its range): data just inside the limit train to a finite loss, data
+    twice as large (and data of scale 1e30, which are finite in float32 and used to end in
+    "training loss became nan during epoch 1") are refused before training, naming `x_train`,
+    the data's largest magnitude and the scale that fits."""
+    base = np.random.default_rng(0).random((200, 16))
+    mc = VAEConfig(data_dim=16, components=3, latent_dim=2, hidden=(16,), head_hidden=(4,))
+    tc = TrainConfig(epochs=2, pretrain_epochs=1, batch_size=32, restarts=1,
+                     pretrain_neighbors=2)
+    limit = float(np.finfo(np.float32).max) * 1e-3
+    quad = np.max(np.sum(base**2, axis=1)) / (2 * mc.min_scale**2)
+    inside = (base * 0.9 * np.sqrt(limit / quad)).astype(np.float32)
+    _, history = train_vae(inside, mc, tc, progress=False, log=False)
+    assert np.isfinite(history[-1]["loss"])
+    for x, biggest in ((2 * inside, f"{2 * inside.max():.3g}"), (base * 1e30, "1e+30")):
+        with pytest.raises(ValueError, match=rf"`x_train` has values up to {re.escape(biggest)} in "
+                           r"magnitude.*min_scale = 0.05.*values up to about 1\.03e\+16"):
+            train_vae(x.astype(np.float32), mc, tc, progress=False, log=False)

@@ -8,6 +8,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -236,3 +237,31 @@ def test_targets_and_proposals_are_checked():
     with pytest.raises(ValueError, match="`proposal`"):
         vi.forward_kl_loss(vi.DiagGaussian(2).init(), target, family=vi.DiagGaussian(2),
                            key=jax.random.key(0), estimator="snis", proposal=object())
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_target_must_return_one_log_density_per_point(jit):
+    """A callable target returning (D,) per point (an elementwise log density left unsummed):
+    a ValueError at trace time naming `target`, one log-density per point and the shape it
+    returned, for both directions (not "Incompatible shapes for broadcasting")."""
+    fam = vi.FullCovGaussian(2)
+    key = jax.random.key(0)
+
+    def per_coordinate(x):
+        return -0.5 * x**2
+
+    def reverse(params):
+        return vi.reverse_kl_loss(params, per_coordinate, family=fam, key=key)
+
+    def forward(params):
+        return vi.forward_kl_loss(params, per_coordinate, family=fam, key=key)
+
+    message = r"`target` must return one log-density .* per point.*returned shape \(2,\)"
+    for loss in (reverse, forward):
+        with pytest.raises(ValueError, match=message):
+            (jax.jit(loss) if jit else loss)(fam.init())
+    with pytest.raises(ValueError, match=message):
+        vi.fit(per_coordinate, fam, "reverse", key=key, steps=2, optimizer=optax.adam(0.1))
+    # Summed over the coordinates it is a valid (unnormalised) target.
+    assert np.isfinite(vi.reverse_kl_loss(fam.init(), lambda x: per_coordinate(x).sum(),
+                                          family=fam, key=key))

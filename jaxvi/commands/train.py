@@ -21,8 +21,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train the hierarchical (Gaussian-mixture-prior) VAE",
-        description="Train the hierarchical VAE (autoencoder pretraining, a GMM on the codes as "
-        "the prior, then the ELBO) and write metrics.json, the checkpoint, samples.png, "
+        description="Train the hierarchical VAE (autoencoder pretraining, a GMM on the UMAP of "
+        "the codes as the prior's start, then the ELBO) and write metrics.json, the checkpoint, samples.png, "
         "recon.png and latent.png to --out. With several processes (`jaxvi launch`, or the "
         "options below on a cluster) every batch is split over all their devices; each "
         "process reads the whole data set (pretraining's neighbour targets and the GMM on the "

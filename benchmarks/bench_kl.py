@@ -11,6 +11,14 @@ Cases (the sizes of issue 2):
   pairs_diag   all pairs, p (4096, 1, 32) vs q (1, 32, 32), diagonal: jaxvi.normal_diag vs
                distrax MultivariateNormalDiag (and the elementwise formula for reference).
 
+`--mixtures` runs the table of issue 29 instead (and writes bench_kl_mixtures.json): every
+estimator of KL between Gaussian mixtures and the other mixture divergences, on random mixtures
+p, q with K = J = 2, 8, 32 components in D = 2, 16: each one's error against a high-accuracy
+reference and its time (float32, jitted). KL reference: stratified Monte Carlo in float64 with
+2^16 draws (its standard error is listed; errors below ~2 of them are not resolved); MW2: POT's
+`ot.gmm.gmm_ot_loss` in float64 (also timed); the closed forms (Cauchy–Schwarz, L2,
+Jensen–Rényi) are exact, so their error is float32 against float64.
+
 FLOP/s are model counts (listed per case) over the median time, against a jitted 2048² matmul
 measured in the same run.
 
@@ -24,6 +32,7 @@ OPENBLAS_NUM_THREADS=1 (unless already set) for every implementation alike; XLA'
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -139,12 +148,113 @@ def _case(name, impls, args, flops, roofline, repeats, rounds, reference="distra
     return rows
 
 
+def _random_mixture(key, k, d, dtype):
+    from jaxvi.mixture import Mixture
+
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    tril = (0.3 * jnp.tril(jax.random.normal(k3, (k, d, d), dtype), -1)
+            + jnp.eye(d, dtype=dtype) * jnp.exp(0.3 * jax.random.normal(k4, (k, 1, d), dtype)))
+    return Mixture(jax.random.normal(k1, (k,), dtype),
+                   2.0 * jax.random.normal(k2, (k, d), dtype) / np.sqrt(d) ** 0.5, tril)
+
+
+def _mixture_rows(k, d, key, repeats, quick):
+    """One row per estimator for mixtures of K = J = k components in D = d."""
+    from jaxvi.kl import approximations, divergences, mixtures, wasserstein
+    from jaxvi.kl.estimates import monte_carlo
+
+    kp, kq, kref, kmc = jax.random.split(key, 4)
+    budget = 1024
+    n_ref = (2**12 if quick else 2**16) // k
+    with jax.enable_x64(True):
+        p64, q64 = (_random_mixture(kk, k, d, jnp.float64) for kk in (kp, kq))
+        eps = jax.random.normal(kref, (k, n_ref, d), jnp.float64)
+        ref_kl, ref_se = (float(v) for v in approximations._stratified_impl(p64, q64, eps))
+        ref_closed = {n: float(f(p64, q64)) for n, f in (
+            ("cauchy_schwarz", divergences._cauchy_schwarz_impl),
+            ("l2_squared", divergences._l2_squared_impl),
+            ("jensen_renyi", lambda a, b: divergences._jensen_renyi_impl(a, b, 0.5)))}
+        ref_mw2 = float(wasserstein._mixture_w2_impl(p64, q64))
+    p, q = (jax.tree.map(lambda a: a.astype(jnp.float32), m) for m in (p64, q64))
+    import ot.gmm
+    from scipy.special import softmax
+
+    def pot_mw2(a, b):
+        cov = lambda t: t @ np.swapaxes(t, -1, -2)  # noqa: E731
+        return ot.gmm.gmm_ot_loss(a.loc, b.loc, cov(a.scale_tril), cov(b.scale_tril),
+                                  softmax(a.logits), softmax(b.logits))
+
+    np_p, np_q = (jax.tree.map(lambda a: np.asarray(a, np.float64), m) for m in (p64, q64))
+    n_strat = max(2, budget // k)
+    kl_impls = {
+        "kl_monte_carlo (1024 draws)": (jax.jit(
+            lambda a, b: monte_carlo(kmc, a, b, budget).estimate), "estimate"),
+        f"kl_stratified ({n_strat}/component)": (jax.jit(
+            lambda a, b: approximations._stratified_impl(
+                a, b, jax.random.normal(kmc, (k, n_strat, d)))[0]), "estimate"),
+        "kl_unscented": (approximations._unscented_impl, "approximation"),
+        "kl_variational": (mixtures._variational_impl, "approximation"),
+        "kl_lower (Durrieu)": (mixtures._lower_impl, "lower bound"),
+        "kl_product_upper (Durrieu)": (mixtures._product_upper_impl, "upper bound"),
+        "kl_variational_upper": (functools.partial(mixtures._variational_upper_impl,
+                                                   num_iters=20), "upper bound"),
+        "kl_matched_upper": (mixtures._matched_impl, "upper bound"),
+    }
+    rows = []
+    base = {"K": k, "D": d}
+    for name, (fn, kind) in kl_impls.items():
+        val = float(fn(p, q))
+        rows.append({**base, "method": name, "kind": kind, "value": val, "reference": ref_kl,
+                     "reference_stderr": ref_se, "abs_err": abs(val - ref_kl),
+                     "rel_err": abs(val - ref_kl) / max(abs(ref_kl), 1e-12),
+                     "median_s": time_fn(fn, p, q, warmup=1, repeats=repeats)})
+    for name, fn in (("cauchy_schwarz", divergences._cauchy_schwarz_impl),
+                     ("l2_squared", divergences._l2_squared_impl),
+                     ("jensen_renyi", functools.partial(divergences._jensen_renyi_impl,
+                                                        weight=0.5))):
+        val = float(fn(p, q))
+        rows.append({**base, "method": name, "kind": "closed form", "value": val,
+                     "reference": ref_closed[name], "abs_err": abs(val - ref_closed[name]),
+                     "rel_err": abs(val - ref_closed[name]) / max(abs(ref_closed[name]), 1e-300),
+                     "median_s": time_fn(fn, p, q, warmup=1, repeats=repeats)})
+    ref_pot = float(pot_mw2(np_p, np_q))
+    for name, fn, args in (("mw2_squared", wasserstein._mixture_w2_impl, (p, q)),
+                           ("mw2_squared POT (float64)", pot_mw2, (np_p, np_q))):
+        val = float(fn(*args))
+        rows.append({**base, "method": name, "kind": "exact OT", "value": val,
+                     "reference": ref_pot, "abs_err": abs(val - ref_pot),
+                     "rel_err": abs(val - ref_pot) / max(abs(ref_pot), 1e-12),
+                     "median_s": time_fn(fn, *args, warmup=1, repeats=repeats)})
+    assert abs(ref_mw2 - ref_pot) <= 1e-8 * max(1.0, ref_pot), (ref_mw2, ref_pot)
+    return rows
+
+
+def mixtures_main(args) -> int:
+    device = print_device()
+    sizes = [(2, 2), (8, 2)] if args.quick else [(k, d) for d in (2, 16) for k in (2, 8, 32)]
+    keys = iter(jax.random.split(jax.random.key(29), len(sizes)))
+    rows = []
+    for k, d in sizes:
+        rows += _mixture_rows(k, d, next(keys), args.repeats, args.quick)
+        print(f"done K={k} D={d}", flush=True)
+    print_table(rows, ["K", "D", "method", "kind", "value", "reference", "rel_err", "median_s"])
+    if not args.quick:
+        write_result("bench_kl_mixtures", {"dtype": "float32 (references float64)",
+                                           "repeats": args.repeats, "rows": rows,
+                                           "host": device})
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, no JSON")
     parser.add_argument("--repeats", type=int, default=5, help="calls per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--mixtures", action="store_true",
+                        help="the mixture-divergence table (issue 29) instead")
     args = parser.parse_args(argv)
+    if args.mixtures:
+        return mixtures_main(args)
 
     device = print_device()
     roofline = matmul_flops_per_s(512 if args.quick else 2048)

@@ -62,6 +62,47 @@ def check_positive(name: str, a) -> None:
         )
 
 
+def check_real(name: str, a) -> None:
+    """`a` is not complex (a fit of the real part alone would be silently wrong)."""
+    if np.iscomplexobj(a):
+        dtype = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+        raise ValueError(f"`{name}` must be real; got complex values (dtype {dtype}). Pass "
+                         "the part you mean (x.real, abs(x)) or stack both as features.")
+
+
+def as_real_array(name: str, value, shape_hint: str = ""):
+    """`value` as an array of real numbers: a JAX array or tracer as it is, anything else
+    through NumPy; a ValueError naming `name` for what is not numbers (strings, objects,
+    complex values)."""
+    if isinstance(value, (jax.Array, jax.core.Tracer)):
+        check_real(name, value)
+        return value
+    hint = f" {shape_hint}" if shape_hint else ""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"`{name}` must be an array of real numbers{hint}; got "
+                         f"{_short_repr(value)}.")
+    check_real(name, arr)
+    return arr
+
+
+def _short_repr(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_nonnegative(name: str, a) -> None:
+    check_finite(name, a)
+    if not is_concrete(a):
+        return
+    arr = np.asarray(a)
+    if np.any(arr < 0):
+        raise ValueError(f"`{name}` must be >= 0; got minimum value {float(np.min(arr))!r}.")
+
+
 def check_positive_definite(name: str, cov) -> None:
     """Symmetric positive-definite over the last two axes."""
     check_finite(name, cov)
@@ -212,6 +253,16 @@ def check_rows_observed(name: str, observed) -> None:
             f"`{name}` row {int(empty[0])} has every entry missing (NaN){more}: a row needs "
             "at least one observed value. Drop such rows first."
         )
+
+
+def check_columns_observed(name: str, observed) -> None:
+    """observed: (N, D) bool (False = missing): every column has an observed entry (a feature
+    never observed has no mean or variance to estimate)."""
+    empty = np.flatnonzero(~np.any(np.asarray(observed), axis=0))
+    if empty.size:
+        raise ValueError(
+            f"`{name}` column(s) {[int(j) for j in empty[:5]]} have every entry missing (NaN): "
+            "a feature needs at least one observed value. Drop such columns first.")
 
 
 def check_unit_interval(name: str, a, why: str = "") -> None:

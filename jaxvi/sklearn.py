@@ -21,12 +21,26 @@ from jaxvi import _linalg, _validate, em
 from jaxvi.em import checks as em_checks
 from jaxvi.em import covariance, online, online_starts
 from jaxvi.em import init as em_init
+from jaxvi.em.densities import count_parameters, e_step_kernel, log_prob_kernel, sample_kernel
+from jaxvi.em.missing import marginal_posterior
 from jaxvi.em.missing_fit import mean_imputed
 
 _PARTIAL_FIT_STARTS = 16  # partial_fit's starts from scratch (at least; n_init if more)
 _PARTIAL_FIT_WARMUP = 30  # batches they run side by side before the best is kept
 _INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
+
+
+def _complete_log_resp(x, gmm):
+    return e_step_kernel(x, gmm)[0]
+
+
+def _marginal_log_resp(x, gmm):
+    return marginal_posterior(x, gmm)[0]
+
+
+def _marginal_log_prob(x, gmm):
+    return marginal_posterior(x, gmm)[1]
 
 
 class BaseMixture(DensityMixin, BaseEstimator):
@@ -102,9 +116,11 @@ class BaseMixture(DensityMixin, BaseEstimator):
         return True
 
     def _densities(self):
-        """(e_step, log_prob) of the inference methods: `jaxvi.em`'s, or a subclass's
-        marginal ones over rows with NaN."""
-        return em.e_step, em.log_prob
+        """(log-responsibilities (N, K), log p (N,)) of x: (N, D) under the fitted GMM, the
+        inference methods' kernels: unchecked (the data are validated once, and the GMM is
+        the fit's own: a component whose weight underflowed to 0 is pruned, not invalid);
+        a subclass's marginal ones over rows with NaN."""
+        return _complete_log_resp, log_prob_kernel
 
     def _validated(self, X):
         check_is_fitted(self, "means_")
@@ -114,7 +130,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
 
     def _log_resp(self, x) -> np.ndarray:
         with _linalg.single_threaded_lapack():
-            return np.asarray(self._densities()[0](x, self._e_step_gmm())[0])
+            return np.asarray(self._densities()[0](x, self._e_step_gmm()))
 
     def score_samples(self, X):
         """log p(x) of each sample, (n_samples,)."""
@@ -126,7 +142,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
         """sample_weight as float64 (n,) checked (None stays None)."""
         if sample_weight is None:
             return None
-        w = np.asarray(sample_weight, dtype=np.float64)
+        w = _validate.as_real_array("sample_weight", sample_weight, "(n_samples,)")
+        w = np.asarray(w, dtype=np.float64)
         with jax.enable_x64(True):
             return np.asarray(em_checks.check_sample_weight(w, n, np.float64, self.n_components))
 
@@ -163,7 +180,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         with jax.enable_x64(True), _linalg.single_threaded_lapack():
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
-            x, z = em.sample(key, self._gmm(), int(n_samples))
+            x, z = sample_kernel(key, self._gmm(), int(n_samples))
             x, z = np.asarray(x), np.asarray(z)
         order = np.argsort(z, kind="stable")
         return x[order], z[order]
@@ -247,8 +264,8 @@ class GaussianMixture(BaseMixture):
 
     def _densities(self):
         if self.missing is None:
-            return em.e_step, em.log_prob
-        return em.marginal_e_step, em.marginal_log_prob
+            return super()._densities()
+        return _marginal_log_resp, _marginal_log_prob
 
     def _filled(self, x):
         """x for the initialisation: NaN entries (with `missing`) set to column means."""
@@ -281,6 +298,11 @@ class GaussianMixture(BaseMixture):
         else:
             kind = covariance.of(cov)
             p = self._checked("precisions_init", self.precisions_init, kind.shape(k, d))
+            if kind.matrix:  # singular or indefinite precisions have no covariance
+                _validate.check_positive_definite("precisions_init", p)
+                _validate.check_cholesky_resolvable("precisions_init", p, np.float64)
+            else:
+                _validate.check_positive("precisions_init", p)
             covariances = np.linalg.inv(p) if kind.matrix else 1.0 / p
         if not np.isclose(np.sum(weights), 1.0, rtol=0, atol=1e-6):
             raise ValueError(f"`weights_init` must sum to 1; got {float(np.sum(weights))!r}.")
@@ -344,8 +366,12 @@ class GaussianMixture(BaseMixture):
         (`jaxvi.em.online_starts`). Returns self."""
         self._check_parameters()
         fitted = hasattr(self, "means_")
-        X = validate_data(self, X, reset=not fitted, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=not fitted, dtype=[np.float64, np.float32],
+                          ensure_all_finite=self._finite())
         X = np.asarray(X, dtype=np.float64)
+        if np.isnan(X).any():  # only with `missing`: validate_data refuses NaN otherwise
+            raise ValueError("`X` holds missing values (NaN), which partial_fit does not take "
+                             "(missing='marginalize' applies to fit): impute or drop them.")
         w = self._sample_weight(sample_weight, X.shape[0])
         with jax.enable_x64(True):
             x = jnp.asarray(X)
@@ -406,8 +432,7 @@ class GaussianMixture(BaseMixture):
                                              **settings)
 
     def _n_parameters(self) -> int:
-        with jax.enable_x64(True):
-            return em.n_parameters(self._gmm())
+        return count_parameters(self.covariance_type, *np.shape(self.means_))
 
     def bic(self, X):
         """Bayesian information criterion (lower is better)."""

@@ -119,7 +119,8 @@ class BayesianGaussianMixture(BaseMixture):
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
             x = jnp.asarray(X)
             cov, k = self.covariance_type, self.n_components
-            prior = checked_prior(x, cov, k, **{name: getattr(self, name) for name in _PRIORS})
+            prior = checked_prior(x, cov, k, reg_covar=float(self.reg_covar),
+                                  **{name: getattr(self, name) for name in _PRIORS})
             warm = self.warm_start and hasattr(self, "converged_")
             result = em.fit_variational(
                 x, k, key=key, covariance_type=cov,

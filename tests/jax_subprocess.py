@@ -28,3 +28,9 @@ def run_script(script: str, cpu_devices: int = 4, timeout_s: float = 600) -> dic
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
+
+
+def run_jaxvi(*args, cwd, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """The real `jaxvi` command (this checkout's) with `args` in a fresh process, from cwd."""
+    return subprocess.run([sys.executable, "-m", "jaxvi.cli", *map(str, args)], cwd=cwd,
+                          env=jax_env(1), capture_output=True, text=True, timeout=timeout_s)

@@ -89,3 +89,13 @@ def three_blobs(n_per: int, seed: int = 0) -> np.ndarray:
     x = np.concatenate([rng.normal(size=(n_per, 3)) * (0.6 + 0.4 * i) + c
                         for i, c in enumerate(centres)])
     return rng.permutation(x)
+
+
+def four_blobs(seed: int = 0) -> np.ndarray:
+    """4 well-separated unit blobs in 3-D of 700, 900, 1000 and 1150 points: with K = 12 and
+    a small weight concentration, VB-EM prunes the components the data do not need until
+    their expected-value weights underflow to 0. -> (3750, 3)."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 10.0]])
+    return np.concatenate([rng.normal(size=(n, 3)) + c
+                           for n, c in zip((700, 900, 1000, 1150), centres, strict=True)])

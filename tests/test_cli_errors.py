@@ -150,6 +150,26 @@ def test_em_prints_the_real_path_and_refuses_to_overwrite(files, capsys):
     assert npz.read_bytes() != before[0]
 
 
+def test_em_overwrite_replaces_only_its_own_result(files):
+    """`jaxvi em --out ... --overwrite` replaces an earlier result of its own, whole (written
+    beside it and renamed), and leaves every other file of the folder as it was; an --out
+    that is not a `jaxvi em` result is refused (one line, exit 2), not replaced."""
+    np.savez(files / "mine.npz", a=np.arange(3))
+    (files / "notes.txt").write_text("notes")
+    others = {p.name: p.read_bytes() for p in files.rglob("*") if p.is_file()}
+    proc = jaxvi("em", "good.npy", "-k", "2", "--max-iter", "3", "--out", "mine.npz",
+                 "--overwrite", cwd=files)
+    assert_one_line_error(proc, "--out", "mine.npz", "not a result of `jaxvi em`")
+    for prior in ([], ["--variational"]):
+        for seed in ("1", "2"):
+            proc = jaxvi("em", "good.npy", "-k", "2", "--max-iter", "3", "--out", "res",
+                         "--seed", seed, "--overwrite", *prior, cwd=files)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        assert set(np.load(files / "res.npz").files) >= {"weights", "means", "covariances"}
+    assert {p.name: p.read_bytes() for p in files.rglob("*")
+            if p.is_file() and p.name != "res.npz"} == others  # no temporary file left
+
+
 def test_em_bad_numbers(files):
     assert_one_line_error(jaxvi("em", "good.npy", "-k", "2", "--seed", str(2**70), cwd=files),
                           "--seed")
@@ -224,3 +244,11 @@ def test_main_keeps_the_traceback_of_a_bug(monkeypatch):
     monkeypatch.setattr(kl, "run", bug)
     with pytest.raises(TypeError, match="genuine bug"):
         cli.main(["kl"])
+
+
+def test_launch_errors_name_the_program(files):
+    """`jaxvi launch -n 0 -- jaxvi em ...` used to print the child command list where the
+    program's name goes."""
+    proc = jaxvi("launch", "-n", "0", "--", "jaxvi", "em", "good.npy", "-k", "2", cwd=files)
+    err = assert_one_line_error(proc, "--num-processes", "0")
+    assert err.startswith("jaxvi launch: error: "), err

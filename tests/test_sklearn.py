@@ -134,3 +134,24 @@ def test_sample_weight_fixed_and_partial_fit():
                                atol=0.25)
     with pytest.raises(ValueError, match="features"):
         online.partial_fit(big[:10, :2])
+
+
+def test_unclear_errors_name_the_argument():
+    """score(sample_weight="abc"), singular or indefinite precisions_init and partial_fit on
+    a batch with NaN (with missing="marginalize") each name what the user passed."""
+    x = blobs()
+    gm = GaussianMixture(2, random_state=0, max_iter=5).fit(x)
+    with pytest.raises(ValueError, match="`sample_weight` must be an array of real numbers"):
+        gm.score(x, sample_weight="abc")
+    eye = np.eye(3)
+    for bad, what in ((np.stack([eye, np.diag([1.0, 1.0, 0.0])]), "positive definite"),
+                      (np.stack([eye, -eye]), "positive definite")):
+        with pytest.raises(ValueError, match=f"`precisions_init` must be {what}"):
+            GaussianMixture(2, precisions_init=bad).fit(x)
+    with pytest.raises(ValueError, match="`precisions_init` must be strictly positive"):
+        GaussianMixture(2, covariance_type="diag", precisions_init=np.c_[
+            np.ones((2, 2)), [0.0, 1.0]]).fit(x)
+    holes = x.copy()
+    holes[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN.*partial_fit does not take"):
+        GaussianMixture(2, missing="marginalize", random_state=0).partial_fit(holes)

@@ -11,7 +11,8 @@ import warnings
 import jax
 import numpy as np
 import pytest
-from shared_inputs import three_blobs
+from shared_inputs import four_blobs, three_blobs
+from sklearn import metrics
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import BayesianGaussianMixture as SkBGM
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -173,3 +174,48 @@ BAD = [
 def test_bad_parameters_raise_naming_them(params, name):
     with pytest.raises(ValueError, match=name):
         BayesianGaussianMixture(n_components=2, **params).fit(blobs())
+
+
+@pytest.mark.parametrize("cov,wt", [("full", "dirichlet_process"),
+                                    ("diag", "dirichlet_distribution"),
+                                    ("spherical", "dirichlet_process")])
+def test_pruned_components_fit_predict_and_sample(cov, wt):
+    """Pruning, what the estimator is for: with K = 12 on 4 blobs and a small concentration
+    the pruned components' expected-value weights underflow to 0, which is legitimate inside
+    the fit (not re-checked as a user's GMM). As scikit-learn's, no component spans two blobs."""
+    x = four_blobs()
+    kw = dict(n_components=12, weight_concentration_prior=1e-3, covariance_type=cov,
+              weight_concentration_prior_type=wt, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = BayesianGaussianMixture(**kw).fit(x)
+        ref = SkBGM(**kw).fit(x)
+    proba = ours.predict_proba(x)
+    assert np.sum(np.all(proba == 0.0, axis=0)) >= 1  # some weight underflowed to exactly 0
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    truth = np.repeat(np.arange(4), (700, 900, 1000, 1150))
+    for labels in (ours.predict(x), ref.predict(x)):  # no component spans two blobs
+        assert metrics.homogeneity_score(truth, labels) > 0.99
+    assert np.all(np.isfinite(ours.score_samples(x)))
+    assert abs(ours.score(x) - ref.score(x)) < 0.05
+    drawn, z = ours.sample(200)
+    assert drawn.shape == (200, 3) and set(np.unique(z)) <= set(np.flatnonzero(ours.weights_))
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_constant_column_fits_with_the_default_prior(cov):
+    """A constant column makes the data covariance, the default covariance prior, singular:
+    scikit-learn fits it, and so does this estimator (the default prior floored at reg_covar);
+    with reg_covar=0 the error says why and names the arguments that fix it."""
+    x = np.c_[blobs(), np.ones(90)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = BayesianGaussianMixture(n_components=3, covariance_type=cov, random_state=0)
+        ref = SkBGM(n_components=3, covariance_type=cov, random_state=0).fit(x)
+        labels = ours.fit_predict(x)
+    assert np.all(np.isfinite(ours.score_samples(x)))
+    assert metrics.adjusted_rand_score(labels, ref.predict(x)) > 0.9
+    psi = np.atleast_1d(ours.covariance_prior_)
+    assert float(np.min(np.linalg.eigvalsh(psi) if psi.ndim == 2 else psi)) >= 1e-6 * 0.999
+    with pytest.raises(ValueError, match="default `covariance_prior`.*singular.*`reg_covar`"):
+        BayesianGaussianMixture(n_components=3, covariance_type=cov, reg_covar=0.0).fit(x)

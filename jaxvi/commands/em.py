@@ -8,6 +8,7 @@ is refused then (exit 2), not after the fit has run."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,10 @@ def output_paths(args) -> tuple[Path, Path | None]:
     out = str(args.out)
     out = Path(out if out.endswith(".npz") else out + ".npz")
     check_output_file("--out", out, overwrite=args.overwrite)
+    if out.exists() and not _is_em_result(out):
+        raise ValueError(f"`--out` {str(out)!r} exists and is not a result of `jaxvi em` "
+                         "(an .npz holding weights, means, covariances and covariance_type); "
+                         "--overwrite replaces only such a file: choose another path.")
     plot = None
     if args.plot is not None:
         plot = Path(args.plot)
@@ -89,6 +94,30 @@ def output_paths(args) -> tuple[Path, Path | None]:
                              f"{plot.suffix!r}.")
         check_output_file("--plot", plot, overwrite=args.overwrite)
     return out, plot
+
+
+_RESULT_KEYS = {"weights", "means", "covariances", "covariance_type"}
+
+
+def _is_em_result(path: Path) -> bool:
+    """Whether the file `path` is an .npz that `jaxvi em` wrote (it holds `_RESULT_KEYS`)."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return _RESULT_KEYS <= set(saved.files)
+    except Exception:  # not an .npz at all (numpy raises several kinds)
+        return False
+
+
+def save_result(out: Path, **arrays) -> None:
+    """np.savez of `arrays` to `out`, written to a temporary file beside it and renamed over
+    it, so that an earlier result is replaced whole or not at all."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _image_formats() -> set[str]:
@@ -109,7 +138,7 @@ def run(args) -> int:
 
     from jaxvi import distributed, em, processes
     from jaxvi.cli import join_processes
-    from jaxvi.em.densities import n_parameters
+    from jaxvi.em.densities import count_parameters, log_prob_kernel
     from jaxvi.em.plots import plot_fit
 
     several = join_processes(args)
@@ -128,9 +157,10 @@ def run(args) -> int:
                         mesh=distributed.data_mesh() if several else None)
         gmm = jax.tree.map(np.asarray, result.gmm)  # replicated: every process has it all
         n, sum_ll = processes.sum_over_processes(
-            (x.shape[0], np.sum(np.asarray(em.log_prob(xj, gmm)))))
+            (x.shape[0], np.sum(np.asarray(log_prob_kernel(xj, gmm)))))
         n, mean_ll = int(n), float(sum_ll) / int(n)
-        bic = -2.0 * float(sum_ll) + n_parameters(gmm) * math.log(n)
+        n_params = count_parameters(args.covariance_type, *gmm.means.shape)
+        bic = -2.0 * float(sum_ll) + n_params * math.log(n)
         n_iter = int(result.n_iter)
         history = np.asarray(result.history)[:n_iter]
         if not processes.is_main_process():
@@ -144,8 +174,7 @@ def run(args) -> int:
         print(f"mean log-likelihood: {mean_ll:.6f}")
         print(f"BIC: {bic:.3f}")
         print("weights: " + " ".join(f"{w:.4f}" for w in weights))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, weights=weights, means=np.asarray(gmm.means),
+        save_result(out, weights=weights, means=np.asarray(gmm.means),
                  covariances=np.asarray(gmm.covariances),
                  covariance_type=np.asarray(args.covariance_type),
                  log_likelihood=np.asarray(mean_ll), bic=np.asarray(bic), history=history)

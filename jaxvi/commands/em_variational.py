@@ -80,6 +80,8 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
     import jax.numpy as jnp
 
     from jaxvi import em, processes
+    from jaxvi.commands.em import save_result
+    from jaxvi.em.densities import log_prob_kernel
     from jaxvi.em.plots import plot_variational_fit
     from jaxvi.em.variational import expected_gmm, mixture_weights
 
@@ -102,7 +104,7 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
         gmm = expected_gmm(post, covariance_type=cov, weight_type=wt)._replace(
             weights=jnp.asarray(weights))
         n, sum_ll = processes.sum_over_processes(
-            (x.shape[0], np.sum(np.asarray(em.log_prob(xj, gmm)))))
+            (x.shape[0], np.sum(np.asarray(log_prob_kernel(xj, gmm)))))
         n, mean_ll = int(n), float(sum_ll) / int(n)
         n_iter = int(result.n_iter)
         history = np.asarray(result.history)[:n_iter]
@@ -118,8 +120,7 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
         print(f"effective components: {int(effective.sum())} of {args.components} "
               f"(weight > {threshold:g})")
         print("weights: " + " ".join(f"{w:.4f}" for w in weights))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, weights=weights, means=np.asarray(post.means),
+        save_result(out, weights=weights, means=np.asarray(post.means),
                  covariances=np.asarray(post.covariances), covariance_type=np.asarray(cov),
                  log_likelihood=np.asarray(mean_ll), lower_bound=np.asarray(result.lower_bound),
                  history=history, weight_concentration_prior_type=np.asarray(wt),

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--time-limit", type=float, default=None,
                    help="stop every process and fail once the job has run this many seconds "
                    "(default: no limit)")
-    p.add_argument("command", nargs="+", metavar="-- COMMAND",
+    p.add_argument("child", nargs="+", metavar="-- COMMAND",
                    help="the command each process runs, after --")
     p.set_defaults(func=run)
 
@@ -78,7 +78,8 @@ def run(args) -> int:
                          f"{args.time_limit}.")
     if args.port is not None and not 0 < args.port < 65536:
         raise ValueError(f"`--port` must be in 1..65535; got {args.port}.")
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    # `child`, not `command`: that is the subcommand's name ("launch"), which errors print.
+    command = args.child[1:] if args.child[:1] == ["--"] else args.child
     if not command:
         raise ValueError("`jaxvi launch` needs a command after --, e.g. "
                          "`jaxvi launch -n 2 -- jaxvi em data.npy -k 4`.")

@@ -70,7 +70,9 @@ def register(subparsers) -> None:
                    f"pretraining and in joint training (default {d.checkpoint_every})")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out that holds an earlier run's checkpoint, "
-                        "deleting it (without this or --resume, such an --out is refused)")
+                        "which is deleted once this run has saved its own (only the "
+                        "checkpoint steps: other files stay); without this or --resume, "
+                        "such an --out is refused")
     p.add_argument("--likelihood", default="gaussian",
                    help="decoder: 'gaussian' (learned floored per-pixel variance) or 'bernoulli'")
     p.add_argument("--inference", default=d.inference,
@@ -91,6 +93,7 @@ def run(args) -> int:
     from jaxvi import data as data_lib
     from jaxvi import distributed, processes
     from jaxvi.cli import join_processes
+    from jaxvi.training.checkpoint import remove_saved, set_aside_steps
     from jaxvi.training.loop import NonFiniteLossError
     from jaxvi.vae import recipe
     from jaxvi.vae.evaluate import evaluate_test_set
@@ -130,14 +133,14 @@ def run(args) -> int:
     recipe.check_train_inputs(ds.x_train, mc, tc, x_test=ds.x_test, mesh=mesh,
                               where=f"`--data` {str(args.data)!r}: ")
     ckpt = out / "checkpoint"
+    if ckpt.exists() and not ckpt.is_dir():
+        raise ValueError(f"`--out` {str(out)!r} holds a file 'checkpoint' where the run's "
+                         "checkpoint folder goes; move it away or choose another --out.")
+    replaced = []  # an earlier run's checkpoints, set aside until this run has saved its own
     if not (args.overwrite and not args.resume):
         recipe.check_fresh_checkpoint_dir(ckpt, args.resume)
-    elif main and ckpt.is_dir():
-        import shutil
-
-        shutil.rmtree(ckpt)
-    elif main and ckpt.exists():
-        ckpt.unlink()
+    elif main:
+        replaced = [p for p in map(set_aside_steps, (ckpt, ckpt / recipe.PRETRAIN_DIR)) if p]
     processes.wait_for_all("checkpoint folder ready")
     out.mkdir(parents=True, exist_ok=True)
     if main:
@@ -153,8 +156,11 @@ def run(args) -> int:
                 input_scale=ds.input_scale, mesh=mesh,
             )
     except NonFiniteLossError as err:
-        print(f"jaxvi train: error: {err}", file=sys.stderr)
+        kept = f" (the earlier run's checkpoints are kept in {str(replaced[0])!r})" if (
+            replaced) else ""
+        print(f"jaxvi train: error: {err}{kept}", file=sys.stderr)
         return 1
+    remove_saved(replaced)  # this run's checkpoint is written: the earlier one may go
     clock = [(t0, c0), (time.perf_counter(), time.process_time())]  # start, trained
     if not main:
         return 0

@@ -18,21 +18,31 @@ if TYPE_CHECKING:
 
 
 def as_float(x, gmm: GMM) -> jax.Array:
-    """x as a JAX array, cast to the mixture's float dtype when it is not floating."""
+    """x as a JAX array, cast to the mixture's float dtype when it is not floating or is
+    narrower than float32."""
     x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(gmm.means.dtype)
+    keep = jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits >= 32
+    return x if keep else x.astype(gmm.means.dtype)
 
 
-def as_float_data(x) -> jax.Array:
-    """x as a JAX array, cast to the default float dtype when it is not floating."""
+def as_float_data(x, name: str = "x") -> jax.Array:
+    """Real data x as a JAX array of a float dtype that the fits compute in: integers and
+    bools in the default float dtype, float16 and bfloat16 in float32 (as scikit-learn does:
+    XLA's linear algebra has no half-precision kernels), float32 and float64 as they are.
+    Complex data are refused, naming `name`."""
+    _validate.check_real(name, x)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
+    elif jnp.finfo(x.dtype).bits < 32:
+        x = x.astype(jnp.float32)
     return x
 
 
 def check_x(x, n_features: int | None = None, name: str = "x") -> tuple[int, int]:
-    """Data x: (N, D), N, D ≥ 1, finite, with `n_features` columns when given -> (N, D)."""
+    """Data x: (N, D) real, N, D ≥ 1, finite, with `n_features` columns when given
+    -> (N, D)."""
+    _validate.check_real(name, x)
     _validate.check_ndim(name, x, 2, "(n_samples, n_features)")
     n, d = np.shape(x)
     if n < 1 or d < 1:
@@ -77,8 +87,8 @@ def check_resp(resp, n_samples: int, n_components: int | None) -> None:
 
 
 def check_gmm(gmm, n_components=None, n_features=None, name="gmm") -> None:
-    """A `GMM` with consistent shapes, weights summing to 1 and valid covariances (positive
-    definite, or finite beside valid Cholesky factors `scale_tril`)."""
+    """A `GMM` with consistent shapes, weights ≥ 0 summing to 1 and valid covariances
+    (positive definite, or finite beside valid Cholesky factors `scale_tril`)."""
     if not isinstance(gmm, GMM):
         raise ValueError(f"`{name}` must be a jaxvi.em.GMM; got {type(gmm).__name__}.")
     _validate.check_choice(f"{name}.covariance_type", gmm.covariance_type,
@@ -97,7 +107,9 @@ def check_gmm(gmm, n_components=None, n_features=None, name="gmm") -> None:
     if np.shape(gmm.covariances) != want:
         raise ValueError(f"`{name}.covariances` must have shape {want} for covariance_type "
                          f"{gmm.covariance_type!r}; got {np.shape(gmm.covariances)}.")
-    _validate.check_positive(f"{name}.weights", gmm.weights)
+    # A weight of 0 is a legitimate component (pruned by VB, or underflowed), as in
+    # scikit-learn's `weights_init`; the sum to 1 below keeps one positive.
+    _validate.check_nonnegative(f"{name}.weights", gmm.weights)
     if _validate.is_concrete(gmm.weights):
         w = np.asarray(gmm.weights, np.float64)
         tol = 1e-4 if np.asarray(gmm.weights).dtype == np.float32 else 1e-6
@@ -214,11 +226,18 @@ def fixed_mask(fixed) -> np.ndarray | None:
 
 
 def check_sample_weight(sample_weight, n_samples: int, dtype, n_components: int | None = None,
-                        name: str = "sample_weight") -> jax.Array | None:
+                        name: str = "sample_weight", rescale: bool = False
+                        ) -> jax.Array | None:
     """Per-sample weights (N,), finite, ≥ 0, not all zero (at least `n_components` of them
-    positive when given) -> an array of `dtype`, or None for None (unweighted)."""
+    positive when given), their positive entries normal numbers of `dtype` and their sum
+    within its range -> an array of `dtype`, or None for None (unweighted).
+
+    rescale: for a fit that does not depend on the weights' scale (ML EM), weights whose
+    largest is below 1 are first divided by it (in float64), so that tiny weights neither
+    underflow nor fall under the empty-component guard n_k + 10 eps of the M step."""
     if sample_weight is None:
         return None
+    sample_weight = _validate.as_real_array(name, sample_weight, "(n_samples,)")
     _validate.check_ndim(name, sample_weight, 1, "(n_samples,)")
     if np.shape(sample_weight)[0] != n_samples:
         raise ValueError(f"`{name}` must have one entry per sample ({n_samples}); "
@@ -231,6 +250,15 @@ def check_sample_weight(sample_weight, n_samples: int, dtype, n_components: int 
         positive = int(np.count_nonzero(w))
         if positive == 0:
             raise ValueError(f"`{name}` must have a positive entry; got all zeros.")
+        if rescale and w.max() < 1.0:
+            sample_weight = w = w / w.max()
+        # Subnormal weights are flushed to 0 in computation (a NaN fit when all are), and a
+        # total beyond the dtype's range is Inf.
+        _validate.check_normal_range(name, w, dtype)
+        if not float(w.sum()) <= float(jnp.finfo(dtype).max):
+            raise ValueError(f"`{name}` must sum to at most the largest {jnp.dtype(dtype).name} "
+                             f"number ({float(jnp.finfo(dtype).max):.3g}); got a sum of "
+                             f"{float(w.sum()):.3g}. Rescale the weights.")
         if n_components is not None and positive < n_components:
             raise ValueError(f"`{name}` must have at least n_components = {n_components} "
                              f"positive entries; got {positive}.")

@@ -74,7 +74,9 @@ def component_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
 
 
 @jax.jit
-def _log_prob(x, gmm):
+def log_prob_kernel(x: jax.Array, gmm: GMM) -> jax.Array:
+    """`log_prob` without its checks, for a GMM a fit produced (a component whose weight
+    underflowed to 0 contributes nothing). x: (N, D) of the GMM's dtype -> (N,)."""
     return logsumexp(joint_log_prob(x, gmm), axis=-1)
 
 
@@ -82,11 +84,13 @@ def log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
     """Mixture log density log p(x_n). x: (N, D) -> (N,)."""
     checks.check_gmm(gmm)
     checks.check_x(x, gmm.n_features)
-    return _log_prob(checks.as_float(x, gmm), gmm)
+    return log_prob_kernel(checks.as_float(x, gmm), gmm)
 
 
 @jax.jit
-def _e_step(x, gmm):
+def e_step_kernel(x: jax.Array, gmm: GMM) -> tuple[jax.Array, jax.Array]:
+    """`e_step` without its checks, for a GMM a fit produced (a component whose weight
+    underflowed to 0 gets log-responsibility −∞). x: (N, D) -> ((N, K), ())."""
     joint = joint_log_prob(x, gmm)
     lse = logsumexp(joint, axis=-1, keepdims=True)
     return joint - lse, jnp.mean(lse)
@@ -97,7 +101,7 @@ def e_step(x: jax.Array, gmm: GMM) -> tuple[jax.Array, jax.Array]:
     x: (N, D) -> (log_resp (N, K), ()). Through Cholesky factors and log-sum-exp."""
     checks.check_x(x, gmm.n_features)
     checks.check_gmm(gmm)
-    return _e_step(jnp.asarray(x), gmm)
+    return e_step_kernel(jnp.asarray(x), gmm)
 
 
 @jax.jit
@@ -119,7 +123,9 @@ def free_energy(x: jax.Array, gmm: GMM, resp: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def _sample(key, gmm, n):
+def sample_kernel(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
+    """`sample` without its checks, for a GMM a fit produced (components of weight 0 are
+    never drawn). -> (x (n, D), z (n,))."""
     key_z, key_e = jax.random.split(key)
     z = jax.random.categorical(key_z, jnp.log(gmm.weights), shape=(n,))
     eps = jax.random.normal(key_e, (n, gmm.n_features), gmm.means.dtype)
@@ -135,15 +141,19 @@ def sample(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
     checks.check_gmm(gmm)
     if int(n) < 1:
         raise ValueError(f"`n` must be a positive integer; got {n!r}.")
-    return _sample(key, gmm, int(n))
+    return sample_kernel(key, gmm, int(n))
+
+
+def count_parameters(covariance_type: str, k: int, d: int) -> int:
+    """Free parameters of a K-component mixture of D features: K−1 weights, K·D means and
+    the covariances (scikit-learn's count). No checks (`n_parameters` checks its GMM)."""
+    return int(covariance.of(covariance_type).n_parameters(k, d) + k * d + k - 1)
 
 
 def n_parameters(gmm: GMM) -> int:
     """Free parameters: K−1 weights, K·D means and the covariances (scikit-learn's count)."""
     checks.check_gmm(gmm)
-    k, d = gmm.n_components, gmm.n_features
-    cov = covariance.of(gmm.covariance_type).n_parameters(k, d)
-    return int(cov + k * d + k - 1)
+    return count_parameters(gmm.covariance_type, gmm.n_components, gmm.n_features)
 
 
 def bic(x: jax.Array, gmm: GMM) -> jax.Array:

@@ -230,7 +230,8 @@ def fit(
                             fixed=fixed)
     x, k, prior = _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar,
                                   chunk_size, prior)
-    weights = checks.check_sample_weight(sample_weight, x.shape[0], x.dtype, k)
+    weights = checks.check_sample_weight(sample_weight, x.shape[0], x.dtype, k,
+                                          rescale=prior is None)
     loop = dict(max_iter=int(max_iter), tol=jnp.asarray(tol, x.dtype),
                 reg_covar=jnp.asarray(reg_covar, x.dtype), prior=prior,
                 fixed=_as_mask(fixed))

@@ -116,7 +116,7 @@ def initialize(
     x = checks.as_float_data(x)
     if prior is not None:
         prior = checks.check_prior(prior, d, x.dtype)
-    w = checks.check_sample_weight(sample_weight, n, x.dtype, k)
+    w = checks.check_sample_weight(sample_weight, n, x.dtype, k, rescale=prior is None)
     resp = init_resp(key, x, k, init, w)
     if w is not None:
         resp = resp * w[:, None]

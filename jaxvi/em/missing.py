@@ -192,15 +192,22 @@ def check_x_missing(x, n_features: int | None = None, name: str = "x") -> np.nda
     """Data x: (N, D) whose NaN entries are missing: `checks.check_x` on its observed
     entries (no ±Inf) -> x as a NumPy float array. Rows all NaN fail in `missing_layout`."""
     _validate.check_ndim(name, x, 2, "(n_samples, n_features)")
-    x = np.asarray(checks.as_float_data(x))
+    x = np.asarray(checks.as_float_data(x, name))
     checks.check_x(np.where(np.isnan(x), 0.0, x), n_features, name)
     return x
 
 
+def marginal_posterior(x: np.ndarray, gmm: GMM):
+    """Per-row (log p(k | x_o) (N, K), log p(x_o) (N,), E[x | x_o] (N, D)) of x: (N, D)
+    (NaN = missing; checked data) under a GMM a fit produced: no checks of the GMM. A row
+    with every entry missing is a ValueError (`missing_layout`)."""
+    x = np.asarray(x).astype(np.asarray(gmm.means).dtype)
+    return _posterior_rows(missing_layout(x, gmm.covariance_type), gmm)
+
+
 def _posterior(x, gmm: GMM):
     checks.check_gmm(gmm)
-    x = check_x_missing(x, gmm.n_features).astype(np.asarray(gmm.means).dtype)
-    return _posterior_rows(missing_layout(x, gmm.covariance_type), gmm)
+    return marginal_posterior(check_x_missing(x, gmm.n_features), gmm)
 
 
 def marginal_log_prob(x, gmm: GMM) -> jax.Array:

@@ -104,10 +104,12 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
     sample_weight (N,) and `fixed` as in `fit`: each row's weight multiplies its expected
     statistics (and its part of the initialisation)."""
     x = check_x_missing(x)
+    _validate.check_columns_observed("x", ~np.isnan(x))  # (predicting on such a batch is fine)
     n, d = x.shape
     k = checks.check_n_components(n_components, n)
     checks.check_loop_options(covariance_type, max_iter, tol, reg_covar, chunk_size)
-    weights = checks.check_sample_weight(sample_weight, n, x.dtype, k)
+    weights = checks.check_sample_weight(sample_weight, n, x.dtype, k,
+                                          rescale=prior is None)
     data = missing_layout(x, covariance_type, chunk_size,
                           sample_weight=None if weights is None else np.asarray(weights))
     if prior is not None:

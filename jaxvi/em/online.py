@@ -171,7 +171,7 @@ def weighted_batches(batches: Iterable, sample_weight: Iterable | None,
     except StopIteration:
         raise ValueError("`batches` must yield at least one batch; got none.") from None
     checks.check_x(first, name="batches")
-    first = jnp.asarray(first)
+    first = checks.as_float_data(first, "batches")
     yield first, _next_weights(weights, first)
     t = 1
     while max_steps is None or t < max_steps:

@@ -175,19 +175,46 @@ def _raise_if_not_finite(result: VariationalFitResult) -> VariationalFitResult:
 
 
 def checked_prior(x: jax.Array, covariance_type: str, n_components: int, sample_weight=None,
-                  **given) -> VariationalPrior:
+                  reg_covar: float = 0.0, **given) -> VariationalPrior:
     """The prior of a fit to x: (N, D) (rows weighted by sample_weight (N,) when given):
     scikit-learn's defaults (`default_prior`) for each of `given`'s priors left None, each
-    checked (concrete values; messages name them)."""
+    checked (concrete values; messages name them). The default covariance prior, the data's
+    covariance, has its eigenvalues (variances for diag/spherical) floored at `reg_covar`, so
+    that constant or collinear features (a singular data covariance) still give a valid prior;
+    a given one is used as it is."""
     for name, value in given.items():
         if value is not None:
             _validate.check_finite(name, np.asarray(value, dtype=float))
-    if sample_weight is not None and given.get("covariance_prior") is None:
+    default_psi = given.get("covariance_prior") is None
+    if sample_weight is not None and default_psi:
         checks.check_weight_total(sample_weight)
     prior = default_prior(x, covariance_type=covariance_type, n_components=n_components,
                           sample_weight=sample_weight, **given)
+    if default_psi:  # (a covariance beyond the dtype's range is named as such first)
+        _validate.check_finite("covariance_prior", prior.covariance_prior)
+        prior = prior._replace(covariance_prior=_floored(prior.covariance_prior, reg_covar))
+        psi = np.asarray(prior.covariance_prior, np.float64)
+        low = float(np.min(np.linalg.eigvalsh(psi) if psi.ndim == 2 else psi))
+        if not low > 0:
+            raise ValueError(
+                "The default `covariance_prior`, the covariance of `x`, is singular (smallest "
+                f"eigenvalue {low:.3g}): some features are constant or collinear. Pass "
+                "`reg_covar` > 0 (it floors the default prior's eigenvalues) or a "
+                "`covariance_prior`.")
     checks.check_variational_prior(prior, covariance_type, x.shape[1])
     return prior
+
+
+def _floored(psi0: jax.Array, floor: float) -> jax.Array:
+    """A covariance prior (D, D), (D,) or () with its eigenvalues (entries) raised to at
+    least `floor`; unchanged where they already are. Host-side (concrete arrays)."""
+    a = np.asarray(psi0, np.float64)
+    if a.ndim < 2:
+        return jnp.asarray(np.maximum(a, floor), psi0.dtype) if np.any(a < floor) else psi0
+    lam, vec = np.linalg.eigh(a)
+    if lam.min() >= floor:
+        return psi0
+    return jnp.asarray((vec * np.maximum(lam, floor)) @ vec.T, psi0.dtype)
 
 
 @lapack_scoped
@@ -262,7 +289,8 @@ def fit_variational(
         x0 = jnp.asarray(init_rows(x))
         w0 = None if weights is None else jnp.asarray(init_rows(weights))
     prior = checked_prior(
-        x0, covariance_type, k, w0, weight_concentration_prior=weight_concentration_prior,
+        x0, covariance_type, k, w0, float(reg_covar),
+        weight_concentration_prior=weight_concentration_prior,
         mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
         degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
     loop = dict(cov=covariance_type, wt=weight_concentration_prior_type,

@@ -158,7 +158,7 @@ def fit_variational_minibatch(
     k = checks.check_n_components(n_components, n)
     cov, wt = covariance_type, weight_concentration_prior_type
     prior = checked_prior(
-        first, cov, k, w0, weight_concentration_prior=weight_concentration_prior,
+        first, cov, k, w0, float(reg_covar), weight_concentration_prior=weight_concentration_prior,
         mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
         degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
     dt = first.dtype

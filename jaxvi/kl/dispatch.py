@@ -1,6 +1,7 @@
 """`kl_divergence(p, q)`: one entry point for distrax distributions and `jaxvi.mixture.Mixture`,
 picking the closed form of `jaxvi.kl.gaussian` where one exists and a mixture estimate of
-`jaxvi.kl.mixtures` otherwise."""
+`jaxvi.kl.mixtures` otherwise; `divergence(p, q, method=...)`: every estimator of KL and every
+other divergence between Gaussian mixtures in this package, by name."""
 
 from __future__ import annotations
 
@@ -8,17 +9,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxvi import _validate
+from jaxvi.kl.approximations import mixture_stratified_monte_carlo, mixture_unscented
+from jaxvi.kl.divergences import mixture_cauchy_schwarz, mixture_jensen_renyi, mixture_l2_squared
 from jaxvi.kl.gaussian import categorical, mvn, mvn_tril, normal_diag
 from jaxvi.kl.mixtures import (
     mixture_bounds,
+    mixture_lower_bound,
     mixture_matched_upper_bound,
     mixture_monte_carlo,
+    mixture_product_upper_bound,
     mixture_variational,
     mixture_variational_upper_bound,
 )
+from jaxvi.kl.univariate import mixture_guaranteed_bounds_1d
+from jaxvi.kl.wasserstein import mixture_w2_squared
 from jaxvi.mixture import Mixture
 
-__all__ = ["kl_divergence"]
+__all__ = ["DIVERGENCE_METHODS", "divergence", "kl_divergence"]
 
 
 def _as_mvn_tril(dist):
@@ -128,3 +135,89 @@ def kl_divergence(p, q, *, key: jax.Array | None = None, method: str = "auto",
             f"FullCovariance, Categorical, MixtureSameFamily of MVNs, jaxvi.mixture.Mixture); "
             f"got {type(p).__name__} and {type(q).__name__}.")
     return _mixture_estimate(p_mix, q_mix, key, method, num_samples)
+
+
+def _sampled(fn):
+    def run(p, q, key, num_samples):
+        if key is None:
+            raise ValueError("`key` is required for a Monte Carlo method; got None.")
+        return fn(key, p, q, num_samples).estimate
+    return run
+
+
+def _deterministic(fn):
+    return lambda p, q, key, num_samples: fn(p, q)
+
+
+# name -> (what it is, fn(p, q, key, num_samples)); the order is the docstring's.
+_DIVERGENCES = {
+    "kl_monte_carlo": ("KL, Monte Carlo, ancestral draws (unbiased)",
+                       _sampled(mixture_monte_carlo)),
+    "kl_stratified": ("KL, Monte Carlo stratified by p's components, num_samples per "
+                      "component (unbiased)", _sampled(mixture_stratified_monte_carlo)),
+    "kl_unscented": ("KL, unscented transform (Goldberger et al. 2003)",
+                     _deterministic(mixture_unscented)),
+    "kl_variational": ("KL, variational approximation (Hershey & Olsen 2007)",
+                       _deterministic(mixture_variational)),
+    "kl_lower": ("KL lower bound (Durrieu, Thiran & Kelly 2012)",
+                 _deterministic(mixture_lower_bound)),
+    "kl_product_upper": ("KL upper bound (Durrieu, Thiran & Kelly 2012)",
+                         _deterministic(mixture_product_upper_bound)),
+    "kl_variational_upper": ("KL upper bound (Hershey & Olsen 2007)",
+                             _deterministic(mixture_variational_upper_bound)),
+    "kl_matched_upper": ("KL upper bound, best one-to-one matching (needs K ≤ J)",
+                         _deterministic(mixture_matched_upper_bound)),
+    "kl_upper": ("KL, the tightest of the upper bounds", lambda p, q, key, n:
+                 mixture_bounds(p, q).upper),
+    "kl_guaranteed_lower_1d": ("KL guaranteed lower bound, D = 1 (Nielsen & Sun 2016)",
+                               lambda p, q, key, n: mixture_guaranteed_bounds_1d(p, q).lower),
+    "kl_guaranteed_upper_1d": ("KL guaranteed upper bound, D = 1 (Nielsen & Sun 2016)",
+                               lambda p, q, key, n: mixture_guaranteed_bounds_1d(p, q).upper),
+    "cauchy_schwarz": ("Cauchy–Schwarz divergence (closed form)",
+                       _deterministic(mixture_cauchy_schwarz)),
+    "l2_squared": ("squared L2 distance ∫(p − q)² (closed form)",
+                   _deterministic(mixture_l2_squared)),
+    "jensen_renyi": ("Jensen–Rényi divergence of order 2, equal weights (closed form)",
+                     _deterministic(mixture_jensen_renyi)),
+    "mw2_squared": ("squared mixture Wasserstein distance MW2² (Delon & Desolneux 2020, "
+                    "exact OT)", _deterministic(mixture_w2_squared)),
+}
+
+DIVERGENCE_METHODS = tuple(_DIVERGENCES)
+
+
+def divergence(p, q, method: str, *, key: jax.Array | None = None,
+               num_samples: int = 10_000) -> jax.Array:
+    """A divergence between two Gaussian mixtures (or single Gaussians), by name.
+
+    p, q: `jaxvi.mixture.Mixture`, distrax `MixtureSameFamily` of MVNs or a distrax MVN (a
+    one-component mixture); batch axes broadcast -> (...). method: one of
+
+      "kl_monte_carlo"        KL, plain Monte Carlo with `num_samples` draws (needs `key`)
+      "kl_stratified"         KL, Monte Carlo stratified by p's components, `num_samples` per
+                              component (needs `key`)
+      "kl_unscented"          KL, unscented-transform approximation
+      "kl_variational"        KL, Hershey–Olsen variational approximation
+      "kl_lower"              KL lower bound of Durrieu et al. (may be negative)
+      "kl_product_upper"      KL upper bound of Durrieu et al.
+      "kl_variational_upper"  KL upper bound of Hershey & Olsen
+      "kl_matched_upper"      KL upper bound from the best matching of components (K ≤ J)
+      "kl_upper"              the tightest of the KL upper bounds (`mixture_bounds`)
+      "kl_guaranteed_lower_1d", "kl_guaranteed_upper_1d"
+                              guaranteed KL bounds for D = 1 (`mixture_guaranteed_bounds_1d`)
+      "cauchy_schwarz"        Cauchy–Schwarz divergence (closed form)
+      "l2_squared"            ∫(p − q)² (closed form)
+      "jensen_renyi"          Jensen–Rényi divergence of order 2, weights ½ (closed form)
+      "mw2_squared"           squared mixture Wasserstein distance (exact discrete OT)
+
+    For the standard errors of the Monte Carlo methods call `mixture_monte_carlo` /
+    `mixture_stratified_monte_carlo`; for other Jensen–Rényi weights `mixture_jensen_renyi`.
+    """
+    _validate.check_choice("method", method, DIVERGENCE_METHODS)
+    p_mix, q_mix = _as_mixture(p), _as_mixture(q)
+    for name, dist, mix in (("p", p, p_mix), ("q", q, q_mix)):
+        if mix is None:
+            raise ValueError(f"`{name}` must be a jaxvi.mixture.Mixture, a distrax "
+                             f"MixtureSameFamily of MVNs or a distrax MVN; got "
+                             f"{type(dist).__name__}.")
+    return _DIVERGENCES[method][1](p_mix, q_mix, key, num_samples)

@@ -296,7 +296,9 @@ class MixtureKLBounds(NamedTuple):
 def mixture_bounds(p: Mixture, q: Mixture, num_iters: int = 20) -> MixtureKLBounds:
     """Every bound we have, combined: lower ≤ KL(p ‖ q) ≤ upper, plus the variational estimate.
 
-    The matched bound is included when p has no more components than q.
+    The matched bound is included when p has no more components than q; for one-dimensional
+    mixtures (D = 1) the guaranteed bounds of `jaxvi.kl.mixture_guaranteed_bounds_1d` (64 cuts
+    per component) too.
     """
     p, q = _check_mixture_pair(p, q)
     uppers = [_variational_upper_impl(p, q, int(num_iters)), _product_upper_impl(p, q)]
@@ -306,6 +308,12 @@ def mixture_bounds(p: Mixture, q: Mixture, num_iters: int = 20) -> MixtureKLBoun
     for u in uppers[1:]:
         upper = jnp.minimum(upper, u)
     lower = jnp.maximum(_lower_impl(p, q), 0.0)
+    if p.loc.shape[-1] == 1:
+        from jaxvi.kl.univariate import _bounds_impl  # imports this module
+
+        guaranteed_lower, guaranteed_upper = _bounds_impl(p, q, 64)
+        lower = jnp.maximum(lower, guaranteed_lower)
+        upper = jnp.minimum(upper, guaranteed_upper)
     upper = jnp.maximum(upper, lower)
     variational = jnp.clip(_variational_impl(p, q), lower, upper)
     return MixtureKLBounds(lower, upper, variational)

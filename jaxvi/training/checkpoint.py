@@ -7,6 +7,11 @@ takes the newest step that reads back intact: a damaged newer one (a flipped bit
 deleted file) is named in a `DamagedCheckpointWarning`, and when no step is intact a
 `ValueError` names the folder and what is wrong with each step. A state whose structure
 differs from the one asked for (another model) is a `ValueError` at once, not damage.
+
+Replacing and removing checkpoints (`replace_checkpoint`, `set_aside_steps`, `remove_saved`)
+touches only what a save wrote (the step folders, an interrupted save's temporary folders and
+the staging folders below), never any other file or folder that sits beside them, and a new
+checkpoint is complete on disk before the one it replaces goes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
+import shutil
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -162,6 +170,73 @@ def set_aside(directory, steps) -> list[Path]:
         (directory / str(step)).rename(dest)
         moved.append(dest)
     return moved
+
+
+# What a save writes into a checkpoint folder: numbered step folders, orbax's temporary
+# folder of a save in progress, and the staging folders of `replace_checkpoint` and
+# `set_aside_steps` (left only by a run that was killed in between).
+_SAVED = re.compile(r"\d+|\d+\.orbax-checkpoint-tmp-.*|\.jaxvi-(staging|replaced)-[0-9a-f]+")
+
+
+def saved_entries(directory) -> list[Path]:
+    """The entries of `directory` that saves wrote (see `_SAVED`), sorted; [] when it is not a
+    folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _SAVED.fullmatch(p.name) and p.is_dir())
+
+
+def other_entries(directory) -> list[Path]:
+    """The entries of `directory` that no save wrote (a user's files, `damaged-*` step
+    folders set aside for inspection), sorted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    saved = set(saved_entries(directory))
+    return sorted(p for p in directory.iterdir() if p not in saved)
+
+
+def remove_saved(entries) -> None:
+    """Delete the given entries, each of which `saved_entries` listed (checked again here:
+    anything else is a ValueError, not deleted; one already gone is skipped)."""
+    entries = [p for p in map(Path, entries) if p.exists() or p.is_symlink()]
+    for p in entries:
+        if not (_SAVED.fullmatch(p.name) and p.is_dir() and not p.is_symlink()):
+            raise ValueError(f"refusing to delete {str(p)!r}: not a folder a save wrote.")
+    for p in entries:
+        shutil.rmtree(p)
+
+
+def set_aside_steps(directory) -> Path | None:
+    """Move the step folders (and interrupted saves) of `directory` into a new staging folder
+    `directory/.jaxvi-replaced-<hex>` (renames: nothing is deleted), so that a fresh run can
+    write its own steps; other entries stay. -> the staging folder, None when there was
+    nothing to move. `remove_saved([it])` deletes them once the new run has saved."""
+    old = [p for p in saved_entries(directory) if not p.name.startswith(".jaxvi-")]
+    if not old:
+        return None
+    aside = Path(directory) / f".jaxvi-replaced-{uuid.uuid4().hex}"
+    aside.mkdir()
+    for p in old:
+        p.rename(aside / p.name)
+    return aside
+
+
+def replace_checkpoint(directory, state: NamedTuple, meta: dict, *, epoch: int) -> None:
+    """`save_checkpoint` into `directory` as its only checkpoint: the new one is written in
+    full into a staging folder inside `directory` first, moved into place (a rename), and
+    only then are the earlier steps removed; entries no save wrote are left untouched."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    old = [p for p in saved_entries(directory) if not p.name.startswith(".jaxvi-")]
+    staging = directory / f".jaxvi-staging-{uuid.uuid4().hex}"
+    save_checkpoint(staging, state, meta, epoch=epoch)
+    target = directory / str(epoch)
+    if target.exists():  # the old step of the same number goes into staging, then away
+        target.rename(staging / f"old-{epoch}")
+    (staging / str(epoch)).rename(target)
+    remove_saved([p for p in old if p != target] + [staging])
 
 
 # ----------------------------------------------------------------------------- save

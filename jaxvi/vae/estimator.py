@@ -10,7 +10,6 @@ points of X.
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 
 import jax
@@ -28,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_feature_names, check_array, check_is_fitted
 
 from jaxvi import _validate, data
-from jaxvi.training.checkpoint import latest_checkpoint, save_checkpoint
+from jaxvi.training.checkpoint import latest_checkpoint, other_entries, replace_checkpoint
 from jaxvi.training.step import init_state
 from jaxvi.vae import bounds
 from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
@@ -218,19 +217,32 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     # ----------------------------------------------------------------------- save and load
 
-    def save(self, path, *, overwrite: bool = False) -> Path:
+    def save(self, path, *, overwrite: bool = False, allow_other_files: bool = False) -> Path:
         """Write the fitted model as an orbax checkpoint folder, the format `jaxvi train`
-        writes (so `jaxvi.vae.recipe.load_model` and `jaxvi evaluate` read it too). A folder
-        that already holds a checkpoint is refused unless `overwrite`. -> the folder."""
+        writes (so `jaxvi.vae.recipe.load_model` and `jaxvi evaluate` read it too). -> the
+        folder.
+
+        A folder that already holds a checkpoint is refused unless `overwrite`, which
+        replaces that checkpoint only (its step folders and metadata; the new one is complete
+        on disk before the old one goes). A folder that holds anything a save did not write
+        (a user's files or folders) is refused unless `allow_other_files`; those are never
+        deleted or changed.
+        """
         check_is_fitted(self, "params_")
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise ValueError(f"`path` must be a folder; got {str(path)!r}, which is a file.")
-        if latest_checkpoint(path) is not None:
-            if not overwrite:
-                raise ValueError(f"`path` {str(path)!r} already holds a checkpoint; pass "
-                                 "overwrite=True to replace it, or choose another folder.")
-            shutil.rmtree(path)
+        if latest_checkpoint(path) is not None and not overwrite:
+            raise ValueError(f"`path` {str(path)!r} already holds a checkpoint; pass "
+                             "overwrite=True to replace it, or choose another folder.")
+        others = other_entries(path)
+        if others and not allow_other_files:
+            names = ", ".join(repr(p.name) for p in others[:3])
+            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+            raise ValueError(
+                f"`path` {str(path)!r} holds what no save wrote ({names}{more}); pass "
+                "allow_other_files=True to save beside them (they are left as they are), or "
+                "choose another folder.")
         tc = self.train_config_
         params = jax.tree.map(jnp.asarray, self.params_)
         meta = {"model_config": self.model_config_.to_dict(), "train_config": tc.to_dict(),
@@ -238,8 +250,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "estimator": {"class": type(self).__name__, "params": _json_params(self),
                               "seed": self.seed_}}
         epoch = int(self.history_[-1]["epoch"]) if self.history_ else 0
-        save_checkpoint(path, init_state(params, optax.adam(tc.learning_rate)), meta,
-                        epoch=epoch)
+        replace_checkpoint(path, init_state(params, optax.adam(tc.learning_rate)), meta,
+                           epoch=epoch)
         return path
 
     @classmethod

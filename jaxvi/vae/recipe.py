@@ -8,7 +8,6 @@ trained model from its checkpoint folder.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,9 @@ from jaxvi.training.checkpoint import (
     has_checkpoint,
     latest_checkpoint,
     read_meta,
+    remove_saved,
     restore_checkpoint,
+    saved_entries,
 )
 from jaxvi.training.loop import check_batch_size_on_mesh, epoch_plan, fit
 from jaxvi.training.step import LossFn, init_state
@@ -206,8 +207,10 @@ def train_vae(
     )
     if pre_dir is not None and pre_dir.is_dir():
         processes.wait_for_all("pretraining checkpoints done")
-        if processes.is_main_process():  # the run's own checkpoint now holds what
-            shutil.rmtree(pre_dir)         # resuming needs
+        if processes.is_main_process():  # the run's own checkpoint now holds what resuming
+            remove_saved(saved_entries(pre_dir))  # needs; only what saves wrote goes
+            if not any(pre_dir.iterdir()):
+                pre_dir.rmdir()
     return merge_model(graphdef, state.params), history
 
 

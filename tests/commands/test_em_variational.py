@@ -5,7 +5,9 @@ is fitted or written."""
 import jax
 import numpy as np
 import pytest
+from jax_subprocess import run_jaxvi
 from scipy.stats import multivariate_normal
+from shared_inputs import four_blobs
 
 from jaxvi.cli import main
 from jaxvi.em import variational as vb
@@ -109,3 +111,18 @@ def test_singular_covariance_prior_names_the_option(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "--covariance-prior-reg" in err and "singular" in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("prior", ["dirichlet-process", "dirichlet"])
+def test_pruning_through_the_real_command(tmp_path, prior):
+    """`jaxvi em --variational` (a subprocess) with K = 12 on 4 blobs and concentration
+    1e-3, where VB-EM prunes components until their expected-value weights underflow to 0:
+    it fits, counts 4 effective components and saves a finite posterior-mean mixture."""
+    np.save(tmp_path / "blobs.npy", four_blobs())
+    proc = run_jaxvi("em", "blobs.npy", "-k", "12", "--variational", prior,
+                     "--weight-concentration", "1e-3", "--out", "vb.npz", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "effective components: 4 of 12" in proc.stdout, proc.stdout
+    saved = np.load(tmp_path / "vb.npz")
+    assert np.isfinite(float(saved["log_likelihood"])) and int(saved["n_effective"]) == 4
+    assert np.all(np.isfinite(saved["covariances"]))

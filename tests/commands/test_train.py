@@ -115,6 +115,37 @@ def test_cli_overwrite_checks_every_argument_and_the_data_before_deleting(run_wi
         _assert_one_line_error(proc, "--out", out, "file")
 
 
+def test_cli_overwrite_replaces_only_the_earlier_checkpoints(run_with_checkpoint):
+    """--overwrite deletes the earlier run's checkpoint steps (of the joint training and of
+    the pretraining) once the new run has saved, and nothing else: files of the user's in
+    --out, in its checkpoint folder and in the pretraining folder survive. A file where the
+    checkpoint folder goes is refused (one line, exit 2), not deleted."""
+    cwd = run_with_checkpoint
+    ckpt = cwd / "run" / "checkpoint"
+    state = init_state({"a": jnp.ones(2)}, optax.sgd(1.0))
+    save_checkpoint(ckpt / PRETRAIN_DIR, state, {}, epoch=7)
+    mine = [cwd / "run" / "notes.txt", ckpt / "notes.txt", ckpt / "data" / "x.npy",
+            ckpt / PRETRAIN_DIR / "mine.txt"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.name)
+    proc = _jaxvi("train", "--data", "small.npz", "--out", "run", "--overwrite", "--epochs",
+                  "2", "--pretrain-epochs", "1", "--batch-size", "16", "--components", "2",
+                  "--hidden", "8", "--restarts", "1", "--no-progress", cwd=cwd, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(path.read_text() == path.name for path in mine)
+    assert latest_checkpoint(ckpt) == 2 and latest_checkpoint(ckpt / PRETRAIN_DIR) is None
+    assert sorted(p.name for p in ckpt.iterdir() if not p.name.isdigit()) == [
+        "data", "notes.txt", PRETRAIN_DIR]  # no staging folder left over
+    assert sorted(p.name for p in (ckpt / PRETRAIN_DIR).iterdir()) == ["mine.txt"]
+    (cwd / "run2").mkdir()
+    (cwd / "run2" / "checkpoint").write_text("not a folder")
+    proc = _jaxvi("train", "--data", "small.npz", "--out", "run2", "--overwrite",
+                  "--batch-size", "16", cwd=cwd)
+    _assert_one_line_error(proc, "--out", "run2", "'checkpoint'")
+    assert (cwd / "run2" / "checkpoint").read_text() == "not a folder"
+
+
 def _wait_for_a_checkpoint(folder: Path, proc: subprocess.Popen, timeout: float = 90.0):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:

@@ -92,6 +92,22 @@ def test_nan_is_refused_unless_asked_for():
         GaussianMixture(2, missing="drop").fit(holey)
 
 
+def test_a_column_never_observed_is_refused_in_fit_only():
+    """A feature with no observed entry used to be accepted (its variance growing by reg_covar
+    every iteration); a fit refuses it naming the column, while the densities of a fitted
+    model still take a batch in which a column happens to be missing throughout."""
+    _, holey, _ = missing_data(n=20)
+    blank = holey.copy()
+    blank[:, 1] = np.nan
+    blank[np.all(np.isnan(blank), axis=1), 0] = 0.5
+    with pytest.raises(ValueError, match=r"`x` column\(s\) \[1\] have every entry missing"):
+        em.fit(blank, 2, key=jax.random.key(0), missing="marginalize")
+    with pytest.raises(ValueError, match=r"`X` column\(s\) \[1\]|`x` column\(s\) \[1\]"):
+        GaussianMixture(2, missing="marginalize").fit(blank)
+    gmm = em.fit(np.nan_to_num(holey), 2, key=jax.random.key(0), max_iter=3).gmm
+    assert np.all(np.isfinite(np.asarray(em.marginal_log_prob(blank, gmm))))
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimator_accepts_nan_rows_and_matches_em(fits):
     _, holey, (w, m, c) = missing_data()

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax_subprocess import run_script
+from shared_inputs import four_blobs
 
+from jaxvi import em
 from jaxvi.em import init as em_init
 from jaxvi.em import variational as vb
 from jaxvi.em.variational_fit import fit_variational, initialize_from_resp, variational_step
@@ -171,3 +173,30 @@ def test_sharded_fit_equals_single_device():
     out = run_script(MESH_SCRIPT)
     assert out["restarts"] < 1e-9 and out["warm"] < 1e-9 and out["svi"] < 1e-9, out
     assert out["devices"] == 4, out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cov,wt", [("full", "dirichlet_process"),
+                                    ("diag", "dirichlet_distribution")])
+def test_pruned_weights_underflow_to_zero_and_the_fit_stays_usable(dtype, cov, wt):
+    """K = 12 on 4 blobs with concentration 1e-3: the pruned components' expected-value
+    weights underflow to exactly 0 in both dtypes; the fit is finite, its lower bound never
+    decreases, and the expected GMM is a valid mixture for `jaxvi.em`'s densities, E step
+    and sampler (a weight of 0 is a pruned component, not an invalid one)."""
+    with jax.enable_x64(dtype == "float64"):
+        x = jnp.asarray(four_blobs(), dtype)
+        result = fit_variational(x, 12, key=jax.random.key(0), covariance_type=cov,
+                                 weight_concentration_prior_type=wt,
+                                 weight_concentration_prior=1e-3, max_iter=100)
+        gmm = vb.expected_gmm(result.posterior, covariance_type=cov, weight_type=wt)
+        assert np.sum(np.asarray(gmm.weights) == 0.0) >= 1
+        assert all(bool(jnp.all(jnp.isfinite(a)))
+                   for a in jax.tree_util.tree_leaves(result.posterior))
+        history = np.asarray(result.history)[: int(result.n_iter)]
+        assert np.all(np.diff(history) >= -1e-5 * np.abs(history[1:]))
+        log_p = np.asarray(em.log_prob(x, gmm))
+        assert log_p.dtype == np.dtype(dtype) and np.all(np.isfinite(log_p))
+        log_resp, _ = em.e_step(x, gmm)
+        assert np.all(np.exp(np.asarray(log_resp))[:, np.asarray(gmm.weights) == 0] == 0)
+        _, z = em.sample(jax.random.key(1), gmm, 500)
+        assert np.all(np.asarray(gmm.weights)[np.asarray(z)] > 0)

@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from shared_inputs import four_blobs
 
+from jaxvi import em
 from jaxvi.em import variational as vb
 from jaxvi.em.variational_fit import fit_variational, variational_step
 from jaxvi.em.variational_online import fit_variational_minibatch
@@ -88,3 +90,21 @@ def test_bad_batches_raise_naming_them():
     x = np.random.default_rng(0).normal(size=(30, 2))
     with pytest.raises(ValueError, match="`batches`"):
         fit_variational_minibatch(iter([x, x[:, :1]]), 3, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_svi_prunes_to_zero_weights_and_stays_usable(dtype):
+    """SVI on 4 blobs with K = 12 and concentration 1e-3 (6 passes of batches of 250): the
+    unneeded components are pruned (expected-value weight exactly 0 in float64, below 1e-20
+    in float32), the posterior is finite and its expected GMM a valid mixture."""
+    with jax.enable_x64(dtype == "float64"):
+        x = jnp.asarray(np.random.default_rng(1).permutation(four_blobs()), dtype)
+        batches = (x[i:i + 250] for _ in range(6) for i in range(0, len(x), 250))
+        result = fit_variational_minibatch(batches, 12, key=jax.random.key(0), n_samples=len(x),
+                                           weight_concentration_prior=1e-3, delay=1.0)
+        gmm = vb.expected_gmm(result.posterior, covariance_type="full",
+                              weight_type="dirichlet_process")
+        smallest = float(jnp.min(gmm.weights))
+        assert smallest == 0.0 if dtype == "float64" else smallest < 1e-20
+        assert np.isfinite(float(result.lower_bound))
+        assert np.all(np.isfinite(np.asarray(em.log_prob(x, gmm))))

@@ -16,8 +16,13 @@ from jaxvi.training.checkpoint import (
     checkpoint_steps,
     latest_checkpoint,
     load_meta,
+    other_entries,
+    remove_saved,
+    replace_checkpoint,
     restore_checkpoint,
     save_checkpoint,
+    saved_entries,
+    set_aside_steps,
 )
 from jaxvi.training.loop import fit
 from jaxvi.training.step import TrainState, init_state
@@ -153,3 +158,26 @@ def test_resume_sets_a_damaged_checkpoint_aside_and_matches_an_uninterrupted_run
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     assert (tmp_path / "damaged-3").is_dir() and latest_checkpoint(tmp_path) == 4
     _assert_state_equal(resumed, full)
+
+
+def test_replacing_and_removing_touch_only_what_saves_wrote(tmp_path):
+    """`replace_checkpoint` leaves one checkpoint (an old one of a higher epoch goes too) and
+    every entry no save wrote; `set_aside_steps` moves steps only; `remove_saved` refuses
+    anything a save did not write (nothing is deleted then)."""
+    state = init_state({"a": jnp.ones(2)}, optax.sgd(1.0))
+    folder = tmp_path / "ckpt"
+    for epoch in (3, 9):
+        save_checkpoint(folder, state, {"v": epoch}, epoch=epoch)
+    (folder / "notes.txt").write_text("n")
+    (folder / "7x").mkdir()
+    replace_checkpoint(folder, state, {"v": 1}, epoch=3)
+    assert checkpoint_steps(folder) == [3] and load_meta(folder)["v"] == 1
+    assert [p.name for p in other_entries(folder)] == ["7x", "notes.txt"]
+    aside = set_aside_steps(folder)
+    assert checkpoint_steps(folder) == [] and checkpoint_steps(aside) == [3]
+    assert saved_entries(folder) == [aside]
+    with pytest.raises(ValueError, match="notes.txt.*not a folder a save wrote"):
+        remove_saved([aside, folder / "notes.txt"])
+    assert aside.is_dir() and (folder / "notes.txt").exists()
+    remove_saved([aside])
+    assert sorted(p.name for p in folder.iterdir()) == ["7x", "notes.txt"]

@@ -3,6 +3,8 @@ them on held-out points; save -> load gives identical predictions and codes; the
 deterministic and independent of the other rows; bad input is refused by name; scikit-learn's
 estimator checks."""
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
@@ -10,6 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxvi
+from jaxvi.training.checkpoint import checkpoint_steps, save_checkpoint
 from jaxvi.vae.estimator import MixtureVAE
 from jaxvi.vae.recipe import load_model
 
@@ -80,6 +83,42 @@ def test_save_load_round_trip(fitted, tmp_path):
     with pytest.raises(ValueError, match="already holds a checkpoint"):
         est.save(folder)
     est.save(folder, overwrite=True)
+
+
+def test_save_overwrite_replaces_only_the_checkpoint(fitted, tmp_path):
+    """A user's files beside a saved model survive every save: a folder holding them is
+    refused (the checkpoint left as it was) unless allow_other_files, and overwrite then
+    replaces the checkpoint's step folders only, a higher-numbered old step included."""
+    est, x, _ = fitted
+    folder = est.save(tmp_path / "mine")
+    (folder / "notes.txt").write_text("mine")
+    (folder / "data").mkdir()
+    (folder / "data" / "x.npy").write_bytes(b"123")
+    save_checkpoint(folder, TrainState(np.zeros(2)), {"junk": 1}, epoch=999)  # stale, newer
+    with pytest.raises(ValueError, match=r"'data', 'notes.txt'.*allow_other_files=True"):
+        est.save(folder, overwrite=True)
+    assert checkpoint_steps(folder)[-1] == 999
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        est.save(folder, allow_other_files=True)
+    est.save(folder, overwrite=True, allow_other_files=True)
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert (folder / "data" / "x.npy").read_bytes() == b"123"
+    assert checkpoint_steps(folder) == [int(est.history_[-1]["epoch"])]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["data", "notes.txt", str(checkpoint_steps(folder)[0])])  # no staging left over
+    np.testing.assert_array_equal(jaxvi.MixtureVAE.load(folder).predict(x), est.predict(x))
+    # A first save into a folder of the user's own: refused unless allowed, then beside them.
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "keep.txt").write_text("k")
+    with pytest.raises(ValueError, match="keep.txt"):
+        est.save(own)
+    est.save(own, allow_other_files=True)
+    assert (own / "keep.txt").read_text() == "k"
+
+
+class TrainState(NamedTuple):
+    params: np.ndarray
 
 
 def test_bad_input_is_refused_by_name(fitted):

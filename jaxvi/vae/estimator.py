@@ -54,8 +54,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     optimizer steps), pretrain_epochs and pretrain_steps (likewise for pretraining; 0 epochs
     = none), restarts, pretrain_neighbors, embedding ("umap" or "none": how the clusters the
     prior starts from are found in the pretrained codes), batch_size (capped at n_samples),
-    learning_rate, consensus_weight (see `jaxvi.vae.recipe.TrainConfig`), cluster_samples and iwae_samples (samples of w for
-    `predict_proba` and `score_samples`), random_state, verbose.
+    learning_rate, consensus_weight (see `jaxvi.vae.recipe.TrainConfig`), cluster_samples and
+    iwae_samples (samples of w for `predict_proba` and `score_samples`), random_state, verbose.
 
     Fitted: labels_, n_features_in_, input_scale_, model_config_ (a `VAEConfig`),
     train_config_ (a `TrainConfig`), params_ (the networks' parameters, NumPy arrays),

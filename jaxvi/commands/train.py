@@ -23,11 +23,11 @@ def register(subparsers) -> None:
         help="train the hierarchical (Gaussian-mixture-prior) VAE",
         description="Train the hierarchical VAE (autoencoder pretraining, a GMM on the UMAP of "
         "the codes as the prior's start, then the ELBO) and write metrics.json, the "
-        "checkpoint, samples.png, recon.png and latent.png to --out. With several processes (`jaxvi launch`, or the "
-        "options below on a cluster) every batch is split over all their devices; each "
-        "process reads the whole data set (pretraining's neighbour targets and the GMM on the "
-        "codes use every training point), all take part in the checkpoints and process 0 "
-        "writes the rest.",
+        "checkpoint, samples.png, recon.png and latent.png to --out. With several processes "
+        "(`jaxvi launch`, or the options below on a cluster) every batch is split over all "
+        "their devices; each process reads the whole data set (the clusters of the codes use "
+        "every training point), all take part in the checkpoints and process 0 writes the "
+        "rest.",
     )
     p.add_argument("--data", default="digits",
                    help="'digits' (bundled with scikit-learn, the default), a .npy/.npz file "

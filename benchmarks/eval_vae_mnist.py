@@ -164,6 +164,8 @@ def main(argv=None):
     p.add_argument("--parts", nargs="+", default=["mnist", "digits", "mnist70k", "ablation"],
                    choices=["mnist", "digits", "mnist70k", "ablation"])
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--ablation-sets", nargs="+", default=["mnist", "digits"],
+                   choices=["mnist", "digits"])
     p.add_argument("--seeds-70k", type=int, nargs="+", default=[0])
     p.add_argument("--name", default="eval_vae_mnist", help="results/<name>.json")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -194,7 +196,7 @@ def main(argv=None):
         write_result(args.name, result)
     if "ablation" in args.parts:
         result["ablation"] = {}
-        for set_name in ("mnist", "digits"):
+        for set_name in args.ablation_sets:
             result["ablation"][set_name] = {
                 label: {"params": params, **summarise([run_fit(set_name, s, params)
                                                        for s in args.ablation_seeds])}

@@ -184,9 +184,12 @@ def main(argv=None):
         x, y, _ = load_set(name)
         print(f"{name}: {x.shape} {x.dtype}", flush=True)
         result[name] = {"data": {"shape": list(x.shape), "dtype": str(x.dtype)},
-                        "jaxvi_mixture_vae": summarise([run_fit(name, s) for s in args.seeds]),
                         "baselines": baselines(x, y, args.seeds)}
-        write_result(args.name, result)
+        runs = []
+        for s in args.seeds:  # written after every seed: a cut-short run keeps what it did
+            runs.append(run_fit(name, s))
+            result[name]["jaxvi_mixture_vae"] = summarise(runs)
+            write_result(args.name, result)
     if "mnist70k" in args.parts:
         runs = [run_fit("mnist70k", s) for s in args.seeds_70k]
         result["mnist70k"] = {"data": "the 10,000 real digits + 6 jittered copies each "

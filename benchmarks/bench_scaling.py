@@ -62,7 +62,7 @@ def worker(n_devices: int, em_n: int, vae_batch: int, quick: bool) -> dict:
 
     # VAE: the `jaxvi train` model, batch = vae_batch per device, one epoch of 20 steps.
     data = load_digits()
-    cfg = VAEConfig(data_dim=data.x_train.shape[1])
+    cfg = VAEConfig(data_dim=data.x_train.shape[1], hidden=(512, 512), latent_dim=5)  # as measured
     graphdef, params = split_model(HierarchicalVAE(cfg, rngs=nnx.Rngs(params=0)))
     batch = vae_batch * n_devices
     steps = 5 if quick else 20

@@ -78,7 +78,7 @@ def digits_seed(args, seed):
     """Pretrain once (autoencoders + GMM prior, as `train_vae`), then train a copy with each
     objective from that same init with the same key, epochs, batch size and optimizer."""
     ds = data.load_digits()
-    mc = VAEConfig(data_dim=ds.x_train.shape[1])
+    mc = VAEConfig(data_dim=ds.x_train.shape[1], hidden=(512, 512), latent_dim=5)  # as measured
     tc = TrainConfig(seed=seed, pretrain_epochs=args.pretrain_epochs,
                      restarts=args.restarts, epochs=args.epochs)
     t0 = time.perf_counter()

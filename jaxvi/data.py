@@ -1,6 +1,7 @@
 """Data: scikit-learn's bundled 8×8 digits (nothing is downloaded) with a fixed stratified
-train/test split, any `.npy`/`.npz` array a user passes (images (N, H, W) flattened, uint8
-0–255 scaled to [0, 1]), and batching with explicit keys."""
+train/test split, any `.npy`/`.npz` array a user passes (Keras's `mnist.npz` included) or
+MNIST's IDX files as torchvision keeps them (`jaxvi.idx`), images (N, H, W) flattened and
+uint8 0–255 scaled to [0, 1], and batching with explicit keys."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvi._validate import check_finite, check_ndim
+from jaxvi.idx import idx_arrays, is_idx_path
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -83,9 +85,12 @@ def load_digits() -> Dataset:
 
 
 def load_array(path: str | Path) -> Dataset:
-    """A user's data set from `.npy` (an (N, D) array, or images (N, ...) flattened) or `.npz`
-    (arrays `x` and optionally `y`; or `x_train`, `x_test`, `y_train`, `y_test`; or a single
-    array). Without a given test set, a fixed 80/20 split (stratified when labels exist).
+    """A user's data set from `.npy` (an (N, D) array, or images (N, ...) flattened), `.npz`
+    (arrays `x` and optionally `y`; or `x_train`, `x_test`, `y_train`, `y_test`, as Keras's
+    `mnist.npz`; or a single array), or IDX files (`jaxvi.idx.idx_arrays`: an
+    `...-images-idx3-ubyte[.gz]` file with its labels and test files beside it, or the folder
+    holding `train-images-idx3-ubyte[.gz]`). Without a given test set, a fixed 80/20 split
+    (stratified when labels exist).
     Images (N, H, W) are flattened; uint8 arrays (0–255) are scaled to [0, 1] (the factor is
     the `Dataset`'s `input_scale`, taken from `x` or `x_train`).
 
@@ -95,7 +100,7 @@ def load_array(path: str | Path) -> Dataset:
     complex, non-numeric or non-finite features, or values beyond float32's range; labels that
     are not integer-valued."""
     path = Path(path)
-    arrays = read_arrays(path)
+    arrays = idx_arrays(path) if is_idx_path(path) else read_arrays(path)
     where = f"`data` file {str(path)!r}"
     if len(arrays) == 1:
         arrays = {"x": next(iter(arrays.values()))}
@@ -190,7 +195,8 @@ def read_arrays(path: str | Path, name: str = "data",
 
 
 def load(data: str | Path | None = None) -> Dataset:
-    """`None` or "digits" -> the bundled digits; otherwise a `.npy`/`.npz` path."""
+    """`None` or "digits" -> the bundled digits; otherwise a `.npy`/`.npz`/IDX path
+    (`load_array`)."""
     if data is None or str(data) == "digits":
         return load_digits()
     return load_array(data)

@@ -14,24 +14,28 @@ DEFAULT_OUT = "runs/digits"
 
 def register(subparsers) -> None:
     from jaxvi.cli import add_process_options
+    from jaxvi.vae.model import VAEConfig
     from jaxvi.vae.recipe import TrainConfig
 
-    d = TrainConfig()
+    d, m = TrainConfig(), VAEConfig(data_dim=1)
     p = subparsers.add_parser(
         "train",
         help="train the hierarchical (Gaussian-mixture-prior) VAE",
-        description="Train the hierarchical VAE (autoencoder pretraining, a GMM on the codes as "
-        "the prior, then the ELBO) and write metrics.json, the checkpoint, samples.png, "
-        "recon.png and latent.png to --out. With several processes (`jaxvi launch`, or the "
-        "options below on a cluster) every batch is split over all their devices; each "
-        "process reads the whole data set (pretraining's neighbour targets and the GMM on the "
-        "codes use every training point), all take part in the checkpoints and process 0 "
-        "writes the rest.",
+        description="Train the hierarchical VAE (autoencoder pretraining, a GMM on the UMAP of "
+        "the codes as the prior's start, then the ELBO) and write metrics.json, the "
+        "checkpoint, samples.png, recon.png and latent.png to --out. With several processes "
+        "(`jaxvi launch`, or the options below on a cluster) every batch is split over all "
+        "their devices; each process reads the whole data set (the clusters of the codes use "
+        "every training point), all take part in the checkpoints and process 0 writes the "
+        "rest.",
     )
     p.add_argument("--data", default="digits",
-                   help="'digits' (bundled with scikit-learn, the default) or a .npy/.npz file")
+                   help="'digits' (bundled with scikit-learn, the default), a .npy/.npz file "
+                   "(Keras's mnist.npz too) or MNIST's IDX files (train-images-idx3-ubyte[.gz], "
+                   "or torchvision's raw folder holding them)")
     p.add_argument("--components", type=int, default=10, help="mixture components K (default 10)")
-    p.add_argument("--latent-dim", type=int, default=5, help="size of w (default 5)")
+    p.add_argument("--latent-dim", type=int, default=m.latent_dim,
+                   help=f"size of w (default {m.latent_dim})")
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help=f"joint ELBO epochs (default {d.epochs})")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
@@ -47,8 +51,13 @@ def register(subparsers) -> None:
     p.add_argument("--pretrain-neighbors", type=int, default=d.pretrain_neighbors,
                    help="pretraining target: one of the k nearest training neighbours of x; "
                    f"0 = plain autoencoder (default {d.pretrain_neighbors})")
-    p.add_argument("--hidden", default="512,512",
-                   help="hidden widths of encoder and decoder, comma-separated (default 512,512)")
+    p.add_argument("--hidden", default=",".join(map(str, m.hidden)),
+                   help="hidden widths of encoder and decoder, comma-separated (default "
+                   "%(default)s)")
+    p.add_argument("--embedding", default=d.embedding,
+                   help="how the clusters the prior starts from are found in the pretrained "
+                   "codes: 'umap' (a GMM on their UMAP embedding, the default) or 'none' (a "
+                   "GMM on the codes)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--seed", type=int, default=0)
@@ -107,7 +116,7 @@ def run(args) -> int:
         steps=args.steps or None, pretrain_steps=args.pretrain_steps or None,
         learning_rate=args.learning_rate, seed=args.seed, restarts=args.restarts,
         pretrain_neighbors=args.pretrain_neighbors, inference=args.inference,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, embedding=args.embedding,
     )
     mesh = None
     if several:

@@ -52,9 +52,10 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     hidden and head_hidden (layer widths), likelihood ("gaussian" or "bernoulli": X in [0, 1]
     after scaling), epochs and steps (joint training: at most `epochs` passes, about `steps`
     optimizer steps), pretrain_epochs and pretrain_steps (likewise for pretraining; 0 epochs
-    = none), restarts, batch_size (capped at n_samples), learning_rate, consensus_weight (see
-    `jaxvi.vae.recipe.TrainConfig`), cluster_samples and iwae_samples (samples of w for
-    `predict_proba` and `score_samples`), random_state, verbose.
+    = none), restarts, pretrain_neighbors, embedding ("umap" or "none": how the clusters the
+    prior starts from are found in the pretrained codes), batch_size (capped at n_samples),
+    learning_rate, consensus_weight (see `jaxvi.vae.recipe.TrainConfig`), cluster_samples and
+    iwae_samples (samples of w for `predict_proba` and `score_samples`), random_state, verbose.
 
     Fitted: labels_, n_features_in_, input_scale_, model_config_ (a `VAEConfig`),
     train_config_ (a `TrainConfig`), params_ (the networks' parameters, NumPy arrays),
@@ -65,6 +66,7 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                  head_hidden=_MC.head_hidden, likelihood=_MC.likelihood, epochs=_TC.epochs,
                  steps=_TC.steps, pretrain_epochs=_TC.pretrain_epochs,
                  pretrain_steps=_TC.pretrain_steps, restarts=_TC.restarts,
+                 pretrain_neighbors=_TC.pretrain_neighbors, embedding=_TC.embedding,
                  batch_size=_TC.batch_size, learning_rate=_TC.learning_rate,
                  consensus_weight=_TC.consensus_weight, cluster_samples=16, iwae_samples=64,
                  random_state=None, verbose=False):
@@ -78,6 +80,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.pretrain_epochs = pretrain_epochs
         self.pretrain_steps = pretrain_steps
         self.restarts = restarts
+        self.pretrain_neighbors = pretrain_neighbors
+        self.embedding = embedding
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.consensus_weight = consensus_weight
@@ -111,6 +115,7 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         tc = TrainConfig(
             epochs=self.epochs, steps=self.steps, pretrain_epochs=self.pretrain_epochs,
             pretrain_steps=self.pretrain_steps, restarts=self.restarts,
+            pretrain_neighbors=self.pretrain_neighbors, embedding=self.embedding,
             batch_size=min(int(self.batch_size), x.shape[0]), learning_rate=self.learning_rate,
             consensus_weight=self.consensus_weight, seed=seed,
         )
@@ -261,6 +266,7 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             "head_hidden": mc.head_hidden, "likelihood": mc.likelihood, "epochs": tc.epochs,
             "steps": tc.steps, "pretrain_epochs": tc.pretrain_epochs,
             "pretrain_steps": tc.pretrain_steps, "restarts": tc.restarts,
+            "pretrain_neighbors": tc.pretrain_neighbors, "embedding": tc.embedding,
             "batch_size": tc.batch_size, "learning_rate": tc.learning_rate,
             "consensus_weight": tc.consensus_weight, "random_state": tc.seed}))
         for name in ("hidden", "head_hidden"):

@@ -43,8 +43,8 @@ class VAEConfig:
 
     data_dim: int
     components: int = 10
-    latent_dim: int = 5
-    hidden: tuple[int, ...] = (512, 512)
+    latent_dim: int = 10
+    hidden: tuple[int, ...] = (500, 500, 2000)
     head_hidden: tuple[int, ...] = (128,)
     likelihood: str = "gaussian"
     min_scale: float = 0.05

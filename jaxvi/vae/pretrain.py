@@ -1,13 +1,13 @@
 """Pretraining of the hierarchical VAE: `restarts` autoencoders trained together (vmapped, one
-compiled step), a diagonal GMM on each one's codes, and the prior (π, μ_z, σ_z) of the chosen
-restart set from those clusters, or from the consensus of all restarts' codes
-(`consensus_labels`) when there are several. No labels are used.
+compiled step), the clusters of their codes (`jaxvi.vae.clusters`: a GMM on the codes, or on
+their UMAP embedding, of all restarts side by side), and the prior (π, μ_z, σ_z) of the chosen
+restart set from those clusters. No labels are used.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from flax import nnx
 from jaxvi import metrics as metrics_lib
 from jaxvi._linalg import inverse_softplus
 from jaxvi.training.loop import fit
+from jaxvi.vae.clusters import consensus_labels, fit_code_gmm, prior_from_labels
 from jaxvi.vae.losses import autoencoder_loss, ensemble_loss, neighbor_indices
 from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
 
@@ -64,17 +65,19 @@ def pretrain(
         model_config, tc, x_train, key=key, progress=progress, mesh=mesh,
         checkpoint_dir=checkpoint_dir, resume=resume, neighbors=neighbors)
     t1, c1 = time.perf_counter(), time.process_time()
-    model, summary = _prior_from_codes(models, x_train, model_config.components, seed=tc.seed)
+    model, summary = _prior_from_codes(models, x_train, model_config.components, tc)
     seconds = {"autoencoders": t1 - t0, "consensus": time.perf_counter() - t1}
     cpu = {"autoencoders": c1 - c0, "consensus": time.process_time() - c1}
     summary = {"pretrain_loss": loss, "pretrain_steps": steps, "seconds": seconds,
                "cpu_seconds": cpu, **summary}
     if log:
-        log("pretrained {} autoencoder(s) for {} steps (loss {:.3g}); prior from {}".format(
-            tc.restarts, steps, summary["pretrain_loss"],
-            "a GMM on the codes" if tc.restarts == 1 else
-            f"the consensus of their GMMs (restart {summary['chosen_restart']}, NMI with "
-            f"consensus {max(summary['agreement_nmi']):.3f})"))
+        source = ("a GMM on the UMAP of the codes" if tc.embedding == "umap"
+                  else "a GMM on the codes")
+        if tc.restarts > 1:
+            source += (f" of all restarts (restart {summary['chosen_restart']}, NMI with the "
+                       f"clusters {max(summary['agreement_nmi']):.3f})")
+        log(f"pretrained {tc.restarts} autoencoder(s) for {steps} steps (loss "
+            f"{summary['pretrain_loss']:.3g}); prior from {source}")
     return model, summary
 
 
@@ -108,24 +111,26 @@ def _train_autoencoders(mc: VAEConfig, tc: TrainConfig, x_train, *, key, progres
     return models, hist[-1]["loss"] / r, int(state.step)
 
 
-def _prior_from_codes(models: list[HierarchicalVAE], x_train, k: int, *, seed: int):
-    """Fit a GMM to each model's codes of x_train; with one model, its prior from its GMM;
-    with several, the prior of the one whose clusters agree most (NMI) with the consensus,
-    from the consensus clusters. -> (that model, summary)."""
+def _prior_from_codes(models: list[HierarchicalVAE], x_train, k: int, tc: TrainConfig):
+    """The clusters of the models' codes of x_train (`jaxvi.vae.clusters.consensus_labels`,
+    through `tc.embedding`) and the prior they give: with one model and no embedding, the
+    prior of a diagonal GMM on its codes; else that of the clusters, on the codes of the model
+    whose own GMM agrees most (NMI) with them. -> (that model, summary)."""
     codes = [encode_means(m, x_train) for m in models]
-    gmms = [fit_code_gmm(c, k, seed=seed + i) for i, c in enumerate(codes)]
-    if len(models) == 1:
-        model = models[0]
-        set_prior(model, gmms[0].weights_, gmms[0].means_, gmms[0].covariances_)
-        return model, {"chosen_restart": 0, "cluster_labels": gmms[0].predict(codes[0]).tolist()}
-    labels = np.stack([g.predict(c) for g, c in zip(gmms, codes, strict=True)])
-    consensus = consensus_labels(codes, k, seed=seed)
-    agreement = [metrics_lib.nmi(consensus, lab) for lab in labels]
-    best = int(np.argmax(agreement))
-    model = models[best]
-    set_prior(model, *prior_from_labels(codes[best], consensus, k))
-    return model, {"chosen_restart": best, "agreement_nmi": agreement,
-                   "cluster_labels": consensus.tolist()}
+    if len(models) == 1 and tc.embedding == "none":
+        gmm = fit_code_gmm(codes[0], k, seed=tc.seed)
+        set_prior(models[0], gmm.weights_, gmm.means_, gmm.covariances_)
+        return models[0], {"chosen_restart": 0, "cluster_labels": gmm.predict(codes[0]).tolist()}
+    consensus = consensus_labels(codes, k, seed=tc.seed, embedding=tc.embedding,
+                                 embedding_neighbors=tc.embedding_neighbors)
+    summary = {"chosen_restart": 0, "cluster_labels": consensus.tolist()}
+    if len(models) > 1:
+        labels = [fit_code_gmm(c, k, seed=tc.seed + i).predict(c) for i, c in enumerate(codes)]
+        summary["agreement_nmi"] = [metrics_lib.nmi(consensus, lab) for lab in labels]
+        summary["chosen_restart"] = int(np.argmax(summary["agreement_nmi"]))
+    model = models[summary["chosen_restart"]]
+    set_prior(model, *prior_from_labels(codes[summary["chosen_restart"]], consensus, k))
+    return model, summary
 
 
 # ----------------------------------------------------------------------------- codes and GMMs
@@ -136,42 +141,8 @@ def encode_means(model: HierarchicalVAE, x) -> np.ndarray:
     return np.asarray(jax.jit(lambda m, xx: m.encoder(xx)[0])(model, jnp.asarray(x)), np.float64)
 
 
-def fit_code_gmm(codes: np.ndarray, k: int, *, seed: int, max_points: int = 20000):
-    """A diagonal GMM (scikit-learn, 5 inits) on the codes: (N, L), fitted on a random
-    `max_points` of them when there are more (its cost then stops growing with N).
-    -> fitted GaussianMixture."""
-    from sklearn.mixture import GaussianMixture
-
-    if codes.shape[0] > max_points:
-        rows = np.random.default_rng(seed).choice(codes.shape[0], max_points, replace=False)
-        codes = codes[np.sort(rows)]
-    gmm = GaussianMixture(k, covariance_type="diag", n_init=5, random_state=seed, reg_covar=1e-4)
-    return gmm.fit(codes)
-
-
-def consensus_labels(codes: Sequence[np.ndarray], k: int, *, seed: int) -> np.ndarray:
-    """Consensus clusters of R encodings of the same N points: a diagonal GMM (`fit_code_gmm`)
-    on the encodings side by side. codes: R arrays (N, L) -> labels (N,).
-
-    Each restart's codes carry its own errors; a point's R codes together place it where the
-    restarts agree."""
-    stacked = np.concatenate([np.asarray(c, np.float64) for c in codes], axis=1)
-    return fit_code_gmm(stacked, k, seed=seed).predict(stacked)
-
-
 def set_prior(model: HierarchicalVAE, weights, means, variances) -> None:
     """Set the prior (π, μ_z, σ_z) in place. weights: (K,), means, variances: (K, L)."""
     model.prior.logits[...] = jnp.asarray(np.log(weights), jnp.float32)
     model.prior.mean[...] = jnp.asarray(means, jnp.float32)
     model.prior.raw_scale[...] = jnp.asarray(inverse_softplus(np.sqrt(variances)), jnp.float32)
-
-
-def prior_from_labels(codes: np.ndarray, labels: np.ndarray, k: int, reg: float = 1e-4):
-    """Per-cluster weights (K,), means (K, L) and (regularised) variances (K, L) of the
-    codes: (N, L) given labels: (N,)."""
-    weights = np.array([np.mean(labels == c) for c in range(k)]) + 1e-6
-    means = np.stack([codes[labels == c].mean(0) if np.any(labels == c) else codes.mean(0)
-                      for c in range(k)])
-    var = np.stack([codes[labels == c].var(0) if np.sum(labels == c) > 1 else codes.var(0)
-                    for c in range(k)])
-    return weights / weights.sum(), means, var + reg

@@ -30,6 +30,7 @@ from jaxvi.training.checkpoint import (
 )
 from jaxvi.training.loop import check_batch_size_on_mesh, epoch_plan, fit
 from jaxvi.training.step import LossFn, init_state
+from jaxvi.vae.clusters import EMBEDDINGS
 from jaxvi.vae.evaluate import make_evaluator
 from jaxvi.vae.losses import (
     consensus_elbo_loss,
@@ -69,18 +70,22 @@ class TrainConfig:
     cross-entropy of q(z | w, x) against the pretraining clusters (the consensus labels; no
     labels of the data are used), each point's target the label fractions among it and its
     `consensus_smoothing` nearest training neighbours (0 = its own label); 0 = the ELBO alone.
+    embedding: how the pretraining clusters are found in the codes
+    (`jaxvi.vae.clusters.consensus_labels`): "umap", a full-covariance GMM on the codes' UMAP
+    embedding in K dimensions with `embedding_neighbors` neighbours (N2D's step); "none", a
+    diagonal GMM on the codes themselves.
     """
 
     epochs: int = 60
-    steps: int | None = 6000
+    steps: int | None = 3000
     batch_size: int = 128
     learning_rate: float = 1e-3
     pretrain_epochs: int = 100
     pretrain_steps: int | None = 4000
     pretrain_learning_rate: float = 1e-3
-    pretrain_neighbors: int = 5
+    pretrain_neighbors: int = 0
     neighbor_dims: int = 64
-    restarts: int = 10
+    restarts: int = 1
     n_samples: int = 1
     seed: int = 0
     checkpoint_every: int = 500
@@ -89,7 +94,9 @@ class TrainConfig:
     inference: str = "elbo"
     wake_sleep_samples: int = 16
     consensus_weight: float = 3.0
-    consensus_smoothing: int = 15
+    consensus_smoothing: int = 0
+    embedding: str = "umap"
+    embedding_neighbors: int = 20
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "n_samples", "checkpoint_every", "iwae_samples",
@@ -105,7 +112,7 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be a positive integer or None (no step "
                                  f"budget); got {value!r}.")
         for name in ("pretrain_epochs", "pretrain_neighbors", "consensus_smoothing",
-                     "neighbor_dims"):
+                     "neighbor_dims", "embedding_neighbors"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"`{name}` must be ≥ 0; got {getattr(self, name)!r}.")
         if not self.learning_rate > 0 or not self.pretrain_learning_rate > 0:
@@ -113,6 +120,7 @@ class TrainConfig:
         if not float(self.consensus_weight) >= 0:
             raise ValueError(f"`consensus_weight` must be ≥ 0; got {self.consensus_weight!r}.")
         check_choice("inference", self.inference, INFERENCE)
+        check_choice("embedding", self.embedding, EMBEDDINGS)
         if int(self.wake_sleep_samples) < 2:
             raise ValueError("`wake_sleep_samples` must be an integer ≥ 2; "
                              f"got {self.wake_sleep_samples!r}.")

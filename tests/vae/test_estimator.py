@@ -62,6 +62,18 @@ def test_fit_recovers_blobs_and_scales_uint8_images(fitted):
     assert samples.max() > 2.0  # back in the units of X (0–255), not [0, 1]
 
 
+def test_embedding_choice_reaches_the_recipe(fitted):
+    """The default finds the prior's clusters on the UMAP of the codes; embedding="none" on the
+    codes themselves (the recipe before UMAP): both recover well-separated blobs."""
+    est, x, y = fitted
+    assert est.train_config_.embedding == "umap"
+    plain = MixtureVAE(3, random_state=0, embedding="none", **SMALL).fit(x)
+    assert plain.train_config_.embedding == "none"
+    assert adjusted_rand_score(y, plain.labels_) >= 0.9
+    with pytest.raises(ValueError, match="`embedding` must be one of"):
+        MixtureVAE(3, embedding="tsne", **SMALL).fit(x)
+
+
 def load_model_from(est):
     """The estimator's networks as a `HierarchicalVAE`."""
     from jaxvi.vae.estimator import _graphdef

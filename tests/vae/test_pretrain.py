@@ -4,8 +4,9 @@ and pretraining copes with more neighbours than points."""
 import jax
 import numpy as np
 
+from jaxvi.vae.clusters import consensus_labels, fit_code_gmm, prior_from_labels
 from jaxvi.vae.model import VAEConfig
-from jaxvi.vae.pretrain import consensus_labels, fit_code_gmm, pretrain, prior_from_labels
+from jaxvi.vae.pretrain import pretrain
 from jaxvi.vae.recipe import TrainConfig
 
 
@@ -40,3 +41,20 @@ def test_pretraining_with_more_neighbours_than_points():
     tc = TrainConfig(pretrain_epochs=1, pretrain_neighbors=10, restarts=1, batch_size=6)
     model, summary = pretrain(mc, tc, x, key=jax.random.key(0))
     assert len(summary["cluster_labels"]) == 6 and np.isfinite(summary["pretrain_loss"])
+
+
+def test_umap_embedding_separates_what_a_gmm_on_the_codes_cannot():
+    """Two interleaved half-moons as "codes": a diagonal GMM on them cuts across both moons,
+    a GMM on their UMAP embedding (N2D's step) follows each moon; the labels are a partition
+    of every point and the same for the same seed."""
+    from sklearn.datasets import make_moons
+
+    from jaxvi.metrics import cluster_accuracy
+
+    codes, truth = make_moons(400, noise=0.03, random_state=0)
+    plain = consensus_labels([codes], 2, seed=0, embedding="none")
+    umap = consensus_labels([codes], 2, seed=0, embedding="umap", embedding_neighbors=10)
+    assert cluster_accuracy(truth, plain) < 0.9
+    assert cluster_accuracy(truth, umap) > 0.98
+    np.testing.assert_array_equal(umap, consensus_labels([codes], 2, seed=0, embedding="umap",
+                                                         embedding_neighbors=10))

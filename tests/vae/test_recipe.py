@@ -104,6 +104,10 @@ def test_train_vae_checks_batch_size_and_components_before_training(tmp_path):
 def test_unknown_inference_and_too_few_wake_sleep_samples_are_rejected():
     with pytest.raises(ValueError, match="inference"):
         TrainConfig(inference="reverse")
+    with pytest.raises(ValueError, match="`embedding` must be one of"):
+        TrainConfig(embedding="tsne")
+    with pytest.raises(ValueError, match="embedding_neighbors"):
+        TrainConfig(embedding_neighbors=-1)
     with pytest.raises(ValueError, match="wake_sleep_samples"):
         TrainConfig(inference="forward-kl", wake_sleep_samples=1)
 

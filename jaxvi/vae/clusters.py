@@ -1,0 +1,76 @@
+"""The clusters the hierarchical VAE's prior starts from, found in the pretrained autoencoders'
+codes without labels: the codes of all restarts side by side (their consensus), optionally
+embedded by UMAP (N2D's step: a manifold embedding of the codes, where a GMM separates what is
+curved in the codes), then a GMM; and the prior (π, μ_z, σ_z) those clusters give in w-space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+EMBEDDINGS = ("umap", "none")
+UMAP_GMM_STARTS = 20  # k-means starts of the GMM on the UMAP embedding (best likelihood kept)
+
+
+def fit_code_gmm(codes: np.ndarray, k: int, *, seed: int, covariance_type: str = "diag",
+                 max_points: int = 20000, n_init: int = 5):
+    """A GMM (scikit-learn, the best of `n_init` k-means starts) on the codes: (N, L), fitted
+    on a random `max_points` of them when there are more (its cost then stops growing with N).
+    -> fitted GaussianMixture."""
+    from sklearn.mixture import GaussianMixture
+
+    if codes.shape[0] > max_points:
+        rows = np.random.default_rng(seed).choice(codes.shape[0], max_points, replace=False)
+        codes = codes[np.sort(rows)]
+    gmm = GaussianMixture(k, covariance_type=covariance_type, n_init=n_init,
+                          random_state=seed, reg_covar=1e-4)
+    return gmm.fit(codes)
+
+
+def umap_embedding(codes: np.ndarray, dims: int, *, neighbors: int, seed: int) -> np.ndarray:
+    """UMAP of the codes (umap-learn; min_dist = 0, which packs each cluster tight, as N2D
+    does), deterministic for a seed. codes: (N, L) -> (N, dims) float64."""
+    import warnings
+
+    import umap
+
+    codes = np.asarray(codes, np.float64)
+    reducer = umap.UMAP(n_components=dims, n_neighbors=max(2, min(neighbors, len(codes) - 1)),
+                        min_dist=0.0, random_state=seed)
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state": determinism wanted
+        warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
+        return np.asarray(reducer.fit_transform(codes), np.float64)
+
+
+def consensus_labels(codes: Sequence[np.ndarray], k: int, *, seed: int, embedding: str = "none",
+                     embedding_neighbors: int = 20) -> np.ndarray:
+    """Clusters of R encodings of the same N points: a GMM on the encodings side by side
+    (their consensus: each restart's codes carry their own errors, and a point's R codes
+    together place it where the restarts agree), diagonal on the codes themselves; with
+    embedding="umap", full-covariance on their K-dimensional UMAP (`umap_embedding`), the
+    best of `UMAP_GMM_STARTS` starts: UMAP packs each cluster into a tight blob, and most
+    single starts of a GMM there settle where one component holds two touching blobs and two
+    share an elongated one (measured on MNIST-test's 4/9 and 1: 0.82 accuracy at 16.93
+    nats/point; the best of 20 starts, 0.95 at 17.07). codes: R arrays (N, L) -> labels (N,).
+    """
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"`embedding` must be one of {EMBEDDINGS}; got {embedding!r}.")
+    stacked = np.concatenate([np.asarray(c, np.float64) for c in codes], axis=1)
+    if embedding == "none":
+        return fit_code_gmm(stacked, k, seed=seed).predict(stacked)
+    embedded = umap_embedding(stacked, k, neighbors=embedding_neighbors, seed=seed)
+    return fit_code_gmm(embedded, k, seed=seed, covariance_type="full",
+                        n_init=UMAP_GMM_STARTS).predict(embedded)
+
+
+def prior_from_labels(codes: np.ndarray, labels: np.ndarray, k: int, reg: float = 1e-4):
+    """Per-cluster weights (K,), means (K, L) and (regularised) variances (K, L) of the
+    codes: (N, L) given labels: (N,)."""
+    weights = np.array([np.mean(labels == c) for c in range(k)]) + 1e-6
+    means = np.stack([codes[labels == c].mean(0) if np.any(labels == c) else codes.mean(0)
+                      for c in range(k)])
+    var = np.stack([codes[labels == c].var(0) if np.sum(labels == c) > 1 else codes.var(0)
+                    for c in range(k)])
+    return weights / weights.sum(), means, var + reg

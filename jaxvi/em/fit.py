@@ -145,8 +145,9 @@ def fit(
       tol: stop when the mean log-likelihood changes less (0 runs exactly max_iter).
       n_init: restarts from independent keys, run batched; the one with the highest final
         log-likelihood is kept.
-      init: "kmeans++", "random", "random_from_data" or a `GMM` (warm start; then `n_init`
-        is ignored).
+      init: "kmeans++" (seeding and 10 Lloyd steps), "kmeans" (a converged k-means,
+        scikit-learn's "kmeans": `init.kmeans`), "random", "random_from_data" or a `GMM`
+        (warm start; then `n_init` is ignored).
       reg_covar: added to the covariances' diagonal in every M step.
       prior: a `Prior` turns ML-EM into MAP-EM.
       chunk_size: rows per chunk of the fused E step (default: from a per-backend budget).

@@ -14,7 +14,8 @@ from jaxvi.em.model import GMM, Prior
 from jaxvi.em.stats import weighted_covariance, weighted_mean
 from jaxvi.em.step import m_step_from_resp
 
-INITS = ("kmeans++", "random", "random_from_data")
+INITS = ("kmeans++", "kmeans", "random", "random_from_data")
+_KMEANS_STEPS = 10  # the Lloyd steps after the seeding of "kmeans++"
 # scikit-learn's KMeans defaults: Lloyd until the centres move less than tol times the data's
 # mean per-feature variance (squared), at most 300 iterations; the best by inertia of up to
 # _KMEANS_STARTS greedy k-means++ seedings (fewer when N·K exceeds _KMEANS_BUDGET / starts:
@@ -127,11 +128,17 @@ def kmeans(key: jax.Array, x: jax.Array, n_components: int,
 
 def init_resp(key, x, n_components, init, sample_weight=None):
     """Initial responsibilities (N, K) of x: (N, D) by the method `init` (one of `INITS`;
-    "kmeans++": hard assignment to the centres of a converged k-means, `kmeans`), the
-    seeding and Lloyd steps weighted by sample_weight (N,) when given (k-means++ and
-    "random_from_data" draw centres ∝ weight; zero-weight rows are never drawn)."""
-    if init == "kmeans++":
+    "kmeans++": hard assignment after k-means++ seeding and 10 Lloyd steps; "kmeans": hard
+    assignment to the centres of a converged k-means, `kmeans`), the seeding and Lloyd steps
+    weighted by sample_weight (N,) when given (k-means++ and "random_from_data" draw centres
+    ∝ weight; zero-weight rows are never drawn)."""
+    if init == "kmeans":
         return _nearest_resp(x, kmeans(key, x, n_components, sample_weight))
+    if init == "kmeans++":
+        w = jnp.ones(x.shape[:1], x.dtype) if sample_weight is None else sample_weight
+        centres = jax.lax.fori_loop(0, _KMEANS_STEPS, lambda _, c: _lloyd_step(x, c, w),
+                                    kmeans_plusplus(key, x, n_components, sample_weight))
+        return _nearest_resp(x, centres)
     if init == "random_from_data":
         p = None if sample_weight is None else sample_weight / jnp.sum(sample_weight)
         idx = jax.random.choice(key, x.shape[0], (n_components,), replace=False, p=p)
@@ -160,9 +167,10 @@ def initialize(
     init: str = "kmeans++", reg_covar: float = 1e-6, prior: Prior | None = None,
     sample_weight: jax.Array | None = None,
 ) -> GMM:
-    """Initial GMM: responsibilities from `init` ("kmeans++": hard assignment to a converged
-    k-means from the best of several greedy k-means++ seedings (`kmeans`), as scikit-learn's
-    "kmeans"; "random_from_data": K random points as centres; "random": uniform random
+    """Initial GMM: responsibilities from `init` ("kmeans++": k-means++ seeding + 10 Lloyd
+    steps, hard assignment; "kmeans": hard assignment to a converged k-means from the best of
+    several greedy k-means++ seedings (`kmeans`), as scikit-learn's "kmeans";
+    "random_from_data": K random points as centres; "random": uniform random
     responsibilities, as scikit-learn) followed by one M step (MAP under `prior`),
     all weighted by sample_weight (N,) ≥ 0 when given (`init_resp`).
     x: (N, D) -> GMM with K = n_components. Validates its arguments (traced x skips the value

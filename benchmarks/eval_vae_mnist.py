@@ -151,7 +151,8 @@ def baselines(x, y, seeds) -> dict:
 
 
 def summarise(runs: list[dict]) -> dict:
-    keys = ("accuracy", "nmi", "wall_seconds", "peak_rss_gib", "accuracy_all", "nmi_all")
+    keys = ("accuracy", "nmi", "wall_seconds", "cpu_seconds", "peak_rss_gib", "accuracy_all",
+            "nmi_all")
     return {k: _summary([r[k] for r in runs]) for k in keys if k in runs[0]} | {"runs": runs}
 
 

@@ -1,13 +1,7 @@
-"""Pictures of a fitted `GMM`, by matplotlib's conventions: each function draws on the Axes
-(or Figure) it is given, creates one only when given none, and returns it; none changes the
-backend or writes a file (`save_figure` is the caller's choice).
-
-`plot_components` draws the data with each component's 1- and 2-sigma ellipses (on a fitted
-`jaxvi.GaussianMixture`: `plot_components(X, est)`); `plot_weights` the mixture weights as
-bars, largest first (a fitted `jaxvi.BayesianGaussianMixture`: `plot_weights(est)`);
-`plot_fit` the components beside the mean log-likelihood per EM iteration (`jaxvi em
---plot`, `examples/em_gmm.py`); `plot_variational_fit` a variational fit's surviving
-components beside all its weights (`jaxvi em --variational --plot`, `examples/vb_gmm.py`)."""
+"""Pictures of a fitted `GMM`: `plot_fit` draws the data with each component's 1- and 2-sigma
+ellipses beside the mean log-likelihood per EM iteration (used by `jaxvi em --plot` and
+`examples/em_gmm.py`); `plot_variational_fit` draws a variational fit's surviving components
+beside all its weights (`jaxvi em --variational --plot`, `examples/vb_gmm.py`)."""
 
 from __future__ import annotations
 
@@ -32,44 +26,11 @@ def _first_two(a: np.ndarray) -> np.ndarray:
     return a[:, :2] if a.shape[1] >= 2 else np.c_[a[:, 0], np.zeros(len(a))]
 
 
-def _as_gmm(gmm):
-    """A `GMM`, or the `GMM` of a fitted `jaxvi.GaussianMixture` / `BayesianGaussianMixture`
-    (its `weights_`, `means_`, `covariances_`, `covariance_type`)."""
-    if hasattr(gmm, "means_"):
-        from jaxvi.em.model import GMM
-
-        return GMM(np.asarray(gmm.weights_), np.asarray(gmm.means_),
-                   np.asarray(gmm.covariances_), gmm.covariance_type)
-    return gmm
-
-
-def _new_axes(ax):
-    """ax, or the Axes of a new figure when ax is None."""
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(6, 4.8))[1]
-
-
-def _new_figure(fig, ncols: int, figsize, **kwargs):
-    """(fig, its 1 × ncols Axes): on the given Figure, or on a new one when fig is None."""
-    if fig is None:
-        import matplotlib.pyplot as plt
-
-        fig = plt.figure(figsize=figsize)
-    return fig, fig.subplots(1, ncols, squeeze=False, **kwargs)[0]
-
-
-def plot_components(x, gmm, keep=None, *, ax=None):
+def _draw_components(ax, x, gmm, keep=None) -> None:
     """Data x: (N, D) (first two features) on ax with the 1- and 2-sigma ellipses, mean and
-    weight of each component of `gmm` (a `GMM` or a fitted estimator) where keep: (K,) bool
-    (all when None). Returns the Axes (a new figure's when ax is None)."""
+    weight of each component of `gmm` where keep: (K,) bool (all when None)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse
-
-    ax = _new_axes(ax)
-    gmm = _as_gmm(gmm)
 
     x2 = _first_two(np.asarray(x))
     means2 = _first_two(np.asarray(gmm.means))
@@ -90,26 +51,29 @@ def plot_components(x, gmm, keep=None, *, ax=None):
     ax.set_xlabel("x[0]")
     ax.set_ylabel("x[1]" if np.ndim(x) == 2 and np.shape(x)[1] >= 2 else "")
     ax.set_aspect("equal", adjustable="datalim")
-    return ax
 
 
-def save_figure(fig, path, *, dpi: int = 110) -> None:
-    """Write `fig` to `path` (its folder created) and close it: what the command line and
-    the examples do with the figures returned here."""
+def _save(fig, path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_fit(x, gmm, history, *, title: str | None = None, fig=None):
+def plot_fit(x, gmm, history, path, title: str | None = None) -> None:
     """Data x: (N, D) (first two features) with each component's 1- and 2-sigma ellipses,
-    beside the mean log-likelihood per EM iteration history: (n_iter,). Draws on `fig` (two
-    Axes added) or a new Figure; returns the Figure."""
-    fig, (ax, ax_ll) = _new_figure(fig, 2, (11, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
-    plot_components(x, gmm, ax=ax)
+    beside the mean log-likelihood per EM iteration history: (n_iter,). Writes a PNG to
+    `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_ll) = plt.subplots(1, 2, figsize=(11, 4.8),
+                                    gridspec_kw={"width_ratios": [1.3, 1]})
+    _draw_components(ax, x, gmm)
     ax.set_title(title or f"{gmm.means.shape[0]} components ({gmm.covariance_type}), 1σ and 2σ")
     hist = np.asarray(history)
     ax_ll.plot(np.arange(1, len(hist) + 1), hist, marker="o", ms=3)
@@ -117,29 +81,41 @@ def plot_fit(x, gmm, history, *, title: str | None = None, fig=None):
     ax_ll.set_ylabel("mean log-likelihood")
     ax_ll.set_title("log-likelihood never decreases")
     ax_ll.grid(alpha=0.3)
-    return fig
+    _save(fig, path)
 
 
-def plot_weights(weights, *, threshold: float | None = None, compare_weights=None,
-                 compare_label: str = "EM", label: str = "VB", ax=None):
-    """The mixture weights (K,) (or a fitted estimator's `weights_`) as bars, largest first,
-    on a log scale (bars end at 1e-6); compare_weights: (K,), e.g. EM's, sorted the same way
-    beside them; `threshold` drawn as a dashed line when given. Returns the Axes (a new
-    figure's when ax is None)."""
+def plot_variational_fit(x, gmm, path, *, threshold: float, history=None,
+                         compare_weights=None, compare_label: str = "EM",
+                         title: str | None = None) -> None:
+    """A variational fit with more components than the data need: data x: (N, D) (first two
+    features) with the ellipses of the components of `gmm` (the posterior-mean mixture)
+    whose weight exceeds `threshold`; beside it all K weights as bars, largest first, on a
+    log scale with the threshold drawn (and compare_weights: (K,), e.g. EM's, sorted the
+    same way beside them); and, given history: (n_iter,), the lower bound per iteration.
+    Writes a PNG to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    ax_w = _new_axes(ax)
-    weights = np.asarray(getattr(weights, "weights_", weights))
+    weights = np.asarray(gmm.weights)
+    keep = weights > threshold
+    panels = 3 if history is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.8))
+    _draw_components(axes[0], x, gmm, keep)
+    axes[0].set_title(title or f"{int(keep.sum())} of {len(weights)} components above "
+                      f"weight {threshold:g}")
+    ax_w = axes[1]
     rank = np.arange(1, len(weights) + 1)
     floor = 1e-6  # bars of weights below it end there on the log scale
     width = 0.4 if compare_weights is not None else 0.8
     shift = width / 2 if compare_weights is not None else 0.0
-    ax_w.bar(rank - shift, np.maximum(np.sort(weights)[::-1], floor), width, label=label)
+    ax_w.bar(rank - shift, np.maximum(np.sort(weights)[::-1], floor), width, label="VB")
     if compare_weights is not None:
         ax_w.bar(rank + shift, np.maximum(np.sort(np.asarray(compare_weights))[::-1], floor),
                  width, label=compare_label, color="tab:orange")
-    if threshold is not None:
-        ax_w.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax_w.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")
     ax_w.set_yscale("log")
     ax_w.set_ylim(floor, 1.5)
     ax_w.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -147,28 +123,6 @@ def plot_weights(weights, *, threshold: float | None = None, compare_weights=Non
     ax_w.set_ylabel("weight")
     ax_w.set_title("mixture weights, largest first")
     ax_w.legend(loc="upper right")
-    return ax_w
-
-
-def plot_variational_fit(x, gmm, *, threshold: float, history=None,
-                         compare_weights=None, compare_label: str = "EM",
-                         title: str | None = None, fig=None):
-    """A variational fit with more components than the data need: data x: (N, D) (first two
-    features) with the ellipses of the components of `gmm` (the posterior-mean mixture)
-    whose weight exceeds `threshold`; beside it all K weights as bars, largest first, on a
-    log scale with the threshold drawn (and compare_weights: (K,), e.g. EM's, sorted the
-    same way beside them); and, given history: (n_iter,), the lower bound per iteration.
-    Draws on `fig` (its Axes added) or a new Figure; returns the Figure."""
-    gmm = _as_gmm(gmm)
-    weights = np.asarray(gmm.weights)
-    keep = weights > threshold
-    panels = 3 if history is not None else 2
-    fig, axes = _new_figure(fig, panels, (5.5 * panels, 4.8))
-    plot_components(x, gmm, keep, ax=axes[0])
-    axes[0].set_title(title or f"{int(keep.sum())} of {len(weights)} components above "
-                      f"weight {threshold:g}")
-    plot_weights(weights, threshold=threshold, compare_weights=compare_weights,
-                 compare_label=compare_label, ax=axes[1])
     if history is not None:
         hist = np.asarray(history)
         axes[2].plot(np.arange(1, len(hist) + 1), hist, marker="o", ms=3)
@@ -176,4 +130,4 @@ def plot_variational_fit(x, gmm, *, threshold: float, history=None,
         axes[2].set_ylabel("lower bound")
         axes[2].set_title("the lower bound never decreases")
         axes[2].grid(alpha=0.3)
-    return fig
+    _save(fig, path)

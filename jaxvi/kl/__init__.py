@@ -27,6 +27,7 @@ from jaxvi.kl.estimates import MonteCarloEstimate, monte_carlo
 from jaxvi.kl.gaussian import categorical, mvn, mvn_tril, normal_diag
 from jaxvi.kl.mixtures import (
     MixtureKLBounds,
+    mixture_bound_list,
     mixture_bounds,
     mixture_lower_bound,
     mixture_matched_upper_bound,
@@ -51,6 +52,7 @@ __all__ = [
     "categorical",
     "divergence",
     "kl_divergence",
+    "mixture_bound_list",
     "mixture_bounds",
     "mixture_cauchy_schwarz",
     "mixture_guaranteed_bounds_1d",

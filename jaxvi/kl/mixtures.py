@@ -282,6 +282,32 @@ def mixture_bounds(p: Mixture, q: Mixture, num_iters: int = 20) -> MixtureKLBoun
     return MixtureKLBounds(lower, upper, variational)
 
 
+def mixture_bound_list(p: Mixture, q: Mixture,
+                       num_iters: int = 20) -> list[tuple[str, str, jax.Array]]:
+    """Every bound on KL(p ‖ q) that holds for these mixtures, one by one (what
+    `mixture_bounds` combines), ordered: the lower bounds first, then the upper bounds, each
+    kind from the tightest to the loosest on average over the batch.
+
+    -> [(name, "lower" | "upper", value with p's batch shape), ...]: Durrieu's lower bound
+    (floored at 0), and for D = 1 the guaranteed lower bound; the variational and product upper
+    bounds, the matched bound when p has no more components than q, and for D = 1 the
+    guaranteed upper bound.
+    """
+    p, q = check_mixture_pair(p, q)
+    lowers = [("durrieu_lower", jnp.maximum(_lower_impl(p, q), 0.0))]
+    uppers = [("variational_upper", _variational_upper_impl(p, q, int(num_iters))),
+              ("product_upper", _product_upper_impl(p, q))]
+    if p.logits.shape[-1] <= q.logits.shape[-1]:
+        uppers.append(("matched_upper", _matched_impl(p, q)))
+    if p.loc.shape[-1] == 1:
+        guaranteed_lower, guaranteed_upper = _bounds_impl(p, q, 64)
+        lowers.append(("guaranteed_lower_1d", guaranteed_lower))
+        uppers.append(("guaranteed_upper_1d", guaranteed_upper))
+    lowers.sort(key=lambda item: -float(jnp.mean(item[1])))
+    uppers.sort(key=lambda item: float(jnp.mean(item[1])))
+    return [(n, "lower", v) for n, v in lowers] + [(n, "upper", v) for n, v in uppers]
+
+
 def mixture_monte_carlo(
     key: jax.Array, p: Mixture, q: Mixture, num_samples: int
 ) -> MonteCarloEstimate:

@@ -67,6 +67,15 @@ def test_bounds_bracket_monte_carlo(seed, sizes, shift):
         assert b.lower - slack <= mc.estimate <= b.upper + slack
         assert b.lower <= b.variational <= b.upper
         assert b.upper <= min(float(est["matched"]), float(est["variational_upper"])) + 1e-12
+        listed = kl.mixture_bound_list(p, q)
+        lowers = [float(v) for _, kind, v in listed if kind == "lower"]
+        uppers = [float(v) for _, kind, v in listed if kind == "upper"]
+        assert [kind for _, kind, _ in listed] == ["lower"] * len(lowers) + ["upper"] * len(uppers)
+        assert lowers == sorted(lowers, reverse=True) and uppers == sorted(uppers)
+        assert all(v <= mc.estimate + slack for v in lowers)
+        assert all(v >= mc.estimate - slack for v in uppers)
+        np.testing.assert_allclose(max(lowers), b.lower, rtol=1e-12)
+        np.testing.assert_allclose(min(uppers), b.upper, rtol=1e-12)
 
 
 def _blend(a: Mixture, b: Mixture, lam: float) -> Mixture:

@@ -29,7 +29,7 @@ def _first_two(a: np.ndarray) -> np.ndarray:
 def _draw_components(ax, x, gmm, keep=None) -> None:
     """Data x: (N, D) (first two features) on ax with the 1- and 2-sigma ellipses, mean and
     weight of each component of `gmm` where keep: (K,) bool (all when None)."""
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib.patches import Ellipse
 
     x2 = _first_two(np.asarray(x))
@@ -38,7 +38,7 @@ def _draw_components(ax, x, gmm, keep=None) -> None:
     weights = np.asarray(gmm.weights)
     keep = np.ones(len(weights), bool) if keep is None else np.asarray(keep)
     ax.scatter(x2[:, 0], x2[:, 1], s=4, alpha=0.35, color="0.35", linewidths=0)
-    colors = plt.cm.tab10(np.arange(int(keep.sum())) % 10)
+    colors = colormaps["tab10"](np.arange(int(keep.sum())) % 10)
     for m, c, w, col in zip(means2[keep], covs[keep], weights[keep], colors, strict=True):
         vals, vecs = np.linalg.eigh(c)
         vals = np.maximum(vals, 0.0)
@@ -53,26 +53,26 @@ def _draw_components(ax, x, gmm, keep=None) -> None:
     ax.set_aspect("equal", adjustable="datalim")
 
 
-def _save(fig, path) -> None:
-    import matplotlib.pyplot as plt
+def subplots(*grid, figsize, **kwargs):
+    """A new matplotlib Figure (not pyplot's: no backend is chosen or switched, and nothing is
+    kept open) and its `Figure.subplots(*grid, **kwargs)`. -> (fig, axes)."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
+def _save(fig, path) -> None:
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_fit(x, gmm, history, path, title: str | None = None) -> None:
     """Data x: (N, D) (first two features) with each component's 1- and 2-sigma ellipses,
     beside the mean log-likelihood per EM iteration history: (n_iter,). Writes a PNG to
     `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, ax_ll) = plt.subplots(1, 2, figsize=(11, 4.8),
-                                    gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (ax, ax_ll) = subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
     _draw_components(ax, x, gmm)
     ax.set_title(title or f"{gmm.means.shape[0]} components ({gmm.covariance_type}), 1σ and 2σ")
     hist = np.asarray(history)
@@ -93,16 +93,12 @@ def plot_variational_fit(x, gmm, path, *, threshold: float, history=None,
     log scale with the threshold drawn (and compare_weights: (K,), e.g. EM's, sorted the
     same way beside them); and, given history: (n_iter,), the lower bound per iteration.
     Writes a PNG to `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     weights = np.asarray(gmm.weights)
     keep = weights > threshold
     panels = 3 if history is not None else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.8))
+    fig, axes = subplots(1, panels, figsize=(5.5 * panels, 4.8))
     _draw_components(axes[0], x, gmm, keep)
     axes[0].set_title(title or f"{int(keep.sum())} of {len(weights)} components above "
                       f"weight {threshold:g}")

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvi.em.plots import subplots
+
 
 def _as_images(x: np.ndarray) -> np.ndarray:
     """(n, D) -> (n, h, w): square images when D is a square, else one row of D pixels."""
@@ -31,25 +33,14 @@ def save_figures(model, x_test, out, *, key, n_per_row: int = 10) -> None:
     _save_latent(model, x_test, out / "latent.png", key=key_c)
 
 
-def _pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save_samples(model, path: Path, *, key, n_per_row: int) -> None:
     """`n_per_row` decoded samples w ~ p(w | z) of each component z, one row per component."""
-    plt = _pyplot()
     k = model.config.components
     z = jnp.repeat(jnp.arange(k), n_per_row)
     samples = np.asarray(jax.jit(lambda m, kk: m.sample_given(kk, z))(model, key))
     rows = samples.reshape(k, n_per_row, -1)
     weights = np.asarray(jax.nn.softmax(model.prior()[0]))
-    fig, axes = plt.subplots(k, n_per_row, figsize=(n_per_row * 0.8, k * 0.8), squeeze=False)
+    fig, axes = subplots(k, n_per_row, figsize=(n_per_row * 0.8, k * 0.8), squeeze=False)
     for c in range(k):
         imgs = _as_images(rows[c])
         for j in range(n_per_row):
@@ -60,15 +51,13 @@ def _save_samples(model, path: Path, *, key, n_per_row: int) -> None:
         axes[c, 0].set_ylabel(f"{c}\nπ={weights[c]:.2f}", fontsize=6, rotation=0, labelpad=14)
     fig.suptitle("samples, one row per mixture component", fontsize=8)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _save_reconstructions(model, x_test, path: Path, *, n_per_row: int) -> None:
     """The first 2·n_per_row test inputs, each row of them above its reconstructions."""
-    plt = _pyplot()
     x = np.asarray(x_test[: 2 * n_per_row])
     rec = np.asarray(jax.jit(lambda m, xx: m.reconstruct(xx))(model, jnp.asarray(x)))
-    fig, axes = plt.subplots(4, n_per_row, figsize=(n_per_row * 0.8, 4 * 0.8), squeeze=False)
+    fig, axes = subplots(4, n_per_row, figsize=(n_per_row * 0.8, 4 * 0.8), squeeze=False)
     for i in range(2):
         src, dst = _as_images(x[i * n_per_row : (i + 1) * n_per_row]), _as_images(
             rec[i * n_per_row : (i + 1) * n_per_row])
@@ -82,13 +71,11 @@ def _save_reconstructions(model, x_test, path: Path, *, n_per_row: int) -> None:
         axes[2 * i, 0].set_ylabel("input", fontsize=6)
         axes[2 * i + 1, 0].set_ylabel("recon", fontsize=6)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _save_latent(model, x_test, path: Path, *, key) -> None:
     """The means of q(w | x_test) on their first two principal axes, coloured by predicted
     cluster, with the prior means marked."""
-    plt = _pyplot()
     k = model.config.components
     xt = jnp.asarray(x_test)
     means, pred = jax.jit(lambda m, xx, kk: (m.encoder(xx)[0], m.cluster(xx, key=kk)))(
@@ -99,7 +86,7 @@ def _save_latent(model, x_test, path: Path, *, key) -> None:
     _, _, vt = np.linalg.svd(means - centre, full_matrices=False)
     proj = vt[:2].T if vt.shape[0] >= 2 else np.eye(means.shape[1], 2)
     pts, pm = (means - centre) @ proj, (prior_means - centre) @ proj
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = subplots(figsize=(5.5, 5))
     sc = ax.scatter(pts[:, 0], pts[:, 1], c=pred, cmap="tab10", s=8, vmin=0, vmax=max(k - 1, 9))
     ax.scatter(pm[:, 0], pm[:, 1], c=np.arange(k), cmap="tab10", marker="X", s=140,
                edgecolors="black", vmin=0, vmax=max(k - 1, 9), label="prior means μ_z")
@@ -108,4 +95,3 @@ def _save_latent(model, x_test, path: Path, *, key) -> None:
     ax.legend(fontsize=7)
     fig.colorbar(sc, ax=ax, label="cluster")
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -1,8 +1,12 @@
 """`fit_missing`: EM on data with missing entries (NaN), the loop `fit(..., missing=
 "marginalize")` runs: `jaxvi.em.driver.ascent_loop` over the expected sufficient statistics of
 `jaxvi.em.missing_stats`, with the same M step (`factored_m_step`) and restarts as complete-data EM.
-Each iteration maximises the expected complete-data log-likelihood, so the observed-data
-log-likelihood never decreases."""
+With reg_covar = 0 each iteration maximises the expected complete-data log-likelihood, so the
+observed-data log-likelihood never decreases (to round-off). reg_covar > 0 (scikit-learn's floor,
+added to each covariance after the maximisation) makes each step maximise a slightly different
+objective, and the log-likelihood can then fall by small amounts while it converges (measured:
+up to 5e-7 nats/point with reg_covar = 1e-3 and a 90 %-missing column, 1e-11 to 2e-10 at the
+default 1e-6)."""
 
 from __future__ import annotations
 

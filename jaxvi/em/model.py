@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from jaxvi import _linalg
 from jaxvi.em import covariance
+from jaxvi.mixture import Mixture
 
 # Full float32 precision for the matmuls of the E step and statistics on accelerators (no
 # TF32): expanded quadratic forms and second moments need it. No effect on CPU.
@@ -59,6 +60,25 @@ class GMM:
         if "covariances" in kwargs:
             kwargs.setdefault("scale_tril", None)
         return dataclasses.replace(self, **kwargs)
+
+    def to_mixture(self) -> Mixture:
+        """The same mixture as the package's `jaxvi.mixture.Mixture` (what `jaxvi.kl` and
+        `jaxvi.vi` take): logits = log weights (K,), loc = means (K, D) and the (K, D, D)
+        Cholesky factors of every covariance type (tied broadcast, diag/spherical diagonal)."""
+        if covariance.of(self.covariance_type).matrix:
+            chol = component_scale_tril(self)
+        else:
+            chol = jax.vmap(jnp.diag)(jnp.sqrt(component_variances(self)))
+        return Mixture(jnp.log(self.weights), self.means, chol)
+
+    @classmethod
+    def from_mixture(cls, mixture: Mixture) -> GMM:
+        """A full-covariance GMM from a `jaxvi.mixture.Mixture` (one mixture, no batch axes):
+        weights = softmax(logits) (K,), means = loc (K, D), covariances = L Lᵀ (K, D, D), with
+        the factors kept as `scale_tril`."""
+        chol = jnp.tril(mixture.scale_tril)
+        return cls(jax.nn.softmax(mixture.logits, axis=-1), mixture.loc,
+                   chol @ jnp.swapaxes(chol, -1, -2), "full", chol)
 
 
 class Stats(NamedTuple):

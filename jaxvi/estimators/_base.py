@@ -94,6 +94,15 @@ class BaseMixture(DensityMixin, BaseEstimator):
         print(f"Initialization {state}. time lapse {seconds:.5f}s\t lower bound "
               f"{self.lower_bound_:.5f}.")
 
+    def to_mixture(self):
+        """The fitted mixture (weights_, means_, covariances_: for a BayesianGaussianMixture its
+        point estimate) as a `jaxvi.mixture.Mixture` of float64 NumPy arrays (JAX computes
+        with them in float32 unless float64 is enabled), e.g. for
+        `jaxvi.kl.mixture_bounds(a.to_mixture(), b.to_mixture())` between two fitted models."""
+        check_is_fitted(self)
+        with jax.enable_x64(True), _linalg.single_threaded_lapack():
+            return jax.tree.map(np.asarray, self._gmm().to_mixture())
+
     def _set_from_gmm(self, gmm: em.GMM) -> None:
         self.weights_ = np.asarray(gmm.weights, dtype=np.float64)
         self.means_ = np.asarray(gmm.means, dtype=np.float64)

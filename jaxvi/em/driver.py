@@ -6,7 +6,14 @@ A variant supplies a `Model` (how its data are laid out, its initial parameters 
 its restarts loop); the driver holds what they share: the options as arrays (`options`),
 the start from keys or from a warm start, on one device or with the rows split over a mesh
 (`run`), the coordinate-ascent loop (`ascent_loop`), the choice of the best restart
-(`best_restart`) and the finite check after the fit (`raise_if_not_finite`)."""
+(`best_restart`) and the finite check after the fit (`raise_if_not_finite`).
+
+Compile once: on one device, a fit whose rows fit one chunk is padded to a bucketed row count
+(`bucket_rows`: 256, 384, 512, 768, ... rows, up to `BUCKET_MAX_ROWS`) with zero-weight rows,
+which change nothing (every sum of the fit is weighted by the row weights, and the random draws
+of the initialisation are taken per row), so a new N in the same bucket reuses the compiled
+program; tol and reg_covar are traced, and a variant may trace max_iter too
+(`iteration_limits`)."""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvi import _linalg, _validate
 from jaxvi.em.step import identity
@@ -74,10 +82,33 @@ def start_keys(key: jax.Array, init, inits: tuple[str, ...], n_init) -> jax.Arra
     return jax.random.split(key, int(n_init))
 
 
-def ascent_loop(update: Callable, params0, max_iter: int, tol, dtype):
+BUCKET_MAX_ROWS = 1 << 16
+_MIN_BUCKET = 256
+_MIN_HISTORY = 128
+
+
+def bucket_rows(n: int) -> int:
+    """The padded row count of a fit of n rows: the smallest of 256 and of 2^j, 1.5 * 2^j
+    (384, 512, 768, 1024, ...) that is ≥ n (at most 50% padding)."""
+    if n <= _MIN_BUCKET:
+        return _MIN_BUCKET
+    p = 1 << (n - 1).bit_length()
+    return 3 * p // 4 if 3 * p // 4 >= n else p
+
+
+def iteration_limits(max_iter: int) -> tuple[int, jax.Array]:
+    """(the static length of a loop's history: max_iter rounded up to a power of two ≥ 128,
+    or 0 for 0; max_iter as a traced int32 limit), so that fits differing only in max_iter
+    share one compiled program (`ascent_loop`'s `limit`)."""
+    length = 0 if max_iter == 0 else max(_MIN_HISTORY, 1 << (int(max_iter) - 1).bit_length())
+    return length, jnp.asarray(max_iter, jnp.int32)
+
+
+def ascent_loop(update: Callable, params0, max_iter: int, tol, dtype, limit=None):
     """Iterate `update` on device (`lax.while_loop`) from params0, a pytree of B restarts
     batched along axis 0, until every restart's objective changed by less than `tol` or
-    `max_iter` steps ran. update(params) -> (new params, objective (B,) after the step).
+    `max_iter` steps ran (`limit` steps, when given: a traced int ≤ max_iter, which then
+    only sizes the history). update(params) -> (new params, objective (B,) after the step).
 
     The restarts step together, each frozen once converged (what `vmap` of one loop would do);
     batching them by hand keeps any `lax.cond` inside `update` a real branch, which under
@@ -96,7 +127,7 @@ def ascent_loop(update: Callable, params0, max_iter: int, tol, dtype):
 
     def cond(state):
         _, _, _, done, _, step = state
-        return (step < max_iter) & ~jnp.all(done)
+        return (step < (max_iter if limit is None else limit)) & ~jnp.all(done)
 
     def body(state):
         params, obj, it, done, history, step = state
@@ -182,13 +213,32 @@ def _fit_sharded(model, config, x, weights, params0s, opts, mesh, chunk_size):
     return _sharded_fn(model, config, mesh)(xb, mask, params0s, opts)
 
 
+def padded(x, weights, config: Config):
+    """(x, weights, config) of a single-chunk fit of N ≤ `BUCKET_MAX_ROWS` rows padded to
+    `bucket_rows(N)` rows: zero rows of weight 0 after x: (N, D), weights (N,) (1 when None);
+    unchanged otherwise (several chunks, or no chunk layout). Concrete arrays are padded on
+    the host (no compilation per N)."""
+    n = x.shape[0]
+    if config.n_chunks != 1 or config.rows != n or n > BUCKET_MAX_ROWS:
+        return x, weights, config
+    size = bucket_rows(n)
+    xp = np if _validate.is_concrete(x, weights) else jnp
+    w = xp.ones((n,), x.dtype) if weights is None else weights
+    x = xp.concatenate([x, xp.zeros((size - n, x.shape[1]), x.dtype)])
+    w = xp.concatenate([w, xp.zeros((size - n,), x.dtype)])
+    return jnp.asarray(x), jnp.asarray(w), config._replace(rows=size)
+
+
 def run(model: Model, config: Config, x, weights, opts, *, keys=None, params=None,
         mesh=None, chunk_size: int | None = None) -> Any:
     """A checked variant's fit: from `keys` (B,) (restarts) or from one `params` (a warm
     start), on one device or with the rows of x split over `mesh` (then `model.layout` must
     be the chunk layout: the mesh splits x into chunks itself), followed by the finite
-    check. Returns the model's result."""
+    check. Returns the model's result. On one device, a chunk-layout fit of one chunk is
+    padded to a bucketed row count (`padded`)."""
     if mesh is None:
+        if config.n_chunks is not None:
+            x, weights, config = padded(x, weights, config)
         if params is not None:
             result = fit_from_params(model, config, x, params, weights, opts)
         else:

@@ -13,7 +13,10 @@ folder and thresholds suited to jaxvi's small programs. The cache is keyed by th
 the JAX/XLA version and the device, so a stale entry is never used; delete the folder to
 reclaim its space. On CPU, XLA logs a note for each executable it loads ("Loading XLA:CPU
 AOT result ..."); `TF_CPP_MIN_LOG_LEVEL=3` in the environment before Python starts quiets
-it."""
+it. A caution: this project's test suite stopped using the cache after pytest-xdist workers
+crashed while writing to it (a segfault inside JAX's `put_executable_and_time`, with one
+folder per worker as well as a shared one; JAX 0.9 on CPU); a worker has also crashed inside
+XLA's compile with no cache folder set, so whether the cache is the cause is not settled."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvi import em
-from jaxvi.em.plots import plot_fit
+from jaxvi.em.plots import plot_fit, save_figure
 
 OUT = Path(__file__).resolve().parent / "output" / "em_gmm.png"
 
@@ -45,8 +45,9 @@ def main():
         order = np.argsort(np.asarray(result.gmm.weights))[::-1]
         print("weights:", np.round(np.asarray(result.gmm.weights)[order], 3))
         print("means:\n", np.round(np.asarray(result.gmm.means)[order], 2))
-        plot_fit(np.asarray(x), result.gmm, history, OUT,
-                 title=f"EM fit, K = 3 (true weights 0.5 / 0.3 / 0.2), N = {x.shape[0]}")
+        fig = plot_fit(np.asarray(x), result.gmm, history,
+                       title=f"EM fit, K = 3 (true weights 0.5 / 0.3 / 0.2), N = {x.shape[0]}")
+        save_figure(fig, OUT)
     print(f"wrote {OUT}")
 
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvi import em
-from jaxvi.em.plots import plot_variational_fit
+from jaxvi.em.plots import plot_variational_fit, save_figure
 from jaxvi.em.variational import expected_gmm, mixture_weights
 
 OUT = Path(__file__).resolve().parent / "output" / "vb_gmm.png"
@@ -54,10 +54,11 @@ def main():
         print(f"EM: {int(fit.n_iter)} iterations; {int((w_em > THRESHOLD).sum())} of {K} "
               "components above the threshold")
         print("EM weights, largest first:", np.round(np.sort(w_em)[::-1][:6], 3))
-        plot_variational_fit(np.asarray(x), gmm, OUT, threshold=THRESHOLD,
-                             compare_weights=w_em, compare_label="EM",
-                             title=f"VB, K = {K}, Dirichlet-process prior: "
-                             f"{int((w_vb > THRESHOLD).sum())} components kept")
+        fig = plot_variational_fit(np.asarray(x), gmm, threshold=THRESHOLD,
+                                   compare_weights=w_em, compare_label="EM",
+                                   title=f"VB, K = {K}, Dirichlet-process prior: "
+                                   f"{int((w_vb > THRESHOLD).sum())} components kept")
+        save_figure(fig, OUT)
     print(f"wrote {OUT}")
 
 

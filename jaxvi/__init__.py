@@ -3,7 +3,8 @@
 Submodules load on first use, so `import jaxvi` stays cheap: `jaxvi.kl` (KL divergences),
 `jaxvi.mixture` (the Gaussian-mixture distribution), `jaxvi.em` (EM), `jaxvi.vi` (fitting by
 inclusive or exclusive KL), `jaxvi.vae` (the hierarchical VAE), `jaxvi.training` (the optax
-step, loop and checkpoints), ...
+step, loop and checkpoints), ... `jaxvi.enable_compilation_cache()` turns on JAX's persistent
+compilation cache (opt-in: importing jaxvi changes no JAX setting).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ _SUBMODULES = (
 )
 _ATTRIBUTES = {"GaussianMixture": "jaxvi.estimators.gaussian_mixture",
                "BayesianGaussianMixture": "jaxvi.estimators.bayesian_mixture",
-               "MixtureVAE": "jaxvi.vae.estimator"}
+               "MixtureVAE": "jaxvi.vae.estimator",
+               "enable_compilation_cache": "jaxvi.compilation_cache",
+               "disable_compilation_cache": "jaxvi.compilation_cache"}
 
 __all__ = [*_SUBMODULES, *_ATTRIBUTES]
 

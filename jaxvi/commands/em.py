@@ -126,7 +126,7 @@ def run(args) -> int:
     from jaxvi import distributed, em, processes
     from jaxvi.cli import join_processes, save_result
     from jaxvi.em.kernels import count_parameters, log_prob_kernel
-    from jaxvi.em.plots import plot_fit
+    from jaxvi.em.plots import plot_fit, save_figure
 
     several = join_processes(args)
     x = load_points(args.data)  # this process's rows
@@ -167,6 +167,6 @@ def run(args) -> int:
                  log_likelihood=np.asarray(mean_ll), bic=np.asarray(bic), history=history)
         print(f"saved {out}")
         if plot is not None:
-            plot_fit(x, gmm, history, plot)
+            save_figure(plot_fit(x, gmm, history), plot)
             print(f"saved {plot}")
     return 0

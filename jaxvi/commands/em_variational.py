@@ -82,7 +82,7 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
     from jaxvi import em, processes
     from jaxvi.cli import save_result
     from jaxvi.em.kernels import log_prob_kernel
-    from jaxvi.em.plots import plot_variational_fit
+    from jaxvi.em.plots import plot_variational_fit, save_figure
     from jaxvi.em.variational import expected_gmm, mixture_weights
 
     wt = WEIGHT_PRIORS[args.variational]
@@ -130,8 +130,9 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
                  effective=effective, n_effective=np.asarray(int(effective.sum())))
         print(f"saved {out}")
         if plot is not None:
-            plot_variational_fit(x, gmm, plot, threshold=threshold, history=history,
-                                 title=f"VB fit, K = {args.components}, {args.variational} "
-                                 f"prior: {int(effective.sum())} effective")
+            save_figure(plot_variational_fit(
+                x, gmm, threshold=threshold, history=history,
+                title=f"VB fit, K = {args.components}, {args.variational} "
+                f"prior: {int(effective.sum())} effective"), plot)
             print(f"saved {plot}")
     return 0

@@ -6,7 +6,17 @@ A variant supplies a `Model` (how its data are laid out, its initial parameters 
 its restarts loop); the driver holds what they share: the options as arrays (`options`),
 the start from keys or from a warm start, on one device or with the rows split over a mesh
 (`run`), the coordinate-ascent loop (`ascent_loop`), the choice of the best restart
-(`best_restart`) and the finite check after the fit (`raise_if_not_finite`)."""
+(`best_restart`) and the finite check after the fit (`raise_if_not_finite`).
+
+Compile once: on one device, the loop of a fit whose rows fit one chunk runs on rows padded to
+a bucketed row count (`bucket_rows`: 256, 384, 512, 768, ... rows, up to `BUCKET_MAX_ROWS`)
+with zero-weight rows, which change nothing (every sum of the loop is weighted by the row
+weights), so a new N in the same bucket reuses the loop's compiled program; tol and reg_covar
+are traced, and a variant may trace max_iter too (`iteration_limits`). The initialisation is
+never padded: its random draws (a k-means++ seeding, a permutation of the rows, ...) depend on
+N and on whether the fit is weighted, so it runs on exactly the fit's rows (`initial_params`,
+a small program compiled per N), as the mesh fit's does, and a padded fit starts where the
+unpadded and the mesh fits start."""
 
 from __future__ import annotations
 
@@ -16,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvi import _linalg, _validate
 from jaxvi.em.step import identity
@@ -41,7 +52,8 @@ class Model(NamedTuple):
     layout(x, weights, config) -> data: x as the loop reads it (e.g. chunks and row weights),
       traced;
     initial(x, keys, weights, opts, config) -> params: one initial parameter set per key of
-      keys (B,), batched along axis 0, traced;
+      keys (B,), batched along axis 0, traced; it reads only config's k, covariance_type,
+      init and weight_type (`initial_params`);
     restarts(data, params0s, opts, config, combine) -> result: the loop from each batched
       initial parameter set and the best restart's result (`combine` maps local to global
       statistics, e.g. a `psum` over a mesh axis);
@@ -74,10 +86,33 @@ def start_keys(key: jax.Array, init, inits: tuple[str, ...], n_init) -> jax.Arra
     return jax.random.split(key, int(n_init))
 
 
-def ascent_loop(update: Callable, params0, max_iter: int, tol, dtype):
+BUCKET_MAX_ROWS = 1 << 16
+_MIN_BUCKET = 256
+_MIN_HISTORY = 128
+
+
+def bucket_rows(n: int) -> int:
+    """The padded row count of a fit of n rows: the smallest of 256 and of 2^j, 1.5 * 2^j
+    (384, 512, 768, 1024, ...) that is ≥ n (at most 50% padding)."""
+    if n <= _MIN_BUCKET:
+        return _MIN_BUCKET
+    p = 1 << (n - 1).bit_length()
+    return 3 * p // 4 if 3 * p // 4 >= n else p
+
+
+def iteration_limits(max_iter: int) -> tuple[int, jax.Array]:
+    """(the static length of a loop's history: max_iter rounded up to a power of two ≥ 128,
+    or 0 for 0; max_iter as a traced int32 limit), so that fits differing only in max_iter
+    share one compiled program (`ascent_loop`'s `limit`)."""
+    length = 0 if max_iter == 0 else max(_MIN_HISTORY, 1 << (int(max_iter) - 1).bit_length())
+    return length, jnp.asarray(max_iter, jnp.int32)
+
+
+def ascent_loop(update: Callable, params0, max_iter: int, tol, dtype, limit=None):
     """Iterate `update` on device (`lax.while_loop`) from params0, a pytree of B restarts
     batched along axis 0, until every restart's objective changed by less than `tol` or
-    `max_iter` steps ran. update(params) -> (new params, objective (B,) after the step).
+    `max_iter` steps ran (`limit` steps, when given: a traced int ≤ max_iter, which then
+    only sizes the history). update(params) -> (new params, objective (B,) after the step).
 
     The restarts step together, each frozen once converged (what `vmap` of one loop would do);
     batching them by hand keeps any `lax.cond` inside `update` a real branch, which under
@@ -96,7 +131,7 @@ def ascent_loop(update: Callable, params0, max_iter: int, tol, dtype):
 
     def cond(state):
         _, _, _, done, _, step = state
-        return (step < max_iter) & ~jnp.all(done)
+        return (step < (max_iter if limit is None else limit)) & ~jnp.all(done)
 
     def body(state):
         params, obj, it, done, history, step = state
@@ -125,9 +160,17 @@ def finite_along(tree, n_batch: int) -> jax.Array:
 
 def best_restart(result, params, objective):
     """The restart (index along axis 0 of every leaf of `result`) with the highest objective
-    (B,) whose params are finite: a NaN fit never wins; ties go to the first."""
+    (B,) whose params are finite: a NaN fit never wins; ties go to the first, and objectives
+    within round-off of the highest (a relative 1e-9, or 64 ulps in float32) tie: restarts
+    that reach the same optimum with the components in another order differ only in their
+    last bits, which depend on how the program sums (padded rows, a mesh's psum), and the
+    choice must not."""
     ok = finite_along(params, 1) & ~jnp.isnan(objective)
-    best = jnp.argmax(jnp.where(ok, objective, -jnp.inf))
+    obj = jnp.where(ok, objective, -jnp.inf)
+    top = jnp.max(obj)
+    rtol = max(1e-9, 64 * float(jnp.finfo(obj.dtype).eps))
+    floor = jnp.where(jnp.isfinite(top), top - rtol * jnp.maximum(jnp.abs(top), 1.0), top)
+    best = jnp.argmax(ok & (obj >= floor))
     return jax.tree_util.tree_map(lambda a: a[best], result)
 
 
@@ -145,6 +188,27 @@ def fit_from_params(model: Model, config: Config, x, params, weights, opts):
     """The fit from one given (warm-start) parameter set."""
     return model.restarts(model.layout(x, weights, config), batched(params), opts, config,
                           identity)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def fit_from_starts(model: Model, config: Config, x, params0s, weights, opts):
+    """The fit from the batched initial parameter sets params0s (B restarts along axis 0)."""
+    return model.restarts(model.layout(x, weights, config), params0s, opts, config, identity)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def _initial_params(model: Model, config: Config, x, keys, weights, opts):
+    return model.initial(x, keys, weights, opts, config)
+
+
+def initial_params(model: Model, config: Config, x, keys, weights, opts):
+    """The initial parameters of each key of keys (B,), batched along axis 0, drawn from
+    exactly the rows x: (N, D) with weights (N,) or None (unpadded: `run`), as a program of
+    its own, shared by every fit with the same initialisation settings (only config's k,
+    covariance_type, init and weight_type reach it) and shapes."""
+    config = Config(k=config.k, covariance_type=config.covariance_type, init=config.init,
+                    weight_type=config.weight_type)
+    return _initial_params(model, config, x, keys, weights, opts)
 
 
 def job_rows(x, weights):
@@ -182,23 +246,52 @@ def _fit_sharded(model, config, x, weights, params0s, opts, mesh, chunk_size):
     return _sharded_fn(model, config, mesh)(xb, mask, params0s, opts)
 
 
+def is_bucketed(x, config: Config) -> bool:
+    """Whether a one-device fit of x: (N, D) runs its loop on bucketed rows (`padded`): a
+    chunk layout of one chunk of N ≤ `BUCKET_MAX_ROWS` rows."""
+    return config.n_chunks == 1 and config.rows == x.shape[0] <= BUCKET_MAX_ROWS
+
+
+def padded(x, weights, config: Config):
+    """(x, weights, config) of a single-chunk fit of N ≤ `BUCKET_MAX_ROWS` rows padded to
+    `bucket_rows(N)` rows: zero rows of weight 0 after x: (N, D), weights (N,) (1 when None);
+    unchanged otherwise (several chunks, or no chunk layout). Concrete arrays are padded on
+    the host (no compilation per N)."""
+    if not is_bucketed(x, config):
+        return x, weights, config
+    n = x.shape[0]
+    size = bucket_rows(n)
+    xp = np if _validate.is_concrete(x, weights) else jnp
+    w = xp.ones((n,), x.dtype) if weights is None else weights
+    x = xp.concatenate([x, xp.zeros((size - n, x.shape[1]), x.dtype)])
+    w = xp.concatenate([w, xp.zeros((size - n,), x.dtype)])
+    return jnp.asarray(x), jnp.asarray(w), config._replace(rows=size)
+
+
 def run(model: Model, config: Config, x, weights, opts, *, keys=None, params=None,
         mesh=None, chunk_size: int | None = None) -> Any:
     """A checked variant's fit: from `keys` (B,) (restarts) or from one `params` (a warm
     start), on one device or with the rows of x split over `mesh` (then `model.layout` must
     be the chunk layout: the mesh splits x into chunks itself), followed by the finite
-    check. Returns the model's result."""
+    check. Returns the model's result. On one device, the loop of a chunk-layout fit of one
+    chunk runs on rows padded to a bucketed row count (`padded`), from initial parameters
+    drawn from the unpadded rows (`initial_params`: the same as the mesh fit's)."""
     if mesh is None:
-        if params is not None:
-            result = fit_from_params(model, config, x, params, weights, opts)
-        else:
-            result = fit_from_keys(model, config, x, keys, weights, opts)
-        return raise_if_not_finite(model, result)
+        if not is_bucketed(x, config):
+            result = (fit_from_keys(model, config, x, keys, weights, opts) if params is None
+                      else fit_from_params(model, config, x, params, weights, opts))
+            return raise_if_not_finite(model, result)
+        params0s = (batched(params) if params is not None
+                    else initial_params(model, config, x, keys, weights, opts))
+        xp, wp, cp = padded(x, weights, config)
+        # the loop never reads config.init: warm and cold starts share its program
+        return raise_if_not_finite(
+            model, fit_from_starts(model, cp._replace(init=None), xp, params0s, wp, opts))
     if params is not None:
         params0s = batched(params)
     else:
         x0, w0 = job_rows(x, weights)
-        params0s = jax.jit(model.initial, static_argnums=(4,))(x0, keys, w0, opts, config)
+        params0s = initial_params(model, config, x0, keys, w0, opts)
     return raise_if_not_finite(
         model, _fit_sharded(model, config, x, weights, params0s, opts, mesh, chunk_size))
 

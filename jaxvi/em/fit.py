@@ -14,6 +14,7 @@ from jaxvi.em.driver import (
     Model,
     ascent_loop,
     best_restart,
+    iteration_limits,
     lapack_scoped,
     options,
     run,
@@ -26,10 +27,11 @@ from jaxvi.em.step import em_update, identity, per_restart
 
 
 def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
-                 fixed=None):
+                 fixed=None, limit=None):
     """The on-device EM loop (`jaxvi.em.driver.ascent_loop`) of restarts batched along axis 0
     of `gmm0s`, on chunked data xb: (C, R, D), mask: (C, R) (row weights); `fixed`: None or
-    the (3,) bool mask of the parameters kept at their initial values; `combine` goes to every step
+    the (3,) bool mask of the parameters kept at their initial values; `limit`: None or a
+    traced iteration limit ≤ max_iter (`ascent_loop`); `combine` goes to every step
     (e.g. a `psum` over a mesh axis inside `shard_map`). Returns a FitResult batched along
     axis 0. The features φ(x − c) do not change during a fit, so (when they fit in memory)
     they are computed once and a fast-kernel iteration is two matmuls and a softmax per
@@ -40,16 +42,18 @@ def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=ident
         return em_update(gmms, xb, mask, chunks, shift, featurized, reg_covar, prior, combine,
                          fixed)
 
-    return FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol, xb.dtype))
+    return FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol, xb.dtype,
+                                  limit))
 
 
 def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
-                  fixed=None):
+                  fixed=None, limit=None):
     """Run the EM loop from each of the batched initial GMMs, score the GMMs it returns (one
     more E pass, by the precise kernel: the loop's last objective is that of the parameters
     before the last M step, and may be the fast kernel's) and keep the best restart by that
     log-likelihood (a NaN fit never wins; ties go to the first)."""
-    results = _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine, fixed)
+    results = _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine, fixed,
+                           limit)
     sums = per_restart(lambda g: log_likelihood_sum(xb, mask, g), results.gmm)
     sums, count = combine((sums, jnp.sum(mask)))
     results = results._replace(log_likelihood=sums / count)
@@ -70,7 +74,13 @@ def _initial(x, keys, weights, opts, config: Config) -> GMM:
 def _restarts(data, gmm0s, opts, config: Config, combine):
     xb, mask = data
     return _fit_restarts(xb, mask, gmm0s, config.max_iter, opts["tol"], opts["reg_covar"],
-                         opts["prior"], combine, opts["fixed"])
+                         opts["prior"], combine, opts["fixed"], opts["max_iter"])
+
+
+def trimmed(result: FitResult, max_iter: int) -> FitResult:
+    """`result` with its history cut to the fit's own max_iter entries (the loop's history is
+    sized by `iteration_limits`)."""
+    return result._replace(history=result.history[..., :max_iter])
 
 
 EM = Model(
@@ -135,8 +145,9 @@ def fit(
       tol: stop when the mean log-likelihood changes less (0 runs exactly max_iter).
       n_init: restarts from independent keys, run batched; the one with the highest final
         log-likelihood is kept.
-      init: "kmeans++", "random", "random_from_data" or a `GMM` (warm start; then `n_init`
-        is ignored).
+      init: "kmeans++" (seeding and 10 Lloyd steps), "kmeans" (a converged k-means,
+        scikit-learn's "kmeans": `init.kmeans`), "random", "random_from_data" or a `GMM`
+        (warm start; then `n_init` is ignored).
       reg_covar: added to the covariances' diagonal in every M step.
       prior: a `Prior` turns ML-EM into MAP-EM.
       chunk_size: rows per chunk of the fused E step (default: from a per-backend budget).
@@ -171,14 +182,16 @@ def fit(
                                   chunk_size, prior)
     weights = checks.check_sample_weight(sample_weight, x.shape[0], x.dtype, k,
                                           rescale=prior is None)
+    length, limit = iteration_limits(max_iter)
     opts = options(x.dtype, tol=tol, reg_covar=reg_covar, prior=prior,
-                   fixed=checks.fixed_array(fixed))
+                   fixed=checks.fixed_array(fixed), max_iter=limit)
     n_chunks, rows = chunk_layout(x.shape[0], x.shape[1], covariance_type, chunk_size)
-    config = Config(k=k, covariance_type=covariance_type, max_iter=int(max_iter),
+    config = Config(k=k, covariance_type=covariance_type, max_iter=length,
                     n_chunks=n_chunks, rows=rows)
     if isinstance(init, GMM):
         gmm0 = checks.check_warm_start(init, covariance_type, k, x)
-        return run(EM, config, x, weights, opts, params=gmm0, mesh=mesh, chunk_size=chunk_size)
+        return trimmed(run(EM, config, x, weights, opts, params=gmm0, mesh=mesh,
+                           chunk_size=chunk_size), int(max_iter))
     keys = start_keys(key, init, em_init.INITS, n_init)
-    return run(EM, config._replace(init=init), x, weights, opts, keys=keys, mesh=mesh,
-               chunk_size=chunk_size)
+    return trimmed(run(EM, config._replace(init=init), x, weights, opts, keys=keys, mesh=mesh,
+                       chunk_size=chunk_size), int(max_iter))

@@ -1,10 +1,12 @@
-"""Initialisation of EM: k-means++ seeding, `initialize` (initial responsibilities and one M
-step), and `default_prior`, a weak data-dependent prior for MAP-EM."""
+"""Initialisation of EM: k-means++ seeding, a converged k-means (`kmeans`, scikit-learn's
+`init_params="kmeans"`), `initialize` (initial responsibilities and one M step), and
+`default_prior`, a weak data-dependent prior for MAP-EM."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvi import _linalg, _validate
 from jaxvi.em import checks
@@ -12,8 +14,16 @@ from jaxvi.em.model import GMM, Prior
 from jaxvi.em.stats import weighted_covariance, weighted_mean
 from jaxvi.em.step import m_step_from_resp
 
-INITS = ("kmeans++", "random", "random_from_data")
-_KMEANS_STEPS = 10
+INITS = ("kmeans++", "kmeans", "random", "random_from_data")
+_KMEANS_STEPS = 10  # the Lloyd steps after the seeding of "kmeans++"
+# scikit-learn's KMeans defaults: Lloyd until the centres move less than tol times the data's
+# mean per-feature variance (squared), at most 300 iterations; the best by inertia of up to
+# _KMEANS_STARTS greedy k-means++ seedings (fewer when N·K exceeds _KMEANS_BUDGET / starts:
+# on large data the seedings agree and each costs a k-means).
+_KMEANS_MAX_ITER = 300
+_KMEANS_TOL = 1e-4
+_KMEANS_STARTS = 10
+_KMEANS_BUDGET = 1 << 21
 
 
 def _sq_dists(x, centres):
@@ -21,11 +31,14 @@ def _sq_dists(x, centres):
 
 
 def kmeans_plusplus(key: jax.Array, x: jax.Array, n_components: int,
-                    sample_weight: jax.Array | None = None) -> jax.Array:
+                    sample_weight: jax.Array | None = None, n_local_trials: int = 1
+                    ) -> jax.Array:
     """k-means++ seeding (Arthur & Vassilvitskii 2007): centres (K, D) drawn from the rows of
     x: (N, D), each with probability ∝ squared distance to the nearest centre chosen so far
-    (times its sample_weight (N,) when given, as scikit-learn's `kmeans_plusplus`). A traced
-    primitive: no argument checks (`initialize` and `fit` validate)."""
+    (times its sample_weight (N,) when given, as scikit-learn's `kmeans_plusplus`); with
+    n_local_trials > 1 (static), the greedy variant: that many candidates drawn per centre,
+    the one that lowers the (weighted) potential most kept (scikit-learn uses 2 + ⌊log K⌋).
+    A traced primitive: no argument checks (`initialize` and `fit` validate)."""
     n = x.shape[0]
     keys = jax.random.split(key, n_components)
     log_w = 0.0 if sample_weight is None else jnp.log(sample_weight)
@@ -41,7 +54,15 @@ def kmeans_plusplus(key: jax.Array, x: jax.Array, n_components: int,
         total = jnp.sum(d2) if sample_weight is None else jnp.sum(d2 * sample_weight)
         # All points on the chosen centres (duplicated data): fall back to uniform.
         logits = jnp.where(total > 0, jnp.log(jnp.maximum(d2, 0.0)), 0.0) + log_w
-        idx = jax.random.categorical(keys[i], logits)
+        if n_local_trials == 1:
+            idx = jax.random.categorical(keys[i], logits)
+        else:
+            # one 1-D draw per candidate: the draw of row n does not depend on N (padding)
+            cands = jax.vmap(lambda k: jax.random.categorical(k, logits))(
+                jax.random.split(keys[i], n_local_trials))
+            new_d2 = jnp.minimum(d2[:, None], _sq_dists(x, x[cands]))  # (N, T)
+            w = 1.0 if sample_weight is None else sample_weight[:, None]
+            idx = cands[jnp.argmin(jnp.sum(w * new_d2, axis=0))]
         centres = centres.at[i].set(x[idx])
         d2 = jnp.minimum(d2, _sq_dists(x, x[idx][None])[:, 0])
         return centres, d2
@@ -55,25 +76,69 @@ def _nearest_resp(x, centres):
     return jax.nn.one_hot(labels, centres.shape[0], dtype=x.dtype)
 
 
-def _kmeans(x, centres, steps, sample_weight=None):
-    def body(_, c):
-        resp = _nearest_resp(x, c)
-        if sample_weight is not None:
-            resp = resp * sample_weight[:, None]
-        counts = jnp.sum(resp, axis=0)
-        new = (resp.T @ x) / jnp.where(counts > 0, counts, 1.0)[:, None]
-        return jnp.where(counts[:, None] > 0, new, c)
+def _lloyd_step(x, centres, weights):
+    """One Lloyd step: each centre moved to the weighted mean of its points (kept when it
+    has none)."""
+    resp = _nearest_resp(x, centres) * weights[:, None]
+    counts = jnp.sum(resp, axis=0)
+    new = (resp.T @ x) / jnp.where(counts > 0, counts, 1.0)[:, None]
+    return jnp.where(counts[:, None] > 0, new, centres)
 
-    return jax.lax.fori_loop(0, steps, body, centres)
+
+def n_starts(n: int, k: int) -> int:
+    """The number of k-means++ seedings `kmeans` runs for N = n rows and K = k centres."""
+    return max(1, min(_KMEANS_STARTS, _KMEANS_BUDGET // (n * k)))
+
+
+def kmeans(key: jax.Array, x: jax.Array, n_components: int,
+           sample_weight: jax.Array | None = None) -> jax.Array:
+    """A converged k-means of x: (N, D) -> centres (K, D), as scikit-learn's `KMeans` that
+    `init_params="kmeans"` runs: from each of `_KMEANS_STARTS` greedy k-means++ seedings,
+    Lloyd steps (`lax.while_loop`) until the centres move by less than 1e-4 times the mean
+    per-feature variance of x (squared, summed over centres) or 300 steps; the seeding with
+    the lowest inertia Σ w min_k |x − c_k|² is kept (`n_starts`: 10 seedings for N·K up
+    to 2^21 / 10, fewer above, at least 1). Weighted by sample_weight (N,) ≥ 0
+    throughout (zero-weight rows are never drawn and move no centre). A traced primitive."""
+    w = jnp.ones(x.shape[:1], x.dtype) if sample_weight is None else sample_weight
+    mean = (w @ x) / jnp.sum(w)
+    tol = _KMEANS_TOL * jnp.mean((w @ jnp.square(x - mean)) / jnp.sum(w))
+    trials = 2 + int(np.log(n_components))
+
+    def one(key):
+        seeds = kmeans_plusplus(key, x, n_components, w, n_local_trials=trials)
+
+        def cond(state):
+            _, shift, it = state
+            return (it < _KMEANS_MAX_ITER) & (shift > tol)
+
+        def body(state):
+            c, _, it = state
+            new = _lloyd_step(x, c, w)
+            return new, jnp.sum(jnp.square(new - c)), it + 1
+
+        c, _, _ = jax.lax.while_loop(cond, body, (seeds, jnp.asarray(jnp.inf, x.dtype), 0))
+        return c, jnp.sum(w * jnp.min(jnp.maximum(_sq_dists(x, c), 0.0), axis=1))
+
+    centres, inertia = jax.vmap(one)(jax.random.split(key, n_starts(x.shape[0], n_components)))
+    # the first seeding within round-off of the lowest inertia: seedings that reach the same
+    # partition (in another order) tie, and the choice must not hang on their last bits
+    best = jnp.argmax(inertia <= jnp.min(inertia) * (1 + 1e-9))
+    return centres[best]
 
 
 def init_resp(key, x, n_components, init, sample_weight=None):
-    """Initial responsibilities (N, K) of x: (N, D) by the method `init` (one of `INITS`),
-    the seeding and Lloyd steps weighted by sample_weight (N,) when given (k-means++ and
-    "random_from_data" draw centres ∝ weight; zero-weight rows are never drawn)."""
+    """Initial responsibilities (N, K) of x: (N, D) by the method `init` (one of `INITS`;
+    "kmeans++": hard assignment after k-means++ seeding and 10 Lloyd steps; "kmeans": hard
+    assignment to the centres of a converged k-means, `kmeans`), the seeding and Lloyd steps
+    weighted by sample_weight (N,) when given (k-means++ and "random_from_data" draw centres
+    ∝ weight; zero-weight rows are never drawn)."""
+    if init == "kmeans":
+        return _nearest_resp(x, kmeans(key, x, n_components, sample_weight))
     if init == "kmeans++":
-        seeds = kmeans_plusplus(key, x, n_components, sample_weight)
-        return _nearest_resp(x, _kmeans(x, seeds, _KMEANS_STEPS, sample_weight))
+        w = jnp.ones(x.shape[:1], x.dtype) if sample_weight is None else sample_weight
+        centres = jax.lax.fori_loop(0, _KMEANS_STEPS, lambda _, c: _lloyd_step(x, c, w),
+                                    kmeans_plusplus(key, x, n_components, sample_weight))
+        return _nearest_resp(x, centres)
     if init == "random_from_data":
         p = None if sample_weight is None else sample_weight / jnp.sum(sample_weight)
         idx = jax.random.choice(key, x.shape[0], (n_components,), replace=False, p=p)
@@ -103,8 +168,10 @@ def initialize(
     sample_weight: jax.Array | None = None,
 ) -> GMM:
     """Initial GMM: responsibilities from `init` ("kmeans++": k-means++ seeding + 10 Lloyd
-    steps, hard assignment; "random_from_data": K random points as centres; "random": uniform
-    random responsibilities, as scikit-learn) followed by one M step (MAP under `prior`),
+    steps, hard assignment; "kmeans": hard assignment to a converged k-means from the best of
+    several greedy k-means++ seedings (`kmeans`), as scikit-learn's "kmeans";
+    "random_from_data": K random points as centres; "random": uniform random
+    responsibilities, as scikit-learn) followed by one M step (MAP under `prior`),
     all weighted by sample_weight (N,) ≥ 0 when given (`init_resp`).
     x: (N, D) -> GMM with K = n_components. Validates its arguments (traced x skips the value
     checks)."""

@@ -22,6 +22,7 @@ from jaxvi.em.driver import (
     Model,
     ascent_loop,
     best_restart,
+    iteration_limits,
     lapack_scoped,
     options,
     run,
@@ -88,7 +89,7 @@ def _restarts(data: MissingData, gmm0s, opts, config: Config, combine):
                               opts["prior"], combine, opts["fixed"])
 
     results = FitResult(*ascent_loop(update, with_scale_tril(gmm0s), config.max_iter,
-                                     opts["tol"], data.xb.dtype))
+                                     opts["tol"], data.xb.dtype, opts["max_iter"]))
     return best_restart(results, results.gmm, results.log_likelihood)
 
 
@@ -129,12 +130,15 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
                           sample_weight=None if weights is None else np.asarray(weights))
     if prior is not None:
         prior = checks.check_prior(prior, d, data.xb.dtype)
+    length, limit = iteration_limits(max_iter)
     opts = options(data.xb.dtype, tol=tol, reg_covar=reg_covar, prior=prior,
-                   fixed=checks.fixed_array(fixed))
-    config = Config(k=k, covariance_type=covariance_type, max_iter=int(max_iter))
+                   fixed=checks.fixed_array(fixed), max_iter=limit)
+    config = Config(k=k, covariance_type=covariance_type, max_iter=length)
     if isinstance(init, GMM):
         gmm0 = checks.check_warm_start(init, covariance_type, k, data.xb[0])
-        return run(MISSING_EM, config, (data, None), weights, opts, params=gmm0)
-    keys = start_keys(key, init, em_init.INITS, n_init)
-    return run(MISSING_EM, config._replace(init=init), (data, jnp.asarray(mean_imputed(x))),
-               weights, opts, keys=keys)
+        result = run(MISSING_EM, config, (data, None), weights, opts, params=gmm0)
+    else:
+        keys = start_keys(key, init, em_init.INITS, n_init)
+        result = run(MISSING_EM, config._replace(init=init),
+                     (data, jnp.asarray(mean_imputed(x))), weights, opts, keys=keys)
+    return result._replace(history=result.history[..., :int(max_iter)])

@@ -1,7 +1,13 @@
-"""Pictures of a fitted `GMM`: `plot_fit` draws the data with each component's 1- and 2-sigma
-ellipses beside the mean log-likelihood per EM iteration (used by `jaxvi em --plot` and
-`examples/em_gmm.py`); `plot_variational_fit` draws a variational fit's surviving components
-beside all its weights (`jaxvi em --variational --plot`, `examples/vb_gmm.py`)."""
+"""Pictures of a fitted `GMM`, by matplotlib's conventions: each function draws on the Axes
+(or Figure) it is given, creates one only when given none, and returns it; none changes the
+backend or writes a file (`save_figure` is the caller's choice).
+
+`plot_components` draws the data with each component's 1- and 2-sigma ellipses (on a fitted
+`jaxvi.GaussianMixture`: `plot_components(X, est)`); `plot_weights` the mixture weights as
+bars, largest first (a fitted `jaxvi.BayesianGaussianMixture`: `plot_weights(est)`);
+`plot_fit` the components beside the mean log-likelihood per EM iteration (`jaxvi em
+--plot`, `examples/em_gmm.py`); `plot_variational_fit` a variational fit's surviving
+components beside all its weights (`jaxvi em --variational --plot`, `examples/vb_gmm.py`)."""
 
 from __future__ import annotations
 
@@ -26,11 +32,49 @@ def _first_two(a: np.ndarray) -> np.ndarray:
     return a[:, :2] if a.shape[1] >= 2 else np.c_[a[:, 0], np.zeros(len(a))]
 
 
-def _draw_components(ax, x, gmm, keep=None) -> None:
+def _as_gmm(gmm):
+    """A `GMM`, or the `GMM` of a fitted `jaxvi.GaussianMixture` / `BayesianGaussianMixture`
+    (its `weights_`, `means_`, `covariances_`, `covariance_type`)."""
+    if hasattr(gmm, "means_"):
+        from jaxvi.em.model import GMM
+
+        return GMM(np.asarray(gmm.weights_), np.asarray(gmm.means_),
+                   np.asarray(gmm.covariances_), gmm.covariance_type)
+    return gmm
+
+
+def subplots(*grid, figsize, **kwargs):
+    """A new matplotlib Figure (not pyplot's: no backend is chosen or switched, and nothing is
+    kept open) and its `Figure.subplots(*grid, **kwargs)`. -> (fig, axes)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
+def _new_axes(ax, figsize=(6, 4.8)):
+    """ax, or the Axes of a new Figure (`subplots`, outside pyplot) when ax is None."""
+    return ax if ax is not None else subplots(figsize=figsize)[1]
+
+
+def _new_figure(fig, ncols: int, figsize, **kwargs):
+    """(fig, its 1 × ncols Axes): on the given Figure, or on a new one (`subplots`, outside
+    pyplot) when fig is None."""
+    if fig is None:
+        fig, axes = subplots(1, ncols, figsize=figsize, squeeze=False, **kwargs)
+        return fig, axes[0]
+    return fig, fig.subplots(1, ncols, squeeze=False, **kwargs)[0]
+
+
+def plot_components(x, gmm, keep=None, *, ax=None):
     """Data x: (N, D) (first two features) on ax with the 1- and 2-sigma ellipses, mean and
-    weight of each component of `gmm` where keep: (K,) bool (all when None)."""
+    weight of each component of `gmm` (a `GMM` or a fitted estimator) where keep: (K,) bool
+    (all when None). Returns the Axes (a new figure's when ax is None)."""
     from matplotlib import colormaps
     from matplotlib.patches import Ellipse
+
+    ax = _new_axes(ax)
+    gmm = _as_gmm(gmm)
 
     x2 = _first_two(np.asarray(x))
     means2 = _first_two(np.asarray(gmm.means))
@@ -51,29 +95,25 @@ def _draw_components(ax, x, gmm, keep=None) -> None:
     ax.set_xlabel("x[0]")
     ax.set_ylabel("x[1]" if np.ndim(x) == 2 and np.shape(x)[1] >= 2 else "")
     ax.set_aspect("equal", adjustable="datalim")
+    return ax
 
 
-def subplots(*grid, figsize, **kwargs):
-    """A new matplotlib Figure (not pyplot's: no backend is chosen or switched, and nothing is
-    kept open) and its `Figure.subplots(*grid, **kwargs)`. -> (fig, axes)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*grid, **kwargs)
-
-
-def _save(fig, path) -> None:
+def save_figure(fig, path, *, dpi: int = 110) -> None:
+    """Write `fig` to `path` (its folder created): what the command line and the examples do
+    with the figures returned here. A Figure made here is not pyplot's, so there is nothing to
+    close; a pyplot figure the caller made stays theirs to close."""
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
 
 
-def plot_fit(x, gmm, history, path, title: str | None = None) -> None:
+def plot_fit(x, gmm, history, *, title: str | None = None, fig=None):
     """Data x: (N, D) (first two features) with each component's 1- and 2-sigma ellipses,
-    beside the mean log-likelihood per EM iteration history: (n_iter,). Writes a PNG to
-    `path`."""
-    fig, (ax, ax_ll) = subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
-    _draw_components(ax, x, gmm)
+    beside the mean log-likelihood per EM iteration history: (n_iter,). Draws on `fig` (two
+    Axes added) or a new Figure; returns the Figure."""
+    gmm = _as_gmm(gmm)
+    fig, (ax, ax_ll) = _new_figure(fig, 2, (11, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
+    plot_components(x, gmm, ax=ax)
     ax.set_title(title or f"{gmm.means.shape[0]} components ({gmm.covariance_type}), 1σ and 2σ")
     hist = np.asarray(history)
     ax_ll.plot(np.arange(1, len(hist) + 1), hist, marker="o", ms=3)
@@ -81,37 +121,29 @@ def plot_fit(x, gmm, history, path, title: str | None = None) -> None:
     ax_ll.set_ylabel("mean log-likelihood")
     ax_ll.set_title("log-likelihood never decreases")
     ax_ll.grid(alpha=0.3)
-    _save(fig, path)
+    return fig
 
 
-def plot_variational_fit(x, gmm, path, *, threshold: float, history=None,
-                         compare_weights=None, compare_label: str = "EM",
-                         title: str | None = None) -> None:
-    """A variational fit with more components than the data need: data x: (N, D) (first two
-    features) with the ellipses of the components of `gmm` (the posterior-mean mixture)
-    whose weight exceeds `threshold`; beside it all K weights as bars, largest first, on a
-    log scale with the threshold drawn (and compare_weights: (K,), e.g. EM's, sorted the
-    same way beside them); and, given history: (n_iter,), the lower bound per iteration.
-    Writes a PNG to `path`."""
+def plot_weights(weights, *, threshold: float | None = None, compare_weights=None,
+                 compare_label: str = "EM", label: str = "VB", ax=None):
+    """The mixture weights (K,) (or a fitted estimator's `weights_`) as bars, largest first,
+    on a log scale (bars end at 1e-6); compare_weights: (K,), e.g. EM's, sorted the same way
+    beside them; `threshold` drawn as a dashed line when given. Returns the Axes (a new
+    figure's when ax is None)."""
     from matplotlib.ticker import MaxNLocator
 
-    weights = np.asarray(gmm.weights)
-    keep = weights > threshold
-    panels = 3 if history is not None else 2
-    fig, axes = subplots(1, panels, figsize=(5.5 * panels, 4.8))
-    _draw_components(axes[0], x, gmm, keep)
-    axes[0].set_title(title or f"{int(keep.sum())} of {len(weights)} components above "
-                      f"weight {threshold:g}")
-    ax_w = axes[1]
+    ax_w = _new_axes(ax)
+    weights = np.asarray(getattr(weights, "weights_", weights))
     rank = np.arange(1, len(weights) + 1)
     floor = 1e-6  # bars of weights below it end there on the log scale
     width = 0.4 if compare_weights is not None else 0.8
     shift = width / 2 if compare_weights is not None else 0.0
-    ax_w.bar(rank - shift, np.maximum(np.sort(weights)[::-1], floor), width, label="VB")
+    ax_w.bar(rank - shift, np.maximum(np.sort(weights)[::-1], floor), width, label=label)
     if compare_weights is not None:
         ax_w.bar(rank + shift, np.maximum(np.sort(np.asarray(compare_weights))[::-1], floor),
                  width, label=compare_label, color="tab:orange")
-    ax_w.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")
+    if threshold is not None:
+        ax_w.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")
     ax_w.set_yscale("log")
     ax_w.set_ylim(floor, 1.5)
     ax_w.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -119,6 +151,28 @@ def plot_variational_fit(x, gmm, path, *, threshold: float, history=None,
     ax_w.set_ylabel("weight")
     ax_w.set_title("mixture weights, largest first")
     ax_w.legend(loc="upper right")
+    return ax_w
+
+
+def plot_variational_fit(x, gmm, *, threshold: float, history=None,
+                         compare_weights=None, compare_label: str = "EM",
+                         title: str | None = None, fig=None):
+    """A variational fit with more components than the data need: data x: (N, D) (first two
+    features) with the ellipses of the components of `gmm` (the posterior-mean mixture)
+    whose weight exceeds `threshold`; beside it all K weights as bars, largest first, on a
+    log scale with the threshold drawn (and compare_weights: (K,), e.g. EM's, sorted the
+    same way beside them); and, given history: (n_iter,), the lower bound per iteration.
+    Draws on `fig` (its Axes added) or a new Figure; returns the Figure."""
+    gmm = _as_gmm(gmm)
+    weights = np.asarray(gmm.weights)
+    keep = weights > threshold
+    panels = 3 if history is not None else 2
+    fig, axes = _new_figure(fig, panels, (5.5 * panels, 4.8))
+    plot_components(x, gmm, keep, ax=axes[0])
+    axes[0].set_title(title or f"{int(keep.sum())} of {len(weights)} components above "
+                      f"weight {threshold:g}")
+    plot_weights(weights, threshold=threshold, compare_weights=compare_weights,
+                 compare_label=compare_label, ax=axes[1])
     if history is not None:
         hist = np.asarray(history)
         axes[2].plot(np.arange(1, len(hist) + 1), hist, marker="o", ms=3)
@@ -126,4 +180,4 @@ def plot_variational_fit(x, gmm, path, *, threshold: float, history=None,
         axes[2].set_ylabel("lower bound")
         axes[2].set_title("the lower bound never decreases")
         axes[2].grid(alpha=0.3)
-    _save(fig, path)
+    return fig

@@ -1,6 +1,7 @@
-"""`kl_divergence(p, q)`: one entry point for distrax distributions and `jaxvi.mixture.Mixture`,
-picking the closed form of `jaxvi.kl.gaussian` where one exists and a mixture estimate of
-`jaxvi.kl.mixtures` otherwise; `divergence(p, q, method=...)`: every estimator of KL and every
+"""`kl_divergence(p, q)`: one entry point for distrax distributions and `jaxvi.mixture.Mixture`:
+the closed form of `jaxvi.kl.gaussian` where one exists (else distrax's registered KL), and for
+Gaussian mixtures the estimate of `jaxvi.kl.mixtures` that `method` names (never one chosen by
+whether a key is passed); `divergence(p, q, method=...)`: every estimator of KL and every
 other divergence between Gaussian mixtures in this package, by name."""
 
 from __future__ import annotations
@@ -80,10 +81,21 @@ def _closed_form(p, q) -> jax.Array | None:
     return None
 
 
+def _registered(p, q) -> jax.Array | None:
+    """distrax's own registered KL of the pair (e.g. Beta‖Beta), else None."""
+    try:
+        return p.kl_divergence(q)
+    except (NotImplementedError, AttributeError, TypeError):
+        return None
+
+
 def _mixture_estimate(p: Mixture, q: Mixture, key, method: str, num_samples: int) -> jax.Array:
     """The mixture KL estimate that `method` names (see `kl_divergence`)."""
     if method == "auto":
-        method = "monte_carlo" if key is not None else "variational"
+        raise ValueError(
+            "Gaussian mixtures have no closed-form KL, so `method` must name an estimate: "
+            "'variational' (Hershey-Olsen), 'monte_carlo' (with `key`), 'matched', "
+            "'variational_upper', 'lower' or 'upper'; got method='auto'.")
     if method == "monte_carlo":
         if key is None:
             raise ValueError("`key` is required for method='monte_carlo'; got None.")
@@ -101,39 +113,49 @@ def _mixture_estimate(p: Mixture, q: Mixture, key, method: str, num_samples: int
 
 def kl_divergence(p, q, *, key: jax.Array | None = None, method: str = "auto",
                   num_samples: int = 10_000) -> jax.Array:
-    """KL(p ‖ q) for distrax distributions, closed form where one exists.
+    """KL(p ‖ q) for distrax distributions and Gaussian mixtures. The estimator is always the
+    one `method` names; a key never changes it.
 
-    Closed forms: `Normal`‖`Normal` and `MultivariateNormalDiag`‖`MultivariateNormalDiag`
-    (`normal_diag`), `MultivariateNormalFullCovariance` pairs (`mvn`), any other pair of
-    `MultivariateNormalDiag/Tri/FullCovariance` (`mvn_tril`), `Categorical` (`categorical`).
-
-    Gaussian mixtures (`distrax.MixtureSameFamily` with MVN components,
-    `jaxvi.mixture.Mixture`, or a mixture against a single MVN) have no closed form; `method`
-    picks the estimate: "auto" = Monte Carlo with `num_samples` draws if `key` is given,
-    otherwise the Hershey–Olsen variational approximation; "monte_carlo" (needs `key`; for its
-    standard error call `monte_carlo`), "variational", "matched" (matched upper bound),
-    "variational_upper", "lower", "upper" (the tightest of our upper bounds).
+    The rule: a pair with a closed form gets it, whatever `method` (which is for mixture
+    pairs only): jaxvi's own — `Normal`‖`Normal` and `MultivariateNormalDiag`‖
+    `MultivariateNormalDiag` (`normal_diag`), `MultivariateNormalFullCovariance` pairs
+    (`mvn`), any other pair of `MultivariateNormalDiag/Tri/FullCovariance` (`mvn_tril`),
+    `Categorical` (`categorical`) — else distrax's registered KL for the pair (e.g.
+    `Beta`‖`Beta`). Gaussian mixtures (`distrax.MixtureSameFamily` with MVN components,
+    `jaxvi.mixture.Mixture`, or a mixture against a single MVN) have no closed form, so
+    "auto" raises and `method` must name the estimate: "monte_carlo" (`num_samples` draws,
+    needs `key`; for its standard error call `mixture_monte_carlo`), "variational"
+    (Hershey–Olsen), "matched" (matched upper bound), "variational_upper", "lower", "upper"
+    (the tightest of our upper bounds). `key` is taken by "monte_carlo" only: passing one
+    with any other method is an error, never a silent switch of estimator.
 
     Args:
       p, q: the two distributions (batch shapes broadcast).
-      key: PRNG key for the Monte Carlo estimate of a mixture pair.
-      method: one of "auto", "monte_carlo", "variational", "matched", "variational_upper",
-        "lower", "upper" (used for mixture pairs only).
+      key: PRNG key of method="monte_carlo" (and only of it).
+      method: "auto" (closed forms only) or one of "monte_carlo", "variational", "matched",
+        "variational_upper", "lower", "upper" (mixture pairs).
       num_samples: Monte Carlo draws.
 
     Returns:
       KL(p ‖ q), an array of the broadcast batch shape.
     """
     _validate.check_choice("method", method, _MIXTURE_METHODS)
+    if key is not None and method != "monte_carlo":
+        raise ValueError(f"`key` is used by method='monte_carlo' only; got a key with "
+                         f"method={method!r} (name the estimator you want).")
     closed = _closed_form(p, q)
     if closed is not None:
         return closed
     p_mix, q_mix = _as_mixture(p), _as_mixture(q)
     if p_mix is None or q_mix is None:
+        registered = _registered(p, q)
+        if registered is not None:
+            return registered
         raise ValueError(
             f"`p` and `q` must be a supported pair (Normal, MultivariateNormalDiag/Tri/"
-            f"FullCovariance, Categorical, MixtureSameFamily of MVNs, jaxvi.mixture.Mixture); "
-            f"got {type(p).__name__} and {type(q).__name__}.")
+            f"FullCovariance, Categorical, MixtureSameFamily of MVNs, jaxvi.mixture.Mixture, "
+            f"or a pair distrax has a registered KL for); got {type(p).__name__} and "
+            f"{type(q).__name__}.")
     return _mixture_estimate(p_mix, q_mix, key, method, num_samples)
 
 

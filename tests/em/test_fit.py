@@ -8,6 +8,7 @@ import pytest
 from sklearn.mixture import GaussianMixture as SkGMM
 
 from jaxvi import em
+from jaxvi.em import driver
 from jaxvi.em import stats as em_stats
 from jaxvi.em.driver import fit_from_keys as _fit_from_keys
 
@@ -73,9 +74,13 @@ def test_fit_restarts_keep_best_and_compile_once(x64, blobs):
         float(jnp.mean(em.log_prob(x, best.gmm))), rel=1e-12)
     assert float(best.log_likelihood) >= hist[n - 1]
     # Same shapes and static config: no retrace.
+    # (These 240 rows fit one bucket: the loop is `fit_from_starts`, its start `initial_params`.)
+    programs = (_fit_from_keys, driver.fit_from_starts, driver._initial_params)
+    sizes = [p._cache_size() for p in programs]
     size = _fit_from_keys._cache_size()
     em.fit(x + 1.0, 4, key=jax.random.key(3), n_init=4, init="random", max_iter=30)
     assert _fit_from_keys._cache_size() == size
+    assert [p._cache_size() for p in programs] == sizes
     # Warm start from the fitted model converges at once and does not lower the likelihood.
     warm = em.fit(x, 4, key=key, init=best.gmm, max_iter=30)
     assert float(warm.history[0]) >= float(best.log_likelihood) - 1e-12

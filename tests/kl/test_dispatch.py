@@ -46,16 +46,46 @@ def test_kl_divergence_with_distrax_mixtures(x64):
                                          distrax.MultivariateNormalTri(m.loc, m.scale_tril))
 
     dp, dq = to_distrax(p), to_distrax(q)
-    np.testing.assert_allclose(kl.kl_divergence(dp, dq), kl.mixture_variational(p, q), rtol=1e-12)
+    np.testing.assert_allclose(kl.kl_divergence(dp, dq, method="variational"),
+                               kl.mixture_variational(p, q), rtol=1e-12)
     np.testing.assert_allclose(kl.kl_divergence(dp, dq, method="matched"),
                                kl.mixture_matched_upper_bound(p, q), rtol=1e-12)
-    mc = kl.kl_divergence(dp, dq, key=jax.random.key(0), num_samples=2000)
+    mc = kl.kl_divergence(dp, dq, key=jax.random.key(0), method="monte_carlo",
+                          num_samples=2000)
     ref = kl.mixture_monte_carlo(jax.random.key(0), p, q, 2000)
     np.testing.assert_allclose(mc, ref.estimate, rtol=1e-10)
     # A single MVN against a mixture is a one-component mixture.
     single = distrax.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
     b = kl.mixture_bounds(dispatch._as_mixture(single), q)
-    assert b.lower <= kl.kl_divergence(single, dq) <= b.upper
+    assert b.lower <= kl.kl_divergence(single, dq, method="variational") <= b.upper
     assert kl.kl_divergence(dp, dq, method="lower") <= kl.kl_divergence(dp, dq, method="upper")
     with pytest.raises(ValueError, match="`key`"):
         kl.kl_divergence(dp, dq, method="monte_carlo")
+
+
+def test_kl_divergence_never_switches_estimator_on_a_key(x64):
+    """"auto" is the closed form or an error; a key goes with "monte_carlo" only."""
+    rng = np.random.default_rng(7)
+    p, q = random_mixture(rng, 2), random_mixture(rng, 3)
+    with pytest.raises(ValueError, match="must name an estimate"):
+        kl.kl_divergence(p, q)
+    for method in ("auto", "variational", "upper"):
+        with pytest.raises(ValueError, match="`key` is used by method='monte_carlo' only"):
+            kl.kl_divergence(p, q, key=jax.random.key(0), method=method)
+    # the variational estimate is the same with or without a key nearby: a key is refused
+    v = kl.kl_divergence(p, q, method="variational")
+    np.testing.assert_allclose(v, kl.mixture_variational(p, q), rtol=1e-12)
+    # Gaussians: the closed form, with or without a key for monte_carlo
+    a = distrax.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+    b = distrax.MultivariateNormalDiag(jnp.ones(2), 2 * jnp.ones(2))
+    np.testing.assert_allclose(kl.kl_divergence(a, b), a.kl_divergence(b), rtol=1e-12)
+    np.testing.assert_allclose(kl.kl_divergence(a, b, key=jax.random.key(0),
+                                                method="monte_carlo"),
+                               a.kl_divergence(b), rtol=1e-12)
+
+
+def test_kl_divergence_falls_back_to_distrax_registered_kls(x64):
+    p, q = distrax.Beta(2.0, 3.0), distrax.Beta(1.0, 1.5)
+    np.testing.assert_allclose(kl.kl_divergence(p, q), p.kl_divergence(q), rtol=1e-12)
+    with pytest.raises(ValueError, match="registered KL"):
+        kl.kl_divergence(distrax.Normal(0.0, 1.0), distrax.Beta(1.0, 1.0))

@@ -99,8 +99,10 @@ def _three_blobs(n_per=150):
 @pytest.mark.parametrize("cov", ["full", "diag"])
 def test_dirichlet_process_keeps_three_of_twenty_components(x64, cov):
     x = _three_blobs()
+    # from a converged k-means (the default k-means++ with 10 Lloyd steps leaves a split
+    # blob on some keys: with the row padding of `jaxvi.em.driver`, on key 0)
     result = fit_variational(x, 20, key=jax.random.key(0), covariance_type=cov,
-                             max_iter=400, tol=1e-8)
+                             max_iter=400, tol=1e-8, init="kmeans")
     w = np.sort(np.asarray(vb.mixture_weights(result.posterior, "dirichlet_process")))[::-1]
     assert bool(result.converged)
     assert np.all(np.abs(w[:3] - 1 / 3) < 0.02), w
@@ -135,7 +137,7 @@ BAD = [
     (dict(max_iter=-1), "max_iter"),
     (dict(tol=-1.0), "tol"),
     (dict(n_init=0), "n_init"),
-    (dict(init="kmeans"), "init"),
+    (dict(init="k-means"), "init"),
     (dict(reg_covar=-1.0), "reg_covar"),
 ]
 
@@ -211,8 +213,11 @@ def test_pruned_weights_underflow_to_zero_and_the_fit_stays_usable(dtype, cov, w
     and sampler (a weight of 0 is a pruned component, not an invalid one)."""
     with jax.enable_x64(dtype == "float64"):
         x = jnp.asarray(four_blobs(), dtype)
-        result = fit_variational(x, 12, key=jax.random.key(0), covariance_type=cov,
-                                 weight_concentration_prior_type=wt,
+        # (a start that puts a pruned component after the kept ones in the stick order, where
+        # its expected weight underflows; the draws of key 0 changed with the row padding of
+        # `jaxvi.em.driver` and its float64 DP fit's pruned components weigh ~5e-6)
+        result = fit_variational(x, 12, key=jax.random.key(2), covariance_type=cov,
+                                 weight_concentration_prior_type=wt, init="kmeans",
                                  weight_concentration_prior=1e-3, max_iter=100)
         gmm = vb.expected_gmm(result.posterior, covariance_type=cov, weight_type=wt)
         assert np.sum(np.asarray(gmm.weights) == 0.0) >= 1

@@ -71,7 +71,7 @@ def test_float32_svi_ends_where_float64_does():
 @pytest.mark.parametrize("kwargs,name", [
     (dict(kappa=0.5), "kappa"), (dict(delay=-1.0), "delay"), (dict(n_samples=0), "n_samples"),
     (dict(covariance_type="banded"), "covariance_type"), (dict(max_steps=0), "max_steps"),
-    (dict(init="kmeans"), "init"), (dict(weight_concentration_prior=0.0),
+    (dict(init="k-means"), "init"), (dict(weight_concentration_prior=0.0),
                                      "weight_concentration_prior"),
     (dict(weight_concentration_prior_type="pitman_yor"), "weight_concentration_prior_type"),
 ])

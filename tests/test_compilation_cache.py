@@ -1,0 +1,64 @@
+"""jaxvi.enable_compilation_cache: opt-in (importing jaxvi sets nothing), and a second fresh
+process's first fit loads its program from the cache folder the first process filled."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from jax_subprocess import ROOT
+
+_SCRIPT = """
+import json, sys
+import jax, numpy as np
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+import jaxvi
+from jaxvi.sklearn import GaussianMixture
+unset = jax.config.jax_compilation_cache_dir is None
+folder = jaxvi.enable_compilation_cache(sys.argv[1])
+x = np.random.default_rng(0).normal(size=(150, 3))
+GaussianMixture(3, random_state=0).fit(x)
+print("RESULT " + json.dumps(dict(
+    unset_at_import=unset, folder=str(folder),
+    hits=events.count("/jax/compilation_cache/cache_hits"),
+    misses=events.count("/jax/compilation_cache/cache_misses"))))
+"""
+
+
+def _run(folder) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(folder)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def test_second_process_loads_the_fit_from_the_cache(tmp_path):
+    folder = tmp_path / "xla"
+    first = _run(folder)
+    assert first["unset_at_import"] and first["folder"] == str(folder)
+    assert first["hits"] == 0 and first["misses"] > 0
+    entries = set(os.listdir(folder))
+    assert entries  # the fit's programs were written
+    second = _run(folder)
+    assert second["hits"] >= 1  # the fit's program came from the folder
+    assert second["misses"] < first["misses"]
+
+
+def test_helper_checks_its_arguments(tmp_path):
+    import jaxvi
+    from jaxvi import compilation_cache
+
+    assert "jaxvi" in sys.modules and jaxvi.enable_compilation_cache is (
+        compilation_cache.enable_compilation_cache)
+    with pytest.raises(ValueError, match="min_compile_time_secs"):
+        compilation_cache.enable_compilation_cache(tmp_path, min_compile_time_secs=-1)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="`path` must be a folder"):
+        compilation_cache.enable_compilation_cache(tmp_path / "file")
+    assert str(compilation_cache.default_cache_dir()).endswith(os.path.join("jaxvi", "xla"))

@@ -150,21 +150,24 @@ def baselines(x, y, seeds) -> dict:
                    "seconds": _summary([t for _, t in r])} for name, r in rows.items()}
 
 
+def _earlier_result(result_name: str) -> dict:
+    """results/<result_name>.json as committed ({} when there is none)."""
+    path = ROOT / "benchmarks" / "results" / f"{result_name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _earlier_baselines(result_name: str, set_name: str, seeds) -> dict | None:
     """The baselines of results/<result_name>.json for `set_name` if computed for `seeds`."""
-    path = ROOT / "benchmarks" / "results" / f"{result_name}.json"
-    if not path.is_file():
-        return None
-    earlier = json.loads(path.read_text())
+    earlier = _earlier_result(result_name)
     if sorted(earlier.get("seeds", [])) != sorted(seeds) or set_name not in earlier:
         return None
     by_seed = dict(zip(earlier["seeds"], range(len(seeds)), strict=True))
     out = {}
     for method, stats in earlier[set_name]["baselines"].items():
         out[method] = {k: _summary([v["per_seed"][by_seed[s]] for s in seeds])
-                       for k, v in stats.items()}
-        out[method]["computed"] = earlier["time"]
-    print(f"{set_name}: baselines from {path.name} ({earlier['time']})", flush=True)
+                       for k, v in stats.items() if isinstance(v, dict)}
+        out[method]["computed"] = stats.get("computed", earlier["time"])
+    print(f"{set_name}: baselines from {result_name}.json ({earlier['time']})", flush=True)
     return out
 
 
@@ -222,11 +225,14 @@ def main(argv=None):
                               "jaxvi_mixture_vae": summarise(runs)}
         write_result(args.name, result)
     if "ablation" in args.parts:
-        result["ablation"] = {}
+        # Rows of sets not rerun now are kept from results/<name>.json (each row says when).
+        result["ablation"] = _earlier_result(args.name).get("ablation", {})
         for set_name in args.ablation_sets:
             result["ablation"][set_name] = {
-                label: {"params": params, **summarise([run_fit(set_name, s, params)
-                                                       for s in args.ablation_seeds])}
+                label: {"params": params, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                    time.gmtime()),
+                        **summarise([run_fit(set_name, s, params)
+                                     for s in args.ablation_seeds])}
                 for label, params in ABLATION.items()}
             write_result(args.name, result)
     _print(result)

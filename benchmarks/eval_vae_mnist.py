@@ -253,12 +253,15 @@ def _print(result: dict) -> None:
         for b, s in r["baselines"].items():
             rows.append([f"{name}: {b}", f"{s['accuracy']['mean']:.3f}", f"{s['nmi']['mean']:.3f}",
                          f"{s['seconds']['mean']:.0f}", ""])
+    columns = ["method", "accuracy", "NMI", "wall s", "peak GiB"]
     if rows:
-        print_table(["method", "accuracy", "NMI", "wall s", "peak GiB"], rows)
+        print_table([dict(zip(columns, r, strict=True)) for r in rows], columns)
     for label, table in result.get("ablation", {}).items():
-        print_table([f"ablation on {label}", "accuracy", "NMI", "wall s"],
-                    [[k, f"{v['accuracy']['mean']:.3f}", f"{v['nmi']['mean']:.3f}",
-                      f"{v['wall_seconds']['mean']:.0f}"] for k, v in table.items()])
+        columns = [f"ablation on {label}", "accuracy", "NMI", "wall s"]
+        print_table([dict(zip(columns, [k, f"{v['accuracy']['mean']:.3f}",
+                                        f"{v['nmi']['mean']:.3f}",
+                                        f"{v['wall_seconds']['mean']:.0f}"], strict=True))
+                     for k, v in table.items()], columns)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ extensions = [
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "README.md", "**/.ipynb_checkpoints", "jupyter_execute"]
+exclude_patterns = ["_build", "README.md", "**/.ipynb_checkpoints", "jupyter_execute",
+                    "benchmarks/tables.md"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
 root_doc = "index"
 
@@ -68,7 +69,6 @@ nb_merge_streams = True
 # ---- HTML ---------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"jaxvi {version}"
-html_static_path = ["_static"]
 html_show_sourcelink = False
 
 # Warnings are errors (-W in the Makefile); these are not warnings about this project.

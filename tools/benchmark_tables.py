@@ -47,7 +47,8 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def source(name: str, d: dict) -> str:
     dev = d.get("device", {})
-    where = f"{dev.get('platform', '?')}, {dev.get('cpu_count', '?')} cores, JAX {dev.get('jax', '?')}"
+    where = (f"{dev.get('platform', '?')}, {dev.get('cpu_count', '?')} cores, "
+             f"JAX {dev.get('jax', '?')}")
     return f"From `benchmarks/results/{name}.json` ({d['time']}; {where})."
 
 
@@ -244,8 +245,8 @@ def main(argv=None) -> int:
     if args.check:
         current = OUTPUT.read_text() if OUTPUT.is_file() else ""
         if current != text:
-            print(f"{OUTPUT.relative_to(ROOT)} is out of date: run python tools/benchmark_tables.py",
-                  file=sys.stderr)
+            print(f"{OUTPUT.relative_to(ROOT)} is out of date: "
+                  "run python tools/benchmark_tables.py", file=sys.stderr)
             return 1
         return 0
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)

@@ -93,11 +93,8 @@ def screenshot(browser: str, page: Path, out: Path) -> dict:
     from PIL import Image
 
     img = Image.open(out).convert("RGB").resize((320, 400))
-    pixels = list(img.getdata())
-    counts: dict[tuple, int] = {}
-    for p in pixels:
-        counts[p] = counts.get(p, 0) + 1
-    background = max(counts.values()) / len(pixels)
+    counts = img.getcolors(maxcolors=320 * 400)  # [(count, colour), ...]
+    background = max(n for n, _ in counts) / (320 * 400)
     return {"colours": len(counts), "background_fraction": background}
 
 

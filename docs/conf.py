@@ -13,8 +13,6 @@ ROOT = DOCS.parent
 sys.path[:0] = [str(ROOT), str(DOCS / "_ext")]
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-# matplotlib in the build's own process (autodoc imports the plot modules) draws off screen.
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 from jaxvi import __version__  # noqa: E402
 

@@ -32,7 +32,8 @@ def test_every_public_name_has_an_api_page():
     import jaxvi
 
     expected = {f"jaxvi.{n}": getattr(jaxvi, n)
-                for n in ("GaussianMixture", "BayesianGaussianMixture", "MixtureVAE")}
+                for n in ("GaussianMixture", "BayesianGaussianMixture", "MixtureVAE",
+                          "enable_compilation_cache", "disable_compilation_cache")}
     for package in ("jaxvi.kl", "jaxvi.em", "jaxvi.em.variational", "jaxvi.vi",
                     "jaxvi.estimators"):
         module = importlib.import_module(package)

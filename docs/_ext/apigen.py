@@ -21,7 +21,7 @@ import jaxvi
 
 # Sections of the reference: (page, title, packages documented with their `__all__` first).
 SECTIONS = [
-    ("jaxvi", "jaxvi: the estimators", ["jaxvi"]),
+    ("jaxvi", "jaxvi: the estimators and the compilation cache", ["jaxvi"]),
     ("kl", "jaxvi.kl: divergences", ["jaxvi.kl"]),
     ("mixture", "jaxvi.mixture: the Gaussian-mixture distribution", ["jaxvi.mixture"]),
     ("em", "jaxvi.em: EM for Gaussian mixtures", ["jaxvi.em"]),
@@ -32,7 +32,7 @@ SECTIONS = [
     ("vae", "jaxvi.vae: the hierarchical VAE", ["jaxvi.vae"]),
     ("utilities", "Data, metrics, devices and processes",
      ["jaxvi.data", "jaxvi.idx", "jaxvi.metrics", "jaxvi.distributed", "jaxvi.processes",
-      "jaxvi.nn"]),
+      "jaxvi.nn", "jaxvi.compilation_cache"]),
 ]
 # Modules that only re-export names documented elsewhere (old import paths).
 REEXPORTS = {"jaxvi.sklearn", "jaxvi.sklearn_variational", "jaxvi.em.variational_fit",
@@ -59,8 +59,8 @@ def public_modules() -> list[str]:
 def public_names(module_name: str) -> list[str]:
     """A module's public names: `__all__`, else what it defines without a leading underscore."""
     module = importlib.import_module(module_name)
-    if module_name == "jaxvi":
-        return ["GaussianMixture", "BayesianGaussianMixture", "MixtureVAE"]
+    if module_name == "jaxvi":  # the lazily loaded top-level names (the submodules aside)
+        return list(module._ATTRIBUTES)
     if hasattr(module, "__all__"):
         return [n for n in module.__all__
                 if not inspect.ismodule(getattr(module, n))]

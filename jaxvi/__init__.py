@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source of the version: pyproject.toml reads it from here
 
 _SUBMODULES = (
     "kl", "mixture", "em", "vi", "vae", "training", "data", "metrics", "nn", "distributed",

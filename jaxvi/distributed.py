@@ -104,7 +104,7 @@ def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn, weights=None):
 
 
 def shard_map_data(fn, mesh: Mesh, n_sharded: int, n_replicated: int):
-    """`shard_map` of fn(*sharded, *replicated) with the first `n_sharded` arguments split
+    """`shard_map` of `fn(*sharded, *replicated)` with the first `n_sharded` arguments split
     over "data" along axis 0 and the rest (and the output) replicated. Builds the mapped
     function only: shapes are checked when it is traced."""
     in_specs = (P(DATA_AXIS),) * n_sharded + (P(),) * n_replicated

@@ -112,7 +112,7 @@ class Mixture(NamedTuple):
         return jax.nn.logsumexp(self.component_log_prob(x), axis=-1)
 
     def sample(self, seed: jax.Array, sample_shape=()) -> jax.Array:
-        """Ancestral draws of shape (*sample_shape, *batch, D) (not differentiable through the
+        """Ancestral draws of shape `(*sample_shape, *batch, D)` (not differentiable through the
         weights)."""
         sample_shape = tuple(np.atleast_1d(sample_shape).astype(int)) if sample_shape else ()
         batch = self.logits.shape[:-1]

@@ -49,16 +49,16 @@ class Config(NamedTuple):
 class Model(NamedTuple):
     """What a variant of the on-device fit supplies (module-level functions: static).
 
-    layout(x, weights, config) -> data: x as the loop reads it (e.g. chunks and row weights),
+    - layout(x, weights, config) -> data: x as the loop reads it (e.g. chunks and row weights),
       traced;
-    initial(x, keys, weights, opts, config) -> params: one initial parameter set per key of
+    - initial(x, keys, weights, opts, config) -> params: one initial parameter set per key of
       keys (B,), batched along axis 0, traced; it reads only config's k, covariance_type,
       init and weight_type (`initial_params`);
-    restarts(data, params0s, opts, config, combine) -> result: the loop from each batched
+    - restarts(data, params0s, opts, config, combine) -> result: the loop from each batched
       initial parameter set and the best restart's result (`combine` maps local to global
       statistics, e.g. a `psum` over a mesh axis);
-    params(result) -> the fitted parameters the finite check reads;
-    failure: the message of the ValueError when they are not finite.
+    - params(result) -> the fitted parameters the finite check reads;
+    - failure: the message of the ValueError when they are not finite.
     """
 
     layout: Callable

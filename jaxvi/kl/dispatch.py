@@ -213,7 +213,7 @@ def divergence(p, q, method: str, *, key: jax.Array | None = None,
     """A divergence between two Gaussian mixtures (or single Gaussians), by name.
 
     p, q: `jaxvi.mixture.Mixture`, distrax `MixtureSameFamily` of MVNs or a distrax MVN (a
-    one-component mixture); batch axes broadcast -> (...). method: one of
+    one-component mixture); batch axes broadcast -> (...). method: one of::
 
       "kl_monte_carlo"        KL, plain Monte Carlo with `num_samples` draws (needs `key`)
       "kl_stratified"         KL, Monte Carlo stratified by p's components, `num_samples` per

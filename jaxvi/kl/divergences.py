@@ -1,9 +1,9 @@
 """Closed-form divergences between Gaussian mixtures: no sampling, no approximation.
 
-  `mixture_cauchy_schwarz`  D_CS(p, q) = −log ∫pq + ½ log ∫p² + ½ log ∫q²  (≥ 0, = 0 iff p = q)
-  `mixture_l2_squared`      ∫(p − q)² = ∫p² + ∫q² − 2∫pq
-  `mixture_jensen_renyi`    JR₂(p, q; w) = H₂(w p + (1 − w) q) − w H₂(p) − (1 − w) H₂(q),
-                            with the quadratic Rényi entropy H₂(f) = −log ∫f².
+- `mixture_cauchy_schwarz`: D_CS(p, q) = −log ∫pq + ½ log ∫p² + ½ log ∫q²  (≥ 0, = 0 iff p = q)
+- `mixture_l2_squared`: ∫(p − q)² = ∫p² + ∫q² − 2∫pq
+- `mixture_jensen_renyi`: JR₂(p, q; w) = H₂(w p + (1 − w) q) − w H₂(p) − (1 − w) H₂(q),
+  with the quadratic Rényi entropy H₂(f) = −log ∫f².
 
 All three are built from the Gaussian overlap integrals ∫N(x; a, A) N(x; b, B) dx =
 N(a; b, A + B) (`jaxvi.kl.mixtures._pairwise_log_overlap`), so ∫pq = Σ_ab π_a ω_b N(μ_a; μ_b,

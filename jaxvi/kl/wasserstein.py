@@ -1,11 +1,11 @@
 """Squared 2-Wasserstein distances: closed form between Gaussians (the Bures distance) and the
 mixture Wasserstein distance MW2 of Delon & Desolneux (2020) between Gaussian mixtures.
 
-  `w2_squared_diag`      W2² between diagonal Gaussians: ‖μ_p − μ_q‖² + ‖σ_p − σ_q‖².
-  `w2_squared_mvn_tril`  W2² between full-covariance Gaussians from scale factors.
-  `w2_squared_mvn`       the same from covariance matrices (Cholesky inside).
-  `mixture_w2_squared`   MW2²(p, q) = min_γ Σ_ab γ_ab W2²(f_a, g_b) over couplings γ of the
-                         component weights: a discrete optimal-transport problem, solved exactly.
+- `w2_squared_diag`: W2² between diagonal Gaussians: ‖μ_p − μ_q‖² + ‖σ_p − σ_q‖².
+- `w2_squared_mvn_tril`: W2² between full-covariance Gaussians from scale factors.
+- `w2_squared_mvn`: the same from covariance matrices (Cholesky inside).
+- `mixture_w2_squared`: MW2²(p, q) = min_γ Σ_ab γ_ab W2²(f_a, g_b) over couplings γ of the
+  component weights: a discrete optimal-transport problem, solved exactly.
 
 All return the *squared* distance (as POT's `ot.gmm.gmm_ot_loss` and `ot.emd2` do), broadcast
 over leading batch axes and work under jit, vmap and grad.

@@ -58,7 +58,7 @@ def state_digest(tree) -> str:
 
 
 def structure_digest(tree) -> str:
-    """SHA-256 of the leaves' dtypes and shapes (arrays or `jax.ShapeDtypeStruct`s)."""
+    """SHA-256 of the leaves' dtypes and shapes (arrays or `jax.ShapeDtypeStruct` objects)."""
     leaves = [(np.dtype(x.dtype).name, tuple(x.shape)) for x in jax.tree.leaves(tree)]
     return hashlib.sha256(repr(leaves).encode()).hexdigest()
 

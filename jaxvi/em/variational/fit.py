@@ -174,7 +174,7 @@ def fit_variational(
       covariance_type: "full", "tied", "diag" or "spherical".
       weight_concentration_prior_type: "dirichlet_process" (truncated stick-breaking) or
         "dirichlet_distribution".
-      weight_concentration_prior, mean_precision_prior, mean_prior,
+      weight_concentration_prior: and mean_precision_prior, mean_prior,
         degrees_of_freedom_prior, covariance_prior: scikit-learn's names and defaults
         (`default_prior`; None takes the default computed from x).
       max_iter: at most this many iterations (0: the initial posterior, ELBO −∞).

@@ -20,7 +20,13 @@ unset = jax.config.jax_compilation_cache_dir is None
 folder = jaxvi.enable_compilation_cache(sys.argv[1])
 x = np.random.default_rng(0).normal(size=(150, 3))
 GaussianMixture(3, random_state=0).fit(x)
-print("RESULT " + json.dumps(dict(
+import subprocess
+ask = ("import jax; c = jax.config; "
+       "print(c.jax_compilation_cache_dir, c.jax_enable_compilation_cache)")
+child = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True)
+jaxvi.disable_compilation_cache()
+after = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True)
+print("RESULT " + json.dumps(dict(child=child.stdout.split(), after=after.stdout.split(),
     unset_at_import=unset, folder=str(folder),
     hits=events.count("/jax/compilation_cache/cache_hits"),
     misses=events.count("/jax/compilation_cache/cache_misses"))))
@@ -42,6 +48,9 @@ def test_second_process_loads_the_fit_from_the_cache(tmp_path):
     folder = tmp_path / "xla"
     first = _run(folder)
     assert first["unset_at_import"] and first["folder"] == str(folder)
+    # A process started after the call (GridSearchCV's n_jobs workers) uses the same cache,
+    # and none started after disable_compilation_cache.
+    assert first["child"] == [str(folder), "True"] and first["after"][1] == "False"
     assert first["hits"] == 0 and first["misses"] > 0
     entries = set(os.listdir(folder))
     assert entries  # the fit's programs were written

@@ -551,9 +551,9 @@ def readme_block(result: dict) -> str:
     lines += ["", (f"`GridSearchCV`'s `n_jobs=2` time over its `n_jobs=1` time: jaxvi "
                    f"{_num(n2['cold'])} (cold), {_num(n2['warm'])} (warm); scikit-learn "
                    f"{_num(n2['sklearn'])} (starting two workers costs more than iris' fits). "
-                   "The workers get the cache through the environment, as above; with "
-                   "`enable_compilation_cache()` in the parent only, each worker compiles "
-                   "every configuration it meets" + (
+                   "The workers get the cache through the environment, which "
+                   "`enable_compilation_cache()` now exports; with the settings in the parent "
+                   "only (before that), each worker compiled every configuration it met" + (
                        f": a warm `n_jobs=2` search then takes "
                        f"{_num(parent['ratio']['median'])}× scikit-learn's "
                        f"({_seconds(parent['jaxvi_s'])})." if parent

@@ -176,7 +176,7 @@ def fit_variational(
         "dirichlet_distribution".
       weight_concentration_prior: and mean_precision_prior, mean_prior,
         degrees_of_freedom_prior, covariance_prior: scikit-learn's names and defaults
-        (`default_prior`; None takes the default computed from x).
+        (`default_variational_prior`; None takes the default computed from x).
       max_iter: at most this many iterations (0: the initial posterior, ELBO −∞).
       tol: stop when the ELBO changes less (0 runs exactly max_iter).
       n_init: restarts from independent keys, run batched; the highest final ELBO is kept.

@@ -262,7 +262,8 @@ def fit_minibatch(
       n_components: K.
       key: PRNG key of the initialisation on the first batch (unused for a given GMM).
       covariance_type: "full", "tied", "diag" or "spherical".
-      kappa: κ ∈ (0.5, 1], the step-size decay.
+      kappa: κ ∈ (0.5, 1], the step-size decay (the estimators' scikit-learn name:
+        `learning_decay`).
       max_steps: stop after this many batches (default: when `batches` ends).
       tol: `converged` when the last change of the batch log-likelihood is below it.
       init: "kmeans++", "random", "random_from_data" (on the first batch) or a `GMM`.

@@ -133,7 +133,8 @@ def fit_variational_minibatch(
         of a batch stand for N points); with sample_weight, its total weight.
       covariance_type, weight_concentration_prior_type, the priors: as `fit_variational`;
         default priors are computed from the first batch.
-      kappa: κ ∈ (0.5, 1], the step-size decay; delay: τ ≥ 0, which slows early steps.
+      kappa: κ ∈ (0.5, 1], the step-size decay (scikit-learn's `learning_decay`); delay:
+        τ ≥ 0, which slows early steps (as scikit-learn's `learning_offset`).
       max_steps: stop after this many batches (default: when `batches` ends).
       init: "kmeans++", "random" or "random_from_data" on the first batch.
       reg_covar: added to each component's ML covariance, as `fit_variational`.

@@ -116,14 +116,14 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
               f"covariance_type = {cov}, weight prior = {args.variational}")
         status = "converged" if bool(result.converged) else "not converged"
         print(f"VB-EM iterations: {n_iter} ({status})")
-        print(f"lower bound: {float(result.lower_bound):.6f}")
+        print(f"lower bound: {float(result.objective):.6f}")
         print(f"mean log-likelihood (posterior-mean mixture): {mean_ll:.6f}")
         print(f"effective components: {int(effective.sum())} of {args.components} "
               f"(weight > {threshold:g})")
         print("weights: " + " ".join(f"{w:.4f}" for w in weights))
         save_result(out, weights=weights, means=np.asarray(post.means),
                  covariances=np.asarray(post.covariances), covariance_type=np.asarray(cov),
-                 log_likelihood=np.asarray(mean_ll), lower_bound=np.asarray(result.lower_bound),
+                 log_likelihood=np.asarray(mean_ll), lower_bound=np.asarray(result.objective),
                  history=history, weight_concentration_prior_type=np.asarray(wt),
                  weight_concentration=np.asarray(post.weight_concentration),
                  mean_precision=np.asarray(post.mean_precision),

@@ -15,7 +15,7 @@ from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.driver import lapack_scoped
-from jaxvi.em.model import GMM, FitResult, Stats, with_scale_tril
+from jaxvi.em.model import GMM, EMFitResult, Stats, with_scale_tril
 from jaxvi.em.stats import (
     chunk_layout,
     e_step_stats,
@@ -247,7 +247,7 @@ def fit_minibatch(
     mesh: jax.sharding.Mesh | None = None,
     sample_weight: Iterable | None = None,
     fixed: tuple[str, ...] = (),
-) -> FitResult:
+) -> EMFitResult:
     """Stepwise EM (Cappé & Moulines 2009) on running averages of per-point `Stats`.
 
     Step t ≥ 1 sets s ← (1 − ρ_t) s + ρ_t ŝ(batch_t; θ) with ρ_t = (t + 2)^(−κ) for batches
@@ -279,8 +279,8 @@ def fit_minibatch(
       fixed: parameters kept at their initial values, as in `fit`.
 
     Returns:
-      A `FitResult` whose `history` (length = steps taken, no padding) holds each batch's
-      mean log-likelihood before its update, `log_likelihood` the last one, `n_iter` the
+      An `EMFitResult` whose `history` (length = steps taken, no padding) holds each batch's
+      mean log-likelihood before its update, `objective` the last one, `n_iter` the
       number of batches, and `converged` whether the last change of the batch log-likelihood
       was below `tol` (never with the default tol = 0).
     """
@@ -307,4 +307,4 @@ def fit_minibatch(
     converged = (
         jnp.abs(hist[-1] - hist[-2]) < tol if len(history) > 1 else jnp.zeros((), bool)
     )
-    return FitResult(state.gmm, hist[-1], jnp.asarray(len(history)), converged, hist)
+    return EMFitResult(state.gmm, hist[-1], jnp.asarray(len(history)), converged, hist)

@@ -201,7 +201,7 @@ class GaussianMixture(PartialFitMixin, BaseMixture):
             self.n_iter_ = int(result.n_iter)
             self.converged_ = bool(result.converged)
             self.lower_bounds_ = [float(v) for v in np.asarray(result.history)[: self.n_iter_]]
-            self.lower_bound_ = float(result.log_likelihood)
+            self.lower_bound_ = float(result.objective)
             labels = self._log_resp(x).argmax(axis=1)
             self.__dict__.pop("stepwise_state_", None)
             resumed = self._resume_state(x, w)

@@ -148,7 +148,7 @@ def fit_variational_minibatch(
       A `VariationalFitResult`: `posterior` after the last step; `history` (one per step,
       no padding) each batch's estimate of the ELBO (the lower bound of the posterior its
       statistics alone would give, scaled to N points; noisy, on `fit_variational`'s scale);
-      `lower_bound` the last; `n_iter` the number of batches; `converged` False (a stream
+      `objective` the last; `n_iter` the number of batches; `converged` False (a stream
       has no convergence test).
     """
     _check_svi_args(kappa, delay, covariance_type, weight_concentration_prior_type, max_steps,

@@ -15,9 +15,11 @@ Modules: `model` (GMM, Stats, Prior, EMFitResult), `covariance` (the four covari
 BIC/AIC), `stats` (features, chunks, the fused E-step statistics kernels), `step` (the M
 step, one EM iteration), `init` (k-means++, initialisation, default prior), `driver` (the one
 fit driver: keys or warm start, mesh, the on-device coordinate-ascent loop, best restart,
-finite check), `fit` (EM on it), `online` (stepwise EM), `variational/` (variational Bayes
-in its own subpackage: prior and posterior types, E and M steps and lower bound on the same
-Stats, its checks, `fit_variational` on the driver, stochastic VI `fit_variational_minibatch`;
+finite check), `fit` (EM on it), `streaming` (the one streaming driver: the checked stream of
+batches, their chunks on one device or a mesh, the host-side loop), `online` (stepwise EM on
+it), `variational/` (variational Bayes in its own subpackage: prior and posterior types, E
+and M steps and lower bound on the same Stats, its checks, `fit_variational` on the driver,
+stochastic VI `fit_variational_minibatch` on the streaming driver;
 `variational_fit` and `variational_online` are thin re-exports of its old homes), `missing`
 (the missing-pattern layout, marginal densities and `impute` for data with NaN entries),
 `missing_stats` (their expected statistics), `missing_fit` (EM on them on the driver,

@@ -49,7 +49,7 @@ def time_jaxvi(x64, resp, cov, k, dtype, n_iter, n_time, repeats, reg_covar, pri
     the lower bound after n_iter)."""
     with jax.enable_x64(dtype == np.float64):
         x = jax.device_put(jnp.asarray(x64, dtype))
-        prior = vb.default_prior(x, covariance_type=cov, n_components=k, **priors)
+        prior = vb.default_variational_prior(x, covariance_type=cov, n_components=k, **priors)
         post0 = jax.jit(initialize_from_resp, static_argnames=("covariance_type", "weight_type"))(
             x, jnp.asarray(resp, dtype), prior, covariance_type=cov, weight_type=WEIGHT_TYPE,
             reg_covar=reg_covar)

@@ -50,11 +50,6 @@ def solve_tril(l: jax.Array, b: jax.Array) -> jax.Array:
     return solve_triangular(l, b, lower=True)
 
 
-def solve_tril_vec(l: jax.Array, v: jax.Array) -> jax.Array:
-    """L⁻¹ v for a vector right-hand side. l: (..., D, D), v: (..., D)."""
-    return solve_tril(l, v[..., None])[..., 0]
-
-
 def tril_inverse(l: jax.Array) -> jax.Array:
     """L⁻¹ for lower-triangular L (itself lower-triangular). l: (..., D, D)."""
     eye = jnp.broadcast_to(jnp.eye(l.shape[-1], dtype=l.dtype), l.shape)

@@ -1,5 +1,6 @@
 """The `jaxvi` command. Each subcommand lives in `jaxvi/commands/<name>.py`, which defines
-`register(subparsers)`; that adds its parser and sets `func(args) -> int`.
+`register(subparsers)`; that adds its parser and sets `func(args) -> int`. A command's helper
+modules are private (`jaxvi/commands/_<name>.py`) and are no subcommands.
 
 Every command-line error is one line on stderr and exit code 2, never a traceback: argparse's
 errors, the `ValueError`s of the argument and data checks, and the operating system's errors

@@ -2,7 +2,8 @@
 
 `Mixture` is a plain pytree (a NamedTuple of arrays, batch axes leading) with the interface of a
 distrax distribution (`event_shape`, `log_prob`, `sample(seed=, sample_shape=)`) and its moments.
-`component_log_prob` is the one log-density kernel behind it: `jaxvi.kl` (mixture bounds and
+`gaussian_log_prob` is the one log-density kernel behind it (log N(x; loc_k, L_k L_kᵀ) per
+component; `Mixture.component_log_prob` adds the log weights): `jaxvi.kl` (mixture bounds and
 Monte Carlo), `jaxvi.vi` (mixture targets and families), the command line and the examples use
 it. (`jaxvi.em.GMM` is EM's parametrisation, with a covariance type, and has its own float32-
 hardened kernels.)
@@ -19,7 +20,7 @@ import numpy as np
 from jaxvi import _linalg, _validate
 
 
-def component_log_prob(x: jax.Array, loc: jax.Array, scale_tril: jax.Array) -> jax.Array:
+def gaussian_log_prob(x: jax.Array, loc: jax.Array, scale_tril: jax.Array) -> jax.Array:
     """log N(x; loc_k, L_k L_kᵀ) for every component.
 
     x: (..., D) broadcasting against the batch shape, loc: (..., K, D),
@@ -105,7 +106,7 @@ class Mixture(NamedTuple):
         _validate.check_min_ndim("x", x, 1, "(..., D)")
         _validate.check_same_size("x", x.shape[-1], "loc", self.loc.shape[-1],
                                   "event size D (last axis)")
-        return self.log_weights + component_log_prob(x, self.loc, self.scale_tril)
+        return self.log_weights + gaussian_log_prob(x, self.loc, self.scale_tril)
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         """log density. x: (..., D) broadcasting against the batch shape -> (...)."""

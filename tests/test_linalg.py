@@ -60,8 +60,8 @@ def test_triangular_solves_inverse_logdet_precision(x64):
             np.testing.assert_allclose(got[i, j], solve_triangular(l[i, 0], b[j], lower=True),
                                        rtol=1e-12, atol=1e-14)
     v = rng.normal(size=(2, 1, 4))
-    np.testing.assert_allclose(_linalg.solve_tril_vec(l, v), np.linalg.solve(l, v[..., None])[
-        ..., 0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(_linalg.solve_tril(l, v[..., None])[..., 0],
+                               np.linalg.solve(l, v[..., None])[..., 0], rtol=1e-12, atol=1e-14)
     inv = np.asarray(_linalg.tril_inverse(l))
     np.testing.assert_allclose(inv, np.linalg.inv(l), rtol=1e-12, atol=1e-14)
     assert np.all(np.triu(inv, 1) == 0.0)

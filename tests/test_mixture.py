@@ -14,7 +14,7 @@ from scipy.special import logsumexp, softmax
 from scipy.stats import multivariate_normal
 from shared_inputs import random_mixture
 
-from jaxvi.mixture import Mixture, component_log_prob, moments
+from jaxvi.mixture import Mixture, gaussian_log_prob, moments
 
 
 def _np(mix):
@@ -67,13 +67,13 @@ def test_component_log_prob_matches_scipy(x64):
     x = rng.normal(size=(6, 3))
     weights, loc, cov = _np(mix)
     want = np.stack([multivariate_normal(loc[k], cov[k]).logpdf(x) for k in range(3)], axis=-1)
-    np.testing.assert_allclose(component_log_prob(jnp.asarray(x), mix.loc, mix.scale_tril), want,
+    np.testing.assert_allclose(gaussian_log_prob(jnp.asarray(x), mix.loc, mix.scale_tril), want,
                                rtol=1e-12)
     np.testing.assert_allclose(mix.component_log_prob(jnp.asarray(x)), want + np.log(weights),
                                rtol=1e-12)
     # Only the lower triangle of the factors is read.
     dirty = mix.scale_tril + jnp.asarray(np.triu(rng.normal(size=(3, 3, 3)), 1))
-    np.testing.assert_allclose(component_log_prob(jnp.asarray(x), mix.loc, dirty), want,
+    np.testing.assert_allclose(gaussian_log_prob(jnp.asarray(x), mix.loc, dirty), want,
                                rtol=1e-12)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxvi.commands import em_variational
+from jaxvi.commands import _em_variational
 
 
 def register(subparsers) -> None:
@@ -45,7 +45,7 @@ def register(subparsers) -> None:
                    "suffix)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier --out / --plot (without it they are refused)")
-    em_variational.add_arguments(p)
+    _em_variational.add_arguments(p)
     add_process_options(p)
     p.set_defaults(func=run)
 
@@ -131,11 +131,11 @@ def run(args) -> int:
     several = join_processes(args)
     x = load_points(args.data)  # this process's rows
     check_args(args)
-    em_variational.check_args(args)
+    _em_variational.check_args(args)
     out, plot = output_paths(args)
     if args.variational is not None:
-        return em_variational.run(args, x, out, plot,
-                                  mesh=distributed.data_mesh() if several else None)
+        return _em_variational.run(args, x, out, plot,
+                                   mesh=distributed.data_mesh() if several else None)
     with jax.enable_x64(True):
         xj = jnp.asarray(x, jnp.float64)
         result = em.fit(xj, args.components, key=jax.random.key(args.seed),

@@ -94,7 +94,7 @@ def sweep(spec: MixtureSpec, *, key, learning_rates, grid: int, scales, steps: i
     for direction, res, (mean, cov) in zip(directions, fits, moments, strict=True):
         out[direction] = {"mean": np.asarray(mean, np.float64),
                           "cov": np.asarray(cov, np.float64),
-                          "final_loss": np.asarray(jnp.mean(res.losses[..., -20:], -1))}
+                          "final_loss": np.asarray(jnp.mean(res.history[..., -20:], -1))}
     # index of the mode each exclusive fit ended on (−1: between modes): (L, B)
     out["reverse"]["mode"] = np.asarray(mode)
     return out

@@ -9,15 +9,17 @@ reuses unchanged:
     stats, sum_ll = combine((stats, sum_ll))               # e.g. lax.psum over a mesh axis
     gmm = m_step_from_stats(stats, shift, covariance_type, reg_covar)
 
-Modules: `model` (GMM, Stats, Prior, FitResult), `covariance` (the four covariance types),
+Modules: `model` (GMM, Stats, Prior, EMFitResult), `covariance` (the four covariance types),
 `kernels` (the unchecked, jit-able densities: joint log-density, E step, sampling),
 `densities` (their checked public wrappers: log densities, E step, free energy, sampling,
 BIC/AIC), `stats` (features, chunks, the fused E-step statistics kernels), `step` (the M
 step, one EM iteration), `init` (k-means++, initialisation, default prior), `driver` (the one
 fit driver: keys or warm start, mesh, the on-device coordinate-ascent loop, best restart,
-finite check), `fit` (EM on it), `online` (stepwise EM), `variational/` (variational Bayes
-in its own subpackage: prior and posterior types, E and M steps and lower bound on the same
-Stats, its checks, `fit_variational` on the driver, stochastic VI `fit_variational_minibatch`;
+finite check), `fit` (EM on it), `streaming` (the one streaming driver: the checked stream of
+batches, their chunks on one device or a mesh, the host-side loop), `online` (stepwise EM on
+it), `variational/` (variational Bayes in its own subpackage: prior and posterior types, E
+and M steps and lower bound on the same Stats, its checks, `fit_variational` on the driver,
+stochastic VI `fit_variational_minibatch` on the streaming driver;
 `variational_fit` and `variational_online` are thin re-exports of its old homes), `missing`
 (the missing-pattern layout, marginal densities and `impute` for data with NaN entries),
 `missing_stats` (their expected statistics), `missing_fit` (EM on them on the driver,
@@ -39,7 +41,13 @@ from jaxvi.em.fit import fit
 from jaxvi.em.init import INITS, default_prior, initialize, kmeans_plusplus
 from jaxvi.em.missing import impute, marginal_e_step, marginal_log_prob
 from jaxvi.em.missing_fit import fit_missing
-from jaxvi.em.model import GMM, FitResult, Prior, Stats
+from jaxvi.em.model import (
+    GMM,
+    EMFitResult,
+    FitResult,  # noqa: F401  (EMFitResult's former name)
+    Prior,
+    Stats,
+)
 from jaxvi.em.online import fit_minibatch
 from jaxvi.em.stats import e_step_stats, model_shift, sufficient_stats
 from jaxvi.em.step import em_step, m_step, m_step_from_stats
@@ -53,7 +61,7 @@ from jaxvi.em.variational import (
 )
 
 __all__ = [
-    "COVARIANCE_TYPES", "FitResult", "GMM", "INITS", "Prior", "Stats", "VariationalFitResult",
+    "COVARIANCE_TYPES", "EMFitResult", "GMM", "INITS", "Prior", "Stats", "VariationalFitResult",
     "VariationalPosterior", "VariationalPrior", "aic", "bic", "component_log_prob",
     "default_prior", "e_step", "e_step_stats", "em_step", "fit", "fit_minibatch",
     "fit_missing", "fit_variational", "fit_variational_minibatch", "free_energy", "impute",

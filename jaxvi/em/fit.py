@@ -21,7 +21,7 @@ from jaxvi.em.driver import (
     start_keys,
 )
 from jaxvi.em.missing_fit import fit_missing
-from jaxvi.em.model import FIT_FAILED, GMM, FitResult, Prior, with_scale_tril
+from jaxvi.em.model import FIT_FAILED, GMM, EMFitResult, Prior, with_scale_tril
 from jaxvi.em.stats import chunk_layout, feature_chunks, log_likelihood_sum, to_chunks
 from jaxvi.em.step import em_update, identity, per_restart
 
@@ -32,7 +32,7 @@ def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=ident
     of `gmm0s`, on chunked data xb: (C, R, D), mask: (C, R) (row weights); `fixed`: None or
     the (3,) bool mask of the parameters kept at their initial values; `limit`: None or a
     traced iteration limit ≤ max_iter (`ascent_loop`); `combine` goes to every step
-    (e.g. a `psum` over a mesh axis inside `shard_map`). Returns a FitResult batched along
+    (e.g. a `psum` over a mesh axis inside `shard_map`). Returns an EMFitResult batched along
     axis 0. The features φ(x − c) do not change during a fit, so (when they fit in memory)
     they are computed once and a fast-kernel iteration is two matmuls and a softmax per
     chunk."""
@@ -42,8 +42,8 @@ def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=ident
         return em_update(gmms, xb, mask, chunks, shift, featurized, reg_covar, prior, combine,
                          fixed)
 
-    return FitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol, xb.dtype,
-                                  limit))
+    return EMFitResult(*ascent_loop(update, with_scale_tril(gmm0s), max_iter, tol, xb.dtype,
+                                    limit))
 
 
 def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
@@ -56,8 +56,8 @@ def _fit_restarts(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=iden
                            limit)
     sums = per_restart(lambda g: log_likelihood_sum(xb, mask, g), results.gmm)
     sums, count = combine((sums, jnp.sum(mask)))
-    results = results._replace(log_likelihood=sums / count)
-    return best_restart(results, results.gmm, results.log_likelihood)
+    results = results._replace(objective=sums / count)
+    return best_restart(results, results.gmm, results.objective)
 
 
 def _layout(x, weights, config: Config):
@@ -77,7 +77,7 @@ def _restarts(data, gmm0s, opts, config: Config, combine):
                          opts["prior"], combine, opts["fixed"], opts["max_iter"])
 
 
-def trimmed(result: FitResult, max_iter: int) -> FitResult:
+def trimmed(result: EMFitResult, max_iter: int) -> EMFitResult:
     """`result` with its history cut to the fit's own max_iter entries (the loop's history is
     sized by `iteration_limits`)."""
     return result._replace(history=result.history[..., :max_iter])
@@ -101,7 +101,7 @@ def _check_fit_args(x, n_components, covariance_type, max_iter, tol, reg_covar, 
     return x, k, prior
 
 
-def _fit_missing(x, n_components, *, mesh, missing, **kwargs) -> FitResult:
+def _fit_missing(x, n_components, *, mesh, missing, **kwargs) -> EMFitResult:
     """`fit`'s dispatch to EM with missing values (`jaxvi.em.missing_fit`)."""
     _validate.check_choice("missing", missing, ("marginalize",))
     if mesh is not None:
@@ -127,7 +127,7 @@ def fit(
     missing: str | None = None,
     sample_weight: jax.Array | None = None,
     fixed: tuple[str, ...] = (),
-) -> FitResult:
+) -> EMFitResult:
     """Fit a Gaussian mixture by EM.
 
     The loop runs on device (`lax.while_loop`) until |Δ mean log-likelihood| < tol or
@@ -169,7 +169,7 @@ def fit(
         (`jaxvi.em.missing_fit.fit_missing`; not with `mesh`).
 
     Returns:
-      A `FitResult` (computed; on CPU LAPACK runs single-threaded meanwhile, see
+      An `EMFitResult` (computed; on CPU LAPACK runs single-threaded meanwhile, see
       `_linalg.single_threaded_lapack`). A ValueError if the fitted parameters are not finite.
     """
     if missing is not None:

@@ -195,7 +195,8 @@ def default_prior(x: jax.Array, *, covariance_type: str = "full",
     """A weak data-dependent prior (like scikit-learn's BayesianGaussianMixture defaults):
     α = 1 (flat Dirichlet), m0 = mean(x), κ0 = 1, ν0 = D, Ψ0 = ν0 · cov(x) / 100.
     x: (N, D) with N ≥ 2; with sample_weight (N,) the weighted mean and the frequency-weighted
-    covariance (`stats.weighted_covariance`: those of x with rows repeated)."""
+    covariance (`stats.weighted_covariance`: those of x with rows repeated). MAP-EM's `Prior`;
+    variational Bayes's conjugate prior is `jaxvi.em.variational.default_variational_prior`."""
     checks.check_covariance_type(covariance_type)
     n, _ = checks.check_x(x)
     if n < 2:

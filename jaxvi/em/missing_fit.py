@@ -35,7 +35,7 @@ from jaxvi.em.missing_stats import (
     missing_expansion_error,
     missing_feature_chunks,
 )
-from jaxvi.em.model import FIT_FAILED, GMM, FitResult, Prior, with_scale_tril
+from jaxvi.em.model import FIT_FAILED, GMM, EMFitResult, Prior, with_scale_tril
 from jaxvi.em.stats import FAST_KERNEL_MAX_ERROR
 from jaxvi.em.step import factored_m_step, identity, per_restart
 
@@ -88,9 +88,9 @@ def _restarts(data: MissingData, gmm0s, opts, config: Config, combine):
         return missing_update(gmms, data, chunks, shift, featurized, opts["reg_covar"],
                               opts["prior"], combine, opts["fixed"])
 
-    results = FitResult(*ascent_loop(update, with_scale_tril(gmm0s), config.max_iter,
-                                     opts["tol"], data.xb.dtype, opts["max_iter"]))
-    return best_restart(results, results.gmm, results.log_likelihood)
+    results = EMFitResult(*ascent_loop(update, with_scale_tril(gmm0s), config.max_iter,
+                                       opts["tol"], data.xb.dtype, opts["max_iter"]))
+    return best_restart(results, results.gmm, results.objective)
 
 
 MISSING_EM = Model(layout=_layout, initial=_initial, restarts=_restarts,
@@ -110,7 +110,7 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
                 max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
                 init: str | GMM = "kmeans++", reg_covar: float = 1e-6,
                 prior: Prior | None = None, chunk_size: int | None = None,
-                sample_weight=None, fixed=()) -> FitResult:
+                sample_weight=None, fixed=()) -> EMFitResult:
     """EM on x: (N, D) whose NaN entries are missing at random; `fit`'s arguments (`fit`
     documents them; no `mesh`). The initial parameters (`init` a string) are computed from x
     with each missing entry replaced by its column's mean; from then on EM is exact: the

@@ -1,5 +1,5 @@
 """EM's Gaussian mixture `GMM`, its additive sufficient statistics `Stats`, the conjugate `Prior`
-of MAP-EM, the `FitResult` of a fit, and the per-component Cholesky factors, variances and
+of MAP-EM, the `EMFitResult` of a fit, and the per-component Cholesky factors, variances and
 precisions that the densities and statistics read from a GMM.
 
 Covariance layouts follow scikit-learn's `GaussianMixture`: full (K, D, D), tied (D, D),
@@ -125,23 +125,35 @@ FIT_FAILED = (
 """The ValueError's message of an EM fit whose parameters are not finite."""
 
 
-class FitResult(NamedTuple):
-    """Result of `fit` / `fit_minibatch`.
+class EMFitResult(NamedTuple):
+    """Result of `fit` / `fit_minibatch`: one of the fit results, which share their field
+    names after the fitted model's (`jaxvi.em.VariationalFitResult`, `jaxvi.vi.VIFitResult`,
+    `jaxvi.training.loop.TrainFitResult`): `objective`, `n_iter`, `converged`, `history`.
 
-    gmm: the fitted mixture (after the last M step). log_likelihood: () mean log-likelihood;
-    `fit` on complete data: of the returned gmm (a last E pass by the precise kernel, as
-    accurate as the data's dtype allows); `fit_minibatch` and `fit(missing=...)`: at the last
-    E step, i.e. of the parameters before the last M step (scikit-learn's `lower_bound_`; EM
-    never decreases it, so the returned gmm scores at least this).
-    n_iter: () int, EM iterations run. converged: () bool, the last change was below `tol`.
-    history: (max_iter,) mean log-likelihood at each E step; entries from `n_iter` on are NaN.
+    gmm: the fitted mixture (after the last M step). objective: () the mean log-likelihood
+    (also read as `log_likelihood`); `fit` on complete data: of the returned gmm (a last E
+    pass by the precise kernel, as accurate as the data's dtype allows); `fit_minibatch` and
+    `fit(missing=...)`: at the last E step, i.e. of the parameters before the last M step
+    (scikit-learn's `lower_bound_`; EM never decreases it, so the returned gmm scores at
+    least this). n_iter: () int, EM iterations run. converged: () bool, the last change was
+    below `tol`. history: (max_iter,) mean log-likelihood at each E step; entries from
+    `n_iter` on are NaN.
     """
 
     gmm: GMM
-    log_likelihood: jax.Array
+    objective: jax.Array
     n_iter: jax.Array
     converged: jax.Array
     history: jax.Array
+
+    @property
+    def log_likelihood(self) -> jax.Array:
+        """`objective`, by what it is: the mean log-likelihood (the field's former name)."""
+        return self.objective
+
+
+FitResult = EMFitResult
+"""The former name of `EMFitResult`."""
 
 
 def with_scale_tril(gmm: GMM, floor=None) -> GMM:

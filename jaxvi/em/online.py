@@ -1,11 +1,12 @@
 """`fit_minibatch`: stepwise (online) EM over a stream of batches (Cappé & Moulines 2009), on
-running averages of per-point `Stats`; each step jitted, the loop over batches host-side."""
+running averages of per-point `Stats`; each step jitted, the loop over batches host-side (the
+streaming driver `jaxvi.em.streaming`, shared with stochastic VI)."""
 
 from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import jax
@@ -15,15 +16,10 @@ from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.driver import lapack_scoped
-from jaxvi.em.model import GMM, FitResult, Stats, with_scale_tril
-from jaxvi.em.stats import (
-    chunk_layout,
-    e_step_stats,
-    e_step_stats_fast,
-    to_chunks,
-    weighted_mean,
-)
+from jaxvi.em.model import GMM, EMFitResult, Stats, with_scale_tril
+from jaxvi.em.stats import e_step_stats, e_step_stats_fast, weighted_mean
 from jaxvi.em.step import factored_m_step, identity
+from jaxvi.em.streaming import batch_chunks, chunker, run_stream, weighted_batches
 
 
 class StepwiseState(NamedTuple):
@@ -134,9 +130,7 @@ def stepwise_step(state: StepwiseState, batch: jax.Array, sample_weight=None, *,
     """`stepwise_update` on one device from a batch (B, D) and its sample_weight (B,) (or
     None): (new state, the batch's mean log-likelihood). Jitted (compiled once per batch
     layout); no argument checks."""
-    n_chunks, rows = chunk_layout(batch.shape[0], batch.shape[1], state.gmm.covariance_type,
-                                  chunk_size)
-    xb, mask = to_chunks(batch, n_chunks, rows, sample_weight)
+    xb, mask = batch_chunks(batch, sample_weight, state.gmm.covariance_type, chunk_size)
     return _stepwise_jit(xb, mask, state)
 
 
@@ -158,46 +152,6 @@ def _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar) -> 
     _validate.check_number("reg_covar", reg_covar)
 
 
-def weighted_batches(batches: Iterable, sample_weight: Iterable | None,
-                     max_steps: int | None = None) -> Iterator[tuple[jax.Array, jax.Array | None]]:
-    """The host-side stream of the mini-batch fits: yields (batch (B_t, D), its weights (B_t,)
-    or None), checked, each later batch with the first's D and cast to its dtype, at most
-    `max_steps` of them. Lazy: batch t + 1 is drawn from `batches` only when asked for, after
-    the step on batch t; `sample_weight` (one array per batch, in step) must not end first."""
-    iterator = iter(batches)
-    weights = None if sample_weight is None else iter(sample_weight)
-    try:
-        first = next(iterator)
-    except StopIteration:
-        raise ValueError("`batches` must yield at least one batch; got none.") from None
-    checks.check_x(first, name="batches")
-    first = checks.as_float_data(first, "batches")
-    yield first, _next_weights(weights, first)
-    t = 1
-    while max_steps is None or t < max_steps:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        checks.check_x(batch, first.shape[1], name="batches")
-        batch = jnp.asarray(batch, first.dtype)
-        t += 1
-        yield batch, _next_weights(weights, batch)
-
-
-def _next_weights(weights: Iterator | None, batch: jax.Array) -> jax.Array | None:
-    """The sample weights of `batch` (B, D): the next item of `weights` checked (B,), or
-    None when unweighted."""
-    if weights is None:
-        return None
-    try:
-        w = next(weights)
-    except StopIteration:
-        raise ValueError("`sample_weight` must yield one array per batch; it ended "
-                         "first.") from None
-    return checks.check_sample_weight(w, batch.shape[0], batch.dtype)
-
-
 def _initial_gmm(key, first, n_components, covariance_type, init, reg_covar, weights) -> GMM:
     """The given `init` GMM (checked, in the batches' dtype), or one initialised on the first
     batch (weighted by its sample weights)."""
@@ -209,26 +163,6 @@ def _initial_gmm(key, first, n_components, covariance_type, init, reg_covar, wei
     _validate.check_choice("init", init, em_init.INITS)
     return em_init.initialize(key, first, k, covariance_type=covariance_type, init=init,
                               reg_covar=reg_covar, sample_weight=weights)
-
-
-def _stepper(state, mesh, chunk_size):
-    """(state, advance(state, batch, weights) -> (state, ll)): on one device, or with each
-    batch's rows (and weights) split over `mesh`'s "data" axis."""
-    if mesh is None:
-        return state, functools.partial(stepwise_step, chunk_size=chunk_size)
-    from jaxvi import distributed
-
-    distributed.check_mesh(mesh)
-    state = distributed.same_on_every_process(state)
-    update = _sharded_stepwise_fn(mesh)
-    cov, d = state.gmm.covariance_type, state.gmm.n_features
-
-    def advance(state, batch, weights):
-        xb, mask = distributed.shard_chunks(
-            batch, mesh, lambda n: chunk_layout(n, d, cov, chunk_size), weights=weights)
-        return update(xb, mask, state)
-
-    return state, advance
 
 
 @lapack_scoped
@@ -247,7 +181,7 @@ def fit_minibatch(
     mesh: jax.sharding.Mesh | None = None,
     sample_weight: Iterable | None = None,
     fixed: tuple[str, ...] = (),
-) -> FitResult:
+) -> EMFitResult:
     """Stepwise EM (Cappé & Moulines 2009) on running averages of per-point `Stats`.
 
     Step t ≥ 1 sets s ← (1 − ρ_t) s + ρ_t ŝ(batch_t; θ) with ρ_t = (t + 2)^(−κ) for batches
@@ -262,7 +196,8 @@ def fit_minibatch(
       n_components: K.
       key: PRNG key of the initialisation on the first batch (unused for a given GMM).
       covariance_type: "full", "tied", "diag" or "spherical".
-      kappa: κ ∈ (0.5, 1], the step-size decay.
+      kappa: κ ∈ (0.5, 1], the step-size decay (the estimators' scikit-learn name:
+        `learning_decay`).
       max_steps: stop after this many batches (default: when `batches` ends).
       tol: `converged` when the last change of the batch log-likelihood is below it.
       init: "kmeans++", "random", "random_from_data" (on the first batch) or a `GMM`.
@@ -278,8 +213,8 @@ def fit_minibatch(
       fixed: parameters kept at their initial values, as in `fit`.
 
     Returns:
-      A `FitResult` whose `history` (length = steps taken, no padding) holds each batch's
-      mean log-likelihood before its update, `log_likelihood` the last one, `n_iter` the
+      An `EMFitResult` whose `history` (length = steps taken, no padding) holds each batch's
+      mean log-likelihood before its update, `objective` the last one, `n_iter` the
       number of batches, and `converged` whether the last change of the batch log-likelihood
       was below `tol` (never with the default tol = 0).
     """
@@ -297,13 +232,15 @@ def fit_minibatch(
     gmm = _initial_gmm(key, start, n_components, covariance_type, init, reg_covar, w_start)
     state = stepwise_init(gmm, start, w_start, kappa=kappa, reg_covar=reg_covar, fixed=fixed,
                           chunk_size=chunk_size)
-    state, advance = _stepper(state, mesh, chunk_size)
-    history = []
-    for batch, w in itertools.chain([(first, w0)], stream):
-        state, ll = advance(state, batch, w)
-        history.append(ll)
-    hist = jnp.stack(history)
-    converged = (
-        jnp.abs(hist[-1] - hist[-2]) < tol if len(history) > 1 else jnp.zeros((), bool)
-    )
-    return FitResult(state.gmm, hist[-1], jnp.asarray(len(history)), converged, hist)
+    chunks = chunker(mesh, state.gmm.n_features, state.gmm.covariance_type, chunk_size)
+    update = _stepwise_jit
+    if mesh is not None:  # the mesh's step, from process 0's state
+        from jaxvi import distributed
+
+        state = distributed.same_on_every_process(state)
+        update = _sharded_stepwise_fn(mesh)
+    state, hist = run_stream(lambda s, t, batch, w: update(*chunks(batch, w), s), state,
+                             itertools.chain([(first, w0)], stream))
+    n = hist.shape[0]
+    converged = jnp.abs(hist[-1] - hist[-2]) < tol if n > 1 else jnp.zeros((), bool)
+    return EMFitResult(state.gmm, hist[-1], jnp.asarray(n), converged, hist)

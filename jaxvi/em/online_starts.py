@@ -22,7 +22,7 @@ from jaxvi.em.online import (
     stepwise_step,
     stepwise_update,
 )
-from jaxvi.em.stats import chunk_layout, to_chunks
+from jaxvi.em.streaming import batch_chunks
 
 
 class Candidates(NamedTuple):
@@ -70,10 +70,7 @@ def candidates_step(cands: Candidates, batch: jax.Array, sample_weight=None, *,
                     chunk_size: int | None = None):
     """`candidates_update` on one device from a batch (B, D) and its sample_weight (B,) or
     None: (new candidates, (C,) the batch's mean log-likelihood under each). Jitted."""
-    gmm = cands.states.gmm
-    n_chunks, rows = chunk_layout(batch.shape[0], batch.shape[1], gmm.covariance_type,
-                                  chunk_size)
-    xb, mask = to_chunks(batch, n_chunks, rows, sample_weight)
+    xb, mask = batch_chunks(batch, sample_weight, cands.states.gmm.covariance_type, chunk_size)
     return _candidates_jit(xb, mask, cands)
 
 

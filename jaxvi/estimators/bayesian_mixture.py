@@ -132,7 +132,7 @@ class BayesianGaussianMixture(BaseMixture):
             self.n_iter_ = int(result.n_iter)
             self.converged_ = bool(result.converged)
             self.lower_bounds_ = [float(v) for v in np.asarray(result.history)[: self.n_iter_]]
-            self.lower_bound_ = float(result.lower_bound)
+            self.lower_bound_ = float(result.objective)
             labels = self._log_resp(x).argmax(axis=1)
         self._print_verbose(1 if warm else self.n_init, time.perf_counter() - start)
         self._warn_if_not_converged()

@@ -53,8 +53,9 @@ class GaussianMixture(PartialFitMixin, BaseMixture):
     parameters at their initial values (e.g. from `means_init`) while EM fits the rest.
     `fit(X, sample_weight=...)` and `score(X, sample_weight=...)` take per-sample weights
     (integer weights = repeated rows). `partial_fit(X)` runs one step of stepwise EM
-    (`jaxvi.em.online`) per batch, with step sizes (t + 2)^(−learning_decay); the first
-    batch initialises the mixture (or the one already fitted is continued), and the
+    (`jaxvi.em.online`) per batch, with step sizes (t + 2)^(−learning_decay) (scikit-learn's
+    name for the decay that the functional API, `jaxvi.em.fit_minibatch`, calls `kappa`); the
+    first batch initialises the mixture (or the one already fitted is continued), and the
     running statistics live in `stepwise_state_`; `n_iter_` counts the batches.
     """
 
@@ -200,7 +201,7 @@ class GaussianMixture(PartialFitMixin, BaseMixture):
             self.n_iter_ = int(result.n_iter)
             self.converged_ = bool(result.converged)
             self.lower_bounds_ = [float(v) for v in np.asarray(result.history)[: self.n_iter_]]
-            self.lower_bound_ = float(result.log_likelihood)
+            self.lower_bound_ = float(result.objective)
             labels = self._log_resp(x).argmax(axis=1)
             self.__dict__.pop("stepwise_state_", None)
             resumed = self._resume_state(x, w)

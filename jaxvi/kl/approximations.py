@@ -21,14 +21,14 @@ import jax.numpy as jnp
 from jaxvi import _linalg, _validate
 from jaxvi.kl._layout import check_mixture_pair
 from jaxvi.kl.estimates import MonteCarloEstimate
-from jaxvi.mixture import Mixture, component_log_prob
+from jaxvi.mixture import Mixture, gaussian_log_prob
 
 __all__ = ["mixture_stratified_monte_carlo", "mixture_unscented"]
 
 
 def _log_density(x, log_w, loc, tril):
     """log Σ_k w_k N(x; μ_k, L_kL_kᵀ). x: (..., D); log_w: (K,), loc: (K, D) -> (...)."""
-    return jax.nn.logsumexp(log_w + component_log_prob(x, loc, tril), axis=-1)
+    return jax.nn.logsumexp(log_w + gaussian_log_prob(x, loc, tril), axis=-1)
 
 
 def _log_ratio(x, logits_p, loc_p, tril_p, logits_q, loc_q, tril_q):

@@ -26,7 +26,7 @@ from jaxvi.kl._layout import check_mixture_pair
 from jaxvi.kl.estimates import MonteCarloEstimate, monte_carlo
 from jaxvi.kl.gaussian import _mvn_tril_pairs
 from jaxvi.kl.univariate import _bounds_impl
-from jaxvi.mixture import Mixture, component_log_prob
+from jaxvi.mixture import Mixture, gaussian_log_prob
 
 __all__ = [
     "MixtureKLBounds",
@@ -73,7 +73,7 @@ def _pairwise_log_overlap(loc_a, tril_a, loc_b, tril_b):
     cov_a = tril_a @ jnp.swapaxes(tril_a, -1, -2)
     cov_b = tril_b @ jnp.swapaxes(tril_b, -1, -2)
     chol = _linalg.cholesky(cov_a[:, None] + cov_b[None, :])  # (K, J, D, D)
-    return component_log_prob(loc_a, loc_b, chol)
+    return gaussian_log_prob(loc_a, loc_b, chol)
 
 
 def _expect(log_w, values):

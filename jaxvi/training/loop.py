@@ -2,7 +2,7 @@
 with a progress bar, per-epoch evaluation, checksummed orbax checkpoints
 (`jaxvi.training.checkpoint`), `resume` from the newest intact one, and a guard that stops on
 a non-finite loss (`NonFiniteLossError`) or non-finite parameters (`NonFiniteParamsError`)
-before they are saved.
+before they are saved; it returns a `TrainFitResult` (state, history).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,36 @@ class NonFiniteParamsError(NonFiniteLossError):
     checkpoint of them is written, the last good one is kept."""
 
 
+class TrainFitResult(NamedTuple):
+    """Result of `fit`, with the field names of every fit result (`jaxvi.em.EMFitResult`):
+    the fitted state first, then `history`; `objective`, `n_iter` and `converged` are read
+    from them (training runs a fixed number of epochs, no convergence test). It unpacks as
+    `state, history = fit(...)`.
+
+    state: the final `TrainState` (params, optimizer state, step); history: one dict of
+    metrics per epoch ("epoch", "step", "loss", the loss's metrics, "seconds", and `eval_fn`'s
+    entries), a resumed run's earlier epochs included.
+    """
+
+    state: TrainState
+    history: list[dict]
+
+    @property
+    def objective(self) -> float:
+        """The last epoch's mean loss (NaN when no epoch has run)."""
+        return self.history[-1]["loss"] if self.history else math.nan
+
+    @property
+    def n_iter(self) -> int:
+        """The epochs run (those of the history)."""
+        return len(self.history)
+
+    @property
+    def converged(self) -> bool:
+        """False: a fixed number of epochs, no convergence test."""
+        return False
+
+
 def fit(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
@@ -59,7 +89,7 @@ def fit(
     mesh: jax.sharding.Mesh | None = None,
     max_steps: int | None = None,
     lookup=None,
-) -> tuple[TrainState, list[dict]]:
+) -> TrainFitResult:
     """Train `params` on x: (N, D) for `epochs` epochs of shuffled batches, or, with
     `max_steps`, the fewer epochs of fewer batches that `epoch_plan` gives.
 
@@ -101,7 +131,7 @@ def fit(
             data that the rows of x, neighbour indices, point into.
 
     Returns:
-        (final state, history: one dict of metrics per epoch).
+        `TrainFitResult(state, history)`: the final state and one dict of metrics per epoch.
     """
     from tqdm.auto import tqdm
 
@@ -142,7 +172,7 @@ def fit(
             save_checkpoint(checkpoint_dir, state, {**meta, "history": history}, epoch=epoch + 1)
             last_saved_step = int(state.step)
     bar.close()
-    return processes.to_local(state), history
+    return TrainFitResult(processes.to_local(state), history)
 
 
 def epoch_plan(n: int, batch_size: int, epochs: int, max_steps: int | None) -> tuple[int, int]:

@@ -169,7 +169,7 @@ class GaussianMixtureFamily(NamedTuple):
 
     def component_log_prob(self, params: MixtureParams, x: Array) -> Array:
         """log w_k + log N(x; m_k, Σ_k). x: (..., D) -> (..., K)."""
-        comp = mixture.component_log_prob(x, params.loc, self.scale_tril(params))
+        comp = mixture.gaussian_log_prob(x, params.loc, self.scale_tril(params))
         return comp + jax.nn.log_softmax(params.logits)
 
     def log_prob(self, params: MixtureParams, x: Array) -> Array:

@@ -54,8 +54,36 @@ class NonFiniteFitError(FloatingPointError):
 
 
 class VIFitResult(NamedTuple):
-    params: Any  # fitted family parameters
-    losses: Array  # (steps,) loss estimate at each step (before its update)
+    """Result of `run`, `fit` and `fit_many`, with the field names of every fit result
+    (`jaxvi.em.EMFitResult`): the fitted parameters first, then `history`; `objective`,
+    `n_iter` and `converged` are read from them (a fixed number of steps, no convergence test).
+
+    params: the fitted family parameters; history: (..., steps) the Monte Carlo loss estimate
+    at each step, before its update (also read as `losses`, the field's former name).
+    """
+
+    params: Any
+    history: Array
+
+    @property
+    def losses(self) -> Array:
+        """`history`, by what it holds: the loss at each step (the field's former name)."""
+        return self.history
+
+    @property
+    def objective(self) -> Array:
+        """(...) the last step's loss estimate (a minimised loss: lower is better)."""
+        return self.history[..., -1]
+
+    @property
+    def n_iter(self) -> int:
+        """The optimizer steps run: `steps`."""
+        return self.history.shape[-1]
+
+    @property
+    def converged(self) -> bool:
+        """False: a fixed number of steps, no convergence test (as `fit_variational_minibatch`)."""
+        return False
 
 
 def _resolve_direction(direction) -> str:
@@ -82,7 +110,7 @@ def run(params, target, family: Family, direction: str, *, key: Array, steps: in
     are static. `family` must be a family instance and `direction` one of
     "reverse"/"exclusive"/"forward"/"inclusive". Configuration and parameter shapes are checked
     (statically); no value checks and no divergence guard (`fit` has one): a diverged run
-    returns non-finite parameters. Returns `VIFitResult(params, losses: (steps,))`.
+    returns non-finite parameters. Returns `VIFitResult(params, history: (steps,))`.
     """
     if not isinstance(family, FAMILY_TYPES):
         raise ValueError("`family` must be a FullCovGaussian, DiagGaussian or "
@@ -140,7 +168,7 @@ def fit(target, family, direction: str, *, key: Array, steps: int,
       estimator, proposal: of the forward direction (see `forward_kl_loss`).
 
     Returns:
-      `VIFitResult(params, losses: (steps,))`.
+      `VIFitResult(params, history: (steps,))`, the losses in `history`.
 
     Raises `NonFiniteFitError` if the run diverged (a learning rate too large for the target,
     or a start far from it): the final parameters are checked on device after the loop (one
@@ -157,13 +185,13 @@ def fit(target, family, direction: str, *, key: Array, steps: int,
     def go(params, k):
         res = run(params, target, family, direction, key=k, steps=steps, optimizer=optimizer,
                   num_samples=num_samples, estimator=estimator, proposal=proposal)
-        bad = ~jnp.isfinite(res.losses)
+        bad = ~jnp.isfinite(res.history)
         first_bad = jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
         return res, all_finite(res.params), first_bad
 
     result, finite, first_bad = go(init_params, k_run)
     if not bool(finite):
-        _raise_diverged(result.losses, int(first_bad), steps)
+        _raise_diverged(result.history, int(first_bad), steps)
     return result
 
 
@@ -222,7 +250,7 @@ def fit_many(target, family, direction: str, init_params, *, key: Array, steps: 
         rate; default Adam (b2 = 0.9) with a cosine decay from lr to 0 over `steps`.
 
     Returns:
-      `VIFitResult` with params (L, B, ...) and losses (L, B, steps). Unlike `fit`, a diverged
+      `VIFitResult` with params (L, B, ...) and history (L, B, steps). Unlike `fit`, a diverged
       run does not raise (a sweep is expected to contain learning rates that are too large):
       its parameters come back NaN/Inf; filter with `jnp.isfinite`.
     """

@@ -15,7 +15,7 @@ from scipy.special import logsumexp, softmax
 from shared_inputs import mvn_kl_np
 
 from jaxvi import kl
-from jaxvi.mixture import Mixture, component_log_prob, moments
+from jaxvi.mixture import Mixture, gaussian_log_prob, moments
 
 RNG = np.random.default_rng(1818)
 
@@ -218,7 +218,7 @@ def test_densities_equal_scipy(x64):
     np.testing.assert_allclose(Mixture(*params).log_prob(x), want, rtol=1e-11)
     m = Mixture(*(jnp.asarray(a) for a in params))
     np.testing.assert_allclose(m.log_prob(x), want, rtol=1e-11)
-    np.testing.assert_allclose(component_log_prob(x, params[1], params[2]), comp, rtol=1e-11)
+    np.testing.assert_allclose(gaussian_log_prob(x, params[1], params[2]), comp, rtol=1e-11)
     np.testing.assert_allclose(m.component_log_prob(x), comp + np.log(softmax(params[0])),
                                rtol=1e-11)
 

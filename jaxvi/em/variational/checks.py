@@ -11,7 +11,11 @@ import numpy as np
 from jaxvi import _validate
 from jaxvi.em import checks as em_checks
 from jaxvi.em import covariance
-from jaxvi.em.variational.model import VariationalPosterior, VariationalPrior, default_prior
+from jaxvi.em.variational.model import (
+    VariationalPosterior,
+    VariationalPrior,
+    default_variational_prior,
+)
 
 
 def check_posterior(post: VariationalPosterior, k: int, d: int, cov: str, wt: str,
@@ -65,19 +69,20 @@ def check_variational_prior(prior: VariationalPrior, covariance_type: str, d: in
 def checked_prior(x: jax.Array, covariance_type: str, n_components: int, sample_weight=None,
                   reg_covar: float = 0.0, **given) -> VariationalPrior:
     """The prior of a fit to x: (N, D) (rows weighted by sample_weight (N,) when given):
-    scikit-learn's defaults (`default_prior`) for each of `given`'s priors left None, each
-    checked (concrete values; messages name them). The default covariance prior, the data's
-    covariance, has its eigenvalues (variances for diag/spherical) floored at `reg_covar`, so
-    that constant or collinear features (a singular data covariance) still give a valid prior;
-    a given one is used as it is."""
+    scikit-learn's defaults (`default_variational_prior`) for each of `given`'s priors left
+    None, each checked (concrete values; messages name them). The default covariance prior,
+    the data's covariance, has its eigenvalues (variances for diag/spherical) floored at
+    `reg_covar`, so that constant or collinear features (a singular data covariance) still
+    give a valid prior; a given one is used as it is."""
     for name, value in given.items():
         if value is not None:
             _validate.check_finite(name, np.asarray(value, dtype=float))
     default_psi = given.get("covariance_prior") is None
     if sample_weight is not None and default_psi:
         em_checks.check_weight_total(sample_weight)
-    prior = default_prior(x, covariance_type=covariance_type, n_components=n_components,
-                          sample_weight=sample_weight, **given)
+    prior = default_variational_prior(x, covariance_type=covariance_type,
+                                      n_components=n_components, sample_weight=sample_weight,
+                                      **given)
     if default_psi:  # (a covariance beyond the dtype's range is named as such first)
         _validate.check_finite("covariance_prior", prior.covariance_prior)
         prior = prior._replace(covariance_prior=_floored(prior.covariance_prior, reg_covar))

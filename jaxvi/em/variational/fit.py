@@ -42,19 +42,26 @@ from jaxvi.em.variational.step import (
 
 
 class VariationalFitResult(NamedTuple):
-    """Result of `fit_variational`.
+    """Result of `fit_variational` / `fit_variational_minibatch`, with the field names of
+    every fit result (`jaxvi.em.EMFitResult`): the fitted model first, then `objective`,
+    `n_iter`, `converged`, `history`.
 
-    posterior: the fitted q (after the last M step); lower_bound: () the ELBO after it
-    (scikit-learn's `lower_bound_`); n_iter: () int; converged: () bool, the last change of
-    the ELBO was below `tol`; history: (max_iter,) the ELBO after each iteration, NaN from
-    `n_iter` on.
+    posterior: the fitted q (after the last M step); objective: () the ELBO after it
+    (scikit-learn's `lower_bound_`; also read as `lower_bound`); n_iter: () int; converged:
+    () bool, the last change of the ELBO was below `tol`; history: (max_iter,) the ELBO after
+    each iteration, NaN from `n_iter` on.
     """
 
     posterior: VariationalPosterior
-    lower_bound: jax.Array
+    objective: jax.Array
     n_iter: jax.Array
     converged: jax.Array
     history: jax.Array
+
+    @property
+    def lower_bound(self) -> jax.Array:
+        """`objective`, by what it is: the ELBO (the field's former name)."""
+        return self.objective
 
 
 def initialize_from_resp(x, resp, prior: VariationalPrior, *, covariance_type: str,
@@ -131,7 +138,7 @@ def _restarts(data, posts, opts, config: Config, combine):
     results = _fit_batched(xb, mask, posts, opts["prior"], config.max_iter, opts["tol"],
                            opts["reg_covar"], config.covariance_type, config.weight_type,
                            combine)
-    return best_restart(results, results.posterior, results.lower_bound)
+    return best_restart(results, results.posterior, results.objective)
 
 
 VBEM = Model(
@@ -176,7 +183,7 @@ def fit_variational(
         "dirichlet_distribution".
       weight_concentration_prior: and mean_precision_prior, mean_prior,
         degrees_of_freedom_prior, covariance_prior: scikit-learn's names and defaults
-        (`default_prior`; None takes the default computed from x).
+        (`default_variational_prior`; None takes the default computed from x).
       max_iter: at most this many iterations (0: the initial posterior, ELBO −∞).
       tol: stop when the ELBO changes less (0 runs exactly max_iter).
       n_init: restarts from independent keys, run batched; the highest final ELBO is kept.

@@ -1,5 +1,5 @@
 """The types of variational Bayes for Gaussian mixtures: the conjugate prior
-`VariationalPrior` (scikit-learn's defaults: `default_prior`) and the posterior
+`VariationalPrior` (scikit-learn's defaults: `default_variational_prior`) and the posterior
 `VariationalPosterior` q(π) q(μ, Λ), which carries its covariance type and its weight prior's
 type; its mean weights `mixture_weights` and expected log weights `expected_log_weights`.
 Layouts follow scikit-learn's `BayesianGaussianMixture`: covariances full (K, D, D), tied
@@ -23,7 +23,8 @@ WEIGHT_PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
 
 
 class VariationalPrior(NamedTuple):
-    """The conjugate prior of VB-EM, with scikit-learn's names (defaults: `default_prior`).
+    """The conjugate prior of VB-EM, with scikit-learn's names (its defaults:
+    `default_variational_prior`).
 
     weight_concentration_prior: () γ > 0 (Dirichlet(γ·1), or the sticks' Beta(1, γ));
     mean_precision_prior: () β0 > 0; mean_prior: (D,) m0; degrees_of_freedom_prior: () ν0 > D − 1;
@@ -83,15 +84,16 @@ def _setting(name: str, given, carried):
     return carried if given is None else given
 
 
-def default_prior(x: jax.Array, *, covariance_type: str = "full", n_components: int,
-                  weight_concentration_prior=None, mean_precision_prior=None, mean_prior=None,
-                  degrees_of_freedom_prior=None, covariance_prior=None, sample_weight=None
-                  ) -> VariationalPrior:
+def default_variational_prior(x: jax.Array, *, covariance_type: str = "full", n_components: int,
+                              weight_concentration_prior=None, mean_precision_prior=None,
+                              mean_prior=None, degrees_of_freedom_prior=None,
+                              covariance_prior=None, sample_weight=None) -> VariationalPrior:
     """scikit-learn's prior for x: (N, D): each argument left None takes its default:
     1/K, 1, the data mean, D, and the data covariance (ddof 1; its diagonal for diag, the
     mean of that for spherical). With sample_weight (N,): the weighted mean and the
     frequency-weighted covariance (those of x with rows repeated: `weighted_covariance`).
-    A traced primitive (no checks: `fit_variational` checks)."""
+    A traced primitive (no checks: `fit_variational` checks). Not MAP-EM's `Prior`
+    (`jaxvi.em.default_prior`)."""
     dt = x.dtype
     d = x.shape[-1]
     if covariance_prior is None:

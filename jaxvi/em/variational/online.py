@@ -1,5 +1,6 @@
 """`fit_variational_minibatch`: stochastic variational inference for the VB-EM mixture
-(Hoffman et al. 2013) over a stream of batches; each step jitted, the loop host-side.
+(Hoffman et al. 2013) over a stream of batches; each step jitted, the loop host-side (the
+streaming driver `jaxvi.em.streaming`, shared with stepwise EM).
 
 The posterior's natural parameters are the prior's plus a linear function of the `Stats`
 (with a fixed shift), so a natural-gradient step of size ρ on them,
@@ -20,15 +21,10 @@ from jaxvi import _validate
 from jaxvi.em import checks
 from jaxvi.em import init as em_init
 from jaxvi.em.driver import lapack_scoped
-from jaxvi.em.online import blend, per_point, weighted_batches
-from jaxvi.em.stats import (
-    chunk_layout,
-    e_step_stats_fast,
-    sufficient_stats,
-    to_chunks,
-    weighted_mean,
-)
+from jaxvi.em.online import blend, per_point
+from jaxvi.em.stats import e_step_stats_fast, sufficient_stats, weighted_mean
 from jaxvi.em.step import identity
+from jaxvi.em.streaming import chunker, run_stream, weighted_batches
 from jaxvi.em.variational.checks import checked_prior
 from jaxvi.em.variational.fit import VariationalFitResult
 from jaxvi.em.variational.model import WEIGHT_PRIOR_TYPES, VariationalPosterior
@@ -133,7 +129,8 @@ def fit_variational_minibatch(
         of a batch stand for N points); with sample_weight, its total weight.
       covariance_type, weight_concentration_prior_type, the priors: as `fit_variational`;
         default priors are computed from the first batch.
-      kappa: κ ∈ (0.5, 1], the step-size decay; delay: τ ≥ 0, which slows early steps.
+      kappa: κ ∈ (0.5, 1], the step-size decay (scikit-learn's `learning_decay`); delay:
+        τ ≥ 0, which slows early steps (as scikit-learn's `learning_offset`).
       max_steps: stop after this many batches (default: when `batches` ends).
       init: "kmeans++", "random" or "random_from_data" on the first batch.
       reg_covar: added to each component's ML covariance, as `fit_variational`.
@@ -147,7 +144,7 @@ def fit_variational_minibatch(
       A `VariationalFitResult`: `posterior` after the last step; `history` (one per step,
       no padding) each batch's estimate of the ELBO (the lower bound of the posterior its
       statistics alone would give, scaled to N points; noisy, on `fit_variational`'s scale);
-      `lower_bound` the last; `n_iter` the number of batches; `converged` False (a stream
+      `objective` the last; `n_iter` the number of batches; `converged` False (a stream
       has no convergence test).
     """
     _check_svi_args(kappa, delay, covariance_type, weight_concentration_prior_type, max_steps,
@@ -165,42 +162,29 @@ def fit_variational_minibatch(
     n_total, reg = jnp.asarray(n_samples, dt), jnp.asarray(reg_covar, dt)
     post, running, shift = jax.jit(_initial_posterior, static_argnums=(2, 5, 6, 7))(
         key, first, k, prior, n_total, cov, wt, init, reg, w0)
-    step, chunks = _svi_stepper(mesh, cov, wt, d, chunk_size)
-    if mesh is not None:
+    chunks = chunker(mesh, d, cov, chunk_size)
+    update = functools.partial(_svi_step, cov=cov, wt=wt)
+    if mesh is not None:  # the mesh's step, from process 0's q
         from jaxvi import distributed
 
         post, running, shift = distributed.same_on_every_process((post, running, shift))
-    history = []
-    for t, (batch, w) in enumerate(itertools.chain([(first, w0)], stream)):
+        update = _sharded_svi_fn(mesh, cov, wt)
+
+    def step(state, t, batch, w):
         rho = jnp.asarray((t + 1.0 + float(delay)) ** (-float(kappa)), dt)
-        post, running, estimate = step(*chunks(batch, w), post, running, shift, prior, rho,
-                                       n_total, reg)
-        history.append(estimate)
-    hist = jnp.stack(history)
+        post, running, estimate = update(*chunks(batch, w), *state, shift, prior, rho, n_total,
+                                         reg)
+        return (post, running), estimate
+
+    (post, running), hist = run_stream(step, (post, running),
+                                       itertools.chain([(first, w0)], stream))
     if not bool(jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a))
                                      for a in jax.tree_util.tree_leaves(post)]))):
         raise ValueError("Stochastic VI failed: the posterior is not finite (e.g. from "
                          "collapsed or duplicated points). Increase `reg_covar` or "
                          "`covariance_prior`, or lower the step sizes (`kappa`, `delay`).")
-    return VariationalFitResult(post, hist[-1], jnp.asarray(len(history)), jnp.zeros((), bool),
-                                hist)
-
-
-def _svi_stepper(mesh, cov, wt, d, chunk_size):
-    """(the jitted SVI step, batch -> its chunks): on one device, or with each batch's rows
-    split over `mesh`'s "data" axis."""
-
-    def layout(n_rows):
-        return chunk_layout(n_rows, d, cov, chunk_size)
-
-    if mesh is None:
-        return (functools.partial(_svi_step, cov=cov, wt=wt),
-                lambda batch, w: to_chunks(batch, *layout(batch.shape[0]), w))
-    from jaxvi import distributed
-
-    distributed.check_mesh(mesh)
-    return (_sharded_svi_fn(mesh, cov, wt),
-            lambda batch, w: distributed.shard_chunks(batch, mesh, layout, weights=w))
+    return VariationalFitResult(post, hist[-1], jnp.asarray(hist.shape[0]),
+                                jnp.zeros((), bool), hist)
 
 
 def _check_svi_args(kappa, delay, covariance_type, weight_type, max_steps, reg_covar,

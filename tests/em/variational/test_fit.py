@@ -33,7 +33,7 @@ def test_fit_equals_steps_then_warm_start_continues(x64, cov, wt, blobs, rel):
     assert history[-1] > history[0] + 1e-3  # it moved
     # The loop is the step: n_init = 1 runs from keys = split(key, 1).
     resp = em_init.init_resp(jax.random.split(key, 1)[0], x, 6, "random")
-    prior = vb.default_prior(x, covariance_type=cov, n_components=6)
+    prior = vb.default_variational_prior(x, covariance_type=cov, n_components=6)
     post = initialize_from_resp(x, resp, prior, covariance_type=cov, weight_type=wt,
                                 reg_covar=0.0)
     step = jax.jit(lambda p: variational_step(x, p, prior, covariance_type=cov, weight_type=wt,

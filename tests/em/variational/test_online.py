@@ -47,7 +47,7 @@ def test_svi_ends_near_the_full_batch_fit(x64, cov, wt):
     assert np.max(np.abs(m1 - m0)) < 0.05, (m0, m1)
     assert np.max(np.abs(c1 - c0)) < 0.1 * np.max(np.abs(c0)), (c0, c1)
     # The full-data ELBO one VB-EM step after SVI's q is within 1e-3 of the full fit's.
-    prior = vb.default_prior(jnp.asarray(x), covariance_type=cov, n_components=3)
+    prior = vb.default_variational_prior(jnp.asarray(x), covariance_type=cov, n_components=3)
     _, elbo = variational_step(jnp.asarray(x), svi.posterior, prior, covariance_type=cov,
                                weight_type=wt)
     assert abs(float(elbo) - float(full.lower_bound)) < 1e-3 * abs(float(full.lower_bound))

@@ -48,7 +48,8 @@ def _sklearn_step(b, x):
 
 def _ours_start(x, resp, cov, wt, reg_covar=1e-6, **priors):
     xj = jnp.asarray(x)
-    prior = vb.default_prior(xj, covariance_type=cov, n_components=resp.shape[1], **priors)
+    prior = vb.default_variational_prior(xj, covariance_type=cov, n_components=resp.shape[1],
+                                         **priors)
     post = initialize_from_resp(xj, jnp.asarray(resp), prior, covariance_type=cov,
                                 weight_type=wt, reg_covar=reg_covar)
     return post, prior

@@ -1,4 +1,5 @@
-"""`jaxvi em DATA.npy --components K --variational [dirichlet-process|dirichlet]`: the
+"""A helper of the `jaxvi em` command (`jaxvi.commands.em`), not a command of its own:
+`jaxvi em DATA.npy --components K --variational [dirichlet-process|dirichlet]`, the
 variational Bayesian fit (`jaxvi.em.fit_variational`) behind `jaxvi em`'s options, outputs
 and checks. K is an upper bound: the weight prior switches off the components the data do
 not need, and the components whose weight E_q[π_k] exceeds `--weight-threshold` are
@@ -58,10 +59,10 @@ def covariance_prior(x, covariance_type: str, reg: float) -> np.ndarray:
     """scikit-learn's default covariance prior of x: (N, D) (the data's covariance, in the
     layout of covariance_type) with reg on its diagonal; a `ValueError` naming
     --covariance-prior-reg when it is not positive definite."""
-    from jaxvi.em.variational import default_prior
+    from jaxvi.em.variational import default_variational_prior
 
-    psi0 = np.asarray(default_prior(x, covariance_type=covariance_type,
-                                    n_components=1).covariance_prior)
+    psi0 = np.asarray(default_variational_prior(x, covariance_type=covariance_type,
+                                                n_components=1).covariance_prior)
     psi0 = psi0 + reg * np.eye(psi0.shape[-1]) if psi0.ndim == 2 else psi0 + reg
     low = float(np.min(np.linalg.eigvalsh(psi0) if psi0.ndim == 2 else psi0))
     if not low > 0:
@@ -115,14 +116,14 @@ def run(args, x: np.ndarray, out, plot, mesh=None) -> int:
               f"covariance_type = {cov}, weight prior = {args.variational}")
         status = "converged" if bool(result.converged) else "not converged"
         print(f"VB-EM iterations: {n_iter} ({status})")
-        print(f"lower bound: {float(result.lower_bound):.6f}")
+        print(f"lower bound: {float(result.objective):.6f}")
         print(f"mean log-likelihood (posterior-mean mixture): {mean_ll:.6f}")
         print(f"effective components: {int(effective.sum())} of {args.components} "
               f"(weight > {threshold:g})")
         print("weights: " + " ".join(f"{w:.4f}" for w in weights))
         save_result(out, weights=weights, means=np.asarray(post.means),
                  covariances=np.asarray(post.covariances), covariance_type=np.asarray(cov),
-                 log_likelihood=np.asarray(mean_ll), lower_bound=np.asarray(result.lower_bound),
+                 log_likelihood=np.asarray(mean_ll), lower_bound=np.asarray(result.objective),
                  history=history, weight_concentration_prior_type=np.asarray(wt),
                  weight_concentration=np.asarray(post.weight_concentration),
                  mean_precision=np.asarray(post.mean_precision),

@@ -19,7 +19,13 @@ from jaxvi.em.driver import lapack_scoped
 from jaxvi.em.model import GMM, EMFitResult, Stats, with_scale_tril
 from jaxvi.em.stats import e_step_stats, e_step_stats_fast, weighted_mean
 from jaxvi.em.step import factored_m_step, identity
-from jaxvi.em.streaming import batch_chunks, chunker, run_stream, weighted_batches
+from jaxvi.em.streaming import (
+    batch_chunks,
+    chunker,
+    raise_if_not_finite,
+    run_stream,
+    weighted_batches,
+)
 
 
 class StepwiseState(NamedTuple):
@@ -124,6 +130,12 @@ def stepwise_update(xb, mask, state: StepwiseState, *, combine=identity):
 
 _stepwise_jit = jax.jit(stepwise_update, static_argnames=("combine",))
 
+STREAM_FAILED = (
+    "Stepwise EM failed: the fitted mixture is not finite (e.g. from collapsed or duplicated "
+    "points in a batch). Increase `reg_covar`, lower the step sizes (a larger `kappa`), "
+    "decrease `n_components` or rescale `batches`.")
+"""The ValueError's message of a `fit_minibatch` whose fitted mixture is not finite."""
+
 
 def stepwise_step(state: StepwiseState, batch: jax.Array, sample_weight=None, *,
                   chunk_size: int | None = None):
@@ -216,7 +228,8 @@ def fit_minibatch(
       An `EMFitResult` whose `history` (length = steps taken, no padding) holds each batch's
       mean log-likelihood before its update, `objective` the last one, `n_iter` the
       number of batches, and `converged` whether the last change of the batch log-likelihood
-      was below `tol` (never with the default tol = 0).
+      was below `tol` (never with the default tol = 0). A ValueError if the fitted mixture
+      is not finite (`STREAM_FAILED`).
     """
     _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar)
     fixed = checks.fixed_mask(fixed)
@@ -241,6 +254,7 @@ def fit_minibatch(
         update = _sharded_stepwise_fn(mesh)
     state, hist = run_stream(lambda s, t, batch, w: update(*chunks(batch, w), s), state,
                              itertools.chain([(first, w0)], stream))
+    raise_if_not_finite(state.gmm, STREAM_FAILED)
     n = hist.shape[0]
     converged = jnp.abs(hist[-1] - hist[-2]) < tol if n > 1 else jnp.zeros((), bool)
     return EMFitResult(state.gmm, hist[-1], jnp.asarray(n), converged, hist)

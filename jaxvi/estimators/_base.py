@@ -23,8 +23,12 @@ from jaxvi.em import checks as em_checks
 from jaxvi.em import covariance
 from jaxvi.em.kernels import e_step_kernel, log_prob_kernel, sample_kernel
 
-# scikit-learn's init_params -> jaxvi.em's init names.
-INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
+# scikit-learn's init_params -> jaxvi.em's init names: "kmeans" is a converged k-means
+# (`jaxvi.em.init.kmeans`: Lloyd to scikit-learn's KMeans tolerance in a `lax.while_loop`, inside
+# the compiled initialisation), as scikit-learn's `KMeans(...).fit(X).labels_`; "k-means++" the
+# k-means++ seeding (followed by 10 Lloyd steps: a hard assignment of every row, where
+# scikit-learn's gives each component its one seed row).
+INIT_PARAMS = {"kmeans": "kmeans", "k-means++": "kmeans++", "random": "random",
                "random_from_data": "random_from_data"}
 
 

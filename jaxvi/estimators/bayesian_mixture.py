@@ -36,8 +36,9 @@ class BayesianGaussianMixture(BaseMixture):
 
     Parameters follow scikit-learn's: n_components (an upper bound: the prior switches off
     the components the data do not need), covariance_type, tol, reg_covar, max_iter, n_init
-    (restarts batched on the device), init_params ("kmeans" = "k-means++": k-means++ seeding
-    and Lloyd steps; "random"; "random_from_data"), weight_concentration_prior_type
+    (restarts batched on the device), init_params ("kmeans": hard assignment to a converged
+    k-means, the default; "k-means++": k-means++ seeding and 10 Lloyd steps; "random";
+    "random_from_data"), weight_concentration_prior_type
     ("dirichlet_process" or "dirichlet_distribution"), weight_concentration_prior,
     mean_precision_prior, mean_prior, degrees_of_freedom_prior, covariance_prior (None:
     scikit-learn's data-dependent defaults), random_state, warm_start (continue from the

@@ -71,6 +71,7 @@ def stepwise_init(gmm: GMM, first: jax.Array, sample_weight: jax.Array | None = 
                          *_settings(first.dtype, kappa, reg_covar, fixed))
 
 
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
 def stepwise_resume(gmm: GMM, x: jax.Array, sample_weight: jax.Array | None = None, *,
                     kappa: float = 0.6, reg_covar: float = 1e-6, fixed=None,
                     chunk_size: int | None = None) -> StepwiseState:
@@ -79,7 +80,8 @@ def stepwise_resume(gmm: GMM, x: jax.Array, sample_weight: jax.Array | None = No
     x's per-point Stats under `gmm` (about x's weighted mean), seen = Σ w (N unweighted),
     step 0. The next batch of weight w then gets ρ = (seen / w + 2)^(−κ), the step size it
     would get after seen / w batches like it (`step_size`), so continuing a fit weighs what
-    the fit learned. Settings as `stepwise_init`."""
+    the fit learned. Settings as `stepwise_init`. One compiled program (an estimator's `fit`
+    makes this state after every fit)."""
     shift = weighted_mean(x, sample_weight)
     gmm = with_scale_tril(gmm)
     stats, _ = e_step_stats(x, gmm, shift, sample_weight=sample_weight, chunk_size=chunk_size)

@@ -32,6 +32,13 @@ INIT_PARAMS = {"kmeans": "kmeans", "k-means++": "kmeans++", "random": "random",
                "random_from_data": "random_from_data"}
 
 
+@jax.jit
+def _precisions_cholesky(covariances):
+    """scikit-learn's precisions_cholesky_ U = L⁻ᵀ (upper triangular, Λ = U Uᵀ) of full
+    covariances (K, D, D) (or tied (D, D)), in one program."""
+    return jnp.swapaxes(_linalg.tril_inverse(_linalg.cholesky(covariances)), -1, -2)
+
+
 def _complete_log_resp(x, gmm):
     return e_step_kernel(x, gmm)[0]
 
@@ -114,8 +121,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
         if covariance.of(self.covariance_type).matrix:
             # scikit-learn's convention: U = L⁻ᵀ (upper triangular) with Λ = U Uᵀ.
             with _linalg.single_threaded_lapack():
-                chol_inv = _linalg.tril_inverse(_linalg.cholesky(jnp.asarray(self.covariances_)))
-                self.precisions_cholesky_ = np.asarray(jnp.swapaxes(chol_inv, -1, -2))
+                self.precisions_cholesky_ = np.asarray(
+                    _precisions_cholesky(jnp.asarray(self.covariances_)))
             u = self.precisions_cholesky_
             self.precisions_ = u @ np.swapaxes(u, -1, -2)
         else:

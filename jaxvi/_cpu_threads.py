@@ -10,17 +10,18 @@ waits for chunks that no free thread is left to run: the program never finishes 
 machine two independent calls suffice, e.g. the two Cholesky factors of a batched MVN KL, or
 the two triangular solves of `kl.monte_carlo` between two `MultivariateNormalTri`
 (tests/test_regressions.py; native stacks: two `tf_XLAEigen` threads in
-`BlockingCounter::Wait` under `ParallelBatchMap` and `lapack_dtrsm_ffi`). jaxlib 0.9 runs the
-batch on the calling thread and does not deadlock; `--xla_cpu_multi_thread_eigen=false` does
-not help (measured).
+`BlockingCounter::Wait` under `ParallelBatchMap` and `lapack_dtrsm_ffi`). jaxlib 0.9.2 and
+0.8.1 ran the same programs without a hang; `--xla_cpu_multi_thread_eigen=false` does not
+help (measured).
 
 XLA sizes that pool from the environment variable `PJRT_NPROC` (then `NPROC`), read once,
 when the CPU backend starts. On an affected jaxlib with fewer than `MIN_THREADS` usable
 cores, `import jaxvi` sets `PJRT_NPROC=8` if neither variable is set and JAX has not started
-its backends yet (`os.environ.setdefault`); jaxvi's programs have far fewer than eight
-independent LAPACK calls. A user's own `PJRT_NPROC` or `NPROC` always wins (set it to the
-core count to opt out); other jaxlib versions and machines with 8 or more cores are left
-alone; where the backend had already started, the variable would be too late and is not set.
+its backends yet (`os.environ.setdefault`): eight leaves room well beyond the two concurrent
+LAPACK calls of the programs that hung (a program would need eight at once to hang again).
+A user's own `PJRT_NPROC` or `NPROC` always wins (set it to the core count to opt out);
+other jaxlib versions and machines with 8 or more cores are left alone; where the backend had
+already started, the variable would be too late and is not set.
 """
 
 from __future__ import annotations

@@ -122,8 +122,18 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
 
     Args:
       x: (N, D) data, NaN = missing; every column needs an observed entry.
-      n_components, key, covariance_type, max_iter, tol, n_init, init, reg_covar, prior,
-        chunk_size, sample_weight, fixed: as in `jaxvi.em.fit` (no `mesh`).
+      n_components: K ≤ N.
+      key: PRNG key of the initialisation.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      max_iter: at most this many EM iterations.
+      tol: stop when the mean log-likelihood changes less.
+      n_init: restarts, the best kept.
+      init: an initialisation name or a `GMM` (warm start), as in `jaxvi.em.fit`.
+      reg_covar: added to the covariances' diagonal in every M step.
+      prior: a `Prior` for MAP-EM.
+      chunk_size: rows per chunk of the E step.
+      sample_weight: (N,) ≥ 0, each row's weight.
+      fixed: names of parameters kept at their initial values, as in `jaxvi.em.fit`.
 
     Returns:
       An `EMFitResult` with observed-data log-likelihoods.

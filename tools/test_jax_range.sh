@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 end="${1:-oldest}"
 shift || true
 case "$end" in
-  # The oldest versions pyproject.toml admits (flax 0.12.6 needs jax >= 0.8.1).
-  oldest) pins=(jax==0.8.1 jaxlib==0.8.1 flax==0.12.6 optax==0.2.8 distrax==0.1.9
+  # The oldest versions pyproject.toml admits.
+  oldest) pins=(jax==0.9.2 jaxlib==0.9.2 flax==0.12.6 optax==0.2.8 distrax==0.1.9
                 chex==0.1.92 orbax-checkpoint==0.12.8) ;;
   # The newest, as tested when the ranges were written.
   newest) pins=(jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 optax==0.2.8 distrax==0.1.9

@@ -29,7 +29,15 @@ from jaxvi.em.model import GMM
 
 
 def log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
-    """Mixture log density log p(x_n). x: (N, D) -> (N,)."""
+    """Mixture log density log p(x_n) = log Σ_k π_k N(x_n; μ_k, Σ_k).
+
+    Args:
+      x: (N, D) points.
+      gmm: the mixture.
+
+    Returns:
+      (N,) log densities.
+    """
     checks.check_gmm(gmm)
     checks.check_x(x, gmm.n_features)
     return log_prob_kernel(checks.as_float(x, gmm), gmm)
@@ -37,7 +45,16 @@ def log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
 
 def e_step(x: jax.Array, gmm: GMM) -> tuple[jax.Array, jax.Array]:
     """E step: log q(z_n = k) = log p(z = k | x_n) and the mean log-likelihood.
-    x: (N, D) -> (log_resp (N, K), ()). Through Cholesky factors and log-sum-exp."""
+
+    Computed through Cholesky factors and log-sum-exp.
+
+    Args:
+      x: (N, D) points.
+      gmm: the mixture.
+
+    Returns:
+      (log_resp, mean_ll): log responsibilities (N, K) and the mean log-likelihood ().
+    """
     checks.check_x(x, gmm.n_features)
     checks.check_gmm(gmm)
     return e_step_kernel(jnp.asarray(x), gmm)
@@ -45,7 +62,17 @@ def e_step(x: jax.Array, gmm: GMM) -> tuple[jax.Array, jax.Array]:
 
 def free_energy(x: jax.Array, gmm: GMM, resp: jax.Array) -> jax.Array:
     """Mean free energy (1/N) Σ_n [Σ_k q_nk log p(x_n, k) − Σ_k q_nk log q_nk].
-    x: (N, D), resp q: (N, K) -> (). Equals the mean log-likelihood when q is the E step's."""
+
+    Equals the mean log-likelihood when q is the E step's (and is below it otherwise).
+
+    Args:
+      x: (N, D) points.
+      gmm: the mixture (θ).
+      resp: (N, K) responsibilities q, rows summing to 1.
+
+    Returns:
+      () the mean free energy F(θ, q) / N.
+    """
     checks.check_x(x, gmm.n_features)
     checks.check_gmm(gmm)
     checks.check_resp(resp, np.shape(x)[0], gmm.n_components)
@@ -53,7 +80,16 @@ def free_energy(x: jax.Array, gmm: GMM, resp: jax.Array) -> jax.Array:
 
 
 def sample(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
-    """Draw n points: returns (x (n, D), component labels z (n,))."""
+    """Draw n points from the mixture.
+
+    Args:
+      key: PRNG key.
+      gmm: the mixture.
+      n: number of points.
+
+    Returns:
+      (x, z): points (n, D) and their component labels (n,).
+    """
     checks.check_gmm(gmm)
     if int(n) < 1:
         raise ValueError(f"`n` must be a positive integer; got {n!r}.")
@@ -61,17 +97,40 @@ def sample(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
 
 
 def n_parameters(gmm: GMM) -> int:
-    """Free parameters: K−1 weights, K·D means and the covariances (scikit-learn's count)."""
+    """Free parameters: K−1 weights, K·D means and the covariances (scikit-learn's count).
+
+    Args:
+      gmm: the mixture (its covariance type decides the covariances' count).
+
+    Returns:
+      The number of free parameters, a Python int.
+    """
     checks.check_gmm(gmm)
     return count_parameters(gmm.covariance_type, gmm.n_components, gmm.n_features)
 
 
 def bic(x: jax.Array, gmm: GMM) -> jax.Array:
-    """Bayesian information criterion −2 log L + p log N (lower is better). x: (N, D)."""
+    """Bayesian information criterion −2 log L + p log N (lower is better).
+
+    Args:
+      x: (N, D) points.
+      gmm: the mixture.
+
+    Returns:
+      () the BIC.
+    """
     n = np.shape(x)[0] if np.ndim(x) == 2 else 0
     return -2.0 * jnp.sum(log_prob(x, gmm)) + n_parameters(gmm) * math.log(max(n, 1))
 
 
 def aic(x: jax.Array, gmm: GMM) -> jax.Array:
-    """Akaike information criterion −2 log L + 2p (lower is better). x: (N, D)."""
+    """Akaike information criterion −2 log L + 2p (lower is better).
+
+    Args:
+      x: (N, D) points.
+      gmm: the mixture.
+
+    Returns:
+      () the AIC.
+    """
     return -2.0 * jnp.sum(log_prob(x, gmm)) + 2 * n_parameters(gmm)

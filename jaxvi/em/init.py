@@ -33,12 +33,25 @@ def _sq_dists(x, centres):
 def kmeans_plusplus(key: jax.Array, x: jax.Array, n_components: int,
                     sample_weight: jax.Array | None = None, n_local_trials: int = 1
                     ) -> jax.Array:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): centres (K, D) drawn from the rows of
-    x: (N, D), each with probability ∝ squared distance to the nearest centre chosen so far
-    (times its sample_weight (N,) when given, as scikit-learn's `kmeans_plusplus`); with
-    n_local_trials > 1 (static), the greedy variant: that many candidates drawn per centre,
-    the one that lowers the (weighted) potential most kept (scikit-learn uses 2 + ⌊log K⌋).
-    A traced primitive: no argument checks (`initialize` and `fit` validate)."""
+    """k-means++ seeding (Arthur & Vassilvitskii 2007).
+
+    Each centre is drawn from the rows of x with probability ∝ squared distance to the
+    nearest centre chosen so far (times its sample weight when given, as scikit-learn's
+    `kmeans_plusplus`); with n_local_trials > 1 (static), the greedy variant: that many
+    candidates drawn per centre, the one that lowers the (weighted) potential most kept
+    (scikit-learn uses 2 + ⌊log K⌋). A traced primitive: no argument checks (`initialize`
+    and `fit` validate).
+
+    Args:
+      key: PRNG key.
+      x: (N, D) points.
+      n_components: K centres.
+      sample_weight: (N,) ≥ 0, default 1.
+      n_local_trials: candidates per centre (static).
+
+    Returns:
+      (K, D) centres, rows of x.
+    """
     n = x.shape[0]
     keys = jax.random.split(key, n_components)
     log_w = 0.0 if sample_weight is None else jnp.log(sample_weight)
@@ -167,14 +180,28 @@ def initialize(
     init: str = "kmeans++", reg_covar: float = 1e-6, prior: Prior | None = None,
     sample_weight: jax.Array | None = None,
 ) -> GMM:
-    """Initial GMM: responsibilities from `init` ("kmeans++": k-means++ seeding + 10 Lloyd
-    steps, hard assignment; "kmeans": hard assignment to a converged k-means from the best of
-    several greedy k-means++ seedings (`kmeans`), as scikit-learn's "kmeans";
-    "random_from_data": K random points as centres; "random": uniform random
-    responsibilities, as scikit-learn) followed by one M step (MAP under `prior`),
-    all weighted by sample_weight (N,) ≥ 0 when given (`init_resp`).
-    x: (N, D) -> GMM with K = n_components. Validates its arguments (traced x skips the value
-    checks)."""
+    """Initial GMM: responsibilities from `init` followed by one M step.
+
+    `init`: "kmeans++" (k-means++ seeding + 10 Lloyd steps, hard assignment); "kmeans" (hard
+    assignment to a converged k-means from the best of several greedy k-means++ seedings
+    (`kmeans`), as scikit-learn's "kmeans"); "random_from_data" (K random points as
+    centres); "random" (uniform random responsibilities, as scikit-learn). The M step is MAP
+    under `prior`; everything is weighted by `sample_weight` when given (`init_resp`).
+    Validates its arguments (traced x skips the value checks).
+
+    Args:
+      key: PRNG key.
+      x: (N, D) points.
+      n_components: K.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      init: one of `INITS` (above).
+      reg_covar: added to the covariances' diagonal.
+      prior: a `Prior` for a MAP M step.
+      sample_weight: (N,) ≥ 0, default 1.
+
+    Returns:
+      The initial `GMM` with K = n_components.
+    """
     n, d = checks.check_x(x)
     k = checks.check_n_components(n_components, n)
     checks.check_covariance_type(covariance_type)
@@ -192,11 +219,21 @@ def initialize(
 
 def default_prior(x: jax.Array, *, covariance_type: str = "full",
                   sample_weight: jax.Array | None = None) -> Prior:
-    """A weak data-dependent prior (like scikit-learn's BayesianGaussianMixture defaults):
-    α = 1 (flat Dirichlet), m0 = mean(x), κ0 = 1, ν0 = D, Ψ0 = ν0 · cov(x) / 100.
-    x: (N, D) with N ≥ 2; with sample_weight (N,) the weighted mean and the frequency-weighted
-    covariance (`stats.weighted_covariance`: those of x with rows repeated). MAP-EM's `Prior`;
-    variational Bayes's conjugate prior is `jaxvi.em.variational.default_variational_prior`."""
+    """A weak data-dependent prior (like scikit-learn's BayesianGaussianMixture defaults).
+
+    α = 1 (flat Dirichlet), m0 = mean(x), κ0 = 1, ν0 = D, Ψ0 = ν0 · cov(x) / 100; with
+    sample_weight the weighted mean and the frequency-weighted covariance
+    (`stats.weighted_covariance`: those of x with rows repeated). MAP-EM's `Prior`;
+    variational Bayes's conjugate prior is `jaxvi.em.variational.default_variational_prior`.
+
+    Args:
+      x: (N, D) points, N ≥ 2.
+      covariance_type: "full", "tied", "diag" or "spherical" (the shape of Ψ0).
+      sample_weight: (N,) ≥ 0, default 1.
+
+    Returns:
+      A `Prior`.
+    """
     checks.check_covariance_type(covariance_type)
     n, _ = checks.check_x(x)
     if n < 2:

@@ -64,11 +64,20 @@ def joint_log_prob(x: jax.Array, gmm: GMM, params=None) -> jax.Array:
 
 def conditional_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
     """log p(x_n | z_n = k) = log N(x_n; μ_k, Σ_k) for all pairs (the component-conditional
-    densities; `jaxvi.em`'s former name: `component_log_prob`). x: (N, D) -> (N, K). Through
-    whitened residuals L_k⁻¹(x_n − μ_k) (the residuals first), accurate in float32 also for
-    ill-conditioned covariances, far-apart components and points far from the origin. A traced
-    primitive: `log_prob` and `e_step` validate. Without the log weights (with them:
-    `joint_log_prob`, what `jaxvi.mixture.Mixture.component_log_prob` gives)."""
+    densities; `jaxvi.em`'s former name: `component_log_prob`).
+
+    Through whitened residuals L_k⁻¹(x_n − μ_k) (the residuals first), accurate in float32
+    also for ill-conditioned covariances, far-apart components and points far from the
+    origin. A traced primitive: `log_prob` and `e_step` validate. Without the log weights
+    (with them: `joint_log_prob`, what `jaxvi.mixture.Mixture.component_log_prob` gives).
+
+    Args:
+      x: (N, D) points of the GMM's dtype.
+      gmm: the mixture.
+
+    Returns:
+      (N, K) component log densities.
+    """
     return joint_log_prob(x, gmm) - jnp.log(gmm.weights)
 
 

@@ -212,18 +212,45 @@ def _posterior(x, gmm: GMM):
 
 def marginal_log_prob(x, gmm: GMM) -> jax.Array:
     """log p(x_n,o), each row's mixture density over its observed coordinates.
-    x: (N, D), NaN = missing -> (N,). A row with every entry missing is a ValueError."""
+
+    Args:
+      x: (N, D) points, NaN = missing.
+      gmm: the mixture.
+
+    Returns:
+      (N,) observed-data log densities.
+
+    Raises:
+      ValueError: a row with every entry missing.
+    """
     return _posterior(x, gmm)[1]
 
 
 def marginal_e_step(x, gmm: GMM) -> tuple[jax.Array, jax.Array]:
-    """E step on rows with missing entries (NaN): log p(z_n = k | x_n,o) and the mean
-    observed-data log-likelihood. x: (N, D) -> (log_resp (N, K), ())."""
+    """E step on rows with missing entries (NaN).
+
+    Args:
+      x: (N, D) points, NaN = missing.
+      gmm: the mixture.
+
+    Returns:
+      (log_resp, mean_ll): log p(z_n = k | x_n,o) (N, K) and the mean observed-data
+      log-likelihood ().
+    """
     log_resp, lse, _ = _posterior(x, gmm)
     return log_resp, jnp.mean(lse)
 
 
 def impute(x, gmm: GMM) -> jax.Array:
-    """x with each missing entry (NaN) replaced by its conditional mean
-    E[x_m | x_o] = Σ_k p(k | x_o) (μ_k,m + Σ_k,mo Σ_k,oo⁻¹ (x_o − μ_k,o)). x: (N, D) -> (N, D)."""
+    """x with each missing entry (NaN) replaced by its conditional mean.
+
+    E[x_m | x_o] = Σ_k p(k | x_o) (μ_k,m + Σ_k,mo Σ_k,oo⁻¹ (x_o − μ_k,o)).
+
+    Args:
+      x: (N, D) points, NaN = missing.
+      gmm: the mixture.
+
+    Returns:
+      (N, D) x with its missing entries filled in.
+    """
     return _posterior(x, gmm)[2]

@@ -111,14 +111,33 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
                 init: str | GMM = "kmeans++", reg_covar: float = 1e-6,
                 prior: Prior | None = None, chunk_size: int | None = None,
                 sample_weight=None, fixed=()) -> EMFitResult:
-    """EM on x: (N, D) whose NaN entries are missing at random; `fit`'s arguments (`fit`
-    documents them; no `mesh`). The initial parameters (`init` a string) are computed from x
-    with each missing entry replaced by its column's mean; from then on EM is exact: the
-    E step scores each row by its marginal over its observed coordinates, and the
-    log-likelihoods in the result are observed-data ones. Rows are grouped by missing
-    pattern on the host, so each iteration factors one Σ_oo per (pattern, component).
-    sample_weight (N,) and `fixed` as in `fit`: each row's weight multiplies its expected
-    statistics (and its part of the initialisation)."""
+    """EM on data whose NaN entries are missing at random.
+
+    The initial parameters (`init` a string) are computed from x with each missing entry
+    replaced by its column's mean; from then on EM is exact: the E step scores each row by
+    its marginal over its observed coordinates, and the log-likelihoods in the result are
+    observed-data ones. Rows are grouped by missing pattern on the host, so each iteration
+    factors one Σ_oo per (pattern, component). Each row's weight multiplies its expected
+    statistics (and its part of the initialisation).
+
+    Args:
+      x: (N, D) data, NaN = missing; every column needs an observed entry.
+      n_components: K ≤ N.
+      key: PRNG key of the initialisation.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      max_iter: at most this many EM iterations.
+      tol: stop when the mean log-likelihood changes less.
+      n_init: restarts, the best kept.
+      init: an initialisation name or a `GMM` (warm start), as in `jaxvi.em.fit`.
+      reg_covar: added to the covariances' diagonal in every M step.
+      prior: a `Prior` for MAP-EM.
+      chunk_size: rows per chunk of the E step.
+      sample_weight: (N,) ≥ 0, each row's weight.
+      fixed: names of parameters kept at their initial values, as in `jaxvi.em.fit`.
+
+    Returns:
+      An `EMFitResult` with observed-data log-likelihoods.
+    """
     x = check_x_missing(x)
     _validate.check_columns_observed("x", ~np.isnan(x))  # (predicting on such a batch is fine)
     n, d = x.shape

@@ -63,8 +63,12 @@ class GMM:
 
     def to_mixture(self) -> Mixture:
         """The same mixture as the package's `jaxvi.mixture.Mixture` (what `jaxvi.kl` and
-        `jaxvi.vi` take): logits = log weights (K,), loc = means (K, D) and the (K, D, D)
-        Cholesky factors of every covariance type (tied broadcast, diag/spherical diagonal)."""
+        `jaxvi.vi` take).
+
+        Returns:
+          `Mixture` with logits = log weights (K,), loc = means (K, D) and the (K, D, D)
+          Cholesky factors of every covariance type (tied broadcast, diag/spherical diagonal).
+        """
         if covariance.of(self.covariance_type).matrix:
             chol = component_scale_tril(self)
         else:

@@ -33,8 +33,17 @@ FAST_KERNEL_MAX_ERROR = 1e-2
 
 
 def model_shift(gmm: GMM) -> jax.Array:
-    """Σ_k w_k μ_k: the centre about which `fit` takes second moments (replicated across
-    devices, and equal to the data mean after any M step). A traced primitive."""
+    """Σ_k w_k μ_k: the centre about which `fit` takes second moments.
+
+    Replicated across devices, and equal to the data mean after any M step. A traced
+    primitive.
+
+    Args:
+      gmm: the mixture.
+
+    Returns:
+      (D,) the mixture mean (gradient stopped).
+    """
     return jax.lax.stop_gradient(gmm.weights @ gmm.means)
 
 
@@ -223,16 +232,25 @@ def e_step_stats(
     x: jax.Array, gmm: GMM, shift: jax.Array | None = None, *,
     sample_weight: jax.Array | None = None, chunk_size: int | None = None,
 ) -> tuple[Stats, jax.Array]:
-    """E step fused with sufficient statistics: (Stats about `shift`, Σ_n w_n log p(x_n)).
+    """E step fused with sufficient statistics.
 
-    x: (N, D); shift: (D,), default `model_shift(gmm)`; sample_weight w: (N,) ≥ 0 (default
-    1) multiplies each point's contribution to every sum (count = Σ w_n, n_k = Σ w_n r_nk,
-    ...), so integer weights equal repeating rows. Pure and jit/vmap-able; processes x in
-    chunks of `chunk_size` rows (default ≈ 2¹⁹/D² rows on CPU, 2²⁷/D² on accelerators), so
-    no (N, D²) array is formed. The fast kernel (`e_step_stats_fast`): exact in exact
-    arithmetic, in float32 only as accurate as `expansion_error` says (`em_step` and `fit`
-    choose between it and the precise kernel). A traced primitive: no argument checks; `fit`
-    validates.
+    `sample_weight` multiplies each point's contribution to every sum (count = Σ w_n,
+    n_k = Σ w_n r_nk, ...), so integer weights equal repeating rows. Pure and jit/vmap-able;
+    processes x in chunks of `chunk_size` rows (default ≈ 2¹⁹/D² rows on CPU, 2²⁷/D² on
+    accelerators), so no (N, D²) array is formed. The fast kernel (`e_step_stats_fast`):
+    exact in exact arithmetic, in float32 only as accurate as `expansion_error` says
+    (`em_step` and `fit` choose between it and the precise kernel). A traced primitive: no
+    argument checks; `fit` validates.
+
+    Args:
+      x: (N, D) points.
+      gmm: the mixture of the E step.
+      shift: (D,) the point second moments are taken about, default `model_shift(gmm)`.
+      sample_weight: (N,) ≥ 0, default 1.
+      chunk_size: rows per chunk (default: from the backend's budget).
+
+    Returns:
+      (stats, sum_ll): `Stats` about `shift` and Σ_n w_n log p(x_n) ().
     """
     if shift is None:
         shift = model_shift(gmm)
@@ -245,10 +263,21 @@ def sufficient_stats(
     x: jax.Array, resp: jax.Array, shift: jax.Array | None = None, *,
     covariance_type: str = "full", sample_weight: jax.Array | None = None,
 ) -> Stats:
-    """Stats of x: (N, D) under responsibilities resp: (N, K), each point weighted by
-    sample_weight (N,) (default 1), about shift (D,) (default the weighted mean of x). Second
-    moments as matmuls: respᵀ @ [x_i x_j]. A traced primitive: no argument checks (`m_step`
-    is the checked entry point)."""
+    """Sufficient statistics of x under given responsibilities.
+
+    Second moments as matmuls: respᵀ @ [x_i x_j]. A traced primitive: no argument checks
+    (`m_step` is the checked entry point).
+
+    Args:
+      x: (N, D) points.
+      resp: (N, K) responsibilities.
+      shift: (D,) the point moments are about, default the weighted mean of x.
+      covariance_type: "full", "tied", "diag" or "spherical" (which second moments to keep).
+      sample_weight: (N,) ≥ 0, default 1.
+
+    Returns:
+      `Stats` about `shift`.
+    """
     kind = covariance.of(covariance_type)
     x = jnp.asarray(x)
     if sample_weight is None:

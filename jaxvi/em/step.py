@@ -76,15 +76,27 @@ def m_step_from_stats(
 ) -> GMM:
     """Closed-form M step (maximum likelihood, or MAP under `prior`) from `Stats` about `shift`.
 
-    stats: one restart's Stats (K leading); shift: (D,), or (K, D) for statistics taken about
-    per-component points (`e_step_stats_precise`). Guards empty components like scikit-learn:
-    n_k + 10·eps, so they get the prior/zero mean offset and `reg_covar` covariance instead of
-    NaN. fixed: None, or (3,) bool (`checks.fixed_mask`: weights, means, covariances): those
-    are kept at `current`'s values and the rest maximised given them: with the means fixed,
-    the covariances are the scatter about those means (plus the prior's
+    Guards empty components like scikit-learn: n_k + 10·eps, so they get the prior/zero mean
+    offset and `reg_covar` covariance instead of NaN. With `fixed`, the fixed parameters are
+    kept at `current`'s values and the rest maximised given them: with the means fixed, the
+    covariances are the scatter about those means (plus the prior's
     κ0 (μ_k − m0)(μ_k − m0)ᵀ under MAP); the other updates do not depend on what is fixed.
-    A traced mask, so one compiled fit serves every subset. A traced primitive (no argument checks;
-    it returns covariances only: `factored_m_step` adds their floored Cholesky factors).
+    A traced mask, so one compiled fit serves every subset. A traced primitive (no argument
+    checks; it returns covariances only: `factored_m_step` adds their floored Cholesky
+    factors).
+
+    Args:
+      stats: one restart's `Stats` (K leading), e.g. from `e_step_stats`.
+      shift: (D,) the point the statistics' moments are about, or (K, D) for statistics
+        taken about per-component points (`e_step_stats_precise`).
+      covariance_type: "full", "tied", "diag" or "spherical".
+      reg_covar: added to the covariances' diagonal.
+      prior: a `Prior` for MAP, None for maximum likelihood.
+      fixed: None, or (3,) bool (`checks.fixed_mask`: weights, means, covariances).
+      current: the GMM whose fixed parameters are kept (needed with `fixed`).
+
+    Returns:
+      The new `GMM` (covariances without factors).
     """
     kind = covariance.of(covariance_type)
     nk, delta, scatter = component_scatter(stats, kind)
@@ -197,7 +209,19 @@ def m_step(
     *, prior: Prior | None = None,
 ) -> GMM:
     """M step: the GMM maximising F(θ, q) for responsibilities q = resp.
-    x: (N, D), resp: (N, K) rows summing to 1. Equals `sufficient_stats` + `m_step_from_stats`."""
+
+    Equals `sufficient_stats` + `m_step_from_stats`.
+
+    Args:
+      x: (N, D) points.
+      resp: (N, K) responsibilities, rows summing to 1.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      reg_covar: added to the covariances' diagonal.
+      prior: a `Prior` for MAP, None for maximum likelihood.
+
+    Returns:
+      The new `GMM`.
+    """
     checks.check_x(x)
     checks.check_covariance_type(covariance_type)
     checks.check_resp(resp, np.shape(x)[0], None)
@@ -269,16 +293,27 @@ def em_step(
     combine: Callable = identity, chunk_size: int | None = None,
     sample_weight: jax.Array | None = None, fixed: jax.Array | None = None,
 ) -> tuple[GMM, jax.Array]:
-    """One EM iteration: (new gmm, mean log-likelihood of `gmm` on x). x: (N, D);
-    sample_weight: (N,) ≥ 0 (the mean is then Σ w log p / Σ w); fixed: None or (3,) bool
-    (`checks.fixed_mask`): the parameters kept at `gmm`'s values (`m_step_from_stats`).
+    """One EM iteration: the E step, then the M step.
 
     The iteration `fit` runs (`em_update`): the fast or the precise E step kernel, whichever
-    float32 round-off allows, then the M step and its covariances' floored factors. `combine`
-    maps the local (Stats, Σ log p), batched along a leading axis of size 1, to the global
-    one, e.g. `lambda t: jax.lax.psum(t, "data")` inside `shard_map`; the fast kernel's shift
-    is `model_shift(gmm)`, the same on every device. A traced primitive: pure, no argument
-    checks; jit it (or call it inside jit).
+    float32 round-off allows, then the M step and its covariances' floored factors. The fast
+    kernel's shift is `model_shift(gmm)`, the same on every device. A traced primitive:
+    pure, no argument checks; jit it (or call it inside jit).
+
+    Args:
+      x: (N, D) points.
+      gmm: the current mixture.
+      reg_covar: added to the covariances' diagonal in the M step.
+      prior: a `Prior` for MAP-EM, None for ML-EM.
+      combine: maps the local (Stats, Σ log p), batched along a leading axis of size 1, to
+        the global one, e.g. `lambda t: jax.lax.psum(t, "data")` inside `shard_map`.
+      chunk_size: rows per chunk of the fused E step (default: from a per-backend budget).
+      sample_weight: (N,) ≥ 0 weights (the mean is then Σ w log p / Σ w).
+      fixed: None or (3,) bool (`checks.fixed_mask`): the parameters kept at `gmm`'s values
+        (`m_step_from_stats`).
+
+    Returns:
+      (new_gmm, mean_ll): the updated `GMM` and the mean log-likelihood () of `gmm` on x.
     """
     gmm = with_scale_tril(gmm)
     n_chunks, rows = chunk_layout(x.shape[0], gmm.n_features, gmm.covariance_type, chunk_size)

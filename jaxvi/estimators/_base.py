@@ -106,10 +106,16 @@ class BaseMixture(DensityMixin, BaseEstimator):
               f"{self.lower_bound_:.5f}.")
 
     def to_mixture(self):
-        """The fitted mixture (weights_, means_, covariances_: for a BayesianGaussianMixture its
-        point estimate) as a `jaxvi.mixture.Mixture` of float64 NumPy arrays (JAX computes
-        with them in float32 unless float64 is enabled), e.g. for
-        `jaxvi.kl.mixture_bounds(a.to_mixture(), b.to_mixture())` between two fitted models."""
+        """The fitted mixture as a `jaxvi.mixture.Mixture` of float64 NumPy arrays.
+
+        For a BayesianGaussianMixture, its point estimate. JAX computes with the arrays in
+        float32 unless float64 is enabled; e.g.
+        `jaxvi.kl.mixture_bounds(a.to_mixture(), b.to_mixture())` between two fitted models.
+
+        Returns:
+          `Mixture` (logits = log weights_, loc = means_, scale_tril = the covariances'
+          Cholesky factors).
+        """
         check_is_fitted(self)
         with jax.enable_x64(True), _linalg.single_threaded_lapack():
             return jax.tree.map(np.asarray, self._gmm().to_mixture())
@@ -162,7 +168,14 @@ class BaseMixture(DensityMixin, BaseEstimator):
             return np.asarray(self._densities()[0](x, self._e_step_gmm()))
 
     def score_samples(self, X):
-        """log p(x) of each sample, (n_samples,)."""
+        """Log density log p(x) of each sample under the fitted mixture.
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          (n_samples,) log densities, float64.
+        """
         X = self._validated(X)
         with jax.enable_x64(True), _linalg.single_threaded_lapack():
             return np.asarray(self._densities()[1](jnp.asarray(X), self._e_step_gmm()))
@@ -177,27 +190,55 @@ class BaseMixture(DensityMixin, BaseEstimator):
             return np.asarray(em_checks.check_sample_weight(w, n, np.float64, self.n_components))
 
     def score(self, X, y=None, sample_weight=None):
-        """Mean log-likelihood of X, weighted by sample_weight (n_samples,) when given:
-        Σ w log p(x) / Σ w."""
+        """Mean log-likelihood of X, Σ w log p(x) / Σ w with sample weights w.
+
+        Args:
+          X: (n_samples, n_features).
+          y: ignored (scikit-learn's signature).
+          sample_weight: (n_samples,) ≥ 0, default 1.
+
+        Returns:
+          The mean log-likelihood, a Python float.
+        """
         logp = self.score_samples(X)
         w = self._sample_weight(sample_weight, logp.shape[0])
         return float(np.mean(logp) if w is None else np.average(logp, weights=w))
 
     def predict_proba(self, X):
-        """Posterior component probabilities, (n_samples, n_components)."""
+        """Posterior component probabilities p(z = k | x).
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          (n_samples, n_components), rows summing to 1.
+        """
         X = self._validated(X)
         with jax.enable_x64(True):
             return np.exp(self._log_resp(jnp.asarray(X)))
 
     def predict(self, X):
-        """Most probable component of each sample, (n_samples,)."""
+        """Most probable component of each sample.
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          (n_samples,) component labels.
+        """
         X = self._validated(X)
         with jax.enable_x64(True):
             return self._log_resp(jnp.asarray(X)).argmax(axis=1)
 
     def sample(self, n_samples=1):
-        """Draw n_samples points: (X (n_samples, n_features), y (n_samples,) components),
-        sorted by component like scikit-learn's."""
+        """Draw points from the fitted mixture, sorted by component like scikit-learn's.
+
+        Args:
+          n_samples: number of points, ≥ 1.
+
+        Returns:
+          (X, y): points (n_samples, n_features) and their components (n_samples,).
+        """
         check_is_fitted(self, "means_")
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or (
             n_samples < 1

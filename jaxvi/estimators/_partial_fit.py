@@ -35,14 +35,23 @@ class PartialFitMixin:
     """`partial_fit` and the stepwise state it keeps in `stepwise_state_`."""
 
     def partial_fit(self, X, y=None, sample_weight=None):
-        """One step of stepwise EM on the batch X: (n_samples, n_features) with weights
-        sample_weight (n_samples,) or None (`jaxvi.em.online.stepwise_step`). After `fit`,
-        the stream continues the fit: its data count as the batches already seen (their
-        running statistics, `online.stepwise_resume`), so one batch moves the fitted model
-        by what one batch of its size should. From scratch, max(n_init, 16) starts drawn on
-        the first batch run side by side through the first 30 batches (the fitted attributes
-        those of the one that predicts the batches best), then the best is continued alone
-        (`jaxvi.em.online_starts`). Returns self."""
+        """One step of stepwise EM on the batch X (`jaxvi.em.online.stepwise_step`).
+
+        After `fit`, the stream continues the fit: its data count as the batches already seen
+        (their running statistics, `online.stepwise_resume`), so one batch moves the fitted
+        model by what one batch of its size should. From scratch, max(n_init, 16) starts
+        drawn on the first batch run side by side through the first 30 batches (the fitted
+        attributes those of the one that predicts the batches best), then the best is
+        continued alone (`jaxvi.em.online_starts`).
+
+        Args:
+          X: (n_samples, n_features) one batch.
+          y: ignored (scikit-learn's signature).
+          sample_weight: (n_samples,) ≥ 0, or None for 1.
+
+        Returns:
+          self, updated.
+        """
         self._check_parameters()
         fitted = hasattr(self, "means_")
         X = validate_data(self, X, reset=not fitted, dtype=[np.float64, np.float32],

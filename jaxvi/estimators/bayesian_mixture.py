@@ -110,12 +110,28 @@ class BayesianGaussianMixture(BaseMixture):
             _validate.check_int("chunk_size", self.chunk_size, 1)
 
     def fit(self, X, y=None):
-        """Fit by VB-EM. X: (n_samples, n_features). Returns self."""
+        """Fit by VB-EM.
+
+        Args:
+          X: (n_samples, n_features).
+          y: ignored (scikit-learn's signature).
+
+        Returns:
+          self, fitted.
+        """
         self.fit_predict(X, y)
         return self
 
     def fit_predict(self, X, y=None):
-        """Fit by VB-EM and return the component of each sample, (n_samples,)."""
+        """Fit by VB-EM and return the most probable component of each sample.
+
+        Args:
+          X: (n_samples, n_features).
+          y: ignored (scikit-learn's signature).
+
+        Returns:
+          (n_samples,) component labels.
+        """
         self._check_parameters()
         X = self._fit_input(X)
         rng = check_random_state(self.random_state)
@@ -209,9 +225,17 @@ class BayesianGaussianMixture(BaseMixture):
         return float(jax.nn.logsumexp(log_w))
 
     def score_samples(self, X):
-        """scikit-learn's score of each sample, (n_samples,): ln Σ_k exp(E_q[ln π_k] +
-        E_q[ln N(x; μ_k, Λ_k⁻¹)]) (expectations inside the log: not the posterior predictive
-        density)."""
+        """scikit-learn's score of each sample.
+
+        ln Σ_k exp(E_q[ln π_k] + E_q[ln N(x; μ_k, Λ_k⁻¹)]) (expectations inside the log: not
+        the posterior predictive density).
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          (n_samples,) scores.
+        """
         log_p = super().score_samples(X)
         with jax.enable_x64(True):
             return log_p + self._log_weight_norm()

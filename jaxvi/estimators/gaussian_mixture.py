@@ -173,13 +173,30 @@ class GaussianMixture(PartialFitMixin, BaseMixture):
         return arr
 
     def fit(self, X, y=None, sample_weight=None):
-        """Fit by EM. X: (n_samples, n_features); sample_weight: (n_samples,) ≥ 0 or None.
-        Returns self."""
+        """Fit by EM (the loop on the device, `n_init` restarts batched).
+
+        Args:
+          X: (n_samples, n_features); NaN entries only with missing="marginalize".
+          y: ignored (scikit-learn's signature).
+          sample_weight: (n_samples,) ≥ 0, or None for 1.
+
+        Returns:
+          self, fitted.
+        """
         self.fit_predict(X, y, sample_weight)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit by EM and return the component of each sample, (n_samples,)."""
+        """Fit by EM and return the most probable component of each sample.
+
+        Args:
+          X: (n_samples, n_features).
+          y: ignored (scikit-learn's signature).
+          sample_weight: (n_samples,) ≥ 0, or None for 1.
+
+        Returns:
+          (n_samples,) component labels.
+        """
         self._check_parameters()
         X = self._fit_input(X)
         w = self._sample_weight(sample_weight, X.shape[0])
@@ -216,11 +233,25 @@ class GaussianMixture(PartialFitMixin, BaseMixture):
         return count_parameters(self.covariance_type, *np.shape(self.means_))
 
     def bic(self, X):
-        """Bayesian information criterion (lower is better)."""
+        """Bayesian information criterion −2 log L + p log N (lower is better).
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          The BIC, a float.
+        """
         X = self._validated(X)
         return -2 * self.score(X) * X.shape[0] + self._n_parameters() * np.log(X.shape[0])
 
     def aic(self, X):
-        """Akaike information criterion (lower is better)."""
+        """Akaike information criterion −2 log L + 2p (lower is better).
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          The AIC, a float.
+        """
         X = self._validated(X)
         return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()

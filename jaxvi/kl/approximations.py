@@ -58,12 +58,19 @@ def mixture_unscented(p: Mixture, q: Mixture) -> jax.Array:
 
         KL ≈ Σ_a π_a (1/2D) Σ_{i=1}^{D} Σ_± [log p − log q](μ_a ± √D (L_a)_{:,i}).
 
-    p: K components, q: J components, batch axes broadcast -> (...). The 2D sigma points of
+    The 2D sigma points of
     each component integrate every polynomial of degree ≤ 3 exactly under f_a, so the value is
     exact when log p − log q is quadratic (K = J = 1) and zero when p = q; otherwise an
     approximation, neither a bound nor unbiased, at the cost of 2DK evaluations of log p and
     log q. (Any square root of Σ_a gives these properties; we use the Cholesky factor, not the
     eigendecomposition of the paper, so mixture values differ from it in the approximation.)
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+
+    Returns:
+      (...) the approximation of KL(p ‖ q).
     """
     p, q = check_mixture_pair(p, q)
     return _unscented_impl(p, q)
@@ -100,8 +107,14 @@ def mixture_stratified_monte_carlo(
     components' log-ratios differ — and makes the estimate a smooth function of the weights.
     Costs K·n evaluations of log p and log q.
 
-    key: PRNG key; p: K components, q: J components, batch axes broadcast; n ≥ 2.
-    Returns a `MonteCarloEstimate` of arrays of the broadcast batch shape.
+    Args:
+      key: PRNG key of the draws.
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+      samples_per_component: n ≥ 2 draws from each component of p.
+
+    Returns:
+      `MonteCarloEstimate` (estimate, stderr), each of the broadcast batch shape (...).
     """
     n = _validate.check_int("samples_per_component", samples_per_component, 2)
     p, q = check_mixture_pair(p, q)

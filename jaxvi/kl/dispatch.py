@@ -212,8 +212,7 @@ def divergence(p, q, method: str, *, key: jax.Array | None = None,
                num_samples: int = 10_000) -> jax.Array:
     """A divergence between two Gaussian mixtures (or single Gaussians), by name.
 
-    p, q: `jaxvi.mixture.Mixture`, distrax `MixtureSameFamily` of MVNs or a distrax MVN (a
-    one-component mixture); batch axes broadcast -> (...). method: one of::
+    `method` is one of::
 
       "kl_monte_carlo"        KL, plain Monte Carlo with `num_samples` draws (needs `key`)
       "kl_stratified"         KL, Monte Carlo stratified by p's components, `num_samples` per
@@ -234,6 +233,21 @@ def divergence(p, q, method: str, *, key: jax.Array | None = None,
 
     For the standard errors of the Monte Carlo methods call `mixture_monte_carlo` /
     `mixture_stratified_monte_carlo`; for other Jensen–Rényi weights `mixture_jensen_renyi`.
+
+    Args:
+      p: `jaxvi.mixture.Mixture`, distrax `MixtureSameFamily` of MVNs or a distrax MVN (a
+        one-component mixture), batch shape (...).
+      q: the same kinds; batch axes broadcast with p's.
+      method: a name from the list above (`DIVERGENCE_METHODS`).
+      key: PRNG key, needed by the sampled methods only.
+      num_samples: draws (per component for "kl_stratified") of the sampled methods.
+
+    Returns:
+      (...) the divergence.
+
+    Raises:
+      ValueError: an unknown `method`, a sampled method without `key`, or p and q that are
+        not compatible mixtures.
     """
     _validate.check_choice("method", method, DIVERGENCE_METHODS)
     p_mix, q_mix = _as_mixture(p), _as_mixture(q)

@@ -96,9 +96,16 @@ def _jensen_renyi_impl(p, q, weight):
 def mixture_cauchy_schwarz(p: Mixture, q: Mixture) -> jax.Array:
     """Cauchy–Schwarz divergence D_CS(p, q) = −log [∫pq / √(∫p² ∫q²)] in closed form.
 
-    p: K components, q: J components, batch axes broadcast -> (...). Symmetric, ≥ 0 and zero
+    Symmetric, ≥ 0 and zero
     iff p = q (the Cauchy–Schwarz inequality), invariant to rescaling both densities; not a
     metric. Exact (module docstring for the precision).
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+
+    Returns:
+      (...) D_CS(p, q) ≥ 0.
     """
     p, q = check_mixture_pair(p, q)
     return _cauchy_schwarz_impl(p, q)
@@ -107,13 +114,23 @@ def mixture_cauchy_schwarz(p: Mixture, q: Mixture) -> jax.Array:
 def mixture_l2_squared(p: Mixture, q: Mixture) -> jax.Array:
     """Squared L2 distance ∫(p(x) − q(x))² dx = ∫p² + ∫q² − 2∫pq in closed form.
 
-    p: K components, q: J components, batch axes broadcast -> (...). Its square root is a
+    Its square root is a
     metric. In units of a density (1/volume): it scales as 1/|Σ|^½ and underflows in high
     dimensions with wide components; compare mixtures of one scale with it, or use
     `mixture_cauchy_schwarz`, which is scale free. The three terms cancel as p → q: the
     absolute error is about eps·(∫p² + ∫q²). An eager call refuses (`ValueError`) mixtures
     whose ∫p² and ∫q² both lie below the dtype's smallest normal number (float32: 1.2e-38,
     e.g. unit covariances in D ≥ 70), where the value is not representable; use float64.
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+
+    Returns:
+      (...) ∫(p − q)².
+
+    Raises:
+      ValueError: (eager) ∫p² and ∫q² both below the dtype's smallest normal number.
     """
     p, q = check_mixture_pair(p, q)
     scaled, s = _l2_squared_scaled(p, q)
@@ -133,11 +150,18 @@ def mixture_jensen_renyi(p: Mixture, q: Mixture, weight: float = 0.5) -> jax.Arr
 
         JR₂(p, q) = H₂(w p + (1 − w) q) − w H₂(p) − (1 − w) H₂(q),  H₂(f) = −log ∫f².
 
-    p: K components, q: J components, batch axes broadcast -> (...); weight: w in (0, 1) (a
-    Python float). Zero when p = q. *Not* non-negative in general: the quadratic Rényi entropy
+    Zero when p = q. *Not* non-negative in general: the quadratic Rényi entropy
     is not concave, so JR₂ < 0 happens when one density is much more concentrated than the
     other (e.g. N(0, 0.01²) against N(0, 1)); JR₂ ≥ 0 whenever ∫p² = ∫q² (for w = ½, by the
     Cauchy–Schwarz inequality).
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+      weight: w in (0, 1), a Python float.
+
+    Returns:
+      (...) JR₂(p, q).
     """
     weight = _validate.check_number("weight", weight)
     if not 0.0 < weight < 1.0:

@@ -20,9 +20,17 @@ class MonteCarloEstimate(NamedTuple):
 def monte_carlo(key: jax.Array, p, q, num_samples: int) -> MonteCarloEstimate:
     """Monte Carlo KL(p ‖ q) = E_p[log p(x) − log q(x)] with its standard error.
 
-    p, q: objects with `sample(seed=key, sample_shape=(S,))` and `log_prob(x)` (distrax or TFP
-    distributions, `jaxvi.mixture.Mixture`); num_samples: S ≥ 2. The standard error is the
-    sample standard deviation of the log-ratio over √S.
+    The standard error is the sample standard deviation of the log-ratio over √S.
+
+    Args:
+      key: PRNG key of the draws from p.
+      p: an object with `sample(seed=key, sample_shape=(S,))` and `log_prob(x)` (a distrax or
+        TFP distribution, a `jaxvi.mixture.Mixture`), batch shape (...).
+      q: the same kind of object, with `log_prob` on p's samples.
+      num_samples: S ≥ 2 draws.
+
+    Returns:
+      `MonteCarloEstimate` (estimate, stderr), each (...).
     """
     if int(num_samples) < 2:
         raise ValueError(f"`num_samples` must be at least 2; got {num_samples!r}.")

@@ -85,13 +85,24 @@ def _normal_diag_impl(loc_p, scale_p, loc_q, scale_q, exact_log_p=False):
 def normal_diag(loc_p, scale_p, loc_q, scale_q) -> jax.Array:
     """KL(N(μ_p, diag σ_p²) ‖ N(μ_q, diag σ_q²)), summed over the last axis.
 
-    loc_p, scale_p, loc_q, scale_q: (..., D), batch axes broadcast -> (...).
     ½ Σ_d [σ_p²/σ_q² − 1 − 2 log(σ_p/σ_q) + (μ_p − μ_q)²/σ_q²].
 
     Any positive σ_p is exact in an eager call, subnormal ones included (1e-40 in float32: its
     log is read from its bits; under jit a subnormal σ_p is flushed to zero, giving +inf);
     σ_q must be at least the dtype's smallest normal number (1.2e-38 in float32), since
     dividing by a subnormal divides by zero.
+
+    Args:
+      loc_p: (..., D) means of p.
+      scale_p: (..., D) standard deviations of p, > 0.
+      loc_q: (..., D) means of q.
+      scale_q: (..., D) standard deviations of q, > 0. Batch axes broadcast between p and q.
+
+    Returns:
+      (...) KL(p ‖ q), the broadcast batch shape.
+
+    Raises:
+      ValueError: an argument of the wrong shape, with NaN or a non-positive scale (eager).
     """
     args = _layout.checked_gaussian_pair(("loc_p", "scale_p", "loc_q", "scale_q"),
                                   (loc_p, scale_p, loc_q, scale_q), (1, 1, 1, 1),
@@ -177,12 +188,23 @@ def _mvn_impl(loc_p, cov_p, loc_q, cov_q):
 def mvn_tril(loc_p, scale_tril_p, loc_q, scale_tril_q) -> jax.Array:
     """KL(N(μ_p, L_pL_pᵀ) ‖ N(μ_q, L_qL_qᵀ)) from lower-triangular scale factors.
 
-    loc_*: (..., D), scale_tril_*: (..., D, D), batch axes broadcast -> (...).
     Only the lower triangle of each factor is read (the gradient above the diagonal is exactly
     zero); its diagonal must be positive, and L_q's at least the dtype's smallest normal
     number (L_p's may be subnormal in an eager call, as σ_p in `normal_diag`). Computed with
     one triangular solve per pair:
     ½(‖L_q⁻¹L_p‖²_F + ‖L_q⁻¹(μ_q − μ_p)‖² − D) + Σ log diag L_q − Σ log diag L_p.
+
+    Args:
+      loc_p: (..., D) mean of p.
+      scale_tril_p: (..., D, D) lower-triangular scale of p (positive diagonal).
+      loc_q: (..., D) mean of q.
+      scale_tril_q: (..., D, D) lower-triangular scale of q. Batch axes broadcast.
+
+    Returns:
+      (...) KL(p ‖ q), the broadcast batch shape.
+
+    Raises:
+      ValueError: a wrong shape, NaN, or a non-positive (or, for q, subnormal) diagonal.
     """
     args = _layout.checked_gaussian_pair(("loc_p", "scale_tril_p", "loc_q", "scale_tril_q"),
                                   (loc_p, scale_tril_p, loc_q, scale_tril_q), (1, 2, 1, 2),
@@ -196,7 +218,6 @@ def mvn_tril(loc_p, scale_tril_p, loc_q, scale_tril_q) -> jax.Array:
 def mvn(loc_p, cov_p, loc_q, cov_q) -> jax.Array:
     """KL(N(μ_p, Σ_p) ‖ N(μ_q, Σ_q)) from covariance matrices.
 
-    loc_*: (..., D), cov_*: (..., D, D) symmetric positive definite, batch axes broadcast -> (...).
     ½(tr(Σ_q⁻¹Σ_p) + (μ_q − μ_p)ᵀΣ_q⁻¹(μ_q − μ_p) − D + ln|Σ_q|/|Σ_p|), computed through
     Cholesky factors and triangular solves; no explicit inverse or determinant.
 
@@ -208,6 +229,19 @@ def mvn(loc_p, cov_p, loc_q, cov_q) -> jax.Array:
     number, scaled to unit diagonal, above 1/(max(D, 16)·eps): about 5e5 in float32, e.g. a
     Hilbert(8) matrix or the sample covariance of nearly collinear data) is refused with a
     `ValueError` suggesting float64, rather than factorised into NaN or a wrong value.
+
+    Args:
+      loc_p: (..., D) mean of p.
+      cov_p: (..., D, D) covariance of p, symmetric positive definite.
+      loc_q: (..., D) mean of q.
+      cov_q: (..., D, D) covariance of q, symmetric positive definite. Batch axes broadcast.
+
+    Returns:
+      (...) KL(p ‖ q), the broadcast batch shape.
+
+    Raises:
+      ValueError: a wrong shape, NaN, or a covariance that is not positive definite (or
+        numerically singular in the compute dtype).
     """
     args = _layout.checked_gaussian_pair(("loc_p", "cov_p", "loc_q", "cov_q"),
                                   (loc_p, cov_p, loc_q, cov_q), (1, 2, 1, 2),
@@ -250,9 +284,19 @@ def _check_logits(name: str, logits) -> None:
 def categorical(logits_p, logits_q) -> jax.Array:
     """KL(Cat(softmax(logits_p)) ‖ Cat(softmax(logits_q))) over the last axis.
 
-    logits_p, logits_q: (..., K), batch axes broadcast -> (...). Normalised with log_softmax,
-    so very negative logits are fine; categories with p = 0 (logit −inf) contribute exactly 0
-    to the value and the gradient. A category with p > 0 and q = 0 gives +inf.
+    Normalised with log_softmax, so very negative logits are fine; categories with p = 0
+    (logit −inf) contribute exactly 0 to the value and the gradient. A category with p > 0 and
+    q = 0 gives +inf.
+
+    Args:
+      logits_p: (..., K) unnormalised log-probabilities of p (finite or −inf).
+      logits_q: (..., K) those of q. Batch axes broadcast.
+
+    Returns:
+      (...) KL(p ‖ q), the broadcast batch shape.
+
+    Raises:
+      ValueError: NaN or +inf logits, a row that is all −inf, or K = 0.
     """
     dtype = _validate.float_dtype(logits_p, logits_q)
     logits_p, logits_q = _validate.as_float(dtype, logits_p, logits_q)

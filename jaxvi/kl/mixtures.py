@@ -184,10 +184,15 @@ def _variational_upper_impl(p, q, num_iters):
 def mixture_variational(p: Mixture, q: Mixture) -> jax.Array:
     """Hershey & Olsen's (2007) variational approximation of KL between Gaussian mixtures.
 
-    p: K components, q: J components, batch axes broadcast -> (...). An approximation, not a
-    bound: D_var = Σ_a π_a log[Σ_α π_α e^{−KL(f_a‖f_α)} / Σ_b ω_b e^{−KL(f_a‖g_b)}]. Exact when
-    p and q are single Gaussians; zero when p = q.
-    p and q are single Gaussians; zero when p = q.
+    An approximation, not a bound: D_var = Σ_a π_a log[Σ_α π_α e^{−KL(f_a‖f_α)} /
+    Σ_b ω_b e^{−KL(f_a‖g_b)}]. Exact when p and q are single Gaussians; zero when p = q.
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+
+    Returns:
+      (...) the approximation of KL(p ‖ q).
     """
     p, q = check_mixture_pair(p, q)
     return _variational_impl(p, q)
@@ -198,11 +203,21 @@ def mixture_matched_upper_bound(p: Mixture, q: Mixture) -> jax.Array:
 
         KL(Σ_a π_a f_a ‖ Σ_b ω_b g_b) ≤ min_σ Σ_a π_a [log(π_a/ω_σ(a)) + KL(f_a ‖ g_σ(a))].
 
-    p: K components, q: J ≥ K components (unmatched q components only loosen the bound), batch
-    axes broadcast -> (...). The pairwise component KL matrix comes from the all-pairs fast path;
-    the matching is an exact linear assignment by `scipy.optimize.linear_sum_assignment` run
-    through `jax.pure_callback`, so this works under `jit` and `vmap` (sequentially); gradients
-    flow through the matched terms (the matching itself is locally constant).
+    Unmatched q components only loosen the bound. The pairwise component KL matrix comes from
+    the all-pairs fast path; the matching is an exact linear assignment by
+    `scipy.optimize.linear_sum_assignment` run through `jax.pure_callback`, so this works under
+    `jit` and `vmap` (sequentially); gradients flow through the matched terms (the matching
+    itself is locally constant).
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J ≥ K components in D dimensions; batch axes broadcast with p's.
+
+    Returns:
+      (...) an upper bound on KL(p ‖ q).
+
+    Raises:
+      ValueError: K > J, or p and q that are not compatible mixtures.
     """
     p, q = check_mixture_pair(p, q)
     k, j = p.logits.shape[-1], q.logits.shape[-1]
@@ -219,7 +234,13 @@ def mixture_variational_upper_bound(
     index (a, b), with the split weights φ_{b|a}, ψ_{a|b} optimised by `num_iters` rounds of
     their alternating closed-form updates (each round can only lower the bound).
 
-    p: K components, q: J components (any K, J), batch axes broadcast -> (...).
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+      num_iters: rounds of the alternating updates, ≥ 0.
+
+    Returns:
+      (...) an upper bound on KL(p ‖ q).
     """
     p, q = check_mixture_pair(p, q)
     if int(num_iters) < 0:
@@ -233,7 +254,13 @@ def mixture_lower_bound(p: Mixture, q: Mixture) -> jax.Array:
         KL ≥ Σ_a π_a [log Σ_α π_α e^{−KL(f_a‖f_α)} − H(f_a) − log Σ_b ω_b ∫f_a g_b].
 
     (The variational lower bound on E_p log p, and Jensen's bound E_{f_a} log q ≤ log ∫ f_a q.)
-    p: K components, q: J components, batch axes broadcast -> (...). May be negative.
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+
+    Returns:
+      (...) a lower bound on KL(p ‖ q); may be negative.
     """
     p, q = check_mixture_pair(p, q)
     return _lower_impl(p, q)
@@ -244,7 +271,12 @@ def mixture_product_upper_bound(p: Mixture, q: Mixture) -> jax.Array:
 
         KL ≤ Σ_a π_a [log Σ_α π_α ∫f_a f_α − log Σ_b ω_b e^{−KL(f_a‖g_b)} + H(f_a)].
 
-    p: K components, q: J components, batch axes broadcast -> (...).
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+
+    Returns:
+      (...) an upper bound on KL(p ‖ q).
     """
     p, q = check_mixture_pair(p, q)
     return _product_upper_impl(p, q)
@@ -264,6 +296,14 @@ def mixture_bounds(p: Mixture, q: Mixture, num_iters: int = 20) -> MixtureKLBoun
     The matched bound is included when p has no more components than q; for one-dimensional
     mixtures (D = 1) the guaranteed bounds of `jaxvi.kl.mixture_guaranteed_bounds_1d` (64 cuts
     per component) too.
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+      num_iters: rounds of the variational upper bound's updates.
+
+    Returns:
+      `MixtureKLBounds` (lower, upper, variational), each (...).
     """
     p, q = check_mixture_pair(p, q)
     uppers = [_variational_upper_impl(p, q, int(num_iters)), _product_upper_impl(p, q)]
@@ -288,10 +328,16 @@ def mixture_bound_list(p: Mixture, q: Mixture,
     `mixture_bounds` combines), ordered: the lower bounds first, then the upper bounds, each
     kind from the tightest to the loosest on average over the batch.
 
-    -> [(name, "lower" | "upper", value with p's batch shape), ...]: Durrieu's lower bound
-    (floored at 0), and for D = 1 the guaranteed lower bound; the variational and product upper
-    bounds, the matched bound when p has no more components than q, and for D = 1 the
-    guaranteed upper bound.
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+      num_iters: rounds of the variational upper bound's updates.
+
+    Returns:
+      [(name, "lower" | "upper", value (...)), ...]: Durrieu's lower bound (floored at 0), and
+      for D = 1 the guaranteed lower bound; the variational and product upper bounds, the
+      matched bound when p has no more components than q, and for D = 1 the guaranteed upper
+      bound.
     """
     p, q = check_mixture_pair(p, q)
     lowers = [("durrieu_lower", jnp.maximum(_lower_impl(p, q), 0.0))]
@@ -314,6 +360,15 @@ def mixture_monte_carlo(
     """Monte Carlo KL between Gaussian mixtures with its standard error; batch shape of p.
 
     Unbiased; the standard error shrinks as 1/√num_samples.
+
+    Args:
+      key: PRNG key of the draws from p.
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+      num_samples: S ≥ 2 draws.
+
+    Returns:
+      `MonteCarloEstimate` (estimate, stderr), each (...).
     """
     p, q = check_mixture_pair(p, q)
     return monte_carlo(key, p, q, num_samples)

@@ -169,14 +169,24 @@ def mixture_guaranteed_bounds_1d(p: Mixture, q: Mixture, num_cuts: int = 64) -> 
     """Guaranteed lower and upper bounds on KL(p ‖ q) for one-dimensional Gaussian mixtures
     (Nielsen & Sun 2016; module docstring), computed without sampling or quadrature.
 
-    p: K components, q: J components, D = 1, batch axes broadcast -> `GuaranteedBounds` of
-    arrays (...). Besides the crossings, the line is cut at μ_a + σ_a t for `num_cuts` values
+    Besides the crossings, the line is cut at μ_a + σ_a t for `num_cuts` values
     of t evenly spaced in [−8, 8] for every component a of p (any cut points keep the bounds
     guaranteed; more make them tighter: the width shrinks about as 1/num_cuts, measured
     on random K, J ≤ 5 mixtures 0.9–1.2 nats with none, 0.06–0.09 with 64, 0.015 with 256).
     Cost O((K² + J² + K·num_cuts)·(K + J)) per pair. The lower bound may be negative; the
     width is zero when K = J = 1. In float32 the bounds hold up to the round-off of their
     closed forms (about eps·(1 + |KL|)), not beyond.
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D = 1 dimension, batch shape (...).
+      q: `Mixture` with J components in D = 1 dimension; batch axes broadcast with p's.
+      num_cuts: cut points per component of p (more: tighter bounds).
+
+    Returns:
+      `GuaranteedBounds` (lower, upper), each (...).
+
+    Raises:
+      ValueError: D ≠ 1, or p and q that are not compatible mixtures.
     """
     p, q = check_mixture_pair(p, q)
     if p.loc.shape[-1] != 1:

@@ -65,7 +65,14 @@ def _w2_cov_impl(loc_p, cov_p, loc_q, cov_q):
 def w2_squared_diag(loc_p, scale_p, loc_q, scale_q) -> jax.Array:
     """W2²(N(μ_p, diag σ_p²), N(μ_q, diag σ_q²)) = Σ_d [(μ_p − μ_q)² + (σ_p − σ_q)²].
 
-    loc_*, scale_*: (..., D), batch axes broadcast -> (...). Scales positive.
+    Args:
+      loc_p: (..., D) means of p.
+      scale_p: (..., D) standard deviations of p, > 0.
+      loc_q: (..., D) means of q.
+      scale_q: (..., D) standard deviations of q, > 0. Batch axes broadcast.
+
+    Returns:
+      (...) the squared distance.
     """
     args = _layout.checked_gaussian_pair(("loc_p", "scale_p", "loc_q", "scale_q"),
                                          (loc_p, scale_p, loc_q, scale_q), (1, 1, 1, 1),
@@ -77,8 +84,16 @@ def w2_squared_mvn_tril(loc_p, scale_tril_p, loc_q, scale_tril_q) -> jax.Array:
     """W2² between N(μ_p, L_pL_pᵀ) and N(μ_q, L_qL_qᵀ): ‖μ_p − μ_q‖² plus the squared Bures
     distance, computed as the Procrustes residual min_U ‖L_p − L_q U‖²_F (module docstring).
 
-    loc_*: (..., D), scale_tril_*: (..., D, D) lower-triangular with positive diagonals (only
-    the lower triangle is read), batch axes broadcast -> (...). Symmetric in p and q.
+    Only the lower triangle of each factor is read. Symmetric in p and q.
+
+    Args:
+      loc_p: (..., D) mean of p.
+      scale_tril_p: (..., D, D) lower-triangular scale of p (positive diagonal).
+      loc_q: (..., D) mean of q.
+      scale_tril_q: (..., D, D) lower-triangular scale of q. Batch axes broadcast.
+
+    Returns:
+      (...) the squared distance.
     """
     args = _layout.checked_gaussian_pair(("loc_p", "scale_tril_p", "loc_q", "scale_tril_q"),
                                          (loc_p, scale_tril_p, loc_q, scale_tril_q),
@@ -89,9 +104,17 @@ def w2_squared_mvn_tril(loc_p, scale_tril_p, loc_q, scale_tril_q) -> jax.Array:
 def w2_squared_mvn(loc_p, cov_p, loc_q, cov_q) -> jax.Array:
     """W2²(N(μ_p, Σ_p), N(μ_q, Σ_q)) = ‖μ_p − μ_q‖² + tr Σ_p + tr Σ_q − 2 tr(Σ_p^½Σ_qΣ_p^½)^½.
 
-    loc_*: (..., D), cov_*: (..., D, D) symmetric positive definite, batch axes broadcast
-    -> (...). Computed from Cholesky factors as in `w2_squared_mvn_tril`; a covariance the
+    Computed from Cholesky factors as in `w2_squared_mvn_tril`; a covariance the
     Cholesky in its dtype cannot resolve (see `jaxvi.kl.mvn`) is refused with a `ValueError`.
+
+    Args:
+      loc_p: (..., D) mean of p.
+      cov_p: (..., D, D) covariance of p, symmetric positive definite.
+      loc_q: (..., D) mean of q.
+      cov_q: (..., D, D) covariance of q, symmetric positive definite. Batch axes broadcast.
+
+    Returns:
+      (...) the squared distance.
     """
     args = _layout.checked_gaussian_pair(("loc_p", "cov_p", "loc_q", "cov_q"),
                                          (loc_p, cov_p, loc_q, cov_q), (1, 2, 1, 2),
@@ -166,8 +189,6 @@ def mixture_w2_squared(p: Mixture, q: Mixture) -> jax.Array:
     closed-form Gaussian W2² as cost. MW2 is a metric on mixtures, ≥ W2(p, q), and equals W2
     when K = J = 1.
 
-    p: K components, q: J components, batch axes broadcast -> (...).
-
     Solver: the K × J transport LP is solved *exactly* (HiGHS dual simplex, in float64 on the
     host through `jax.pure_callback`; under vmap one solve per batch element), not by an
     entropic (Sinkhorn) approximation, whose bias at a small ε is what one would be comparing
@@ -175,6 +196,13 @@ def mixture_w2_squared(p: Mixture, q: Mixture) -> jax.Array:
     are the LP's sensitivities: the optimal plan for the cost (so through the W2² closed forms
     to the locations and scale factors) and the dual potentials for the weights; exact where
     the optimal plan is unique, a subgradient where it is not.
+
+    Args:
+      p: `jaxvi.mixture.Mixture` with K components in D dimensions, batch shape (...).
+      q: `Mixture` with J components in D dimensions; batch axes broadcast with p's.
+
+    Returns:
+      (...) MW2²(p, q).
     """
     p, q = check_mixture_pair(p, q)
     return _layout.refuse_nan("mixture_w2_squared", _mixture_w2_impl(p, q), p.loc.dtype)

@@ -98,7 +98,15 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     # ------------------------------------------------------------------------------ fitting
 
     def fit(self, X, y=None):
-        """Train on X (y is ignored). Returns self."""
+        """Train on X.
+
+        Args:
+          X: (n_samples, n_features).
+          y: ignored (scikit-learn's signature).
+
+        Returns:
+          self, fitted.
+        """
         _validate.check_int("n_components", self.n_components, 1)
         for name in ("cluster_samples", "iwae_samples"):
             _validate.check_int(name, getattr(self, name), 1)
@@ -183,32 +191,77 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return np.concatenate(outs)
 
     def predict_proba(self, X):
-        """q(z | x) averaged over `cluster_samples` samples of w ~ q(w | x):
-        (n_samples, n_components)."""
+        """q(z | x) averaged over `cluster_samples` samples of w ~ q(w | x).
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          (n_samples, n_components) cluster probabilities.
+        """
         x = self._features(X, reset=False)
         return self._run("cluster_probs", x, self._eps(self.cluster_samples, 1))
 
     def predict(self, X):
-        """The cluster of each sample, argmax of `predict_proba`: (n_samples,) int."""
+        """The cluster of each sample, argmax of `predict_proba`.
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          (n_samples,) int cluster labels.
+        """
         return np.argmax(self.predict_proba(X), axis=1)
 
     def transform(self, X):
-        """Means of q(w | x): (n_samples, latent_dim)."""
+        """Means of q(w | x).
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          (n_samples, latent_dim).
+        """
         return self._run("latent_means", self._features(X, reset=False))
 
     def score_samples(self, X):
-        """The `iwae_samples`-sample IWAE bound on log p(x) per sample (of X as the model sees
-        it, times `input_scale_`): (n_samples,)."""
+        """The `iwae_samples`-sample IWAE bound on log p(x) per sample.
+
+        Of X as the model sees it, times `input_scale_`.
+
+        Args:
+          X: (n_samples, n_features).
+
+        Returns:
+          (n_samples,) lower bounds on log p(x).
+        """
         x = self._features(X, reset=False)
         return self._run("iwae", x, self._eps(self.iwae_samples, 2))
 
     def score(self, X, y=None):
-        """Mean IWAE bound over X."""
+        """Mean IWAE bound over X.
+
+        Args:
+          X: (n_samples, n_features).
+          y: ignored (scikit-learn's signature).
+
+        Returns:
+          The mean of `score_samples(X)`, a float.
+        """
         return float(np.mean(self.score_samples(X)))
 
     def sample(self, n_samples=1, component=None):
-        """n_samples draws z ~ π (or z = component), w ~ p(w | z), decoded to E[x | w] in X's
-        units (divided by `input_scale_`). -> (X (n_samples, n_features), z (n_samples,))."""
+        """Draws z ~ π (or z = component), w ~ p(w | z), decoded to E[x | w] in X's units.
+
+        (Divided by `input_scale_`.)
+
+        Args:
+          n_samples: number of draws, ≥ 1.
+          component: None to draw z from π, or a cluster index to fix it.
+
+        Returns:
+          (X, z): points (n_samples, n_features) and their clusters (n_samples,).
+        """
         check_is_fitted(self, "params_")
         n = _validate.check_int("n_samples", n_samples, 1)
         model = merge_model(_graphdef(self.model_config_), self.params_)
@@ -218,15 +271,25 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     # ----------------------------------------------------------------------- save and load
 
     def save(self, path, *, overwrite: bool = False, allow_other_files: bool = False) -> Path:
-        """Write the fitted model as an orbax checkpoint folder, the format `jaxvi train`
-        writes (so `jaxvi.vae.recipe.load_model` and `jaxvi evaluate` read it too). -> the
-        folder.
+        """Write the fitted model as an orbax checkpoint folder, the format `jaxvi train` writes.
 
-        A folder that already holds a checkpoint is refused unless `overwrite`, which
-        replaces that checkpoint only (its step folders and metadata; the new one is complete
-        on disk before the old one goes). A folder that holds anything a save did not write
-        (a user's files or folders) is refused unless `allow_other_files`; those are never
+        So `jaxvi.vae.recipe.load_model` and `jaxvi evaluate` read it too. A folder that
+        already holds a checkpoint is refused unless `overwrite`, which replaces that
+        checkpoint only (its step folders and metadata; the new one is complete on disk
+        before the old one goes). A folder that holds anything a save did not write (a
+        user's files or folders) is refused unless `allow_other_files`; those are never
         deleted or changed.
+
+        Args:
+          path: the folder.
+          overwrite: replace a checkpoint already there.
+          allow_other_files: save beside files a save did not write.
+
+        Returns:
+          The folder, a `Path`.
+
+        Raises:
+          ValueError: `path` is a file, or holds a checkpoint or other files not allowed.
         """
         check_is_fitted(self, "params_")
         path = Path(path)
@@ -256,7 +319,14 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     @classmethod
     def load(cls, path) -> MixtureVAE:
-        """A fitted estimator from a checkpoint folder written by `save` or by `jaxvi train`."""
+        """A fitted estimator from a checkpoint folder written by `save` or by `jaxvi train`.
+
+        Args:
+          path: the checkpoint folder.
+
+        Returns:
+          A fitted `MixtureVAE`.
+        """
         model, meta = load_model(path)
         tc = TrainConfig.from_dict(meta.get("train_config", {}))
         mc = model.config

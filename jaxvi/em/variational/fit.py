@@ -94,8 +94,23 @@ def variational_update(posts: VariationalPosterior, xb, mask, chunks, shift, fea
 def variational_step(x: jax.Array, post: VariationalPosterior, prior: VariationalPrior, *,
                      covariance_type: str, weight_type: str, reg_covar=1e-6,
                      combine: Callable = identity, chunk_size: int | None = None):
-    """One VB-EM iteration on x: (N, D): (new posterior, ELBO after its M step), as
-    scikit-learn's `_e_step`, `_m_step`, `_compute_lower_bound`. A traced primitive."""
+    """One VB-EM iteration, as scikit-learn's `_e_step`, `_m_step`, `_compute_lower_bound`.
+
+    A traced primitive.
+
+    Args:
+      x: (N, D) points.
+      post: the current `VariationalPosterior`.
+      prior: the `VariationalPrior`.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      weight_type: the weight prior, as in `fit_variational`.
+      reg_covar: added to the covariances' diagonal.
+      combine: maps local statistics to global ones (e.g. a `psum` inside `shard_map`).
+      chunk_size: rows per chunk of the E step.
+
+    Returns:
+      (new_post, elbo): the new posterior and the lower bound () after its M step.
+    """
     n_chunks, rows = chunk_layout(x.shape[0], x.shape[1], covariance_type, chunk_size)
     xb, mask = to_chunks(x, n_chunks, rows)
     chunks, shift, featurized = feature_chunks(xb, mask, covariance_type, combine)

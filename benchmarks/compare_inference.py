@@ -291,7 +291,7 @@ def bimodal_part(args, seed):
             model = merge_model(graphdef, params)
             res = posterior_modes(model, x_test)
             res["test_iwae"] = float(np.mean(jax.jit(
-                lambda m, xx: m.iwae(xx, key=jax.random.key(seed + 3), n_samples=256))(
+                lambda m, xx: m.iwae(xx, key=jax.random.key(seed + 3), num_samples=256))(
                     model, jnp.asarray(x_test))))
             res["train_seconds"] = secs
             res["final_train"] = {k: v for k, v in hist[-1].items() if k not in ("epoch", "step")}

@@ -26,11 +26,12 @@ stochastic VI `fit_variational_minibatch` on the streaming driver;
 `fit(..., missing="marginalize")`), `checks` (argument checks), `plots` (pictures of a fit).
 """
 
+from jaxvi._deprecation import renamed_attributes
 from jaxvi.em.covariance import COVARIANCE_TYPES
 from jaxvi.em.densities import (
     aic,
     bic,
-    component_log_prob,
+    conditional_log_prob,
     e_step,
     free_energy,
     log_prob,
@@ -60,9 +61,13 @@ from jaxvi.em.variational import (
     variational_step,
 )
 
+# former names, served with a DeprecationWarning for one release
+__getattr__ = renamed_attributes(
+    "jaxvi.em", {"component_log_prob": ("conditional_log_prob", conditional_log_prob)})
+
 __all__ = [
     "COVARIANCE_TYPES", "EMFitResult", "GMM", "INITS", "Prior", "Stats", "VariationalFitResult",
-    "VariationalPosterior", "VariationalPrior", "aic", "bic", "component_log_prob",
+    "VariationalPosterior", "VariationalPrior", "aic", "bic", "conditional_log_prob",
     "default_prior", "e_step", "e_step_stats", "em_step", "fit", "fit_minibatch",
     "fit_missing", "fit_variational", "fit_variational_minibatch", "free_energy", "impute",
     "initialize",

@@ -17,7 +17,7 @@ import numpy as np
 from jaxvi.em import checks
 from jaxvi.em.kernels import (  # noqa: F401  (re-exported: the kernels' former home)
     _free_energy,
-    component_log_prob,
+    conditional_log_prob,
     count_parameters,
     e_step_kernel,
     joint_log_prob,

@@ -76,7 +76,10 @@ def batched(params):
 def options(dtype, *, tol, reg_covar, **more) -> dict:
     """The traced options every loop reads, as arrays of the data's dtype (tol, reg_covar),
     with the variant's further ones (`more`: a prior, the fixed-parameter mask)."""
-    return dict(tol=jnp.asarray(tol, dtype), reg_covar=jnp.asarray(reg_covar, dtype), **more)
+    # NumPy scalars: the same arguments of the compiled loop as jnp's, without a conversion
+    # program of their own
+    dtype = np.dtype(dtype)
+    return dict(tol=np.asarray(tol, dtype), reg_covar=np.asarray(reg_covar, dtype), **more)
 
 
 def start_keys(key: jax.Array, init, inits: tuple[str, ...], n_init) -> jax.Array:
@@ -105,7 +108,7 @@ def iteration_limits(max_iter: int) -> tuple[int, jax.Array]:
     or 0 for 0; max_iter as a traced int32 limit), so that fits differing only in max_iter
     share one compiled program (`ascent_loop`'s `limit`)."""
     length = 0 if max_iter == 0 else max(_MIN_HISTORY, 1 << (int(max_iter) - 1).bit_length())
-    return length, jnp.asarray(max_iter, jnp.int32)
+    return length, np.asarray(max_iter, np.int32)
 
 
 def ascent_loop(update: Callable, params0, max_iter: int, tol, dtype, limit=None):
@@ -296,12 +299,20 @@ def run(model: Model, config: Config, x, weights, opts, *, keys=None, params=Non
         model, _fit_sharded(model, config, x, weights, params0s, opts, mesh, chunk_size))
 
 
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """Whether every entry of every leaf of `tree` is finite: one small program per tree
+    structure and shapes (eagerly, each leaf's isfinite and all would be programs of their
+    own)."""
+    return finite_along(tree, 0)
+
+
 def raise_if_not_finite(model: Model, result):
     """The guard after a fit: `result`, or a ValueError (`model.failure`) when its
     (concrete) fitted parameters are not finite."""
     params = model.params(result)
     if _validate.is_concrete(*jax.tree_util.tree_leaves(result)) and not bool(
-            finite_along(params, 0)):
+            all_finite(params)):
         raise ValueError(model.failure)
     return result
 

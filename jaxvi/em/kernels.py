@@ -1,6 +1,6 @@
 """The unchecked density kernels of a `GMM` (jit-able, for a GMM a fit produced or that a
 public wrapper has validated): the precise joint log-density (whitened residuals) behind
-`component_log_prob`, `log_prob_kernel`, `e_step_kernel` and the free energy;
+`conditional_log_prob`, `log_prob_kernel`, `e_step_kernel` and the free energy;
 `sample_kernel`; `count_parameters`. The checked public functions are in
 `jaxvi.em.densities`.
 """
@@ -62,12 +62,13 @@ def joint_log_prob(x: jax.Array, gmm: GMM, params=None) -> jax.Array:
     return -0.5 * _whitened_sq_norms(x, gmm, params) + params[1]
 
 
-def component_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
-    """log N(x_n; μ_k, Σ_k) for all pairs. x: (N, D) -> (N, K). Through whitened residuals
-    L_k⁻¹(x_n − μ_k) (the residuals first), accurate in float32 also for ill-conditioned
-    covariances, far-apart components and points far from the origin. A traced primitive:
-    `log_prob` and `e_step` validate. Without the log weights (with them: `joint_log_prob`,
-    what `jaxvi.mixture.Mixture.component_log_prob` gives)."""
+def conditional_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
+    """log p(x_n | z_n = k) = log N(x_n; μ_k, Σ_k) for all pairs (the component-conditional
+    densities; `jaxvi.em`'s former name: `component_log_prob`). x: (N, D) -> (N, K). Through
+    whitened residuals L_k⁻¹(x_n − μ_k) (the residuals first), accurate in float32 also for
+    ill-conditioned covariances, far-apart components and points far from the origin. A traced
+    primitive: `log_prob` and `e_step` validate. Without the log weights (with them:
+    `joint_log_prob`, what `jaxvi.mixture.Mixture.component_log_prob` gives)."""
     return joint_log_prob(x, gmm) - jnp.log(gmm.weights)
 
 

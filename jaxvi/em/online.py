@@ -19,7 +19,13 @@ from jaxvi.em.driver import lapack_scoped
 from jaxvi.em.model import GMM, EMFitResult, Stats, with_scale_tril
 from jaxvi.em.stats import e_step_stats, e_step_stats_fast, weighted_mean
 from jaxvi.em.step import factored_m_step, identity
-from jaxvi.em.streaming import batch_chunks, chunker, run_stream, weighted_batches
+from jaxvi.em.streaming import (
+    batch_chunks,
+    chunker,
+    raise_if_not_finite,
+    run_stream,
+    weighted_batches,
+)
 
 
 class StepwiseState(NamedTuple):
@@ -65,6 +71,7 @@ def stepwise_init(gmm: GMM, first: jax.Array, sample_weight: jax.Array | None = 
                          *_settings(first.dtype, kappa, reg_covar, fixed))
 
 
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
 def stepwise_resume(gmm: GMM, x: jax.Array, sample_weight: jax.Array | None = None, *,
                     kappa: float = 0.6, reg_covar: float = 1e-6, fixed=None,
                     chunk_size: int | None = None) -> StepwiseState:
@@ -73,7 +80,8 @@ def stepwise_resume(gmm: GMM, x: jax.Array, sample_weight: jax.Array | None = No
     x's per-point Stats under `gmm` (about x's weighted mean), seen = Σ w (N unweighted),
     step 0. The next batch of weight w then gets ρ = (seen / w + 2)^(−κ), the step size it
     would get after seen / w batches like it (`step_size`), so continuing a fit weighs what
-    the fit learned. Settings as `stepwise_init`."""
+    the fit learned. Settings as `stepwise_init`. One compiled program (an estimator's `fit`
+    makes this state after every fit)."""
     shift = weighted_mean(x, sample_weight)
     gmm = with_scale_tril(gmm)
     stats, _ = e_step_stats(x, gmm, shift, sample_weight=sample_weight, chunk_size=chunk_size)
@@ -123,6 +131,12 @@ def stepwise_update(xb, mask, state: StepwiseState, *, combine=identity):
 
 
 _stepwise_jit = jax.jit(stepwise_update, static_argnames=("combine",))
+
+STREAM_FAILED = (
+    "Stepwise EM failed: the fitted mixture is not finite (e.g. from collapsed or duplicated "
+    "points in a batch). Increase `reg_covar`, lower the step sizes (a larger `kappa`), "
+    "decrease `n_components` or rescale `batches`.")
+"""The ValueError's message of a `fit_minibatch` whose fitted mixture is not finite."""
 
 
 def stepwise_step(state: StepwiseState, batch: jax.Array, sample_weight=None, *,
@@ -216,7 +230,8 @@ def fit_minibatch(
       An `EMFitResult` whose `history` (length = steps taken, no padding) holds each batch's
       mean log-likelihood before its update, `objective` the last one, `n_iter` the
       number of batches, and `converged` whether the last change of the batch log-likelihood
-      was below `tol` (never with the default tol = 0).
+      was below `tol` (never with the default tol = 0). A ValueError if the fitted mixture
+      is not finite (`STREAM_FAILED`).
     """
     _check_minibatch_args(kappa, covariance_type, max_steps, tol, reg_covar)
     fixed = checks.fixed_mask(fixed)
@@ -241,6 +256,7 @@ def fit_minibatch(
         update = _sharded_stepwise_fn(mesh)
     state, hist = run_stream(lambda s, t, batch, w: update(*chunks(batch, w), s), state,
                              itertools.chain([(first, w0)], stream))
+    raise_if_not_finite(state.gmm, STREAM_FAILED)
     n = hist.shape[0]
     converged = jnp.abs(hist[-1] - hist[-2]) < tol if n > 1 else jnp.zeros((), bool)
     return EMFitResult(state.gmm, hist[-1], jnp.asarray(n), converged, hist)

@@ -4,7 +4,8 @@
 full-batch fits' one driver: the checked host-side stream of batches (`weighted_batches`), a
 batch as the chunks a jitted step reads, on one device (`batch_chunks`) or with its rows split
 over a mesh (`chunker`), and the host-side loop that runs the step on each batch and collects
-the value each step reports (`run_stream`). A variant supplies its state (made from the first
+the value each step reports (`run_stream`), and the finite check of the fitted parameters
+after the stream (`raise_if_not_finite`). A variant supplies its state (made from the first
 batch), its step and its result."""
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def _next_weights(weights: Iterator | None, batch: jax.Array) -> jax.Array | Non
                          "first.") from None
     return checks.check_sample_weight(w, batch.shape[0], batch.dtype)
 
+
+def raise_if_not_finite(params, message: str) -> None:
+    """The guard after a streaming fit, as the full-batch driver's: a ValueError(message)
+    when any leaf of the fitted `params` is not finite."""
+    if not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(params)):
+        raise ValueError(message)
 
 
 def batch_chunks(batch: jax.Array, sample_weight: jax.Array | None, covariance_type: str,

@@ -23,9 +23,20 @@ from jaxvi.em import checks as em_checks
 from jaxvi.em import covariance
 from jaxvi.em.kernels import e_step_kernel, log_prob_kernel, sample_kernel
 
-# scikit-learn's init_params -> jaxvi.em's init names.
-INIT_PARAMS = {"kmeans": "kmeans++", "k-means++": "kmeans++", "random": "random",
+# scikit-learn's init_params -> jaxvi.em's init names: "kmeans" is a converged k-means
+# (`jaxvi.em.init.kmeans`: Lloyd to scikit-learn's KMeans tolerance in a `lax.while_loop`, inside
+# the compiled initialisation), as scikit-learn's `KMeans(...).fit(X).labels_`; "k-means++" the
+# k-means++ seeding (followed by 10 Lloyd steps: a hard assignment of every row, where
+# scikit-learn's gives each component its one seed row).
+INIT_PARAMS = {"kmeans": "kmeans", "k-means++": "kmeans++", "random": "random",
                "random_from_data": "random_from_data"}
+
+
+@jax.jit
+def _precisions_cholesky(covariances):
+    """scikit-learn's precisions_cholesky_ U = L⁻ᵀ (upper triangular, Λ = U Uᵀ) of full
+    covariances (K, D, D) (or tied (D, D)), in one program."""
+    return jnp.swapaxes(_linalg.tril_inverse(_linalg.cholesky(covariances)), -1, -2)
 
 
 def _complete_log_resp(x, gmm):
@@ -110,8 +121,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
         if covariance.of(self.covariance_type).matrix:
             # scikit-learn's convention: U = L⁻ᵀ (upper triangular) with Λ = U Uᵀ.
             with _linalg.single_threaded_lapack():
-                chol_inv = _linalg.tril_inverse(_linalg.cholesky(jnp.asarray(self.covariances_)))
-                self.precisions_cholesky_ = np.asarray(jnp.swapaxes(chol_inv, -1, -2))
+                self.precisions_cholesky_ = np.asarray(
+                    _precisions_cholesky(jnp.asarray(self.covariances_)))
             u = self.precisions_cholesky_
             self.precisions_ = u @ np.swapaxes(u, -1, -2)
         else:

@@ -23,6 +23,14 @@ STARTS = 16  # partial_fit's starts from scratch (at least; n_init if more)
 WARMUP = 30  # batches they run side by side before the best is kept
 
 
+
+def _stream_init(init_params: str) -> str:
+    """The `jaxvi.em` init of partial_fit's starts on the first batch: as `fit`'s, except that
+    "kmeans" draws k-means++ seeding and 10 Lloyd steps ("kmeans++"): the starts kept through
+    the warm-up must differ, and a converged k-means of one small batch is about the same
+    from every key (on breast cancer, K = 3, batches of 64: 0.45 nats/point below `fit`)."""
+    return "kmeans++" if init_params == "kmeans" else INIT_PARAMS[init_params]
+
 class PartialFitMixin:
     """`partial_fit` and the stepwise state it keeps in `stepwise_state_`."""
 
@@ -97,7 +105,7 @@ class PartialFitMixin:
         keys = jax.random.split(key, max(int(self.n_init), STARTS))
         with _linalg.single_threaded_lapack():
             gmms = em_init.initial_gmms(x, keys, self.n_components, self.covariance_type,
-                                        INIT_PARAMS[self.init_params], float(self.reg_covar),
+                                        _stream_init(self.init_params), float(self.reg_covar),
                                         None, None if w is None else jnp.asarray(w))
         return online_starts.candidates_init(gmms, x, w, warmup=WARMUP,
                                              **settings)

@@ -26,6 +26,12 @@ from jaxvi.em.variational import (
 )
 from jaxvi.estimators._base import INIT_PARAMS, BaseMixture
 
+# The estimator's small computations on a fitted posterior, each one compiled program (eagerly,
+# every jnp operation inside would be a program of its own: ~30 per fit).
+_mixture_weights = jax.jit(mixture_weights)
+_expected_gmm = jax.jit(expected_gmm)
+_cholesky = jax.jit(_linalg.cholesky)
+
 _PRIORS = ("weight_concentration_prior", "mean_precision_prior", "mean_prior",
            "degrees_of_freedom_prior", "covariance_prior")
 
@@ -36,8 +42,9 @@ class BayesianGaussianMixture(BaseMixture):
 
     Parameters follow scikit-learn's: n_components (an upper bound: the prior switches off
     the components the data do not need), covariance_type, tol, reg_covar, max_iter, n_init
-    (restarts batched on the device), init_params ("kmeans" = "k-means++": k-means++ seeding
-    and Lloyd steps; "random"; "random_from_data"), weight_concentration_prior_type
+    (restarts batched on the device), init_params ("kmeans": hard assignment to a converged
+    k-means, the default; "k-means++": k-means++ seeding and 10 Lloyd steps; "random";
+    "random_from_data"), weight_concentration_prior_type
     ("dirichlet_process" or "dirichlet_distribution"), weight_concentration_prior,
     mean_precision_prior, mean_prior, degrees_of_freedom_prior, covariance_prior (None:
     scikit-learn's data-dependent defaults), random_state, warm_start (continue from the
@@ -153,7 +160,7 @@ class BayesianGaussianMixture(BaseMixture):
         self.weight_concentration_ = (conc[0], conc[1]) if wt == "dirichlet_process" else conc
         self.mean_precision_ = np.asarray(post.mean_precision, dtype=np.float64)
         self.degrees_of_freedom_ = np.asarray(post.degrees_of_freedom, dtype=np.float64)[()]
-        self._set_from_gmm(em.GMM(mixture_weights(post), post.means, post.covariances,
+        self._set_from_gmm(em.GMM(_mixture_weights(post), post.means, post.covariances,
                                   self.covariance_type))
 
     def _posterior(self) -> em.VariationalPosterior:
@@ -161,7 +168,7 @@ class BayesianGaussianMixture(BaseMixture):
         prior type (float64; call inside `jax.enable_x64(True)`)."""
         cov = jnp.asarray(self.covariances_)
         with _linalg.single_threaded_lapack():
-            tril = _linalg.cholesky(cov) if covariance.of(self.covariance_type).matrix else None
+            tril = _cholesky(cov) if covariance.of(self.covariance_type).matrix else None
         return em.VariationalPosterior(
             jnp.asarray(np.stack(self.weight_concentration_)), jnp.asarray(self.mean_precision_),
             jnp.asarray(self.means_), jnp.asarray(self.degrees_of_freedom_), cov, tril,
@@ -188,7 +195,7 @@ class BayesianGaussianMixture(BaseMixture):
     # inference: the E step of VB-EM, under q (scikit-learn's `_estimate_weighted_log_prob`)
 
     def _e_step_gmm(self) -> em.GMM:
-        return expected_gmm(self._posterior())
+        return _expected_gmm(self._posterior())
 
     def _log_weight_norm(self) -> float:
         """ln Σ_k exp(E[ln π_k] + ½(E[ln|Λ_k|] − D ln ν_k − D/β_k)): the constant that

@@ -36,14 +36,15 @@ def marginal_log_prob(x, gmm):
 class GaussianMixture(PartialFitMixin, BaseMixture):
     """Gaussian mixture fitted by EM (`jaxvi.em.fit`), a drop-in for scikit-learn's.
 
-    Parameters and fitted attributes follow `sklearn.mixture.GaussianMixture`:
-    n_components, covariance_type ("full", "tied", "diag", "spherical"), tol, reg_covar,
-    max_iter, n_init, init_params ("kmeans" = "k-means++": k-means++ seeding and Lloyd
-    steps; "random"; "random_from_data"), weights_init, means_init, precisions_init,
-    random_state, warm_start, verbose, verbose_interval (≥ 1: scikit-learn's progress lines
-    for the best restart, its lower bound every verbose_interval iterations, printed after
-    the on-device loop). Fitted: weights_, means_, covariances_, precisions_,
-    precisions_cholesky_, converged_, n_iter_, lower_bound_, lower_bounds_, n_features_in_.
+    Parameters and fitted attributes follow `sklearn.mixture.GaussianMixture`: n_components,
+    covariance_type ("full", "tied", "diag", "spherical"), tol, reg_covar, max_iter, n_init,
+    init_params ("kmeans": hard assignment to a converged k-means, the default; "k-means++":
+    k-means++ seeding and 10 Lloyd steps; "random"; "random_from_data"), weights_init,
+    means_init, precisions_init, random_state, warm_start, verbose, verbose_interval (≥ 1:
+    scikit-learn's progress lines for the best restart, its lower bound every verbose_interval
+    iterations, printed after the on-device loop). Fitted: weights_, means_, covariances_,
+    precisions_, precisions_cholesky_, converged_, n_iter_, lower_bound_, lower_bounds_,
+    n_features_in_.
     The `n_init` restarts run batched on the device. `prior` (a `jaxvi.em.Prior`, default
     None) switches to MAP-EM under a conjugate Dirichlet / normal-inverse-Wishart prior.
     `missing="marginalize"` (default None: NaN is an error) makes fit, predict,

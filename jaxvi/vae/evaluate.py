@@ -29,9 +29,9 @@ def make_evaluator(graphdef, *, iwae_samples: int = 64, cluster_samples: int = 1
     def _chunk(params, xb, key):
         model = merge_model(graphdef, params)
         k1, k2, k3 = jax.random.split(key, 3)
-        terms = model.elbo_terms(xb, key=k1, n_samples=1)
-        iwae = model.iwae(xb, key=k2, n_samples=iwae_samples)
-        pred = model.cluster(xb, key=k3, n_samples=cluster_samples)
+        terms = model.elbo_terms(xb, key=k1, num_samples=1)
+        iwae = model.iwae(xb, key=k2, num_samples=iwae_samples)
+        pred = model.cluster(xb, key=k3, num_samples=cluster_samples)
         return terms, iwae, pred
 
     def evaluate(params, x, y=None, *, key):

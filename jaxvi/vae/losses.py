@@ -11,16 +11,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvi._deprecation import renamed_keyword
 from jaxvi.training.step import LossFn
 from jaxvi.vae.model import merge_model
 
 
-def elbo_loss(graphdef, n_samples: int = 1) -> LossFn:
+@renamed_keyword("n_samples", "num_samples", "elbo_loss")
+def elbo_loss(graphdef, num_samples: int = 1) -> LossFn:
     """Negative mean ELBO per data point (the three terms reported as metrics). batch: (B, D)."""
 
     def loss_fn(params, batch, key):
         model = merge_model(graphdef, params)
-        terms = model.elbo_terms(batch, key=key, n_samples=n_samples)
+        terms = model.elbo_terms(batch, key=key, num_samples=num_samples)
         elbo = terms.elbo
         return -jnp.mean(elbo), {
             "elbo": jnp.mean(elbo),
@@ -32,13 +34,14 @@ def elbo_loss(graphdef, n_samples: int = 1) -> LossFn:
     return loss_fn
 
 
-def consensus_elbo_loss(graphdef, n_samples: int = 1, weight: float = 1.0) -> LossFn:
+@renamed_keyword("n_samples", "num_samples", "consensus_elbo_loss")
+def consensus_elbo_loss(graphdef, num_samples: int = 1, weight: float = 1.0) -> LossFn:
     """Negative mean ELBO plus `weight` times the cross-entropy of q(z | w, x) (one w ~ q(w | x)
     per point) against soft cluster targets. Each batch row is x followed by its K target
     probabilities ((D + K) values, see `smooth_targets`): the targets come from the
     unsupervised consensus of pretraining, so the model keeps, and extends to new points, the
     clustering it starts from."""
-    base = elbo_loss(graphdef, n_samples)
+    base = elbo_loss(graphdef, num_samples)
 
     def loss_fn(params, batch, key):
         model = merge_model(graphdef, params)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxvi._deprecation import renamed_keyword
 from jaxvi._linalg import inverse_softplus
 from jaxvi._validate import check_choice
 from jaxvi.nn import dense
@@ -192,56 +193,62 @@ class HierarchicalVAE(nnx.Module):
         self.decoder = Decoder(cfg, rngs=rngs)
 
     # ---- pieces -------------------------------------------------------------------------
-    def sample_latents(self, x: jax.Array, *, key: jax.Array, n_samples: int):
+    @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.sample_latents")
+    def sample_latents(self, x: jax.Array, *, key: jax.Array, num_samples: int):
         """S reparameterised samples of q(w | x) per data point, one key per point split from
         `key`. x: (B, D) -> w (B, S, L), mean, scale (B, L)."""
         mean, scale = self.encoder(x)
-        return bounds.sample_w_batch(mean, scale, n_samples, key=key), mean, scale
+        return bounds.sample_w_batch(mean, scale, num_samples, key=key), mean, scale
 
     def cluster_logits(self, w: jax.Array, x: jax.Array, prior) -> jax.Array:
         """Logits of q(z | w, x) for a batch: w (B, S, L), x (B, D), prior: (logits, mean,
         scale) as `self.prior()` gives -> (B, S, K)."""
         return jax.vmap(lambda wb, xb: self.head(wb, xb, prior))(w, x)
 
-    def _per_point(self, x, key, n_samples):
+    def _per_point(self, x, key, num_samples):
         """For each x_b: S samples of w and the log-likelihoods. -> w (B, S, L), mean, scale
         (B, L), log_px_w (B, S)."""
-        w, mean, scale = self.sample_latents(x, key=key, n_samples=n_samples)
+        w, mean, scale = self.sample_latents(x, key=key, num_samples=num_samples)
         params = self.decoder(w)
         log_px_w = jax.vmap(self.decoder.log_prob)(x, params)
         return w, mean, scale, log_px_w
 
-    def elbo_terms(self, x: jax.Array, *, key: jax.Array, n_samples: int = 1) -> bounds.ElboTerms:
+    @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.elbo_terms")
+    def elbo_terms(self, x: jax.Array, *, key: jax.Array, num_samples: int = 1) -> bounds.ElboTerms:
         """The three ELBO terms per data point, each (B,)."""
         prior = self.prior()
-        w, mean, scale, log_px_w = self._per_point(x, key, n_samples)
+        w, mean, scale, log_px_w = self._per_point(x, key, num_samples)
         qz_logits = self.cluster_logits(w, x, prior)
         return jax.vmap(lambda lp, wb, m, s, ql: bounds.elbo_terms(lp, wb, m, s, ql, *prior))(
             log_px_w, w, mean, scale, qz_logits
         )
 
-    def elbo(self, x: jax.Array, *, key: jax.Array, n_samples: int = 1) -> jax.Array:
+    @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.elbo")
+    def elbo(self, x: jax.Array, *, key: jax.Array, num_samples: int = 1) -> jax.Array:
         """ELBO per data point. (B, D) -> (B,)."""
-        return self.elbo_terms(x, key=key, n_samples=n_samples).elbo
+        return self.elbo_terms(x, key=key, num_samples=num_samples).elbo
 
-    def iwae(self, x: jax.Array, *, key: jax.Array, n_samples: int = 64) -> jax.Array:
-        """The n_samples-sample IWAE bound on log p(x) per data point. (B, D) -> (B,)."""
+    @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.iwae")
+    def iwae(self, x: jax.Array, *, key: jax.Array, num_samples: int = 64) -> jax.Array:
+        """The num_samples-sample IWAE bound on log p(x) per data point. (B, D) -> (B,)."""
         prior = self.prior()
-        w, mean, scale, log_px_w = self._per_point(x, key, n_samples)
+        w, mean, scale, log_px_w = self._per_point(x, key, num_samples)
         return jax.vmap(lambda lp, wb, m, s: bounds.iwae_bound(lp, wb, m, s, *prior))(
             log_px_w, w, mean, scale
         )
 
-    def cluster_probs(self, x: jax.Array, *, key: jax.Array, n_samples: int = 16) -> jax.Array:
+    @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.cluster_probs")
+    def cluster_probs(self, x: jax.Array, *, key: jax.Array, num_samples: int = 16) -> jax.Array:
         """q(z | x) ≈ mean over w ~ q(w | x) of q(z | w, x). (B, D) -> (B, K)."""
         prior = self.prior()
-        w, _, _ = self.sample_latents(x, key=key, n_samples=n_samples)
+        w, _, _ = self.sample_latents(x, key=key, num_samples=num_samples)
         logits = self.cluster_logits(w, x, prior)
         return jnp.mean(jax.nn.softmax(logits, axis=-1), axis=1)
 
-    def cluster(self, x: jax.Array, *, key: jax.Array, n_samples: int = 16) -> jax.Array:
+    @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.cluster")
+    def cluster(self, x: jax.Array, *, key: jax.Array, num_samples: int = 16) -> jax.Array:
         """Predicted component per data point: argmax of q(z | x). (B, D) -> (B,) int."""
-        return jnp.argmax(self.cluster_probs(x, key=key, n_samples=n_samples), axis=-1)
+        return jnp.argmax(self.cluster_probs(x, key=key, num_samples=num_samples), axis=-1)
 
     def reconstruct(self, x: jax.Array) -> jax.Array:
         """E[x | w = mean of q(w | x)]. (B, D) -> (B, D)."""

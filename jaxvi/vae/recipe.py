@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from jaxvi import processes
+from jaxvi._deprecation import renamed_keyword
 from jaxvi._validate import check_choice, check_gaussian_scale, check_unit_interval
 from jaxvi.data import check_data
 from jaxvi.training.checkpoint import (
@@ -62,7 +63,8 @@ class TrainConfig:
     many autoencoders are pretrained (together, vmapped); with more than one, the prior starts
     from their consensus clusters (a GMM on all restarts' codes side by side,
     `jaxvi.vae.pretrain.consensus_labels`) on the codes of the restart whose own GMM agrees
-    with it most: no labels are used. n_samples: samples of w per data point in the ELBO.
+    with it most: no labels are used. elbo_samples: samples of w per data point in the ELBO
+    (formerly `n_samples`, still accepted with a DeprecationWarning).
     inference: "elbo" trains every network on the ELBO; "forward-kl" trains decoder and prior
     on the IWAE bound and the inference networks on the forward KL (reweighted wake-sleep,
     `jaxvi.vae.wake_sleep`) with `wake_sleep_samples` samples of w.
@@ -86,7 +88,7 @@ class TrainConfig:
     pretrain_neighbors: int = 0
     neighbor_dims: int = 64
     restarts: int = 2
-    n_samples: int = 1
+    elbo_samples: int = 1
     seed: int = 0
     checkpoint_every: int = 500
     iwae_samples: int = 64
@@ -99,7 +101,7 @@ class TrainConfig:
     embedding_neighbors: int = 20
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "n_samples", "checkpoint_every", "iwae_samples",
+        for name in ("epochs", "batch_size", "elbo_samples", "checkpoint_every", "iwae_samples",
                      "eval_every", "restarts"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(
@@ -131,7 +133,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {_RENAMED.get(k, k): v for k, v in d.items()}  # a checkpoint's former names
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# TrainConfig's former field names -> the new ones (one release: a DeprecationWarning)
+_RENAMED = {"n_samples": "elbo_samples"}
+TrainConfig.__init__ = renamed_keyword("n_samples", "elbo_samples", "TrainConfig")(
+    TrainConfig.__init__)
 
 
 def train_vae(
@@ -288,11 +297,11 @@ def _joint_loss(graphdef, mc: VAEConfig, tc: TrainConfig, x_train, cluster_label
 
         return rws_loss(graphdef, tc.wake_sleep_samples), x_train
     if cluster_labels is not None and tc.consensus_weight > 0:
-        loss = consensus_elbo_loss(graphdef, tc.n_samples, tc.consensus_weight)
+        loss = consensus_elbo_loss(graphdef, tc.elbo_samples, tc.consensus_weight)
         table = neighbors(tc.consensus_smoothing) if tc.consensus_smoothing else None
         targets = smooth_targets(np.asarray(cluster_labels), mc.components, table)
         return loss, np.concatenate([np.asarray(x_train, np.float32), targets], axis=1)
-    return elbo_loss(graphdef, tc.n_samples), x_train
+    return elbo_loss(graphdef, tc.elbo_samples), x_train
 
 
 # ----------------------------------------------------------------------------- checks

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvi import _validate
+from jaxvi._deprecation import renamed_keyword
 from jaxvi._linalg import diag_normal_log_prob
 from jaxvi.vae import bounds
 from jaxvi.vae.model import merge_model
@@ -65,25 +66,26 @@ class RWSTerms(NamedTuple):
     ess: jax.Array  # 1 / Σ_s ŵ_s², in [1, S]
 
 
-def _check_n_samples(n_samples, minimum: int) -> None:
-    if (isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral)
-            or n_samples < minimum):
+def _check_num_samples(num_samples, minimum: int) -> None:
+    if (isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral)
+            or num_samples < minimum):
         why = (" for reweighted wake-sleep (with one sample the self-normalised weights are "
                "all 1)") if minimum >= 2 else ""
-        raise ValueError(f"`n_samples` must be an integer ≥ {minimum}{why}; got {n_samples!r}.")
+        raise ValueError(f"`num_samples` must be an integer ≥ {minimum}{why}; got {num_samples!r}.")
 
 
-def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerms:
+@renamed_keyword("n_samples", "num_samples", "rws_terms")
+def rws_terms(model, x: jax.Array, *, key: jax.Array, num_samples: int) -> RWSTerms:
     """Reweighted wake-sleep terms for a batch x: (B, D) -> `RWSTerms` of (B,) arrays.
 
     `model` is a `jaxvi.vae.model.HierarchicalVAE`. The w_s are drawn exactly as `model.iwae`
     draws them (`model.sample_latents`: one key per data point, split from `key`), so `iwae`
-    equals `model.iwae(x, key=key, n_samples=n_samples)`. Pure; works under jit and vmap.
-    n_samples: S ≥ 1 (use S ≥ 2 to train: see `rws_loss`). Shapes are checked (x must be
+    equals `model.iwae(x, key=key, num_samples=num_samples)`. Pure; works under jit and vmap.
+    num_samples: S ≥ 1 (use S ≥ 2 to train: see `rws_loss`). Shapes are checked (x must be
     (B, D) with D the model's `config.data_dim`); x's values (finite) only when concrete.
     """
-    _check_n_samples(n_samples, minimum=1)
-    n_samples = int(n_samples)
+    _check_num_samples(num_samples, minimum=1)
+    num_samples = int(num_samples)
     x = jnp.asarray(x)
     _validate.check_ndim("x", x, 2, "(B, D) (a batch of data points)")
     data_dim = getattr(getattr(model, "config", None), "data_dim", None)
@@ -93,7 +95,7 @@ def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerm
     _validate.check_finite("x", x)
     prior = model.prior()  # (K,), (K, L), (K, L)
     prior_fixed = jax.tree.map(jax.lax.stop_gradient, prior)
-    w, w_mean, w_scale = model.sample_latents(x, key=key, n_samples=n_samples)
+    w, w_mean, w_scale = model.sample_latents(x, key=key, num_samples=num_samples)
     w = jax.lax.stop_gradient(w)  # (B, S, L): samples, not reparameterised
     log_px_w = jax.vmap(model.decoder.log_prob)(x, model.decoder(w))  # (B, S)
     qz_logits = model.cluster_logits(w, x, prior_fixed)  # (B, S, K)
@@ -104,7 +106,7 @@ def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerm
         log_weights = log_px_w + log_pw - log_qw
         # θ: IWAE bound with the samples and q's density held fixed.
         iwae = jax.nn.logsumexp(log_px_w + log_pw - jax.lax.stop_gradient(log_qw))
-        iwae = iwae - math.log(n_samples)
+        iwae = iwae - math.log(num_samples)
         # ψ: self-normalised forward KL (weights stopped inside).
         encoder = snis_forward_kl_surrogate(log_qw, log_weights)
         w_bar = jax.nn.softmax(jax.lax.stop_gradient(log_weights))  # (S,)
@@ -119,21 +121,22 @@ def rws_terms(model, x: jax.Array, *, key: jax.Array, n_samples: int) -> RWSTerm
     return jax.vmap(per_point)(log_px_w, w, w_mean, w_scale, qz_logits)
 
 
-def rws_loss(graphdef, n_samples: int = 16):
+@renamed_keyword("n_samples", "num_samples", "rws_loss")
+def rws_loss(graphdef, num_samples: int = 16):
     """-> loss_fn(params, batch, key) -> (scalar surrogate, metrics), the contract of
     `jaxvi.vae.losses.elbo_loss`, so `jaxvi.training.loop.fit` trains with it unchanged.
 
     The scalar is the batch mean of `RWSTerms.surrogate` (separate objectives per parameter
     group, not one bound: see the module doc). Metrics: batch means of iwae, encoder, head_kl
-    and ess. n_samples: S ≥ 2 samples of w per data point (with S = 1 every weight is 1 and the
+    and ess. num_samples: S ≥ 2 samples of w per data point (with S = 1 every weight is 1 and the
     encoder's gradient is pure noise).
     """
-    _check_n_samples(n_samples, minimum=2)
-    n_samples = int(n_samples)
+    _check_num_samples(num_samples, minimum=2)
+    num_samples = int(num_samples)
 
     def loss_fn(params, batch, key):
         model = merge_model(graphdef, params)
-        t = rws_terms(model, batch, key=key, n_samples=n_samples)
+        t = rws_terms(model, batch, key=key, num_samples=num_samples)
         return jnp.mean(t.surrogate), {
             "iwae": jnp.mean(t.iwae),
             "encoder": jnp.mean(t.encoder),

@@ -25,6 +25,14 @@ def test_fit_minibatch_reaches_full_batch_likelihood(x64, blobs):
         em.fit_minibatch([x], 3, key=jax.random.key(0), kappa=0.3)
 
 
+def test_fit_minibatch_raises_when_the_fit_is_not_finite(x64):
+    """Like the full-batch fits, stepwise EM refuses a non-finite mixture (duplicated points,
+    no reg_covar: singular covariances), naming the arguments that fix it."""
+    dup = np.repeat(np.array([[0.0, 0.0], [3.0, 1.0], [-2.0, 4.0]]), 8, axis=0)
+    with pytest.raises(ValueError, match="Stepwise EM failed.*`reg_covar`"):
+        em.fit_minibatch([dup, dup], 3, key=jax.random.key(0), reg_covar=0.0)
+
+
 def _reference_stream(x_batches, gmm, kappa, reg_covar, running=None, seen=0.0, shift=None):
     """Stepwise EM by hand (precise E step, plain M step): s ← (1 − ρ) s + ρ ŝ with
     ρ = (W / w + 2)^(−κ) (1 for the first batch), W the weight seen before, w the batch's."""

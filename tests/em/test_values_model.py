@@ -66,7 +66,7 @@ def test_densities_e_step_and_criteria_equal_sklearn(x64, cov):
     gmm, ref = _gmm(cov), _sk(cov)
     comp = np.stack([stats.multivariate_normal(m, c).logpdf(x)
                      for m, c in zip(MEANS, _full_covs(cov), strict=True)], -1)
-    np.testing.assert_allclose(em.component_log_prob(jnp.asarray(x), gmm), comp, rtol=1e-10)
+    np.testing.assert_allclose(em.conditional_log_prob(jnp.asarray(x), gmm), comp, rtol=1e-10)
     np.testing.assert_allclose(em.log_prob(x, gmm), ref.score_samples(x), rtol=1e-10)
     log_resp, mean_ll = em.e_step(x, gmm)
     np.testing.assert_allclose(np.exp(log_resp), ref.predict_proba(x), rtol=1e-9, atol=1e-14)

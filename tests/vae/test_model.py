@@ -29,7 +29,7 @@ def _x(n=5, d=6, seed=1):
 def test_model_elbo_matches_pure_functions(likelihood):
     cfg = VAEConfig(**{**CFG.to_dict(), "likelihood": likelihood})
     model, x, key = _model(cfg), _x(), jax.random.key(3)
-    terms = model.elbo_terms(x, key=key, n_samples=4)
+    terms = model.elbo_terms(x, key=key, num_samples=4)
     # Recompute by hand from the networks' outputs with the same noise.
     mean, scale = model.encoder(x)
     prior = model.prior()
@@ -46,7 +46,7 @@ def test_model_elbo_matches_pure_functions(likelihood):
         for got, want in zip(terms, ref, strict=True):
             np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-5)
     assert terms.elbo.shape == (5,)
-    iwae = model.iwae(x, key=key, n_samples=4)
+    iwae = model.iwae(x, key=key, num_samples=4)
     assert iwae.shape == (5,) and np.all(np.isfinite(iwae))
 
 
@@ -67,7 +67,7 @@ def test_gradients_reach_every_parameter_group_and_are_finite():
     params["head"]["net"]["out"]["kernel"] = 0.1 * jnp.ones_like(
         params["head"]["net"]["out"]["kernel"]
     )
-    loss_fn = elbo_loss(graphdef, n_samples=2)
+    loss_fn = elbo_loss(graphdef, num_samples=2)
     grads, _ = jax.jit(jax.grad(loss_fn, has_aux=True))(params, _x(), jax.random.key(0))
     flat = jax.tree_util.tree_flatten_with_path(grads)[0]
     groups = {jax.tree_util.keystr(p[:1]) for p, _ in flat}
@@ -113,9 +113,9 @@ def test_step_under_jit_and_vmap_and_compiles_once():
 def test_cluster_and_sample():
     model = _model()
     x = _x(7)
-    probs = model.cluster_probs(x, key=jax.random.key(0), n_samples=3)
+    probs = model.cluster_probs(x, key=jax.random.key(0), num_samples=3)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-    pred = model.cluster(x, key=jax.random.key(0), n_samples=3)
+    pred = model.cluster(x, key=jax.random.key(0), num_samples=3)
     assert pred.shape == (7,) and pred.dtype.kind == "i"
     np.testing.assert_array_equal(pred, np.argmax(probs, -1))
     xs, z = model.sample(jax.random.key(1), 4, component=2)

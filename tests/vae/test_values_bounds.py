@@ -111,7 +111,7 @@ def test_rws_terms_equal_numpy_from_the_networks(x64, likelihood):
     model = HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
     x = jax.random.uniform(jax.random.key(1), (2, 4), jnp.float32)
     key, n = jax.random.key(2), 5
-    t = wake_sleep.rws_terms(model, x, key=key, n_samples=n)
+    t = wake_sleep.rws_terms(model, x, key=key, num_samples=n)
     mean, scale = model.encoder(x)
     logits, pm, ps = (np.asarray(a, np.float64) for a in model.prior())
     keys = jax.random.split(key, x.shape[0])

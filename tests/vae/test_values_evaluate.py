@@ -23,8 +23,8 @@ GRAPHDEF, PARAMS = model_lib.split_model(MODEL)
 @jax.jit
 def _bounds(params, xb, k1, k2, k3):
     model = model_lib.merge_model(GRAPHDEF, params)
-    return (model.elbo_terms(xb, key=k1, n_samples=1), model.iwae(xb, key=k2, n_samples=4),
-            model.cluster(xb, key=k3, n_samples=2))
+    return (model.elbo_terms(xb, key=k1, num_samples=1), model.iwae(xb, key=k2, num_samples=4),
+            model.cluster(xb, key=k3, num_samples=2))
 
 
 def _reference(x, key, chunk):
@@ -64,7 +64,7 @@ def test_evaluator_equals_chunkwise_reference(n):
 def test_elbo_loss_is_minus_the_batch_mean_elbo():
     x = jax.random.uniform(jax.random.key(2), (6, CFG.data_dim))
     key = jax.random.key(3)
-    loss, info = losses.elbo_loss(GRAPHDEF, n_samples=2)(PARAMS, x, key)
-    elbo = np.asarray(MODEL.elbo(x, key=key, n_samples=2))
+    loss, info = losses.elbo_loss(GRAPHDEF, num_samples=2)(PARAMS, x, key)
+    elbo = np.asarray(MODEL.elbo(x, key=key, num_samples=2))
     np.testing.assert_allclose(loss, -elbo.mean(), rtol=1e-5)
     np.testing.assert_allclose(info["elbo"], elbo.mean(), rtol=1e-5)

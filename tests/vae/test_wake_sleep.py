@@ -2,7 +2,7 @@
 it is designed to get (checked against independent formulas), the encoder's and decoder's
 gradients approach the exact ∇ KL(p(w | x) ‖ q(w | x)) and ∇ log p(x) computed on a grid,
 finite gradients everywhere, training raises the IWAE bound, jit/vmap;
-`rws_terms` validates x and n_samples."""
+`rws_terms` validates x and num_samples."""
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +98,7 @@ def test_gradients_split_by_parameter_group(x64):
             return jnp.mean(jnp.sum(w_bar * kl, -1))
 
         refs = {f.__name__: jax.value_and_grad(f)(params) for f in (iwae_ref, enc_ref, head_ref)}
-        model_iwae = jnp.mean(m0.iwae(x, key=key, n_samples=s))
+        model_iwae = jnp.mean(m0.iwae(x, key=key, num_samples=s))
         return info, grads, refs, model_iwae, w_bar
 
     info, grads, refs, model_iwae, w_bar = run(params)
@@ -229,9 +229,9 @@ def test_short_rws_training_raises_the_iwae_bound():
 
 
 @pytest.mark.parametrize("bad", [1, 0, 2.5, True])
-def test_bad_n_samples(bad):
+def test_bad_num_samples(bad):
     graphdef, _ = split_model(HierarchicalVAE(TINY, rngs=nnx.Rngs(0)))
-    with pytest.raises(ValueError, match="n_samples"):
+    with pytest.raises(ValueError, match="num_samples"):
         rws_loss(graphdef, bad)
 
 
@@ -244,17 +244,17 @@ def _tiny_vae():
     return HierarchicalVAE(cfg, rngs=nnx.Rngs(0))
 
 
-def test_rws_terms_validates_x_and_n_samples():
+def test_rws_terms_validates_x_and_num_samples():
     model = _tiny_vae()
     x = np.random.default_rng(0).uniform(size=(3, 5)).astype(np.float32)
-    terms = W.rws_terms(model, x, key=jax.random.key(0), n_samples=4)
-    np.testing.assert_allclose(terms.iwae, model.iwae(x, key=jax.random.key(0), n_samples=4),
+    terms = W.rws_terms(model, x, key=jax.random.key(0), num_samples=4)
+    np.testing.assert_allclose(terms.iwae, model.iwae(x, key=jax.random.key(0), num_samples=4),
                                rtol=1e-5)
     with pytest.raises(ValueError, match="`x` must have 2 dimensions"):
-        W.rws_terms(model, x[0], key=jax.random.key(0), n_samples=4)
+        W.rws_terms(model, x[0], key=jax.random.key(0), num_samples=4)
     with pytest.raises(ValueError, match="`x` and `model.config.data_dim`"):
-        W.rws_terms(model, x[:, :4], key=jax.random.key(0), n_samples=4)
-    with pytest.raises(ValueError, match="`n_samples`"):
-        W.rws_terms(model, x, key=jax.random.key(0), n_samples=0)
+        W.rws_terms(model, x[:, :4], key=jax.random.key(0), num_samples=4)
+    with pytest.raises(ValueError, match="`num_samples`"):
+        W.rws_terms(model, x, key=jax.random.key(0), num_samples=0)
     with pytest.raises(ValueError, match="`x` must be finite"):
-        W.rws_terms(model, np.full((3, 5), np.nan), key=jax.random.key(0), n_samples=4)
+        W.rws_terms(model, np.full((3, 5), np.nan), key=jax.random.key(0), num_samples=4)

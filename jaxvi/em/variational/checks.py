@@ -66,6 +66,11 @@ def check_variational_prior(prior: VariationalPrior, covariance_type: str, d: in
         _validate.check_positive("covariance_prior", psi0)
 
 
+# one compiled program (eagerly, each of its jnp operations would be one)
+_default_prior = jax.jit(default_variational_prior,
+                         static_argnames=("covariance_type", "n_components"))
+
+
 def checked_prior(x: jax.Array, covariance_type: str, n_components: int, sample_weight=None,
                   reg_covar: float = 0.0, **given) -> VariationalPrior:
     """The prior of a fit to x: (N, D) (rows weighted by sample_weight (N,) when given):
@@ -80,9 +85,8 @@ def checked_prior(x: jax.Array, covariance_type: str, n_components: int, sample_
     default_psi = given.get("covariance_prior") is None
     if sample_weight is not None and default_psi:
         em_checks.check_weight_total(sample_weight)
-    prior = default_variational_prior(x, covariance_type=covariance_type,
-                                      n_components=n_components, sample_weight=sample_weight,
-                                      **given)
+    prior = _default_prior(x, covariance_type=covariance_type, n_components=n_components,
+                           sample_weight=sample_weight, **given)
     if default_psi:  # (a covariance beyond the dtype's range is named as such first)
         _validate.check_finite("covariance_prior", prior.covariance_prior)
         prior = prior._replace(covariance_prior=_floored(prior.covariance_prior, reg_covar))

@@ -24,7 +24,7 @@ from jaxvi.em.driver import lapack_scoped
 from jaxvi.em.online import blend, per_point
 from jaxvi.em.stats import e_step_stats_fast, sufficient_stats, weighted_mean
 from jaxvi.em.step import identity
-from jaxvi.em.streaming import chunker, run_stream, weighted_batches
+from jaxvi.em.streaming import chunker, raise_if_not_finite, run_stream, weighted_batches
 from jaxvi.em.variational.checks import checked_prior
 from jaxvi.em.variational.fit import VariationalFitResult
 from jaxvi.em.variational.model import WEIGHT_PRIOR_TYPES, VariationalPosterior
@@ -178,11 +178,9 @@ def fit_variational_minibatch(
 
     (post, running), hist = run_stream(step, (post, running),
                                        itertools.chain([(first, w0)], stream))
-    if not bool(jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a))
-                                     for a in jax.tree_util.tree_leaves(post)]))):
-        raise ValueError("Stochastic VI failed: the posterior is not finite (e.g. from "
-                         "collapsed or duplicated points). Increase `reg_covar` or "
-                         "`covariance_prior`, or lower the step sizes (`kappa`, `delay`).")
+    raise_if_not_finite(post, "Stochastic VI failed: the posterior is not finite (e.g. from "
+                        "collapsed or duplicated points). Increase `reg_covar` or "
+                        "`covariance_prior`, or lower the step sizes (`kappa`, `delay`).")
     return VariationalFitResult(post, hist[-1], jnp.asarray(hist.shape[0]),
                                 jnp.zeros((), bool), hist)
 

@@ -43,7 +43,8 @@ PUBLISHED = [
     {"method": "DynAE", "accuracy": 0.987, "nmi": 0.963,
      "source": "Mrabah et al., Deep clustering with a Dynamic Autoencoder, Neural Networks 2020"},
 ]
-# What each part of the recipe buys: MixtureVAE parameters changed from the defaults.
+# The defaults a result file records (what changed between the recipes measured).
+RECIPE_FIELDS = ("restarts", "consensus_weight")
 # What each part of the recipe buys: MixtureVAE parameters changed from the defaults (the
 # defaults' own row is the main run's, same seeds).
 ABLATION = {
@@ -202,7 +203,11 @@ def main(argv=None):
     if not DEFAULT_OUT.is_file() and set(args.parts) & {"mnist", "mnist70k", "ablation"}:
         print(f"skipped: {DEFAULT_OUT} is missing; see benchmarks/mnist_data.py")
         return 0
-    result = {"device": print_device(), "seeds": args.seeds, "protocol":
+    from jaxvi.vae.recipe import TrainConfig
+
+    defaults = TrainConfig()
+    result = {"device": print_device(), "seeds": args.seeds,
+              "recipe": {k: getattr(defaults, k) for k in RECIPE_FIELDS}, "protocol":
               "fit on all images without labels, score the same images (Hungarian accuracy, NMI)",
               "published_mnist_test": PUBLISHED}
     sets = [s for s in ("mnist", "digits") if s in args.parts]

@@ -41,9 +41,20 @@ def _cpu_minutes(runs: list[dict]) -> str:
     return lo if lo == hi else f"{lo}–{hi}"
 
 
+def _recipe(d: dict) -> str:
+    """"restarts=1, consensus_weight=3.0": the defaults a result file records."""
+    return ", ".join(f"{k}={v}" for k, v in d.get("recipe", {}).items())
+
+
 def mnist_section() -> str:
     main, digits = _load("eval_vae_mnist"), _load("eval_vae_mnist_digits")
     big, ablation = _load("eval_vae_mnist_70k"), _load("eval_vae_mnist_ablation")
+    small_sets = _load("eval_vae_small_sets_umap")
+
+    def earlier(d: dict) -> str:  # said of results measured with other defaults than main's
+        return (f" with the previous defaults ({_recipe(d)})"
+                if d.get("recipe") and d["recipe"] != main.get("recipe") else "")
+
     lines = []
     if "mnist" in main:
         m = main["mnist"]["jaxvi_mixture_vae"]
@@ -69,9 +80,17 @@ def mnist_section() -> str:
                   f"{_cpu_minutes(m['runs'])} CPU minutes, on {main['device']['cpu_count']} "
                   "CPU cores shared with other jobs "
                   f"(1-minute load {min(loads):.1f}–{max(loads):.1f} at the starts)."]
+    previous = _load("eval_vae_mnist_previous")
+    if "mnist" in previous:
+        m = previous["mnist"]["jaxvi_mixture_vae"]
+        lines += ["", f"The previous defaults ({_recipe(previous)}: one autoencoder, a weaker "
+                  f"consensus term), seeds {', '.join(str(r['seed']) for r in m['runs'])}: "
+                  f"accuracy {_range(m['accuracy'])}, NMI {_range(m['nmi'])}, "
+                  f"{_cpu_minutes(m['runs'])} CPU minutes per fit."]
     if "mnist70k" in big:
         b = big["mnist70k"]["jaxvi_mixture_vae"]
-        lines += ["", f"70,000 images (the 10,000 digits and six jittered copies of each): "
+        lines += ["", "70,000 images (the 10,000 digits and six jittered copies of each)"
+                  f"{earlier(big)}: "
                   f"accuracy {_range(b['accuracy'])} (NMI {_range(b['nmi'])}) on the 10,000 real "
                   f"digits, {_range(b['accuracy_all'])} on all 70,000, in "
                   f"{_minutes(b['wall_seconds'])} wall on the same shared cores "
@@ -84,7 +103,7 @@ def mnist_section() -> str:
         lines += ["", f"scikit-learn's 8×8 digits (1,797, same protocol): accuracy "
                   f"{_range(d['accuracy'])}, NMI {_range(d['nmi'])} (KMeans "
                   f"{_range(km['accuracy'])}; t-SNE + KMeans reaches 0.934–0.945)."]
-    small = _load("eval_vae_small_sets_umap").get("small_sets", {})
+    small = small_sets.get("small_sets", {})
     if small:
         parts = []
         for name, res in small.items():
@@ -95,17 +114,23 @@ def mnist_section() -> str:
                 f"{_range(gmm['test_accuracy'])} / {_range(gmm['train_accuracy'])}, KMeans "
                 f"{_range(km['test_accuracy'])} / {_range(km['train_accuracy'])})")
         lines += ["", "Standardised wine and breast cancer (`eval_vae_scale.py --skip-scale`, "
-                  "seeds 0–2, an 80/20 split): " + "; ".join(parts) + "."]
+                  f"seeds 0–2, an 80/20 split){earlier(small_sets)}: " + "; ".join(parts) + "."]
     if ablation.get("ablation"):
-        lines += ["", "| what each part buys (seed 0) | MNIST-test accuracy | digits accuracy |",
-                  "| --- | --- | --- |"]
-        base = {"mnist": main.get("mnist"), "digits": digits.get("digits")}
+        # the defaults the ablation changed one part of, when they were not today's: their
+        # recipe and the files their own rows were measured in
+        measured_apart = "defaults_from" in ablation
+        source = ((_load(ablation["defaults_from"]), _load(ablation["digits_defaults_from"]))
+                  if measured_apart else (main, digits))
+        recipe = f"; {_recipe(ablation)}" if measured_apart else ""
+        lines += ["", f"| what each part buys (seed 0{recipe}) | MNIST-test accuracy | "
+                  "digits accuracy |", "| --- | --- | --- |"]
+        base = {"mnist": source[0].get("mnist"), "digits": source[1].get("digits")}
         seeds = {r["seed"] for t in ablation["ablation"].values() for v in t.values()
                  for r in v["runs"]}
         first = {k: next((r["accuracy"] for r in v["jaxvi_mixture_vae"]["runs"]
                           if r["seed"] in seeds), None) if v else None
                  for k, v in base.items()}
-        rows = {"the defaults": first}
+        rows = {"those defaults" if measured_apart else "the defaults": first}
         for set_name, table in ablation["ablation"].items():
             for label, res in table.items():
                 rows.setdefault(label, {})[set_name] = res["accuracy"]["mean"]

@@ -87,7 +87,7 @@ class TrainConfig:
     pretrain_learning_rate: float = 1e-3
     pretrain_neighbors: int = 0
     neighbor_dims: int = 64
-    restarts: int = 1
+    restarts: int = 2
     elbo_samples: int = 1
     seed: int = 0
     checkpoint_every: int = 500
@@ -95,7 +95,7 @@ class TrainConfig:
     eval_every: int = 10
     inference: str = "elbo"
     wake_sleep_samples: int = 16
-    consensus_weight: float = 3.0
+    consensus_weight: float = 10.0
     consensus_smoothing: int = 0
     embedding: str = "umap"
     embedding_neighbors: int = 20

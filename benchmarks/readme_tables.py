@@ -100,8 +100,8 @@ def mnist_section() -> str:
     if "digits" in digits:
         d = digits["digits"]["jaxvi_mixture_vae"]
         km = digits["digits"]["baselines"]["kmeans_pixels"]
-        lines += ["", f"scikit-learn's 8×8 digits (1,797, same protocol): accuracy "
-                  f"{_range(d['accuracy'])}, NMI {_range(d['nmi'])} (KMeans "
+        lines += ["", f"scikit-learn's 8×8 digits (1,797, same protocol){earlier(digits)}: "
+                  f"accuracy {_range(d['accuracy'])}, NMI {_range(d['nmi'])} (KMeans "
                   f"{_range(km['accuracy'])}; t-SNE + KMeans reaches 0.934–0.945)."]
     small = small_sets.get("small_sets", {})
     if small:

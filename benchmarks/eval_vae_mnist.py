@@ -46,7 +46,8 @@ PUBLISHED = [
 # The defaults a result file records (what changed between the recipes measured).
 RECIPE_FIELDS = ("restarts", "consensus_weight")
 # What each part of the recipe buys: MixtureVAE parameters changed from the defaults (the
-# defaults' own row is the main run's, same seeds).
+# defaults' own row is the main run's, same seeds; an ablation file measured with earlier
+# defaults names the files of their rows in "defaults_from"/"digits_defaults_from").
 ABLATION = {
     "no UMAP (the prior from a diagonal GMM on the codes)": {"embedding": "none"},
     "no consensus term (the ELBO alone after the prior's start)": {"consensus_weight": 0.0},

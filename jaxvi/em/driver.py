@@ -268,7 +268,8 @@ def padded(x, weights, config: Config):
     w = xp.ones((n,), x.dtype) if weights is None else weights
     x = xp.concatenate([x, xp.zeros((size - n, x.shape[1]), x.dtype)])
     w = xp.concatenate([w, xp.zeros((size - n,), x.dtype)])
-    return jnp.asarray(x), jnp.asarray(w), config._replace(rows=size)
+    x, w = jax.device_put((x, w))  # no program per shape, unlike jnp.asarray on jax ≥ 0.10
+    return x, w, config._replace(rows=size)
 
 
 def run(model: Model, config: Config, x, weights, opts, *, keys=None, params=None,

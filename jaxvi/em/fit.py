@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvi import _validate
 from jaxvi.em import checks
@@ -79,8 +80,12 @@ def _restarts(data, gmm0s, opts, config: Config, combine):
 
 def trimmed(result: EMFitResult, max_iter: int) -> EMFitResult:
     """`result` with its history cut to the fit's own max_iter entries (the loop's history is
-    sized by `iteration_limits`)."""
-    return result._replace(history=result.history[..., :max_iter])
+    sized by `iteration_limits`); a concrete history is cut on the host (no program per
+    max_iter)."""
+    history = result.history
+    if _validate.is_concrete(history):
+        return result._replace(history=jax.device_put(np.asarray(history)[..., :max_iter]))
+    return result._replace(history=history[..., :max_iter])
 
 
 EM = Model(

@@ -128,7 +128,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
             # scikit-learn's convention: U = L⁻ᵀ (upper triangular) with Λ = U Uᵀ.
             with _linalg.single_threaded_lapack():
                 self.precisions_cholesky_ = np.asarray(
-                    _precisions_cholesky(jnp.asarray(self.covariances_)))
+                    _precisions_cholesky(jax.device_put(self.covariances_)))
             u = self.precisions_cholesky_
             self.precisions_ = u @ np.swapaxes(u, -1, -2)
         else:
@@ -136,8 +136,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
             self.precisions_ = 1.0 / self.covariances_
 
     def _gmm(self) -> em.GMM:
-        return em.GMM(jnp.asarray(self.weights_), jnp.asarray(self.means_),
-                      jnp.asarray(self.covariances_), self.covariance_type)
+        return em.GMM(*jax.device_put((self.weights_, self.means_, self.covariances_)),
+                      self.covariance_type)
 
     # ------------------------------------------------------------------------------------------
     # inference (all in float64)

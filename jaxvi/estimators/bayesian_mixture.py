@@ -138,7 +138,7 @@ class BayesianGaussianMixture(BaseMixture):
         start = time.perf_counter()
         with jax.enable_x64(True):
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
-            x = jnp.asarray(X)
+            x = jax.device_put(X)
             cov, k = self.covariance_type, self.n_components
             prior = checked_prior(x, cov, k, reg_covar=float(self.reg_covar),
                                   **{name: getattr(self, name) for name in _PRIORS})
@@ -182,12 +182,12 @@ class BayesianGaussianMixture(BaseMixture):
     def _posterior(self) -> em.VariationalPosterior:
         """q from the fitted attributes, carrying the estimator's covariance type and weight
         prior type (float64; call inside `jax.enable_x64(True)`)."""
-        cov = jnp.asarray(self.covariances_)
+        cov = jax.device_put(self.covariances_)
         with _linalg.single_threaded_lapack():
             tril = _cholesky(cov) if covariance.of(self.covariance_type).matrix else None
         return em.VariationalPosterior(
-            jnp.asarray(np.stack(self.weight_concentration_)), jnp.asarray(self.mean_precision_),
-            jnp.asarray(self.means_), jnp.asarray(self.degrees_of_freedom_), cov, tril,
+            *jax.device_put((np.stack(self.weight_concentration_), self.mean_precision_,
+                             self.means_, self.degrees_of_freedom_)), cov, tril,
             self.covariance_type, self.weight_concentration_prior_type)
 
     def _warm_posterior(self, d: int) -> em.VariationalPosterior:

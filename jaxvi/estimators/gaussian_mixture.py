@@ -204,7 +204,7 @@ class GaussianMixture(PartialFitMixin, BaseMixture):
         start = time.perf_counter()
         with jax.enable_x64(True):
             key = jax.random.key(rng.randint(np.iinfo(np.int32).max))
-            x = jnp.asarray(X)
+            x = jax.device_put(X)
             common = dict(covariance_type=self.covariance_type, max_iter=int(self.max_iter),
                           tol=float(self.tol), reg_covar=float(self.reg_covar), prior=self.prior,
                           missing=self.missing, sample_weight=w, fixed=self.fixed)

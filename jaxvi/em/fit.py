@@ -176,6 +176,16 @@ def fit(
     Returns:
       An `EMFitResult` (computed; on CPU LAPACK runs single-threaded meanwhile, see
       `_linalg.single_threaded_lapack`). A ValueError if the fitted parameters are not finite.
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from jaxvi import em
+      >>> rng = np.random.default_rng(0)
+      >>> x = np.concatenate([rng.normal(-3, 1, (100, 2)), rng.normal(3, 1, (100, 2))])
+      >>> result = em.fit(x, 2, key=jax.random.key(0))
+      >>> bool(result.converged), np.sort(np.round(result.gmm.means[:, 0])).tolist()
+      (True, [-3.0, 3.0])
     """
     if missing is not None:
         return _fit_missing(x, n_components, key=key, covariance_type=covariance_type,

@@ -59,6 +59,15 @@ class BayesianGaussianMixture(BaseMixture):
     tied), the priors used (weight_concentration_prior_, mean_precision_prior_, mean_prior_,
     degrees_of_freedom_prior_, covariance_prior_), lower_bound_, lower_bounds_, converged_,
     n_iter_, n_features_in_.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxvi import BayesianGaussianMixture
+      >>> rng = np.random.default_rng(0)
+      >>> x = np.concatenate([rng.normal(-3, 1, (100, 2)), rng.normal(3, 1, (100, 2))])
+      >>> bgm = BayesianGaussianMixture(n_components=5, random_state=0).fit(x)
+      >>> int((bgm.weights_ > 0.01).sum())  # the weight prior empties the 3 it does not need
+      2
     """
 
     def __init__(

@@ -58,6 +58,17 @@ class GaussianMixture(PartialFitMixin, BaseMixture):
     name for the decay that the functional API, `jaxvi.em.fit_minibatch`, calls `kappa`); the
     first batch initialises the mixture (or the one already fitted is continued), and the
     running statistics live in `stepwise_state_`; `n_iter_` counts the batches.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxvi import GaussianMixture
+      >>> rng = np.random.default_rng(0)
+      >>> x = np.concatenate([rng.normal(-3, 1, (100, 2)), rng.normal(3, 1, (100, 2))])
+      >>> gm = GaussianMixture(n_components=2, random_state=0).fit(x)
+      >>> gm.weights_.round(2).tolist(), gm.converged_
+      ([0.5, 0.5], True)
+      >>> bool(gm.predict([[-3, -3]])[0] != gm.predict([[3, 3]])[0])
+      True
     """
 
     def __init__(

@@ -138,6 +138,15 @@ def kl_divergence(p, q, *, key: jax.Array | None = None, method: str = "auto",
 
     Returns:
       KL(p ‖ q), an array of the broadcast batch shape.
+
+    Examples:
+      >>> import distrax
+      >>> import jax.numpy as jnp
+      >>> from jaxvi.kl import kl_divergence
+      >>> p = distrax.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+      >>> q = distrax.MultivariateNormalDiag(jnp.ones(2), jnp.ones(2))
+      >>> float(kl_divergence(p, q))  # ½‖μ_p − μ_q‖² with unit variances
+      1.0
     """
     _validate.check_choice("method", method, _MIXTURE_METHODS)
     if key is not None and method != "monte_carlo":

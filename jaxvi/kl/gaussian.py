@@ -242,6 +242,13 @@ def mvn(loc_p, cov_p, loc_q, cov_q) -> jax.Array:
     Raises:
       ValueError: a wrong shape, NaN, or a covariance that is not positive definite (or
         numerically singular in the compute dtype).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxvi import kl
+      >>> kl_pq = kl.mvn(jnp.zeros(2), jnp.eye(2), jnp.ones(2), 2.0 * jnp.eye(2))
+      >>> round(float(kl_pq), 4)  # ½(1 + 1 − 2 + ln 4) = ln 2
+      0.6931
     """
     args = _layout.checked_gaussian_pair(("loc_p", "cov_p", "loc_q", "cov_q"),
                                   (loc_p, cov_p, loc_q, cov_q), (1, 2, 1, 2),

@@ -40,6 +40,13 @@ class DamagedCheckpointWarning(UserWarning):
 
 
 class Damaged(NamedTuple):
+    """A checkpoint step that could not be read back intact.
+
+    Attributes:
+      step: the step (epoch) number.
+      reason: what is wrong with it, one line.
+    """
+
     step: int
     reason: str  # one line
 
@@ -48,7 +55,14 @@ class Damaged(NamedTuple):
 
 
 def state_digest(tree) -> str:
-    """SHA-256 over every leaf's dtype, shape and bytes, in the tree's leaf order."""
+    """SHA-256 over every leaf's dtype, shape and bytes, in the tree's leaf order.
+
+    Args:
+      tree: a pytree of arrays (fetched to the host).
+
+    Returns:
+      The hex digest, a str.
+    """
     h = hashlib.sha256()
     for leaf in jax.tree.leaves(jax.device_get(tree)):
         a = np.ascontiguousarray(np.asarray(leaf))
@@ -58,14 +72,29 @@ def state_digest(tree) -> str:
 
 
 def structure_digest(tree) -> str:
-    """SHA-256 of the leaves' dtypes and shapes (arrays or `jax.ShapeDtypeStruct` objects)."""
+    """SHA-256 of the leaves' dtypes and shapes.
+
+    Args:
+      tree: a pytree of arrays or `jax.ShapeDtypeStruct` objects.
+
+    Returns:
+      The hex digest, a str.
+    """
     leaves = [(np.dtype(x.dtype).name, tuple(x.shape)) for x in jax.tree.leaves(tree)]
     return hashlib.sha256(repr(leaves).encode()).hexdigest()
 
 
 def meta_digest(meta: dict) -> str:
-    """SHA-256 of `meta` (without its checksum) as JSON, keys sorted, after a JSON round trip
-    (so tuples and lists, or int and str keys, hash as they are read back)."""
+    """SHA-256 of `meta` (without its checksum) as JSON, keys sorted, after a JSON round trip.
+
+    So tuples and lists, or int and str keys, hash as they are read back.
+
+    Args:
+      meta: JSON-able metadata.
+
+    Returns:
+      The hex digest, a str.
+    """
     body = {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
     canonical = json.loads(json.dumps(body))
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
@@ -134,7 +163,14 @@ def _manager(directory, *, max_to_keep: int = 2, create: bool = True):
 
 
 def checkpoint_steps(directory) -> list[int]:
-    """The finished checkpoint steps in `directory`, oldest first ([] when there is none)."""
+    """The finished checkpoint steps in `directory`, oldest first.
+
+    Args:
+      directory: a checkpoint folder (need not exist).
+
+    Returns:
+      The steps, a list of ints ([] when there is none).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -146,19 +182,42 @@ def checkpoint_steps(directory) -> list[int]:
 
 
 def latest_checkpoint(directory) -> int | None:
-    """The newest checkpoint step in `directory` (intact or not), or None."""
+    """The newest checkpoint step in `directory` (intact or not).
+
+    Args:
+      directory: a checkpoint folder (need not exist).
+
+    Returns:
+      The step, an int, or None when there is none.
+    """
     steps = checkpoint_steps(directory)
     return steps[-1] if steps else None
 
 
 def has_checkpoint(directory) -> bool:
-    """`directory` is given (not None) and holds a checkpoint step (intact or not)."""
+    """Whether `directory` is given (not None) and holds a checkpoint step (intact or not).
+
+    Args:
+      directory: a checkpoint folder, or None.
+
+    Returns:
+      A bool.
+    """
     return directory is not None and latest_checkpoint(directory) is not None
 
 
 def set_aside(directory, steps) -> list[Path]:
-    """Rename the given step folders to `damaged-<step>` (suffixed `.1`, `.2`, … if taken), so
-    that new checkpoints can take their numbers; nothing is deleted. -> the new paths."""
+    """Rename the given step folders to `damaged-<step>` (suffixed `.1`, `.2`, … if taken).
+
+    New checkpoints can then take their numbers; nothing is deleted.
+
+    Args:
+      directory: the checkpoint folder.
+      steps: the step numbers to set aside.
+
+    Returns:
+      The new paths, a list of `Path`.
+    """
     directory = Path(directory)
     moved = []
     for step in steps:
@@ -179,8 +238,14 @@ _SAVED = re.compile(r"\d+|\d+\.orbax-checkpoint-tmp-.*|\.jaxvi-(staging|replaced
 
 
 def saved_entries(directory) -> list[Path]:
-    """The entries of `directory` that saves wrote (see `_SAVED`), sorted; [] when it is not a
-    folder."""
+    """The entries of `directory` that saves wrote (see `_SAVED`), sorted.
+
+    Args:
+      directory: a checkpoint folder.
+
+    Returns:
+      A list of `Path` ([] when it is not a folder).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -188,8 +253,16 @@ def saved_entries(directory) -> list[Path]:
 
 
 def other_entries(directory) -> list[Path]:
-    """The entries of `directory` that no save wrote (a user's files, `damaged-*` step
-    folders set aside for inspection), sorted."""
+    """The entries of `directory` that no save wrote, sorted.
+
+    Such as a user's files, or `damaged-*` step folders set aside for inspection.
+
+    Args:
+      directory: a checkpoint folder.
+
+    Returns:
+      A list of `Path` ([] when it is not a folder).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -198,8 +271,14 @@ def other_entries(directory) -> list[Path]:
 
 
 def remove_saved(entries) -> None:
-    """Delete the given entries, each of which `saved_entries` listed (checked again here:
-    anything else is a ValueError, not deleted; one already gone is skipped)."""
+    """Delete the given entries, each of which `saved_entries` listed (checked again here).
+
+    Args:
+      entries: paths; one already gone is skipped.
+
+    Raises:
+      ValueError: an entry that is not a folder a save wrote (nothing is deleted then).
+    """
     entries = [p for p in map(Path, entries) if p.exists() or p.is_symlink()]
     for p in entries:
         if not (_SAVED.fullmatch(p.name) and p.is_dir() and not p.is_symlink()):
@@ -209,10 +288,18 @@ def remove_saved(entries) -> None:
 
 
 def set_aside_steps(directory) -> Path | None:
-    """Move the step folders (and interrupted saves) of `directory` into a new staging folder
-    `directory/.jaxvi-replaced-<hex>` (renames: nothing is deleted), so that a fresh run can
-    write its own steps; other entries stay. -> the staging folder, None when there was
-    nothing to move. `remove_saved([it])` deletes them once the new run has saved."""
+    """Move the step folders (and interrupted saves) of `directory` into a staging folder.
+
+    The new folder is `directory/.jaxvi-replaced-<hex>` (renames: nothing is deleted), so that
+    a fresh run can write its own steps; other entries stay. `remove_saved([it])` deletes them
+    once the new run has saved.
+
+    Args:
+      directory: the checkpoint folder.
+
+    Returns:
+      The staging folder, a `Path`; None when there was nothing to move.
+    """
     old = [p for p in saved_entries(directory) if not p.name.startswith(".jaxvi-")]
     if not old:
         return None
@@ -224,9 +311,18 @@ def set_aside_steps(directory) -> Path | None:
 
 
 def replace_checkpoint(directory, state: NamedTuple, meta: dict, *, epoch: int) -> None:
-    """`save_checkpoint` into `directory` as its only checkpoint: the new one is written in
-    full into a staging folder inside `directory` first, moved into place (a rename), and
-    only then are the earlier steps removed; entries no save wrote are left untouched."""
+    """`save_checkpoint` into `directory` as its only checkpoint.
+
+    The new one is written in full into a staging folder inside `directory` first, moved into
+    place (a rename), and only then are the earlier steps removed; entries no save wrote are
+    left untouched.
+
+    Args:
+      directory: the checkpoint folder (created if missing).
+      state: as for `save_checkpoint`.
+      meta: as for `save_checkpoint`.
+      epoch: the checkpoint's step number.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     old = [p for p in saved_entries(directory) if not p.name.startswith(".jaxvi-")]
@@ -244,9 +340,17 @@ def replace_checkpoint(directory, state: NamedTuple, meta: dict, *, epoch: int) 
 
 def save_checkpoint(directory, state: NamedTuple, meta: dict, *, epoch: int,
                     max_to_keep: int = 2) -> None:
-    """Write the arrays of `state` (a NamedTuple of pytrees, e.g. `TrainState`) and the JSON
-    `meta` as checkpoint number `epoch`, with digests of both in `meta["checksum"]`; the
-    newest `max_to_keep` checkpoints are kept."""
+    """Write `state` and `meta` as checkpoint number `epoch`, with digests of both.
+
+    The digests go into `meta["checksum"]`; the newest `max_to_keep` checkpoints are kept.
+
+    Args:
+      directory: the checkpoint folder.
+      state: a NamedTuple of pytrees of arrays, e.g. `TrainState`.
+      meta: JSON-able metadata, saved with its "epoch" and "checksum" entries set.
+      epoch: the checkpoint's step number.
+      max_to_keep: how many checkpoints are kept.
+    """
     import orbax.checkpoint as ocp
 
     payload = state._asdict()
@@ -368,21 +472,56 @@ def _warn(directory, damaged, used) -> None:
 
 
 def read_meta(directory) -> tuple[dict, list[Damaged]]:
-    """Like `load_meta`, without warning: -> (meta, the damaged newer steps)."""
+    """Like `load_meta`, without warning.
+
+    Args:
+      directory: the checkpoint folder.
+
+    Returns:
+      (meta, the damaged newer steps as a list of `Damaged`).
+
+    Raises:
+      FileNotFoundError: no checkpoint in `directory`.
+      ValueError: no intact checkpoint.
+    """
     _, meta, _, damaged = _newest_intact(directory, None)
     return meta, damaged
 
 
 def load_meta(directory) -> dict:
-    """The JSON metadata (config, history, epoch) of the newest checkpoint in `directory`
-    whose metadata reads back intact (see the module docstring)."""
+    """The JSON metadata of the newest checkpoint whose metadata reads back intact.
+
+    Damaged newer ones are named in a `DamagedCheckpointWarning` (see the module docstring).
+
+    Args:
+      directory: the checkpoint folder.
+
+    Returns:
+      The metadata dict (config, history, epoch).
+
+    Raises:
+      FileNotFoundError: no checkpoint in `directory`.
+      ValueError: no intact checkpoint.
+    """
     meta, damaged = read_meta(directory)
     _warn(directory, damaged, meta["epoch"])
     return meta
 
 
 def restore_into(directory, target: NamedTuple) -> tuple[Any, dict, list[Damaged]]:
-    """Like `restore_checkpoint`, without warning: -> (state, meta, the damaged newer steps)."""
+    """Like `restore_checkpoint`, without warning.
+
+    Args:
+      directory: the checkpoint folder.
+      target: as for `restore_checkpoint`.
+
+    Returns:
+      (state, meta, the damaged newer steps as a list of `Damaged`).
+
+    Raises:
+      FileNotFoundError: no checkpoint in `directory`.
+      ValueError: no intact checkpoint, or one of another structure than `target`.
+    """
     import orbax.checkpoint as ocp
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target._asdict())
@@ -391,9 +530,23 @@ def restore_into(directory, target: NamedTuple) -> tuple[Any, dict, list[Damaged
 
 
 def restore_checkpoint(directory, target: NamedTuple) -> tuple[Any, dict]:
-    """Restore the newest intact checkpoint in `directory` into the structure of `target` (a
-    NamedTuple such as `TrainState`), its arrays checked against their checksum. Damaged newer
-    checkpoints are named in a `DamagedCheckpointWarning`. -> (state, meta)."""
+    """Restore the newest intact checkpoint in `directory` into the structure of `target`.
+
+    Its arrays are checked against their checksum. Damaged newer checkpoints are named in a
+    `DamagedCheckpointWarning`.
+
+    Args:
+      directory: the checkpoint folder.
+      target: a NamedTuple such as `TrainState` whose arrays give the structure (shapes and
+        dtypes).
+
+    Returns:
+      (state, meta): the state, of target's type, and the metadata dict.
+
+    Raises:
+      FileNotFoundError: no checkpoint in `directory`.
+      ValueError: no intact checkpoint, or one of another structure than `target`.
+    """
     state, meta, damaged = restore_into(directory, target)
     _warn(directory, damaged, meta["epoch"])
     return state, meta

@@ -40,26 +40,46 @@ _MC = VAEConfig(data_dim=1)
 
 class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin,
                  BaseEstimator):
-    """Clustering with the hierarchical (Gaussian-mixture-prior) VAE, trained by the recipe of
-    `jaxvi train`: autoencoder pretraining, the prior from the consensus of GMMs on the codes,
-    joint training on the ELBO, within a step budget.
+    """Clustering with the hierarchical (Gaussian-mixture-prior) VAE, by `jaxvi train`'s recipe.
 
-    X: (n_samples, n_features), or images (n_samples, H, W[, C]), which are flattened; uint8
-    arrays (0–255) are scaled to [0, 1]. The factor (`input_scale_`) is kept and applied to the
-    X of every later call, so pass data in the units `fit` saw.
+    Autoencoder pretraining, the prior from the consensus of GMMs on the codes, joint training
+    on the ELBO, within a step budget. X: (n_samples, n_features), or images
+    (n_samples, H, W[, C]), which are flattened; uint8 arrays (0–255) are scaled to [0, 1].
+    The factor (`input_scale_`) is kept and applied to the X of every later call, so pass data
+    in the units `fit` saw.
 
-    Parameters: n_components (K clusters; K = 1 fits one Gaussian prior), latent_dim,
-    hidden and head_hidden (layer widths), likelihood ("gaussian" or "bernoulli": X in [0, 1]
-    after scaling), epochs and steps (joint training: at most `epochs` passes, about `steps`
-    optimizer steps), pretrain_epochs and pretrain_steps (likewise for pretraining; 0 epochs
-    = none), restarts, pretrain_neighbors, embedding ("umap" or "none": how the clusters the
-    prior starts from are found in the pretrained codes), batch_size (capped at n_samples),
-    learning_rate, consensus_weight (see `jaxvi.vae.recipe.TrainConfig`), cluster_samples and
-    iwae_samples (samples of w for `predict_proba` and `score_samples`), random_state, verbose.
+    Args:
+      n_components: K clusters; K = 1 fits one Gaussian prior.
+      latent_dim: L, the codes' dimension.
+      hidden: layer widths of the encoder and decoder.
+      head_hidden: layer widths of the cluster head.
+      likelihood: "gaussian" or "bernoulli" (X in [0, 1] after scaling).
+      epochs: joint training takes at most this many passes.
+      steps: joint training takes about this many optimizer steps.
+      pretrain_epochs: as `epochs`, for pretraining; 0 epochs = none.
+      pretrain_steps: as `steps`, for pretraining.
+      restarts: see `jaxvi.vae.recipe.TrainConfig`.
+      pretrain_neighbors: see `jaxvi.vae.recipe.TrainConfig`.
+      embedding: "umap" or "none": how the clusters the prior starts from are found in the
+        pretrained codes.
+      batch_size: rows per optimizer step, capped at n_samples.
+      learning_rate: see `jaxvi.vae.recipe.TrainConfig`.
+      consensus_weight: see `jaxvi.vae.recipe.TrainConfig`.
+      cluster_samples: samples of w for `predict_proba`.
+      iwae_samples: samples of w for `score_samples`.
+      random_state: seed of the recipe and of the fixed draws of inference.
+      verbose: show progress bars and one line per epoch.
 
-    Fitted: labels_, n_features_in_, input_scale_, model_config_ (a `VAEConfig`),
-    train_config_ (a `TrainConfig`), params_ (the networks' parameters, NumPy arrays),
-    history_ (metrics per joint-training epoch), n_steps_ (joint-training steps), seed_.
+    Attributes:
+      labels_: (n_samples,) the training points' clusters.
+      n_features_in_: features per (flattened) sample.
+      input_scale_: the factor X is multiplied by.
+      model_config_: a `VAEConfig`.
+      train_config_: a `TrainConfig`.
+      params_: the networks' parameters, NumPy arrays.
+      history_: metrics per joint-training epoch.
+      n_steps_: joint-training steps.
+      seed_: the seed used.
     """
 
     def __init__(self, n_components=10, *, latent_dim=_MC.latent_dim, hidden=_MC.hidden,
@@ -106,6 +126,10 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           self, fitted.
+
+        Raises:
+          ValueError: a bad parameter, or X not numeric and finite, with fewer than
+            max(2, n_components) samples, or with values the likelihood cannot take.
         """
         _validate.check_int("n_components", self.n_components, 1)
         for name in ("cluster_samples", "iwae_samples"):
@@ -198,6 +222,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (n_samples, n_components) cluster probabilities.
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         x = self._features(X, reset=False)
         return self._run("cluster_probs", x, self._eps(self.cluster_samples, 1))
@@ -210,6 +236,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (n_samples,) int cluster labels.
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         return np.argmax(self.predict_proba(X), axis=1)
 
@@ -221,6 +249,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (n_samples, latent_dim).
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         return self._run("latent_means", self._features(X, reset=False))
 
@@ -234,6 +264,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (n_samples,) lower bounds on log p(x).
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         x = self._features(X, reset=False)
         return self._run("iwae", x, self._eps(self.iwae_samples, 2))
@@ -247,6 +279,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           The mean of `score_samples(X)`, a float.
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         return float(np.mean(self.score_samples(X)))
 
@@ -261,6 +295,9 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (X, z): points (n_samples, n_features) and their clusters (n_samples,).
+
+        Raises:
+          ValueError: n_samples < 1, or a component outside [0, n_components).
         """
         check_is_fitted(self, "params_")
         n = _validate.check_int("n_samples", n_samples, 1)
@@ -326,6 +363,10 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           A fitted `MixtureVAE`.
+
+        Raises:
+          FileNotFoundError: no checkpoint in the folder.
+          ValueError: no intact checkpoint of a trained model.
         """
         model, meta = load_model(path)
         tc = TrainConfig.from_dict(meta.get("train_config", {}))

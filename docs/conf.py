@@ -51,6 +51,9 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
 napoleon_attr_annotations = True
+# `Attributes:` as fields (:ivar:), not attribute entries: autodoc already documents a
+# NamedTuple's fields as members, and two entries of one name are a duplicate-object warning.
+napoleon_use_ivar = True
 
 # ---- Executed pages (Jupytext MyST Markdown) ----------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]

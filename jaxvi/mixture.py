@@ -23,10 +23,17 @@ from jaxvi import _linalg, _validate
 def gaussian_log_prob(x: jax.Array, loc: jax.Array, scale_tril: jax.Array) -> jax.Array:
     """log N(x; loc_k, L_k L_kᵀ) for every component.
 
-    x: (..., D) broadcasting against the batch shape, loc: (..., K, D),
-    scale_tril: (..., K, D, D) lower-triangular -> (..., K). Whitened residuals
-    L_k⁻¹(x − loc_k), with each factor inverted once and applied as a matmul (a triangular solve
-    per point is far slower on CPU); no expanded quadratic form, so no cancellation in float32.
+    Whitened residuals L_k⁻¹(x − loc_k), with each factor inverted once and applied as a matmul
+    (a triangular solve per point is far slower on CPU); no expanded quadratic form, so no
+    cancellation in float32.
+
+    Args:
+      x: (..., D) points, broadcasting against the batch shape.
+      loc: (..., K, D) component means.
+      scale_tril: (..., K, D, D) lower-triangular factors L_k.
+
+    Returns:
+      (..., K) component log densities (without the log weights).
     """
     tril = _linalg.tril_only(scale_tril)
     d = loc.shape[-1]
@@ -36,11 +43,18 @@ def gaussian_log_prob(x: jax.Array, loc: jax.Array, scale_tril: jax.Array) -> ja
 
 
 def moments(weights: jax.Array, loc: jax.Array, cov: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean (..., D) and covariance (..., D, D) of Σ_k w_k N(loc_k, cov_k).
+    """Mean and covariance of the mixture Σ_k w_k N(loc_k, cov_k).
 
-    weights: (..., K) non-negative, summing to 1; loc: (..., K, D); cov: (..., K, D, D). The
-    second moment is formed about the mean (Σ_k w_k [cov_k + (m_k − μ)(m_k − μ)ᵀ]), which does
-    not cancel in float32.
+    The second moment is formed about the mean (Σ_k w_k [cov_k + (m_k − μ)(m_k − μ)ᵀ]), which
+    does not cancel in float32.
+
+    Args:
+      weights: (..., K) non-negative weights, summing to 1.
+      loc: (..., K, D) component means.
+      cov: (..., K, D, D) component covariances.
+
+    Returns:
+      (mean, cov): the mixture's mean (..., D) and covariance (..., D, D).
     """
     mean = jnp.einsum("...k,...kd->...d", weights, loc)
     c = loc - mean[..., None, :]
@@ -52,9 +66,13 @@ def moments(weights: jax.Array, loc: jax.Array, cov: jax.Array) -> tuple[jax.Arr
 class Mixture(NamedTuple):
     """A mixture of K full-covariance Gaussians in D dimensions (batch axes lead).
 
-    logits: (..., K) unnormalised log weights; loc: (..., K, D);
-    scale_tril: (..., K, D, D) lower-triangular factors with positive diagonals (Σ_k = L_kL_kᵀ).
     Build from covariances with `Mixture.from_covariance(logits, loc, cov)`.
+
+    Attributes:
+      logits: (..., K) unnormalised log weights.
+      loc: (..., K, D) component means.
+      scale_tril: (..., K, D, D) lower-triangular factors with positive diagonals
+        (Σ_k = L_kL_kᵀ).
     """
 
     logits: jax.Array
@@ -63,10 +81,20 @@ class Mixture(NamedTuple):
 
     @classmethod
     def from_covariance(cls, logits, loc, cov) -> Mixture:
-        """Build from covariances cov: (..., K, D, D) (Cholesky-factored here).
+        """Build from covariances (Cholesky-factored here).
 
-        logits: (..., K), loc: (..., K, D). The covariances must be positive definite and
-        resolvable by a Cholesky factorisation in their dtype (see `jaxvi.kl.mvn`).
+        Args:
+          logits: (..., K) unnormalised log weights.
+          loc: (..., K, D) component means.
+          cov: (..., K, D, D) covariances, positive definite and resolvable by a Cholesky
+            factorisation in their dtype (see `jaxvi.kl.mvn`).
+
+        Returns:
+          The `Mixture`, arrays in the arguments' common float dtype.
+
+        Raises:
+          ValueError: shapes that do not match, or covariances that are not positive definite
+            or not resolvable by a Cholesky factorisation.
         """
         dtype = _validate.float_dtype(logits, loc, cov)
         logits, loc, cov = _validate.as_float(dtype, logits, loc, cov)
@@ -87,6 +115,7 @@ class Mixture(NamedTuple):
 
     @property
     def event_shape(self) -> tuple[int]:
+        """(D,), the shape of one point (as a distrax distribution's)."""
         return (self.loc.shape[-1],)
 
     @property
@@ -101,20 +130,47 @@ class Mixture(NamedTuple):
         return tril @ jnp.swapaxes(tril, -1, -2)
 
     def component_log_prob(self, x: jax.Array) -> jax.Array:
-        """log w_k + log N(x; loc_k, Σ_k). x: (..., D) broadcasting against the batch shape
-        -> (..., K)."""
+        """log w_k + log N(x; loc_k, Σ_k) for every component.
+
+        Args:
+          x: (..., D) points, broadcasting against the batch shape.
+
+        Returns:
+          (..., K) weighted component log densities.
+
+        Raises:
+          ValueError: x of rank 0 or of another event size D.
+        """
         _validate.check_min_ndim("x", x, 1, "(..., D)")
         _validate.check_same_size("x", x.shape[-1], "loc", self.loc.shape[-1],
                                   "event size D (last axis)")
         return self.log_weights + gaussian_log_prob(x, self.loc, self.scale_tril)
 
     def log_prob(self, x: jax.Array) -> jax.Array:
-        """log density. x: (..., D) broadcasting against the batch shape -> (...)."""
+        """The log density log Σ_k w_k N(x; loc_k, Σ_k).
+
+        Args:
+          x: (..., D) points, broadcasting against the batch shape.
+
+        Returns:
+          (...) log densities.
+
+        Raises:
+          ValueError: x of rank 0 or of another event size D.
+        """
         return jax.nn.logsumexp(self.component_log_prob(x), axis=-1)
 
     def sample(self, seed: jax.Array, sample_shape=()) -> jax.Array:
         """Ancestral draws of shape `(*sample_shape, *batch, D)` (not differentiable through the
-        weights)."""
+        weights).
+
+        Args:
+          seed: PRNG key.
+          sample_shape: leading shape of the draws, an int or a tuple (default: one draw).
+
+        Returns:
+          `(*sample_shape, *batch, D)` points.
+        """
         sample_shape = tuple(np.atleast_1d(sample_shape).astype(int)) if sample_shape else ()
         batch = self.logits.shape[:-1]
         d = self.loc.shape[-1]
@@ -130,5 +186,9 @@ class Mixture(NamedTuple):
         return loc + jnp.einsum("...ij,...j->...i", tril, eps)
 
     def moments(self) -> tuple[jax.Array, jax.Array]:
-        """Mean (..., D) and covariance (..., D, D) of the mixture."""
+        """Mean and covariance of the mixture.
+
+        Returns:
+          (mean, cov): the mean (..., D) and covariance (..., D, D).
+        """
         return moments(jnp.exp(self.log_weights), self.loc, self.covariance)

@@ -41,14 +41,16 @@ class NonFiniteParamsError(NonFiniteLossError):
 
 
 class TrainFitResult(NamedTuple):
-    """Result of `fit`, with the field names of every fit result (`jaxvi.em.EMFitResult`):
-    the fitted state first, then `history`; `objective`, `n_iter` and `converged` are read
+    """Result of `fit`, with the field names of every fit result (`jaxvi.em.EMFitResult`).
+
+    The fitted state first, then `history`; `objective`, `n_iter` and `converged` are read
     from them (training runs a fixed number of epochs, no convergence test). It unpacks as
     `state, history = fit(...)`.
 
-    state: the final `TrainState` (params, optimizer state, step); history: one dict of
-    metrics per epoch ("epoch", "step", "loss", the loss's metrics, "seconds", and `eval_fn`'s
-    entries), a resumed run's earlier epochs included.
+    Attributes:
+      state: the final `TrainState` (params, optimizer state, step).
+      history: one dict of metrics per epoch ("epoch", "step", "loss", the loss's metrics,
+        "seconds", and `eval_fn`'s entries), a resumed run's earlier epochs included.
     """
 
     state: TrainState
@@ -66,7 +68,7 @@ class TrainFitResult(NamedTuple):
 
     @property
     def converged(self) -> bool:
-        """False: a fixed number of epochs, no convergence test."""
+        """Always False (a fixed number of epochs, no convergence test)."""
         return False
 
 
@@ -90,8 +92,9 @@ def fit(
     max_steps: int | None = None,
     lookup=None,
 ) -> TrainFitResult:
-    """Train `params` on x: (N, D) for `epochs` epochs of shuffled batches, or, with
-    `max_steps`, the fewer epochs of fewer batches that `epoch_plan` gives.
+    """Train `params` on x: (N, D) for `epochs` epochs of shuffled batches.
+
+    With `max_steps`, the fewer epochs of fewer batches that `epoch_plan` gives.
 
     Epoch e uses the key `fold_in(key, e)`, so a run resumed from a checkpoint ends where an
     uninterrupted run with the same key ends. If an epoch's mean loss is not finite
@@ -100,38 +103,44 @@ def fit(
     stops and no checkpoint is written, so the last good one stays.
 
     Args:
-        loss_fn: `loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics)`.
-        optimizer: the optax transformation the step applies.
-        params: the initial parameters (a pytree of arrays).
-        x: (N, D) training data; N ≥ `batch_size`.
-        key: the run's PRNG key.
-        epochs: the epoch to train up to (a resumed run continues to it).
-        batch_size: rows per step; the last partial batch of an epoch is dropped. With a
-            `mesh`, a multiple of the number of devices on its "data" axis.
-        eval_fn: `eval_fn(params, epoch) -> dict`, run after each epoch; its entries join
-            the epoch's row of the history.
-        checkpoint_dir: where a checkpoint (params, optimizer state, step, and `meta` with the
-            history) is written at the first epoch end after every `checkpoint_every` steps
-            and at the end; None writes none. A run that does not resume refuses a folder
-            that already holds checkpoints.
-        checkpoint_every: optimizer steps between checkpoints.
-        resume: continue from the newest intact checkpoint in `checkpoint_dir`, if any
-            (damaged newer ones, see `jaxvi.training.checkpoint`, are renamed
-            `damaged-<epoch>` and named in a `DamagedCheckpointWarning`; if none is intact,
-            `ValueError`).
-        meta: JSON-able metadata stored with every checkpoint.
-        progress: show a progress bar.
-        log: called with one line per epoch (default: printed above the bar); False: silent.
-        mesh: train data-parallel over the "data" axis of this mesh
-            (`jaxvi.distributed.data_mesh`; see `make_epoch`). With several processes, each
-            passes the same x and the same initial params; every process takes part in the
-            checkpoints (orbax writes one copy) and gets the final state on its own device.
-        max_steps: the step budget (None: none); see `epoch_plan`.
-        lookup: arrays every step reads whole beside its batch (`make_epoch`), e.g. the
-            data that the rows of x, neighbour indices, point into.
+      loss_fn: `loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics)`.
+      optimizer: the optax transformation the step applies.
+      params: the initial parameters (a pytree of arrays).
+      x: (N, D) training data; N ≥ `batch_size`.
+      key: the run's PRNG key.
+      epochs: the epoch to train up to (a resumed run continues to it).
+      batch_size: rows per step; the last partial batch of an epoch is dropped. With a
+        `mesh`, a multiple of the number of devices on its "data" axis.
+      eval_fn: `eval_fn(params, epoch) -> dict`, run after each epoch; its entries join the
+        epoch's row of the history.
+      checkpoint_dir: where a checkpoint (params, optimizer state, step, and `meta` with the
+        history) is written at the first epoch end after every `checkpoint_every` steps and
+        at the end; None writes none. A run that does not resume refuses a folder that
+        already holds checkpoints.
+      checkpoint_every: optimizer steps between checkpoints.
+      resume: continue from the newest intact checkpoint in `checkpoint_dir`, if any (damaged
+        newer ones, see `jaxvi.training.checkpoint`, are renamed `damaged-<epoch>` and named
+        in a `DamagedCheckpointWarning`; if none is intact, `ValueError`).
+      meta: JSON-able metadata stored with every checkpoint.
+      progress: show a progress bar.
+      log: called with one line per epoch (default: printed above the bar); False: silent.
+      mesh: train data-parallel over the "data" axis of this mesh
+        (`jaxvi.distributed.data_mesh`; see `make_epoch`). With several processes, each
+        passes the same x and the same initial params; every process takes part in the
+        checkpoints (orbax writes one copy) and gets the final state on its own device.
+      max_steps: the step budget (None: none); see `epoch_plan`.
+      lookup: arrays every step reads whole beside its batch (`make_epoch`), e.g. the data
+        that the rows of x, neighbour indices, point into.
 
     Returns:
-        `TrainFitResult(state, history)`: the final state and one dict of metrics per epoch.
+      `TrainFitResult(state, history)`: the final state and one dict of metrics per epoch.
+
+    Raises:
+      ValueError: x not (N, D) and finite, batch_size > N or not a multiple of the mesh's
+        devices, a fresh run in a folder holding checkpoints, or no intact checkpoint to
+        resume from.
+      NonFiniteLossError: an epoch's mean loss is not finite.
+      NonFiniteParamsError: an epoch's parameters are not finite.
     """
     from tqdm.auto import tqdm
 
@@ -176,12 +185,23 @@ def fit(
 
 
 def epoch_plan(n: int, batch_size: int, epochs: int, max_steps: int | None) -> tuple[int, int]:
-    """-> (epochs, batches per epoch) of a run over n points in batches of `batch_size`: at
-    most `epochs` full passes (N // batch_size batches each) and, with a step budget, about
+    """The epochs and batches per epoch of a run over n points in batches of `batch_size`.
+
+    At most `epochs` full passes (N // batch_size batches each) and, with a step budget, about
     `max_steps` optimizer steps in all, whatever n is: min(epochs, ⌈max_steps / batches⌉)
     epochs of ⌈max_steps / epochs⌉ batches (a random subset of each shuffled pass) when a
     full pass is more than the budget leaves. A budget that covers `epochs` full passes
-    changes nothing."""
+    changes nothing.
+
+    Args:
+      n: N, the number of training points.
+      batch_size: rows per batch.
+      epochs: the most full passes.
+      max_steps: the step budget, or None (none).
+
+    Returns:
+      (epochs, batches per epoch), two ints.
+    """
     per_pass = n // batch_size
     if max_steps is None or epochs * per_pass <= max_steps:
         return epochs, per_pass
@@ -206,8 +226,17 @@ def _check_fit_args(x, batch_size: int, mesh, checkpoint_dir, resume: bool) -> N
 
 
 def check_batch_size_on_mesh(batch_size: int, mesh: jax.sharding.Mesh | None) -> None:
-    """With a `mesh`, `batch_size` is a multiple of the number of devices on its "data" axis
-    (each device takes an equal share of every batch); `ValueError` otherwise."""
+    """Check that, with a `mesh`, `batch_size` is a multiple of the devices on its "data" axis.
+
+    Each device takes an equal share of every batch.
+
+    Args:
+      batch_size: rows per batch.
+      mesh: a mesh with a "data" axis, or None (nothing to check).
+
+    Raises:
+      ValueError: a batch size that is not a multiple of the devices, or a bad mesh.
+    """
     if mesh is None:
         return
     n_dev = distributed.check_mesh(mesh).shape[distributed.DATA_AXIS]

@@ -20,27 +20,58 @@ LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
 
 class TrainState(NamedTuple):
+    """What the training step carries from one step to the next (and a checkpoint holds).
+
+    Attributes:
+      params: pytree of arrays (the model's parameters as a pure dict).
+      opt_state: the optax optimizer's state.
+      step: () int32, optimizer steps taken.
+    """
+
     params: Any  # pytree of arrays (the model's parameters as a pure dict)
     opt_state: optax.OptState
     step: jax.Array  # () int32, optimizer steps taken
 
 
 def all_finite(tree) -> jax.Array:
-    """() bool: every element of every inexact leaf of `tree` is finite. One fused reduction,
-    traceable (run it on device inside the jitted epoch, fetch one bool)."""
+    """Whether every element of every inexact leaf of `tree` is finite.
+
+    One fused reduction, traceable (run it on device inside the jitted epoch, fetch one bool).
+
+    Args:
+      tree: a pytree of arrays (integer and boolean leaves are skipped).
+
+    Returns:
+      () bool; True for a tree without inexact leaves.
+    """
     flags = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
     return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
 
 
 def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+    """The state before the first step.
+
+    Args:
+      params: the initial parameters (a pytree of arrays).
+      optimizer: the optax transformation whose state is initialised.
+
+    Returns:
+      `TrainState(params, optimizer.init(params), step=0)`.
+    """
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
 def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
-    """-> step(state, batch, key) -> (state, metrics), pure and jit/vmap-able.
+    """The training step of `loss_fn` and `optimizer`: one gradient, one optax update.
 
-    loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics).
+    Args:
+      loss_fn: loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics).
+      optimizer: the optax transformation applied to the gradient.
+
+    Returns:
+      step(state, batch, key) -> (state, metrics), pure and jit/vmap-able; metrics holds
+      "loss" and `loss_fn`'s metrics, each ().
     """
 
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
@@ -54,16 +85,27 @@ def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
 
 def make_epoch(step, batch_size: int, mesh: jax.sharding.Mesh | None = None,
                n_batches: int | None = None):
-    """-> jitted epoch(state, x, key, lookup=None) -> (state, mean metrics): shuffle x: (N, D)
-    with `key`, run `step` over the batches (all N // batch_size, or the first `n_batches`) in
-    one `lax.scan`, average the metrics on device. With a `lookup` (a pytree of arrays the
-    rows of x index into, such as the data behind a table of neighbour indices), each step
-    gets `(batch, lookup)` for its batch.
+    """One epoch of `step` over a shuffled data set, in one `lax.scan`.
+
+    The epoch shuffles x: (N, D) with `key`, runs `step` over the batches (all
+    N // batch_size, or the first `n_batches`) and averages the metrics on device. With a
+    `lookup` (a pytree of arrays the rows of x index into, such as the data behind a table of
+    neighbour indices), each step gets `(batch, lookup)` for its batch.
 
     With a `mesh`, every batch is split over its "data" axis (data parallelism): XLA runs the
     step on each device's rows of the batch with the parameters replicated and sums the
     gradient across devices, so an epoch equals the single-device epoch for the same global
-    batch (up to the order of floating-point sums)."""
+    batch (up to the order of floating-point sums).
+
+    Args:
+      step: step(state, batch, key) -> (state, metrics), as `make_step` builds it.
+      batch_size: rows per batch; the last partial batch is dropped.
+      mesh: a mesh with a "data" axis, or None (one device).
+      n_batches: batches per epoch, or None (all N // batch_size).
+
+    Returns:
+      jitted epoch(state, x, key, lookup=None) -> (state, mean metrics), x: (N, D).
+    """
 
     @jax.jit
     def epoch(state: TrainState, x: jax.Array, key: jax.Array, lookup=None):

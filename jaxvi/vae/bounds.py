@@ -32,12 +32,29 @@ import numpy as np
 
 from jaxvi import _validate
 from jaxvi._linalg import diag_normal_log_prob, diag_normal_log_prob_pairwise
+from jaxvi.vae._bounds_checks import (  # the argument checks
+    _arr,
+    _check_log_px_w,
+    _check_no_nan,
+    _check_prior,
+    _check_q_w,
+    _check_samples,
+    _check_scale,
+    _check_shape,
+    _check_x_and_params,
+)
 
 
 class ElboTerms(NamedTuple):
     """The three terms of the hierarchical ELBO (each a scalar per data point).
 
-    elbo = reconstruction − kl_z − kl_w.
+    elbo = reconstruction − kl_z − kl_w. Returned per point by `elbo_terms`; batched (B,)
+    arrays by `HierarchicalVAE.elbo_terms`.
+
+    Attributes:
+      reconstruction: E_q(w|x)[log p(x | w)].
+      kl_z: E_q(w|x)[KL(q(z | w, x) ‖ p(z))].
+      kl_w: E_q(w|x)[log q(w | x) − Σ_z q(z | w, x) log p(w | z)].
     """
 
     reconstruction: jax.Array  # E_q(w|x)[log p(x | w)]
@@ -46,106 +63,25 @@ class ElboTerms(NamedTuple):
 
     @property
     def elbo(self) -> jax.Array:
+        """The ELBO, reconstruction − kl_z − kl_w (of the terms' shape)."""
         return self.reconstruction - self.kl_z - self.kl_w
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _arr(a) -> jax.Array:
-    """As a JAX array; Python and NumPy numbers become the default float dtype."""
-    a = jnp.asarray(a)
-    return a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(jnp.result_type(float))
-
-
-def _check_shape(name: str, a, shape: tuple[int, ...], hint: str, because: str = "") -> None:
-    if tuple(a.shape) != tuple(shape):
-        why = f" to match {because}" if because else ""
-        raise ValueError(f"`{name}` must have shape {hint} = {tuple(shape)}{why}; "
-                         f"got {tuple(a.shape)}.")
-
-
-def _check_no_nan(name: str, a) -> None:
-    """No NaN and no +inf (−inf, a zero probability, is allowed). Concrete arrays only."""
-    if not _validate.is_concrete(a):
-        return
-    arr = np.asarray(a)
-    bad = np.isnan(arr) | (arr == np.inf)
-    if np.any(bad):
-        raise ValueError(f"`{name}` must not contain NaN or +inf; got {int(np.sum(bad))} "
-                         "such value(s).")
-
-
-def _check_scale(name: str, a) -> None:
-    """Finite, strictly positive and not subnormal (flushed to zero in computation)."""
-    _validate.check_positive(name, a)
-    _validate.check_normal_range(name, a, a.dtype)
-
-
-def _check_prior(prior_logits, prior_mean, prior_scale):
-    """prior_logits: (K,), prior_mean, prior_scale: (K, L), K ≥ 1. -> the three as arrays."""
-    prior_logits, prior_mean, prior_scale = map(_arr, (prior_logits, prior_mean, prior_scale))
-    _validate.check_ndim("prior_logits", prior_logits, 1, "(K,)")
-    k = prior_logits.shape[0]
-    if k < 1:
-        raise ValueError(f"`prior_logits` must have at least one component (K ≥ 1); got shape "
-                         f"{prior_logits.shape}.")
-    _validate.check_ndim("prior_mean", prior_mean, 2, "(K, L)")
-    _check_shape("prior_mean", prior_mean, (k, prior_mean.shape[1]), "(K, L)",
-                 f"K = {k} of `prior_logits`")
-    _check_shape("prior_scale", prior_scale, prior_mean.shape, "(K, L)", "`prior_mean`")
-    _check_no_nan("prior_logits", prior_logits)
-    _validate.check_finite("prior_mean", prior_mean)
-    _check_scale("prior_scale", prior_scale)
-    return prior_logits, prior_mean, prior_scale
-
-
-def _check_samples(w, latent: int, name: str = "w") -> jax.Array:
-    """w: (S, L) with S ≥ 1 and L = `latent`."""
-    w = _arr(w)
-    _validate.check_ndim(name, w, 2, "(S, L)")
-    if w.shape[0] < 1:
-        raise ValueError(f"`{name}` must hold at least one sample (S ≥ 1); got shape {w.shape}.")
-    _check_shape(name, w, (w.shape[0], latent), "(S, L)", f"L = {latent} of the prior")
-    _validate.check_finite(name, w)
-    return w
-
-
-def _check_q_w(w_mean, w_scale, latent: int, because: str = "`w` and the prior"):
-    """w_mean, w_scale: (L,), the parameters of q(w | x)."""
-    w_mean, w_scale = _arr(w_mean), _arr(w_scale)
-    _check_shape("w_mean", w_mean, (latent,), "(L,)", because)
-    _check_shape("w_scale", w_scale, (latent,), "(L,)", because)
-    _validate.check_finite("w_mean", w_mean)
-    _check_scale("w_scale", w_scale)
-    return w_mean, w_scale
-
-
-def _check_log_px_w(log_px_w, num_samples: int) -> jax.Array:
-    log_px_w = _arr(log_px_w)
-    _check_shape("log_px_w", log_px_w, (num_samples,), "(S,)", "the S samples of `w`")
-    _check_no_nan("log_px_w", log_px_w)
-    return log_px_w
-
-
-def _check_x_and_params(x, param_name: str, param):
-    """x: (D,), param: (..., D). -> both as arrays."""
-    x, param = _arr(x), _arr(param)
-    _validate.check_ndim("x", x, 1, "(D,) (one data point; vmap over a batch)")
-    _validate.check_min_ndim(param_name, param, 1, "(..., D)")
-    _validate.check_same_size("x", x.shape[0], param_name, param.shape[-1],
-                              "number of features D (last axis)")
-    _validate.check_finite("x", x)
-    return x, param
 
 
 # --------------------------------------------------------------------------- likelihoods
 
 
 def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, scale: jax.Array) -> jax.Array:
-    """log N(x; mean, diag scale²) summed over the last axis. x: (D,), mean: (..., D) -> (...).
+    """log N(x; mean, diag scale²) summed over the last axis.
 
-    scale: positive, broadcastable to mean's shape (e.g. (..., D), (D,) or a scalar).
+    Args:
+      x: (D,) one data point.
+      mean: (..., D) means.
+      scale: positive, broadcastable to mean's shape (e.g. (..., D), (D,) or a scalar).
+
+    Returns:
+      (...) log-likelihoods.
+    Raises:
+      ValueError: an argument of another shape than above, or (when concrete) a bad value.
     """
     x, mean = _check_x_and_params(x, "mean", mean)
     scale = _arr(scale)
@@ -160,7 +96,14 @@ def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, scale: jax.Array) -> 
 def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
     """Σ_d x_d log σ(ℓ_d) + (1 − x_d) log σ(−ℓ_d); x may lie anywhere in [0, 1].
 
-    x: (D,), logits: (..., D) -> (...).
+    Args:
+      x: (D,) one data point, in [0, 1].
+      logits: (..., D) logits ℓ.
+
+    Returns:
+      (...) log-likelihoods.
+    Raises:
+      ValueError: an argument of another shape than above, or (when concrete) a bad value.
     """
     x, logits = _check_x_and_params(x, "logits", logits)
     if _validate.is_concrete(x) and np.any((np.asarray(x) < 0) | (np.asarray(x) > 1)):
@@ -181,7 +124,15 @@ def prior_component_log_prob(
 ) -> jax.Array:
     """log p(w_s | z = k) for every (sample, component) pair.
 
-    w: (S, L), prior_mean, prior_scale: (K, L) -> (S, K).
+    Args:
+      w: (S, L) samples.
+      prior_mean: (K, L) means μ_k.
+      prior_scale: (K, L) standard deviations σ_k.
+
+    Returns:
+      (S, K) log densities.
+    Raises:
+      ValueError: an argument of another shape than above, or (when concrete) a bad value.
     """
     prior_mean, prior_scale = _arr(prior_mean), _arr(prior_scale)
     _validate.check_ndim("prior_mean", prior_mean, 2, "(K, L)")
@@ -204,9 +155,20 @@ def elbo_terms(
 ) -> ElboTerms:
     """The three ELBO terms for one data point, averaged over S samples of w.
 
-    log_px_w: (S,) log p(x | w_s); w: (S, L) samples of q(w | x);
-    w_mean, w_scale: (L,) parameters of q(w | x); qz_logits: (S, K) logits of q(z | w_s, x);
-    prior_logits: (K,) logits of π; prior_mean, prior_scale: (K, L).
+    Args:
+      log_px_w: (S,) log p(x | w_s).
+      w: (S, L) samples of q(w | x).
+      w_mean: (L,) mean of q(w | x).
+      w_scale: (L,) standard deviations of q(w | x).
+      qz_logits: (S, K) logits of q(z | w_s, x).
+      prior_logits: (K,) logits of π.
+      prior_mean: (K, L) means μ_z of p(w | z).
+      prior_scale: (K, L) standard deviations σ_z of p(w | z).
+
+    Returns:
+      `ElboTerms`, each ().
+    Raises:
+      ValueError: an argument of another shape than above, or (when concrete) a bad value.
     """
     prior_logits, prior_mean, prior_scale = _check_prior(prior_logits, prior_mean, prior_scale)
     k, latent = prior_mean.shape
@@ -229,14 +191,37 @@ def elbo_terms(
 
 
 def elbo(*args, **kwargs) -> jax.Array:
-    """The scalar ELBO for one data point; same arguments as `elbo_terms`."""
+    """The scalar ELBO for one data point.
+
+    Args:
+      *args: as for `elbo_terms`.
+      **kwargs: as for `elbo_terms`.
+
+    Returns:
+      () the ELBO, `elbo_terms(...).elbo`.
+
+    Raises:
+      ValueError: as `elbo_terms`.
+    """
     return elbo_terms(*args, **kwargs).elbo
 
 
 def prior_posterior_logits(
     w: jax.Array, prior_logits: jax.Array, prior_mean: jax.Array, prior_scale: jax.Array
 ) -> jax.Array:
-    """Unnormalised log p(z | w) = log π_z + log p(w | z). w: (S, L) -> (S, K)."""
+    """Unnormalised log p(z | w) = log π_z + log p(w | z).
+
+    Args:
+      w: (S, L) samples.
+      prior_logits: (K,) logits of π.
+      prior_mean: (K, L) means μ_z.
+      prior_scale: (K, L) standard deviations σ_z.
+
+    Returns:
+      (S, K) logits.
+    Raises:
+      ValueError: an argument of another shape than above, or (when concrete) a bad value.
+    """
     prior_logits, prior_mean, prior_scale = _check_prior(prior_logits, prior_mean, prior_scale)
     w = _check_samples(w, prior_mean.shape[1])
     return _prior_posterior_logits(w, prior_logits, prior_mean, prior_scale)
@@ -250,7 +235,19 @@ def _prior_posterior_logits(w, prior_logits, prior_mean, prior_scale):
 def log_marginal_prior(
     w: jax.Array, prior_logits: jax.Array, prior_mean: jax.Array, prior_scale: jax.Array
 ) -> jax.Array:
-    """log p(w) = log Σ_z π_z N(w; μ_z, σ_z²), the z sum exact. w: (S, L) -> (S,)."""
+    """log p(w) = log Σ_z π_z N(w; μ_z, σ_z²), the z sum exact.
+
+    Args:
+      w: (S, L) samples.
+      prior_logits: (K,) logits of π.
+      prior_mean: (K, L) means μ_z.
+      prior_scale: (K, L) standard deviations σ_z.
+
+    Returns:
+      (S,) log densities.
+    Raises:
+      ValueError: an argument of another shape than above, or (when concrete) a bad value.
+    """
     prior_logits, prior_mean, prior_scale = _check_prior(prior_logits, prior_mean, prior_scale)
     w = _check_samples(w, prior_mean.shape[1])
     return _log_marginal_prior(w, prior_logits, prior_mean, prior_scale)
@@ -276,7 +273,20 @@ def iwae_bound(
 
     with the k = S samples w_s ~ q(w | x) and the sum over z exact. It needs no q(z | w, x)
     and is never below the ELBO with the same q(w | x) (for k = 1, in expectation).
-    log_px_w: (S,), w: (S, L), w_mean, w_scale: (L,), prior_*: as in `elbo_terms` -> ().
+
+    Args:
+      log_px_w: (S,) log p(x | w_s).
+      w: (S, L) samples of q(w | x).
+      w_mean: (L,) mean of q(w | x).
+      w_scale: (L,) standard deviations of q(w | x).
+      prior_logits: (K,) as in `elbo_terms`.
+      prior_mean: (K, L) as in `elbo_terms`.
+      prior_scale: (K, L) as in `elbo_terms`.
+
+    Returns:
+      () the bound.
+    Raises:
+      ValueError: an argument of another shape than above, or (when concrete) a bad value.
     """
     prior_logits, prior_mean, prior_scale = _check_prior(prior_logits, prior_mean, prior_scale)
     w = _check_samples(w, prior_mean.shape[1])
@@ -291,7 +301,21 @@ def iwae_bound(
 
 
 def sample_w(w_mean: jax.Array, w_scale: jax.Array, n: int, *, key: jax.Array) -> jax.Array:
-    """n reparameterised samples of q(w | x). w_mean, w_scale: (L,) -> (n, L); n ≥ 1."""
+    """n reparameterised samples w = w_mean + w_scale · ε of q(w | x).
+
+    Args:
+      w_mean: (L,) mean.
+      w_scale: (L,) standard deviations.
+      n: number of samples, ≥ 1.
+      key: PRNG key.
+
+    Returns:
+      (n, L) samples.
+
+    Raises:
+      ValueError: n not a positive integer, or w_mean, w_scale not (L,) (or, when concrete,
+        not finite and positive).
+    """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"`n` must be a positive integer (the number of samples); got {n!r}.")
     w_mean = _arr(w_mean)
@@ -303,6 +327,18 @@ def sample_w(w_mean: jax.Array, w_scale: jax.Array, n: int, *, key: jax.Array) -
 
 def sample_w_batch(w_mean: jax.Array, w_scale: jax.Array, n: int, *, key: jax.Array) -> jax.Array:
     """`sample_w` for every row of a batch, one key per row split from `key`.
-    w_mean, w_scale: (B, L) -> (B, n, L)."""
+
+    Args:
+      w_mean: (B, L) means.
+      w_scale: (B, L) standard deviations.
+      n: samples per row, ≥ 1.
+      key: PRNG key.
+
+    Returns:
+      (B, n, L) samples.
+
+    Raises:
+      ValueError: as `sample_w`.
+    """
     keys = jax.random.split(key, w_mean.shape[0])
     return jax.vmap(lambda m, s, k: sample_w(m, s, n, key=k))(w_mean, w_scale, keys)

@@ -9,14 +9,12 @@ points of X.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -29,7 +27,7 @@ from sklearn.utils.validation import _check_feature_names, check_array, check_is
 from jaxvi import _validate, data
 from jaxvi.training.checkpoint import latest_checkpoint, other_entries, replace_checkpoint
 from jaxvi.training.step import init_state
-from jaxvi.vae import bounds
+from jaxvi.vae._estimator_inference import _graphdef, _inference  # the jitted inference
 from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
 from jaxvi.vae.recipe import TrainConfig, load_model, train_vae
 
@@ -40,26 +38,46 @@ _MC = VAEConfig(data_dim=1)
 
 class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin,
                  BaseEstimator):
-    """Clustering with the hierarchical (Gaussian-mixture-prior) VAE, trained by the recipe of
-    `jaxvi train`: autoencoder pretraining, the prior from the consensus of GMMs on the codes,
-    joint training on the ELBO, within a step budget.
+    """Clustering with the hierarchical (Gaussian-mixture-prior) VAE, by `jaxvi train`'s recipe.
 
-    X: (n_samples, n_features), or images (n_samples, H, W[, C]), which are flattened; uint8
-    arrays (0–255) are scaled to [0, 1]. The factor (`input_scale_`) is kept and applied to the
-    X of every later call, so pass data in the units `fit` saw.
+    Autoencoder pretraining, the prior from the consensus of GMMs on the codes, joint training
+    on the ELBO, within a step budget. X: (n_samples, n_features), or images
+    (n_samples, H, W[, C]), which are flattened; uint8 arrays (0–255) are scaled to [0, 1].
+    The factor (`input_scale_`) is kept and applied to the X of every later call, so pass data
+    in the units `fit` saw.
 
-    Parameters: n_components (K clusters; K = 1 fits one Gaussian prior), latent_dim,
-    hidden and head_hidden (layer widths), likelihood ("gaussian" or "bernoulli": X in [0, 1]
-    after scaling), epochs and steps (joint training: at most `epochs` passes, about `steps`
-    optimizer steps), pretrain_epochs and pretrain_steps (likewise for pretraining; 0 epochs
-    = none), restarts, pretrain_neighbors, embedding ("umap" or "none": how the clusters the
-    prior starts from are found in the pretrained codes), batch_size (capped at n_samples),
-    learning_rate, consensus_weight (see `jaxvi.vae.recipe.TrainConfig`), cluster_samples and
-    iwae_samples (samples of w for `predict_proba` and `score_samples`), random_state, verbose.
+    Args:
+      n_components: K clusters; K = 1 fits one Gaussian prior.
+      latent_dim: L, the codes' dimension.
+      hidden: layer widths of the encoder and decoder.
+      head_hidden: layer widths of the cluster head.
+      likelihood: "gaussian" or "bernoulli" (X in [0, 1] after scaling).
+      epochs: joint training takes at most this many passes.
+      steps: joint training takes about this many optimizer steps.
+      pretrain_epochs: as `epochs`, for pretraining; 0 epochs = none.
+      pretrain_steps: as `steps`, for pretraining.
+      restarts: see `jaxvi.vae.recipe.TrainConfig`.
+      pretrain_neighbors: see `jaxvi.vae.recipe.TrainConfig`.
+      embedding: "umap" or "none": how the clusters the prior starts from are found in the
+        pretrained codes.
+      batch_size: rows per optimizer step, capped at n_samples.
+      learning_rate: see `jaxvi.vae.recipe.TrainConfig`.
+      consensus_weight: see `jaxvi.vae.recipe.TrainConfig`.
+      cluster_samples: samples of w for `predict_proba`.
+      iwae_samples: samples of w for `score_samples`.
+      random_state: seed of the recipe and of the fixed draws of inference.
+      verbose: show progress bars and one line per epoch.
 
-    Fitted: labels_, n_features_in_, input_scale_, model_config_ (a `VAEConfig`),
-    train_config_ (a `TrainConfig`), params_ (the networks' parameters, NumPy arrays),
-    history_ (metrics per joint-training epoch), n_steps_ (joint-training steps), seed_.
+    Attributes:
+      labels_: (n_samples,) the training points' clusters.
+      n_features_in_: features per (flattened) sample.
+      input_scale_: the factor X is multiplied by.
+      model_config_: a `VAEConfig`.
+      train_config_: a `TrainConfig`.
+      params_: the networks' parameters, NumPy arrays.
+      history_: metrics per joint-training epoch.
+      n_steps_: joint-training steps.
+      seed_: the seed used.
     """
 
     def __init__(self, n_components=10, *, latent_dim=_MC.latent_dim, hidden=_MC.hidden,
@@ -106,6 +124,10 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           self, fitted.
+
+        Raises:
+          ValueError: a bad parameter, or X not numeric and finite, with fewer than
+            max(2, n_components) samples, or with values the likelihood cannot take.
         """
         _validate.check_int("n_components", self.n_components, 1)
         for name in ("cluster_samples", "iwae_samples"):
@@ -198,6 +220,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (n_samples, n_components) cluster probabilities.
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         x = self._features(X, reset=False)
         return self._run("cluster_probs", x, self._eps(self.cluster_samples, 1))
@@ -210,6 +234,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (n_samples,) int cluster labels.
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         return np.argmax(self.predict_proba(X), axis=1)
 
@@ -221,6 +247,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (n_samples, latent_dim).
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         return self._run("latent_means", self._features(X, reset=False))
 
@@ -234,6 +262,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (n_samples,) lower bounds on log p(x).
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         x = self._features(X, reset=False)
         return self._run("iwae", x, self._eps(self.iwae_samples, 2))
@@ -247,6 +277,8 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           The mean of `score_samples(X)`, a float.
+        Raises:
+          ValueError: X with another number of features or values the model cannot take.
         """
         return float(np.mean(self.score_samples(X)))
 
@@ -261,6 +293,9 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           (X, z): points (n_samples, n_features) and their clusters (n_samples,).
+
+        Raises:
+          ValueError: n_samples < 1, or a component outside [0, n_components).
         """
         check_is_fitted(self, "params_")
         n = _validate.check_int("n_samples", n_samples, 1)
@@ -326,6 +361,10 @@ class MixtureVAE(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         Returns:
           A fitted `MixtureVAE`.
+
+        Raises:
+          FileNotFoundError: no checkpoint in the folder.
+          ValueError: no intact checkpoint of a trained model.
         """
         model, meta = load_model(path)
         tc = TrainConfig.from_dict(meta.get("train_config", {}))
@@ -354,41 +393,3 @@ def _json_params(est: MixtureVAE) -> dict:
     if not isinstance(params["random_state"], (int, np.integer, type(None))):
         params["random_state"] = None
     return params
-
-
-@functools.lru_cache(maxsize=16)
-def _graphdef(mc: VAEConfig):
-    return nnx.split(HierarchicalVAE(mc, rngs=nnx.Rngs(0)))[0]
-
-
-class _Inference:
-    """Jitted per-chunk inference of one model structure: params, x (B, D), eps (S, L)."""
-
-    def __init__(self, graphdef):
-        self.graphdef = graphdef
-        self.cluster_probs = jax.jit(self._cluster_probs)
-        self.latent_means = jax.jit(lambda p, x: merge_model(graphdef, p).encoder(x)[0])
-        self.iwae = jax.jit(self._iwae)
-
-    def _latents(self, model, x, eps):
-        mean, scale = model.encoder(x)
-        return mean[:, None] + scale[:, None] * eps[None], mean, scale  # (B, S, L)
-
-    def _cluster_probs(self, params, x, eps):
-        model = merge_model(self.graphdef, params)
-        w, _, _ = self._latents(model, x, eps)
-        logits = model.cluster_logits(w, x, model.prior())
-        return jnp.mean(jax.nn.softmax(logits, axis=-1), axis=1)
-
-    def _iwae(self, params, x, eps):
-        model = merge_model(self.graphdef, params)
-        prior = model.prior()
-        w, mean, scale = self._latents(model, x, eps)
-        log_px_w = jax.vmap(model.decoder.log_prob)(x, model.decoder(w))
-        return jax.vmap(lambda lp, wb, m, s: bounds.iwae_bound(lp, wb, m, s, *prior))(
-            log_px_w, w, mean, scale)
-
-
-@functools.lru_cache(maxsize=16)
-def _inference(mc: VAEConfig) -> _Inference:
-    return _Inference(_graphdef(mc))

@@ -17,12 +17,19 @@ from jaxvi.vae.model import HierarchicalVAE, merge_model, split_model
 @functools.lru_cache(maxsize=16)
 def make_evaluator(graphdef, *, iwae_samples: int = 64, cluster_samples: int = 16,
                    chunk: int = 512):
-    """-> evaluate(params, x, y=None, *, key) -> (dict of floats, predicted clusters (N,)).
+    """The held-out evaluation of one model structure (cached per arguments).
 
     The dict holds elbo, iwae, reconstruction, kl_z, kl_w (means over x: (N, D)),
-    clusters_used and, when labels y: (N,) are given, accuracy and nmi. Runs jitted over
-    chunks of `chunk` rows of x, with `iwae_samples` samples of w for the IWAE bound and
-    `cluster_samples` for q(z | x).
+    clusters_used and, when labels y: (N,) are given, accuracy and nmi.
+
+    Args:
+      graphdef: the model's graphdef, from `jaxvi.vae.model.split_model`.
+      iwae_samples: samples of w for the IWAE bound.
+      cluster_samples: samples of w for q(z | x).
+      chunk: rows of x per jitted call.
+
+    Returns:
+      evaluate(params, x, y=None, *, key) -> (dict of floats, predicted clusters (N,)).
     """
 
     @jax.jit
@@ -59,10 +66,22 @@ def make_evaluator(graphdef, *, iwae_samples: int = 64, cluster_samples: int = 1
 def evaluate_test_set(
     model: HierarchicalVAE, x_test, y_test=None, *, key: jax.Array, iwae_samples: int = 64
 ) -> dict:
-    """The final metrics of a trained model on held-out data x_test: (M, D) (labels y_test:
-    (M,) optional), keys named plainly: test_elbo, test_iwae, test_reconstruction, test_kl_z,
-    test_kl_w, test_clusters_used and, with labels, test_accuracy and test_nmi. Checks x_test
-    against the model's data_dim."""
+    """The final metrics of a trained model on held-out data.
+
+    Args:
+      model: the trained model.
+      x_test: (M, D) held-out data, D the model's data_dim.
+      y_test: (M,) labels, or None.
+      key: PRNG key of the samples.
+      iwae_samples: samples of w for the IWAE bound.
+
+    Returns:
+      A dict of floats, keys named plainly: test_elbo, test_iwae, test_reconstruction,
+      test_kl_z, test_kl_w, test_clusters_used and, with labels, test_accuracy and test_nmi.
+
+    Raises:
+      ValueError: x_test not (M, D), not finite, or of another D than the model's data_dim.
+    """
     check_data("x_test", x_test, model.config.data_dim)
     graphdef, params = split_model(model)
     res, _ = make_evaluator(graphdef, iwae_samples=iwae_samples)(

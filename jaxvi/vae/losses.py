@@ -18,7 +18,16 @@ from jaxvi.vae.model import merge_model
 
 @renamed_keyword("n_samples", "num_samples", "elbo_loss")
 def elbo_loss(graphdef, num_samples: int = 1) -> LossFn:
-    """Negative mean ELBO per data point (the three terms reported as metrics). batch: (B, D)."""
+    """Negative mean ELBO per data point (the three terms reported as metrics).
+
+    Args:
+      graphdef: the model's graphdef, from `jaxvi.vae.model.split_model`.
+      num_samples: samples of w per data point (formerly `n_samples`).
+
+    Returns:
+      loss_fn(params, batch, key) -> (scalar loss, metrics: elbo, reconstruction, kl_z,
+      kl_w), batch: (B, D).
+    """
 
     def loss_fn(params, batch, key):
         model = merge_model(graphdef, params)
@@ -36,11 +45,22 @@ def elbo_loss(graphdef, num_samples: int = 1) -> LossFn:
 
 @renamed_keyword("n_samples", "num_samples", "consensus_elbo_loss")
 def consensus_elbo_loss(graphdef, num_samples: int = 1, weight: float = 1.0) -> LossFn:
-    """Negative mean ELBO plus `weight` times the cross-entropy of q(z | w, x) (one w ~ q(w | x)
-    per point) against soft cluster targets. Each batch row is x followed by its K target
-    probabilities ((D + K) values, see `smooth_targets`): the targets come from the
-    unsupervised consensus of pretraining, so the model keeps, and extends to new points, the
-    clustering it starts from."""
+    """Negative mean ELBO plus `weight` times a cross-entropy against soft cluster targets.
+
+    The cross-entropy is that of q(z | w, x) (one w ~ q(w | x) per point). The targets come
+    from the unsupervised consensus of pretraining, so the model keeps, and extends to new
+    points, the clustering it starts from.
+
+    Args:
+      graphdef: the model's graphdef, from `jaxvi.vae.model.split_model`.
+      num_samples: samples of w per data point in the ELBO (formerly `n_samples`).
+      weight: the cross-entropy's weight.
+
+    Returns:
+      loss_fn(params, batch, key) -> (scalar loss, metrics: `elbo_loss`'s and consensus_ce),
+      batch: (B, D + K), each row x followed by its K target probabilities (see
+      `smooth_targets`).
+    """
     base = elbo_loss(graphdef, num_samples)
 
     def loss_fn(params, batch, key):
@@ -60,13 +80,20 @@ def consensus_elbo_loss(graphdef, num_samples: int = 1, weight: float = 1.0) -> 
 
 
 def autoencoder_loss(graphdef, n_neighbors: int = 0) -> LossFn:
-    """Pretraining: the deterministic autoencoder x -> mean of q(w | x) -> E[x | w], squared
-    error (Gaussian) or cross-entropy (Bernoulli), summed over pixels.
+    """Pretraining: the deterministic autoencoder x -> mean of q(w | x) -> E[x | w].
 
-    batch: (B, D) rows of x; or, with n_neighbors = k > 0, the pair (rows (B, k + 1) of
-    `neighbor_indices`, x: (N, D)), the input x at each row's first index and the target at
-    one of its k + 1 indices drawn at random: the codes become invariant to what varies
-    within a neighbourhood. Only indices are stored; each batch gathers its rows of x.
+    The loss is the squared error (Gaussian) or cross-entropy (Bernoulli), summed over pixels.
+
+    Args:
+      graphdef: the model's graphdef, from `jaxvi.vae.model.split_model`.
+      n_neighbors: k ≥ 0. With k > 0, the input is x at each row's first index and the target
+        x at one of its k + 1 indices drawn at random: the codes become invariant to what
+        varies within a neighbourhood. Only indices are stored; each batch gathers its rows
+        of x.
+
+    Returns:
+      loss_fn(params, batch, key) -> (scalar loss, metrics: ae_loss); batch: (B, D) rows of
+      x, or, with k > 0, the pair (rows (B, k + 1) of `neighbor_indices`, x: (N, D)).
     """
 
     def loss_fn(params, batch, key):
@@ -90,9 +117,19 @@ def autoencoder_loss(graphdef, n_neighbors: int = 0) -> LossFn:
 
 
 def ensemble_loss(loss_fn: LossFn, n: int) -> LossFn:
-    """n independent copies of `loss_fn` on params stacked along axis 0, one batch, their own
-    keys; the sum's gradient is each copy's own gradient (Adam is elementwise, so one optax
-    state trains n independent models in one compiled step)."""
+    """n independent copies of `loss_fn` on params stacked along axis 0, one batch, own keys.
+
+    The sum's gradient is each copy's own gradient (Adam is elementwise, so one optax state
+    trains n independent models in one compiled step).
+
+    Args:
+      loss_fn: loss_fn(params, batch, key) -> (scalar loss, metrics) of one model.
+      n: number of copies.
+
+    Returns:
+      loss_fn(params, batch, key) -> (sum of the n losses, metrics averaged over the copies),
+      params with a leading axis (n, ...).
+    """
 
     def f(params, batch, key):
         keys = jax.random.split(key, n)
@@ -106,10 +143,19 @@ def ensemble_loss(loss_fn: LossFn, n: int) -> LossFn:
 
 
 def neighbor_indices(x: np.ndarray, k: int, *, max_dims: int = 0) -> np.ndarray:
-    """Each point's index followed by those of its min(k, N − 1) nearest neighbours in x
-    (Euclidean; itself first, even with duplicate points). With max_dims > 0 and more
-    features than that, distances are taken on the first `max_dims` principal components
-    (a kNN search in D = 784 costs N²·D). x: (N, D) -> (N, min(k, N − 1) + 1) int32."""
+    """Each point's index followed by those of its min(k, N − 1) nearest neighbours in x.
+
+    Euclidean; itself first, even with duplicate points.
+
+    Args:
+      x: (N, D) points.
+      k: neighbours per point.
+      max_dims: with max_dims > 0 and more features than that, distances are taken on the
+        first `max_dims` principal components (a kNN search in D = 784 costs N²·D).
+
+    Returns:
+      (N, min(k, N − 1) + 1) int32 indices.
+    """
     from sklearn.neighbors import NearestNeighbors
 
     x = np.asarray(x)
@@ -122,8 +168,17 @@ def neighbor_indices(x: np.ndarray, k: int, *, max_dims: int = 0) -> np.ndarray:
 
 
 def principal_components(x: np.ndarray, n: int) -> np.ndarray:
-    """x: (N, D) projected on its first n principal axes (the covariance's leading
-    eigenvectors, in float64) -> (N, n) float32."""
+    """x projected on its first n principal axes (the covariance's leading eigenvectors).
+
+    The covariance and its eigenvectors are computed in float64.
+
+    Args:
+      x: (N, D) points.
+      n: number of axes.
+
+    Returns:
+      (N, n) float32 centred projections.
+    """
     x = np.asarray(x)
     mean = x.mean(0, dtype=np.float64)
     centred = x - mean.astype(x.dtype)
@@ -133,9 +188,17 @@ def principal_components(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def smooth_targets(labels: np.ndarray, k: int, neighbors: np.ndarray | None) -> np.ndarray:
-    """Soft targets: for each point, the fraction of the points in its row of `neighbors`
-    ((N, m + 1) from `neighbor_indices`: itself and its m nearest) carrying each label; None
-    = its own label. labels: (N,) in [0, k) -> (N, k) float32."""
+    """Soft targets: for each point, the fraction of its row of `neighbors` carrying each label.
+
+    Args:
+      labels: (N,) ints in [0, k).
+      k: number of labels.
+      neighbors: (N, m + 1) from `neighbor_indices` (itself and its m nearest), or None (its
+        own label).
+
+    Returns:
+      (N, k) float32 label fractions.
+    """
     onehot = np.eye(k, dtype=np.float32)[np.asarray(labels)]
     if neighbors is None or neighbors.shape[1] == 1:
         return onehot

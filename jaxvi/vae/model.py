@@ -10,12 +10,12 @@ keeps a near-uniform q(z | w, x) from dragging every prior component onto every 
 
 The modules return the distributions' parameters; the bounds themselves are the pure functions
 of `jaxvi.vae.bounds`. `split_model` / `merge_model` turn a model into (graphdef, a pure dict of
-arrays) and back, the form the training step differentiates.
+arrays) and back, the form the training step differentiates. The modules' configuration,
+`VAEConfig`, is `jaxvi.vae.model_config` (importable from here too).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -24,71 +24,21 @@ from flax import nnx
 
 from jaxvi._deprecation import renamed_keyword
 from jaxvi._linalg import inverse_softplus
-from jaxvi._validate import check_choice
 from jaxvi.nn import dense
 from jaxvi.vae import bounds
-
-LIKELIHOODS = ("gaussian", "bernoulli")
-
-
-@dataclasses.dataclass(frozen=True)
-class VAEConfig:
-    """Everything needed to rebuild a `HierarchicalVAE` (stored with its checkpoints).
-
-    data_dim: D, features per data point; components: K ≥ 1 (K = 1: one Gaussian prior,
-    a plain VAE with a learned prior); latent_dim: L;
-    hidden: widths of the encoder's and decoder's hidden layers; head_hidden: widths of the
-    residual network of q(z | w, x); likelihood: "gaussian" or "bernoulli"; min_scale: floor of
-    the Gaussian decoder's per-pixel standard deviation; min_latent_scale: floor of s(x).
-    """
-
-    data_dim: int
-    components: int = 10
-    latent_dim: int = 10
-    hidden: tuple[int, ...] = (500, 500, 2000)
-    head_hidden: tuple[int, ...] = (128,)
-    likelihood: str = "gaussian"
-    min_scale: float = 0.05
-    min_latent_scale: float = 1e-3
-
-    def __post_init__(self):
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
-        for name in ("data_dim", "latent_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer; got {getattr(self, name)!r}."
-                )
-        if int(self.components) < 1:
-            raise ValueError(
-                f"`components` must be a positive integer (K = 1: a single Gaussian prior); "
-                f"got {self.components!r}."
-            )
-        if any(h < 1 for h in (*self.hidden, *self.head_hidden)):
-            raise ValueError(
-                f"hidden widths must be positive; got {self.hidden}, {self.head_hidden}."
-            )
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        if not self.min_scale > 0 or not self.min_latent_scale > 0:
-            raise ValueError(
-                f"`min_scale` and `min_latent_scale` must be positive; got {self.min_scale!r}, "
-                f"{self.min_latent_scale!r}."
-            )
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
-        d["head_hidden"] = list(self.head_hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> VAEConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+from jaxvi.vae.model_config import LIKELIHOODS, VAEConfig  # noqa: F401  (LIKELIHOODS: re-exported)
 
 
 class MLP(nnx.Module):
-    """Dense layers with ReLU between them (none after the last). x: (..., d_in) -> (..., d_out)."""
+    """Dense layers with ReLU between them (none after the last): (..., d_in) -> (..., d_out).
+
+    Args:
+      d_in: input width.
+      hidden: widths of the hidden layers.
+      d_out: output width.
+      rngs: the initialisation's random streams.
+      zero_last: start the last layer's weights at zero (else LeCun normal).
+    """
 
     def __init__(
         self, d_in: int, hidden: Sequence[int], d_out: int, *, rngs: nnx.Rngs, zero_last=False
@@ -107,7 +57,12 @@ class MLP(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    """q(w | x) = N(mean, diag scale²). x: (..., D) -> mean, scale: (..., L)."""
+    """q(w | x) = N(mean, diag scale²). Called on x: (..., D), returns mean, scale: (..., L).
+
+    Args:
+      cfg: the model's config.
+      rngs: the initialisation's random streams.
+    """
 
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         self.net = MLP(cfg.data_dim, cfg.hidden, 2 * cfg.latent_dim, rngs=rngs)
@@ -119,7 +74,12 @@ class Encoder(nnx.Module):
 
 
 class GaussianMixturePrior(nnx.Module):
-    """p(z) = Cat(softmax(logits)), p(w | z) = N(mean_z, diag scale_z²)."""
+    """p(z) = Cat(softmax(logits)), p(w | z) = N(mean_z, diag scale_z²).
+
+    Args:
+      cfg: the model's config.
+      rngs: the initialisation's random streams (the means start N(0, 1)).
+    """
 
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         k, l = cfg.components, cfg.latent_dim
@@ -135,7 +95,11 @@ class GaussianMixturePrior(nnx.Module):
 class ClusterHead(nnx.Module):
     """Logits of q(z | w, x): log π + log p(w | z) + r(w, x), r starting at zero.
 
-    w: (S, L), x: (D,), prior: (logits, mean, scale) -> (S, K).
+    Called on w: (S, L), x: (D,) and prior: (logits, mean, scale), returns (S, K).
+
+    Args:
+      cfg: the model's config.
+      rngs: the initialisation's random streams.
     """
 
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
@@ -151,8 +115,15 @@ class ClusterHead(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """p(x | w). w: (..., L) -> (mean, scale) each (..., D) for "gaussian" (scale per pixel,
-    learned, floored at min_scale), or (logits,) for "bernoulli"."""
+    """p(x | w), the decoder.
+
+    Called on w: (..., L), returns (mean, scale) each (..., D) for "gaussian" (scale per pixel,
+    learned, floored at min_scale), or (logits,) for "bernoulli".
+
+    Args:
+      cfg: the model's config.
+      rngs: the initialisation's random streams.
+    """
 
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         self.net = MLP(cfg.latent_dim, cfg.hidden[::-1], cfg.data_dim, rngs=rngs)
@@ -170,20 +141,40 @@ class Decoder(nnx.Module):
         return (out,)
 
     def log_prob(self, x: jax.Array, params: tuple[jax.Array, ...]) -> jax.Array:
-        """log p(x | w) for x: (D,) and params from `__call__` with batch shape (...) -> (...)."""
+        """log p(x | w).
+
+        Args:
+          x: (D,) one data point.
+          params: the decoder's output for w, with batch shape (...).
+
+        Returns:
+          (...) log-likelihoods.
+        """
         if self.likelihood == "gaussian":
             return bounds.gaussian_log_likelihood(x, *params)
         return bounds.bernoulli_log_likelihood(x, *params)
 
     def mean(self, params: tuple[jax.Array, ...]) -> jax.Array:
-        """E[x | w], the picture to draw."""
+        """E[x | w], the picture to draw.
+
+        Args:
+          params: the decoder's output for w, with batch shape (...).
+
+        Returns:
+          (..., D) means.
+        """
         if self.likelihood == "gaussian":
             return params[0]
         return jax.nn.sigmoid(params[0])
 
 
 class HierarchicalVAE(nnx.Module):
-    """The whole model. All methods take a batch x: (B, D); keys are keyword-only."""
+    """The whole model. All methods take a batch x: (B, D); keys are keyword-only.
+
+    Args:
+      cfg: the model's config (kept as `config`).
+      rngs: the initialisation's random streams.
+    """
 
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         self.config = cfg
@@ -196,13 +187,30 @@ class HierarchicalVAE(nnx.Module):
     @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.sample_latents")
     def sample_latents(self, x: jax.Array, *, key: jax.Array, num_samples: int):
         """S reparameterised samples of q(w | x) per data point, one key per point split from
-        `key`. x: (B, D) -> w (B, S, L), mean, scale (B, L)."""
+        `key`.
+
+        Args:
+          x: (B, D) data.
+          key: PRNG key.
+          num_samples: S, samples per data point.
+
+        Returns:
+          (w, mean, scale): samples (B, S, L) and q(w | x)'s mean and scale, each (B, L).
+        """
         mean, scale = self.encoder(x)
         return bounds.sample_w_batch(mean, scale, num_samples, key=key), mean, scale
 
     def cluster_logits(self, w: jax.Array, x: jax.Array, prior) -> jax.Array:
-        """Logits of q(z | w, x) for a batch: w (B, S, L), x (B, D), prior: (logits, mean,
-        scale) as `self.prior()` gives -> (B, S, K)."""
+        """Logits of q(z | w, x) for a batch.
+
+        Args:
+          w: (B, S, L) samples.
+          x: (B, D) data.
+          prior: (logits, mean, scale) as `self.prior()` gives them.
+
+        Returns:
+          (B, S, K) logits.
+        """
         return jax.vmap(lambda wb, xb: self.head(wb, xb, prior))(w, x)
 
     def _per_point(self, x, key, num_samples):
@@ -215,7 +223,16 @@ class HierarchicalVAE(nnx.Module):
 
     @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.elbo_terms")
     def elbo_terms(self, x: jax.Array, *, key: jax.Array, num_samples: int = 1) -> bounds.ElboTerms:
-        """The three ELBO terms per data point, each (B,)."""
+        """The three ELBO terms per data point.
+
+        Args:
+          x: (B, D) data.
+          key: PRNG key.
+          num_samples: samples of w per data point.
+
+        Returns:
+          `ElboTerms`, each (B,).
+        """
         prior = self.prior()
         w, mean, scale, log_px_w = self._per_point(x, key, num_samples)
         qz_logits = self.cluster_logits(w, x, prior)
@@ -225,12 +242,30 @@ class HierarchicalVAE(nnx.Module):
 
     @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.elbo")
     def elbo(self, x: jax.Array, *, key: jax.Array, num_samples: int = 1) -> jax.Array:
-        """ELBO per data point. (B, D) -> (B,)."""
+        """ELBO per data point.
+
+        Args:
+          x: (B, D) data.
+          key: PRNG key.
+          num_samples: samples of w per data point.
+
+        Returns:
+          (B,) ELBOs.
+        """
         return self.elbo_terms(x, key=key, num_samples=num_samples).elbo
 
     @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.iwae")
     def iwae(self, x: jax.Array, *, key: jax.Array, num_samples: int = 64) -> jax.Array:
-        """The num_samples-sample IWAE bound on log p(x) per data point. (B, D) -> (B,)."""
+        """The num_samples-sample IWAE bound on log p(x) per data point.
+
+        Args:
+          x: (B, D) data.
+          key: PRNG key.
+          num_samples: samples of w per data point.
+
+        Returns:
+          (B,) bounds.
+        """
         prior = self.prior()
         w, mean, scale, log_px_w = self._per_point(x, key, num_samples)
         return jax.vmap(lambda lp, wb, m, s: bounds.iwae_bound(lp, wb, m, s, *prior))(
@@ -239,7 +274,16 @@ class HierarchicalVAE(nnx.Module):
 
     @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.cluster_probs")
     def cluster_probs(self, x: jax.Array, *, key: jax.Array, num_samples: int = 16) -> jax.Array:
-        """q(z | x) ≈ mean over w ~ q(w | x) of q(z | w, x). (B, D) -> (B, K)."""
+        """q(z | x) ≈ mean over w ~ q(w | x) of q(z | w, x).
+
+        Args:
+          x: (B, D) data.
+          key: PRNG key.
+          num_samples: samples of w per data point.
+
+        Returns:
+          (B, K) probabilities.
+        """
         prior = self.prior()
         w, _, _ = self.sample_latents(x, key=key, num_samples=num_samples)
         logits = self.cluster_logits(w, x, prior)
@@ -247,11 +291,27 @@ class HierarchicalVAE(nnx.Module):
 
     @renamed_keyword("n_samples", "num_samples", "HierarchicalVAE.cluster")
     def cluster(self, x: jax.Array, *, key: jax.Array, num_samples: int = 16) -> jax.Array:
-        """Predicted component per data point: argmax of q(z | x). (B, D) -> (B,) int."""
+        """Predicted component per data point: argmax of q(z | x).
+
+        Args:
+          x: (B, D) data.
+          key: PRNG key.
+          num_samples: samples of w per data point.
+
+        Returns:
+          (B,) int components.
+        """
         return jnp.argmax(self.cluster_probs(x, key=key, num_samples=num_samples), axis=-1)
 
     def reconstruct(self, x: jax.Array) -> jax.Array:
-        """E[x | w = mean of q(w | x)]. (B, D) -> (B, D)."""
+        """E[x | w = mean of q(w | x)].
+
+        Args:
+          x: (B, D) data.
+
+        Returns:
+          (B, D) reconstructions.
+        """
         mean, _ = self.encoder(x)
         return self.decoder.mean(self.decoder(mean))
 
@@ -259,7 +319,19 @@ class HierarchicalVAE(nnx.Module):
         self, key: jax.Array, n: int, component: int | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """n draws from the model: z ~ π (or fixed to `component`), w ~ p(w | z), and the
-        decoder mean E[x | w]. -> (x (n, D), z (n,))."""
+        decoder mean E[x | w].
+
+        Args:
+          key: PRNG key.
+          n: number of draws.
+          component: None, or the component z to draw from.
+
+        Returns:
+          (x, z): decoder means (n, D) and components (n,).
+
+        Raises:
+          ValueError: a component outside [0, K).
+        """
         logits, _, _ = self.prior()
         key_z, key_w = jax.random.split(key)
         if component is None:
@@ -272,18 +344,41 @@ class HierarchicalVAE(nnx.Module):
         return self.sample_given(key_w, z), z
 
     def sample_given(self, key: jax.Array, z: jax.Array) -> jax.Array:
-        """E[x | w] for w ~ p(w | z) with the components z: (n,) int given (jit-friendly)."""
+        """E[x | w] for w ~ p(w | z) with the components z given (jit-friendly).
+
+        Args:
+          key: PRNG key.
+          z: (n,) int components.
+
+        Returns:
+          (n, D) decoder means.
+        """
         _, mean, scale = self.prior()
         w = mean[z] + scale[z] * jax.random.normal(key, (z.shape[0], mean.shape[-1]), mean.dtype)
         return self.decoder.mean(self.decoder(w))
 
 
 def split_model(model: nnx.Module):
-    """-> (graphdef, params as a pure dict of arrays)."""
+    """Split a model into its structure and its parameters, the form the step differentiates.
+
+    Args:
+      model: an NNX module, e.g. a `HierarchicalVAE`.
+
+    Returns:
+      (graphdef, params as a pure dict of arrays).
+    """
     graphdef, state = nnx.split(model)
     return graphdef, nnx.to_pure_dict(state)
 
 
 def merge_model(graphdef, params) -> HierarchicalVAE:
-    """The model again from `split_model`'s (graphdef, params)."""
+    """The model again from `split_model`'s (graphdef, params).
+
+    Args:
+      graphdef: the structure.
+      params: the pure dict of arrays.
+
+    Returns:
+      The model.
+    """
     return nnx.merge(graphdef, params)

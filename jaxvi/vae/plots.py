@@ -25,10 +25,20 @@ def _as_images(x: np.ndarray) -> np.ndarray:
 
 
 def save_figures(model, x_test, out, *, key, n_per_row: int = 10) -> None:
-    """Write to the folder `out`: samples.png (`n_per_row` samples per mixture component, one
-    row each), recon.png (inputs of x_test: (M, D) above their reconstructions) and latent.png
-    (2-D PCA of the means of q(w | x_test), coloured by predicted cluster, prior means
-    marked). The figures are not pyplot's: nothing is left open."""
+    """Write samples.png, recon.png and latent.png to the folder `out`.
+
+    samples.png: `n_per_row` samples per mixture component, one row each; recon.png: inputs
+    of x_test above their reconstructions; latent.png: 2-D PCA of the means of q(w | x_test),
+    coloured by predicted cluster, prior means marked. The figures are not pyplot's: nothing
+    is left open.
+
+    Args:
+      model: a trained `jaxvi.vae.model.HierarchicalVAE`.
+      x_test: (M, D) data.
+      out: the folder (must exist).
+      key: PRNG key of the samples and the clusters.
+      n_per_row: images per row.
+    """
     out = Path(out)
     key_s, key_c = jax.random.split(key)
     figures = {"samples.png": plot_samples(model, key=key_s, n_per_row=n_per_row),
@@ -47,8 +57,17 @@ def _grid(fig, rows: int, cols: int, figsize):
 
 
 def plot_samples(model, *, key, n_per_row: int = 10, fig=None):
-    """`n_per_row` decoded samples w ~ p(w | z) of each component z, one row per component,
-    drawn on `fig` (K × n_per_row Axes added) or a new Figure. Returns the Figure."""
+    """`n_per_row` decoded samples w ~ p(w | z) of each component z, one row per component.
+
+    Args:
+      model: a trained `jaxvi.vae.model.HierarchicalVAE`.
+      key: PRNG key of the samples.
+      n_per_row: samples per component.
+      fig: a Figure to draw on (K × n_per_row Axes added), or None (a new Figure).
+
+    Returns:
+      The Figure.
+    """
     k = model.config.components
     z = jnp.repeat(jnp.arange(k), n_per_row)
     samples = np.asarray(jax.jit(lambda m, kk: m.sample_given(kk, z))(model, key))
@@ -68,9 +87,17 @@ def plot_samples(model, *, key, n_per_row: int = 10, fig=None):
 
 
 def plot_reconstructions(model, x_test, *, n_per_row: int = 10, fig=None):
-    """The first 2·n_per_row test inputs of x_test: (M, D), each row of them above its
-    reconstructions, drawn on `fig` (4 × n_per_row Axes added) or a new Figure. Returns the
-    Figure."""
+    """The first 2·n_per_row test inputs, each row of them above its reconstructions.
+
+    Args:
+      model: a trained `jaxvi.vae.model.HierarchicalVAE`.
+      x_test: (M, D) data.
+      n_per_row: images per row.
+      fig: a Figure to draw on (4 × n_per_row Axes added), or None (a new Figure).
+
+    Returns:
+      The Figure.
+    """
     x = np.asarray(x_test[: 2 * n_per_row])
     rec = np.asarray(jax.jit(lambda m, xx: m.reconstruct(xx))(model, jnp.asarray(x)))
     fig, axes = _grid(fig, 4, n_per_row, (n_per_row * 0.8, 4 * 0.8))
@@ -90,9 +117,19 @@ def plot_reconstructions(model, x_test, *, n_per_row: int = 10, fig=None):
 
 
 def plot_latent(model, x_test, *, key, ax=None):
-    """The means of q(w | x_test) (x_test: (M, D)) on their first two principal axes,
-    coloured by predicted cluster, with the prior means marked, drawn on ax or a new
-    figure's Axes. Returns the Axes."""
+    """The means of q(w | x_test) on their first two principal axes.
+
+    Coloured by predicted cluster, with the prior means marked.
+
+    Args:
+      model: a trained `jaxvi.vae.model.HierarchicalVAE`.
+      x_test: (M, D) data.
+      key: PRNG key of the predicted clusters.
+      ax: an Axes to draw on, or None (a new figure's Axes).
+
+    Returns:
+      The Axes.
+    """
     k = model.config.components
     xt = jnp.asarray(x_test)
     means, pred = jax.jit(lambda m, xx, kk: (m.encoder(xx)[0], m.cluster(xx, key=kk)))(

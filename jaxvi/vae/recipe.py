@@ -2,14 +2,15 @@
 prior from a GMM on the codes, then joint training (`jaxvi.training.loop.fit`) on the ELBO
 (with a consensus-clustering term) or by reweighted wake-sleep; checkpointed and resumable at
 every stage. `TrainConfig` holds the recipe, `train_vae` runs it, `load_model` rebuilds a
-trained model from its checkpoint folder.
+trained model from its checkpoint folder. The checks of the inputs and of the checkpoint folder
+are `jaxvi.vae.recipe_checks`, whose public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -19,17 +20,15 @@ from flax import nnx
 
 from jaxvi import processes
 from jaxvi._deprecation import renamed_keyword
-from jaxvi._validate import check_choice, check_gaussian_scale, check_unit_interval
-from jaxvi.data import check_data
+from jaxvi._validate import check_choice
 from jaxvi.training.checkpoint import (
     has_checkpoint,
-    latest_checkpoint,
     read_meta,
     remove_saved,
     restore_checkpoint,
     saved_entries,
 )
-from jaxvi.training.loop import check_batch_size_on_mesh, epoch_plan, fit
+from jaxvi.training.loop import epoch_plan, fit
 from jaxvi.training.step import LossFn, init_state
 from jaxvi.vae.clusters import EMBEDDINGS
 from jaxvi.vae.evaluate import make_evaluator
@@ -42,8 +41,13 @@ from jaxvi.vae.losses import (
 )
 from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
 from jaxvi.vae.pretrain import pretrain
+from jaxvi.vae.recipe_checks import (  # also re-exported: their former home
+    PRETRAIN_DIR,
+    _check_saved_config,
+    check_fresh_checkpoint_dir,
+    check_train_inputs,
+)
 
-PRETRAIN_DIR = "pretrain"  # the subfolder of a `train_vae` checkpoint folder for pretraining
 INFERENCE = ("elbo", "forward-kl")
 
 
@@ -51,31 +55,49 @@ INFERENCE = ("elbo", "forward-kl")
 class TrainConfig:
     """The training recipe. Defaults are what `jaxvi train` uses.
 
-    epochs: joint ELBO epochs; pretrain_epochs: autoencoder epochs before a GMM on the codes
-    initialises the prior (0 = none); steps, pretrain_steps: the step budgets of joint training
-    and pretraining (None = none): at most that many optimizer steps (rounded up to a whole
-    number of batches per epoch) whatever the data's size, fewer epochs of fewer batches when
-    the epochs would take more (`jaxvi.training.loop.epoch_plan`), so that the cost stops
-    growing with N; pretrain_neighbors: k > 0 makes the pretraining target of
-    each x one of its k nearest training neighbours (0 = a plain autoencoder); neighbor_dims:
-    with more features than this, neighbours are searched on that many principal components
-    (0 = always on all features); restarts: how
-    many autoencoders are pretrained (together, vmapped); with more than one, the prior starts
-    from their consensus clusters (a GMM on all restarts' codes side by side,
-    `jaxvi.vae.pretrain.consensus_labels`) on the codes of the restart whose own GMM agrees
-    with it most: no labels are used. elbo_samples: samples of w per data point in the ELBO
-    (formerly `n_samples`, still accepted with a DeprecationWarning).
-    inference: "elbo" trains every network on the ELBO; "forward-kl" trains decoder and prior
-    on the IWAE bound and the inference networks on the forward KL (reweighted wake-sleep,
-    `jaxvi.vae.wake_sleep`) with `wake_sleep_samples` samples of w.
-    consensus_weight: with pretraining and inference="elbo", the joint loss adds this times the
-    cross-entropy of q(z | w, x) against the pretraining clusters (the consensus labels; no
-    labels of the data are used), each point's target the label fractions among it and its
-    `consensus_smoothing` nearest training neighbours (0 = its own label); 0 = the ELBO alone.
-    embedding: how the pretraining clusters are found in the codes
-    (`jaxvi.vae.clusters.consensus_labels`): "umap", a full-covariance GMM on the codes' UMAP
-    embedding in K dimensions with `embedding_neighbors` neighbours (N2D's step); "none", a
-    diagonal GMM on the codes themselves.
+    Attributes:
+      epochs: joint ELBO epochs.
+      steps: the step budget of joint training (None = none): at most that many optimizer
+        steps (rounded up to a whole number of batches per epoch) whatever the data's size,
+        fewer epochs of fewer batches when the epochs would take more
+        (`jaxvi.training.loop.epoch_plan`), so that the cost stops growing with N.
+      batch_size: rows per optimizer step.
+      learning_rate: Adam's learning rate in joint training.
+      pretrain_epochs: autoencoder epochs before a GMM on the codes initialises the prior
+        (0 = none).
+      pretrain_steps: the step budget of pretraining, as `steps`.
+      pretrain_learning_rate: Adam's learning rate in pretraining.
+      pretrain_neighbors: k > 0 makes the pretraining target of each x one of its k nearest
+        training neighbours (0 = a plain autoencoder).
+      neighbor_dims: with more features than this, neighbours are searched on that many
+        principal components (0 = always on all features).
+      restarts: how many autoencoders are pretrained (together, vmapped); with more than one,
+        the prior starts from their consensus clusters (a GMM on all restarts' codes side by
+        side, `jaxvi.vae.clusters.consensus_labels`) on the codes of the restart whose own GMM
+        agrees with it most: no labels are used.
+      elbo_samples: samples of w per data point in the ELBO (formerly `n_samples`, still
+        accepted with a DeprecationWarning).
+      seed: the run's random seed.
+      checkpoint_every: optimizer steps between checkpoints.
+      iwae_samples: samples of w for the test IWAE bound.
+      eval_every: epochs between test evaluations (and at the last).
+      inference: "elbo" trains every network on the ELBO; "forward-kl" trains decoder and
+        prior on the IWAE bound and the inference networks on the forward KL (reweighted
+        wake-sleep, `jaxvi.vae.wake_sleep`) with `wake_sleep_samples` samples of w.
+      wake_sleep_samples: samples of w per data point for "forward-kl", ≥ 2.
+      consensus_weight: with pretraining and inference="elbo", the joint loss adds this times
+        the cross-entropy of q(z | w, x) against the pretraining clusters (the consensus
+        labels; no labels of the data are used); 0 = the ELBO alone.
+      consensus_smoothing: each point's target is the label fractions among it and its
+        `consensus_smoothing` nearest training neighbours (0 = its own label).
+      embedding: how the pretraining clusters are found in the codes
+        (`jaxvi.vae.clusters.consensus_labels`): "umap", a full-covariance GMM on the codes'
+        UMAP embedding in K dimensions with `embedding_neighbors` neighbours (N2D's step);
+        "none", a diagonal GMM on the codes themselves.
+      embedding_neighbors: neighbours of the UMAP embedding.
+
+    Raises:
+      ValueError: a field out of its range, or an unknown `inference` or `embedding`.
     """
 
     epochs: int = 60
@@ -128,10 +150,23 @@ class TrainConfig:
                              f"got {self.wake_sleep_samples!r}.")
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-able dict, stored with the checkpoints.
+
+        Returns:
+          A dict of the fields.
+        """
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """The config of a dict from `to_dict` (a checkpoint's former field names accepted).
+
+        Args:
+          d: the fields; unknown keys are ignored.
+
+        Returns:
+          The `TrainConfig`.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         d = {_RENAMED.get(k, k): v for k, v in d.items()}  # a checkpoint's former names
         return cls(**{k: v for k, v in d.items() if k in names})
@@ -158,31 +193,38 @@ def train_vae(
     input_scale: float = 1.0,
     mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[HierarchicalVAE, list[dict]]:
-    """The full recipe: autoencoder pretraining (`jaxvi.vae.pretrain.pretrain`), the prior
-    from a GMM on the codes, then joint training (ELBO, with the consensus term of
-    `TrainConfig.consensus_weight`, or wake-sleep with `inference="forward-kl"`). Same seed,
-    same result. Every input is checked first (`check_train_inputs`).
+    """The full recipe: pretraining, the prior from a GMM on the codes, then joint training.
+
+    Autoencoder pretraining is `jaxvi.vae.pretrain.pretrain`; joint training is the ELBO,
+    with the consensus term of `TrainConfig.consensus_weight`, or wake-sleep with
+    `inference="forward-kl"`. Same seed, same result. Every input is checked first
+    (`check_train_inputs`).
 
     Args:
-        x_train: (N, D) training data, D = `model_config.data_dim`.
-        model_config: the model.
-        train_config: the recipe.
-        x_test, y_test: (M, D) held-out data and, optionally, its (M,) labels: test metrics
-            join the history every `eval_every` epochs and at the last.
-        checkpoint_dir: pretraining is checkpointed in its `PRETRAIN_DIR` subfolder (removed
-            once the run ends) and joint training in the folder itself.
-        resume: continue from wherever the run in `checkpoint_dir` stopped, to the same
-            result as an uninterrupted run.
-        progress: show progress bars.
-        log: called with one line per epoch and the pretraining summary (False: silent).
-        data_name: stored with the checkpoints (what `jaxvi evaluate` loads by default).
-        input_scale: stored with the checkpoints: the factor the data was multiplied by on
-            load (1/255 for uint8 images, `jaxvi.data.input_scale`), for predicting on data
-            in the user's units.
-        mesh: train data-parallel over its "data" axis.
+      x_train: (N, D) training data, D = `model_config.data_dim`.
+      model_config: the model.
+      train_config: the recipe.
+      x_test: (M, D) held-out data: test metrics join the history every `eval_every` epochs
+        and at the last.
+      y_test: (M,) labels of x_test, optional.
+      checkpoint_dir: pretraining is checkpointed in its `PRETRAIN_DIR` subfolder (removed
+        once the run ends) and joint training in the folder itself.
+      resume: continue from wherever the run in `checkpoint_dir` stopped, to the same result
+        as an uninterrupted run.
+      progress: show progress bars.
+      log: called with one line per epoch and the pretraining summary (False: silent).
+      data_name: stored with the checkpoints (what `jaxvi evaluate` loads by default).
+      input_scale: stored with the checkpoints: the factor the data was multiplied by on load
+        (1/255 for uint8 images, `jaxvi.data.input_scale`), for predicting on data in the
+        user's units.
+      mesh: train data-parallel over its "data" axis.
 
     Returns:
-        (trained model, history: one dict of metrics per joint-training epoch).
+      (trained model, history: one dict of metrics per joint-training epoch).
+
+    Raises:
+      ValueError: an input `check_train_inputs` or `check_fresh_checkpoint_dir` refuses, or a
+        checkpoint to resume from that another model wrote.
     """
     check_train_inputs(x_train, model_config, train_config, x_test=x_test, mesh=mesh)
     check_fresh_checkpoint_dir(checkpoint_dir, resume)
@@ -304,86 +346,24 @@ def _joint_loss(graphdef, mc: VAEConfig, tc: TrainConfig, x_train, cluster_label
     return elbo_loss(graphdef, tc.elbo_samples), x_train
 
 
-# ----------------------------------------------------------------------------- checks
-
-
-def check_train_inputs(
-    x_train, model_config: VAEConfig, train_config: TrainConfig, *, x_test=None,
-    mesh: jax.sharding.Mesh | None = None, where: str = "",
-) -> None:
-    """Everything `train_vae` needs of its inputs, checked before anything is trained: the
-    data's shape, features and values (in [0, 1] for a Bernoulli decoder; for a Gaussian one of
-    a scale float32 training holds, `jaxvi._validate.check_gaussian_scale`), a `batch_size` no
-    larger than the training set (and a multiple of the mesh's devices), and, with
-    pretraining, at least `components` training points for the GMM on the codes. Raises
-    `ValueError` naming the argument (after `where`, e.g. "`--data` 'x.npy': ", if given)."""
-    mc, tc = model_config, train_config
-    check_data("x_train", x_train, mc.data_dim)
-    if x_test is not None:
-        check_data("x_test", x_test, mc.data_dim)
-    for name, x in (("x_train", x_train), ("x_test", x_test)):
-        if x is None:
-            continue
-        if mc.likelihood == "bernoulli":
-            check_unit_interval(name, x, "a Bernoulli decoder (likelihood='bernoulli')")
-        else:
-            check_gaussian_scale(f"{where}`{name}`", x, mc.min_scale)
-    n = np.shape(x_train)[0]
-    if n < tc.batch_size:
-        raise ValueError(
-            f"`batch_size` ({tc.batch_size}) must not exceed the number of training points "
-            f"({n}); use a batch size of at most {n}."
-        )
-    if tc.pretrain_epochs > 0 and n < mc.components:
-        raise ValueError(
-            f"`components` ({mc.components}) must not exceed the number of training points "
-            f"({n}): the prior starts from a {mc.components}-component GMM on their codes."
-        )
-    check_batch_size_on_mesh(tc.batch_size, mesh)
-
-
-def check_fresh_checkpoint_dir(directory, resume: bool) -> None:
-    """A run that does not resume must not start in a folder holding checkpoints (of the run or
-    of its pretraining, in `PRETRAIN_DIR`): its saves would collide with them, and a user who
-    meant to resume would lose that run."""
-    if directory is None or resume:
-        return
-    step = latest_checkpoint(directory)
-    pre = latest_checkpoint(Path(directory) / PRETRAIN_DIR)
-    if step is not None or pre is not None:
-        latest = f"epoch {step}" if step is not None else f"pretraining epoch {pre}"
-        raise ValueError(
-            f"{str(directory)!r} already holds checkpoints (latest: {latest}); resume from "
-            "it (`resume=True`, `--resume`), write to another folder, or delete it first "
-            "(`jaxvi train --overwrite`)."
-        )
-
-
-def _check_saved_config(directory, saved: dict, mc: VAEConfig, tc: TrainConfig | None = None,
-                        train_fields: Sequence[str] = ()) -> None:
-    """The checkpoint in `directory` was written for this model (and these `train_fields`)."""
-    if "model_config" not in saved:
-        raise ValueError(f"the checkpoint in {str(directory)!r} has no model config: it was "
-                         "not written by `train_vae`.")
-    saved_cfg = VAEConfig.from_dict(saved["model_config"])
-    if saved_cfg != mc:
-        raise ValueError(
-            f"the checkpoint in {str(directory)!r} was written for model config "
-            f"{saved_cfg}, not {mc}."
-        )
-    for name in train_fields:
-        was = saved.get("train_config", {}).get(name)
-        if was != getattr(tc, name):
-            raise ValueError(f"the checkpoint in {str(directory)!r} was written with `{name}` "
-                             f"{was!r}, not {getattr(tc, name)!r}.")
-
-
 # ----------------------------------------------------------------------------- loading
 
 
 def load_model(checkpoint_dir) -> tuple[HierarchicalVAE, dict]:
-    """Rebuild the model from a checkpoint folder written by `train_vae`: the newest intact
-    checkpoint there (see `jaxvi.training.checkpoint`). -> (model, meta)."""
+    """Rebuild the model from a checkpoint folder written by `train_vae`.
+
+    From the newest intact checkpoint there (see `jaxvi.training.checkpoint`).
+
+    Args:
+      checkpoint_dir: the folder.
+
+    Returns:
+      (model, meta): the `HierarchicalVAE` and the checkpoint's metadata dict.
+
+    Raises:
+      FileNotFoundError: no checkpoint in the folder.
+      ValueError: no intact checkpoint, no model config, or a pretraining checkpoint.
+    """
     meta, _ = read_meta(checkpoint_dir)  # `restore_checkpoint` below names any damage, once
     if "model_config" not in meta:
         raise ValueError(f"checkpoint in {str(checkpoint_dir)!r} has no model config.")

@@ -56,7 +56,12 @@ __all__ = ["RWSTerms", "rws_terms", "rws_loss"]
 class RWSTerms(NamedTuple):
     """Per-data-point quantities of reweighted wake-sleep, each (B,).
 
-    surrogate = −iwae + encoder + head_kl: the scalar to differentiate (see the module doc).
+    Attributes:
+      surrogate: −iwae + encoder + head_kl: the scalar to differentiate (see the module doc).
+      iwae: the S-sample IWAE bound on log p(x).
+      encoder: −Σ_s ŵ_s log q(w_s | x).
+      head_kl: Σ_s ŵ_s KL(p(z | w_s) ‖ q(z | w_s, x)).
+      ess: 1 / Σ_s ŵ_s², in [1, S].
     """
 
     surrogate: jax.Array
@@ -76,13 +81,25 @@ def _check_num_samples(num_samples, minimum: int) -> None:
 
 @renamed_keyword("n_samples", "num_samples", "rws_terms")
 def rws_terms(model, x: jax.Array, *, key: jax.Array, num_samples: int) -> RWSTerms:
-    """Reweighted wake-sleep terms for a batch x: (B, D) -> `RWSTerms` of (B,) arrays.
+    """Reweighted wake-sleep terms for a batch.
 
-    `model` is a `jaxvi.vae.model.HierarchicalVAE`. The w_s are drawn exactly as `model.iwae`
-    draws them (`model.sample_latents`: one key per data point, split from `key`), so `iwae`
-    equals `model.iwae(x, key=key, num_samples=num_samples)`. Pure; works under jit and vmap.
-    num_samples: S ≥ 1 (use S ≥ 2 to train: see `rws_loss`). Shapes are checked (x must be
-    (B, D) with D the model's `config.data_dim`); x's values (finite) only when concrete.
+    The w_s are drawn exactly as `model.iwae` draws them (`model.sample_latents`: one key per
+    data point, split from `key`), so `iwae` equals `model.iwae(x, key=key,
+    num_samples=num_samples)`. Pure; works under jit and vmap. Shapes are checked; x's values
+    (finite) only when concrete.
+
+    Args:
+      model: a `jaxvi.vae.model.HierarchicalVAE`.
+      x: (B, D) data, D the model's `config.data_dim`.
+      key: PRNG key of the samples of w.
+      num_samples: S ≥ 1 (use S ≥ 2 to train: see `rws_loss`).
+
+    Returns:
+      `RWSTerms` of (B,) arrays.
+
+    Raises:
+      ValueError: num_samples < 1, x not (B, D) with the model's D, or (when concrete) not
+        finite.
     """
     _check_num_samples(num_samples, minimum=1)
     num_samples = int(num_samples)
@@ -123,13 +140,22 @@ def rws_terms(model, x: jax.Array, *, key: jax.Array, num_samples: int) -> RWSTe
 
 @renamed_keyword("n_samples", "num_samples", "rws_loss")
 def rws_loss(graphdef, num_samples: int = 16):
-    """-> loss_fn(params, batch, key) -> (scalar surrogate, metrics), the contract of
-    `jaxvi.vae.losses.elbo_loss`, so `jaxvi.training.loop.fit` trains with it unchanged.
+    """The reweighted wake-sleep loss, with the contract of `jaxvi.vae.losses.elbo_loss`.
 
-    The scalar is the batch mean of `RWSTerms.surrogate` (separate objectives per parameter
-    group, not one bound: see the module doc). Metrics: batch means of iwae, encoder, head_kl
-    and ess. num_samples: S ≥ 2 samples of w per data point (with S = 1 every weight is 1 and the
-    encoder's gradient is pure noise).
+    So `jaxvi.training.loop.fit` trains with it unchanged. The scalar is the batch mean of
+    `RWSTerms.surrogate` (separate objectives per parameter group, not one bound: see the
+    module doc). Metrics: batch means of iwae, encoder, head_kl and ess.
+
+    Args:
+      graphdef: the model's graphdef, from `jaxvi.vae.model.split_model`.
+      num_samples: S ≥ 2 samples of w per data point (with S = 1 every weight is 1 and the
+        encoder's gradient is pure noise).
+
+    Returns:
+      loss_fn(params, batch, key) -> (scalar surrogate, metrics), batch: (B, D).
+
+    Raises:
+      ValueError: num_samples < 2.
     """
     _check_num_samples(num_samples, minimum=2)
     num_samples = int(num_samples)

@@ -5,7 +5,8 @@
 with `jaxvi.mixture`'s kernel. `init` checks its arguments (shapes, finite locations, positive
 normal-range scales) and raises `ValueError` naming them; the other methods (`log_prob`,
 `sample`, `weighted_rsample`, `moments`, `scale_tril`, ...) are traced primitives, called with
-parameters that the losses and `fit` have checked against `param_shapes()`.
+parameters that the losses and `fit` have checked against `param_shapes()`. The parameter
+NamedTuples and the checks of `init` are `jaxvi.vi.family_params` (importable from here too).
 """
 
 from __future__ import annotations
@@ -18,47 +19,16 @@ import numpy as np
 
 from jaxvi import _linalg, mixture
 from jaxvi import _validate as v
+from jaxvi.vi.family_params import (  # also re-exported: their former home
+    GaussianParams,
+    MixtureParams,
+    _init_loc_scale,
+    _tril_from_raw,
+)
 
 Array = jax.Array
 
 FAMILY_NAMES = ("full", "diag", "mixture")
-
-
-class GaussianParams(NamedTuple):
-    loc: Array  # (D,)
-    raw_scale: Array  # (D, D) unconstrained lower factor (full) or (D,) (diag)
-
-
-class MixtureParams(NamedTuple):
-    logits: Array  # (K,)
-    loc: Array  # (K, D)
-    raw_scale: Array  # (K, D, D) unconstrained lower factors
-
-
-def _init_loc_scale(family: str, loc, scale, loc_shape: tuple[int, ...]):
-    """Checked (loc, scale) of a family's `init`: loc of `loc_shape`, finite; scale positive,
-    finite, not subnormal and broadcastable to `loc_shape` (a scale of 0 would give a raw
-    parameter of −inf). -> (loc, scale broadcast to loc_shape)."""
-    loc = jnp.zeros(loc_shape) if loc is None else jnp.asarray(loc, dtype=float)
-    if tuple(loc.shape) != tuple(loc_shape):
-        raise ValueError(f"`loc` must have shape {tuple(loc_shape)} for {family}; got "
-                         f"{tuple(loc.shape)}.")
-    v.check_finite("loc", loc)
-    sd = jnp.asarray(scale, dtype=loc.dtype)
-    try:
-        sd = jnp.broadcast_to(sd, loc_shape)
-    except ValueError:
-        raise ValueError(f"`scale` must be a scalar or broadcast to {tuple(loc_shape)} for "
-                         f"{family}; got shape {tuple(sd.shape)}.") from None
-    v.check_positive("scale", sd)
-    v.check_normal_range("scale", sd, sd.dtype)
-    return loc, sd
-
-
-def _tril_from_raw(raw: Array) -> Array:
-    """Lower-triangular factor with softplus diagonal from an unconstrained (..., D, D)."""
-    diag = jax.nn.softplus(jnp.diagonal(raw, axis1=-2, axis2=-1))
-    return jnp.tril(raw, -1) + diag[..., None] * jnp.eye(raw.shape[-1], dtype=raw.dtype)
 
 
 def _equal_weights(n: int, dtype) -> Array:
@@ -67,22 +37,54 @@ def _equal_weights(n: int, dtype) -> Array:
 
 
 class FullCovGaussian(NamedTuple):
-    """N(loc, L Lᵀ), L lower-triangular with a softplus diagonal."""
+    """N(loc, L Lᵀ), L lower-triangular with a softplus diagonal.
+
+    Attributes:
+      dim: D, the dimension.
+    """
 
     dim: int
 
     def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> GaussianParams:
-        """loc: (D,) or None (zeros); scale: positive scalar or (D,) standard deviations."""
+        """Initial parameters: N(loc, diag scale²).
+
+        Args:
+          key: unused (deterministic); kept for a uniform signature.
+          loc: (D,) mean, or None (zeros).
+          scale: positive scalar or (D,) standard deviations.
+
+        Returns:
+          `GaussianParams` with loc (D,) and raw_scale (D, D).
+
+        Raises:
+          ValueError: loc not finite or not (D,); scale not positive, normal-range and
+            broadcastable to (D,).
+        """
         del key  # deterministic; kept for a uniform signature
         loc, sd = _init_loc_scale(repr(self), loc, scale, (self.dim,))
         return GaussianParams(loc, jnp.diag(_linalg.inverse_softplus(sd)))
 
     def scale_tril(self, params: GaussianParams) -> Array:
-        """(D, D) lower-triangular factor L."""
+        """The lower-triangular factor L of the covariance.
+
+        Args:
+          params: the family's parameters.
+
+        Returns:
+          (D, D) L, with a positive diagonal.
+        """
         return _tril_from_raw(params.raw_scale)
 
     def log_prob(self, params: GaussianParams, x: Array) -> Array:
-        """x: (..., D) -> (...)."""
+        """log q(x).
+
+        Args:
+          params: the family's parameters.
+          x: (..., D) points.
+
+        Returns:
+          (...) log densities.
+        """
         l = self.scale_tril(params)
         flat = x.reshape((-1, self.dim))
         maha = _linalg.pairwise_sq_mahalanobis_full(
@@ -91,68 +93,177 @@ class FullCovGaussian(NamedTuple):
         return lp.reshape(x.shape[:-1])
 
     def sample(self, params: GaussianParams, *, key: Array, n: int) -> Array:
-        """Reparameterised draws: (n, D)."""
+        """Reparameterised draws x = loc + L ε.
+
+        Args:
+          params: the family's parameters.
+          key: PRNG key.
+          n: number of draws.
+
+        Returns:
+          (n, D) draws.
+        """
         eps = jax.random.normal(key, (n, self.dim), dtype=params.loc.dtype)
         return params.loc + eps @ self.scale_tril(params).T
 
     def weighted_rsample(self, params, *, key: Array, n: int) -> tuple[Array, Array]:
-        """(x: (M, D), w: (M,)) with E_q[f] ≈ Σ w f(x), differentiable in params."""
+        """Weighted draws with E_q[f] ≈ Σ w f(x), differentiable in params: n draws, weights 1/n.
+
+        Args:
+          params: the family's parameters.
+          key: PRNG key.
+          n: number of draws.
+
+        Returns:
+          (x, w): points (n, D) and their weights (n,).
+        """
         return self.sample(params, key=key, n=n), _equal_weights(n, params.loc.dtype)
 
     def moments(self, params: GaussianParams) -> tuple[Array, Array]:
-        """(mean: (D,), cov: (D, D))."""
+        """Mean and covariance of q.
+
+        Args:
+          params: the family's parameters.
+
+        Returns:
+          (mean, cov): (D,) and (D, D).
+        """
         l = self.scale_tril(params)
         return params.loc, l @ l.T
 
     def param_shapes(self) -> GaussianParams:
+        """The parameters' shapes, which the losses and `fit` check parameters against.
+
+        Returns:
+          `GaussianParams` of shape tuples: loc (D,), raw_scale (D, D).
+        """
         return GaussianParams((self.dim,), (self.dim, self.dim))
 
 
 class DiagGaussian(NamedTuple):
-    """N(loc, diag(s²)), s = softplus(raw_scale)."""
+    """N(loc, diag(s²)), s = softplus(raw_scale).
+
+    Attributes:
+      dim: D, the dimension.
+    """
 
     dim: int
 
     def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> GaussianParams:
-        """loc: (D,) or None (zeros); scale: positive scalar or (D,) standard deviations."""
+        """Initial parameters: N(loc, diag scale²).
+
+        Args:
+          key: unused (deterministic); kept for a uniform signature.
+          loc: (D,) mean, or None (zeros).
+          scale: positive scalar or (D,) standard deviations.
+
+        Returns:
+          `GaussianParams` with loc (D,) and raw_scale (D,).
+
+        Raises:
+          ValueError: loc not finite or not (D,); scale not positive, normal-range and
+            broadcastable to (D,).
+        """
         del key
         loc, sd = _init_loc_scale(repr(self), loc, scale, (self.dim,))
         return GaussianParams(loc, _linalg.inverse_softplus(sd))
 
     def scale(self, params: GaussianParams) -> Array:
-        """(D,) standard deviations."""
+        """The standard deviations s = softplus(raw_scale).
+
+        Args:
+          params: the family's parameters.
+
+        Returns:
+          (D,) standard deviations.
+        """
         return jax.nn.softplus(params.raw_scale)
 
     def log_prob(self, params: GaussianParams, x: Array) -> Array:
-        """x: (..., D) -> (...)."""
+        """log q(x).
+
+        Args:
+          params: the family's parameters.
+          x: (..., D) points.
+
+        Returns:
+          (...) log densities.
+        """
         return _linalg.diag_normal_log_prob(x, params.loc, self.scale(params))
 
     def sample(self, params: GaussianParams, *, key: Array, n: int) -> Array:
-        """Reparameterised draws: (n, D)."""
+        """Reparameterised draws x = loc + s ε.
+
+        Args:
+          params: the family's parameters.
+          key: PRNG key.
+          n: number of draws.
+
+        Returns:
+          (n, D) draws.
+        """
         eps = jax.random.normal(key, (n, self.dim), dtype=params.loc.dtype)
         return params.loc + eps * self.scale(params)
 
     def weighted_rsample(self, params, *, key: Array, n: int) -> tuple[Array, Array]:
-        """(x: (n, D), w: (n,)) with E_q[f] ≈ Σ w f(x), differentiable in params."""
+        """Weighted draws with E_q[f] ≈ Σ w f(x), differentiable in params: n draws, weights 1/n.
+
+        Args:
+          params: the family's parameters.
+          key: PRNG key.
+          n: number of draws.
+
+        Returns:
+          (x, w): points (n, D) and their weights (n,).
+        """
         return self.sample(params, key=key, n=n), _equal_weights(n, params.loc.dtype)
 
     def moments(self, params: GaussianParams) -> tuple[Array, Array]:
-        """(mean: (D,), cov: (D, D))."""
+        """Mean and covariance of q.
+
+        Args:
+          params: the family's parameters.
+
+        Returns:
+          (mean, cov): (D,) and (D, D), diagonal.
+        """
         return params.loc, jnp.diag(jnp.square(self.scale(params)))
 
     def param_shapes(self) -> GaussianParams:
+        """The parameters' shapes, which the losses and `fit` check parameters against.
+
+        Returns:
+          `GaussianParams` of shape tuples: loc (D,), raw_scale (D,).
+        """
         return GaussianParams((self.dim,), (self.dim,))
 
 
 class GaussianMixtureFamily(NamedTuple):
-    """Σ_k softmax(logits)_k N(loc_k, L_k L_kᵀ) with full-covariance components."""
+    """Σ_k softmax(logits)_k N(loc_k, L_k L_kᵀ) with full-covariance components.
+
+    Attributes:
+      dim: D, the dimension.
+      num_components: K, the number of components.
+    """
 
     dim: int
     num_components: int
 
     def init(self, *, key: Array | None = None, loc=None, scale=1.0) -> MixtureParams:
-        """loc: (K, D), or None: draws N(0, 1) locations from `key` (required then);
-        scale: positive, broadcastable to (K, D)."""
+        """Initial parameters: equal weights, components N(loc_k, diag scale_k²).
+
+        Args:
+          key: PRNG key of the locations; required when `loc` is None.
+          loc: (K, D) locations, or None: N(0, 1) locations drawn from `key`.
+          scale: positive standard deviations, broadcastable to (K, D).
+
+        Returns:
+          `MixtureParams` with logits (K,) zeros, loc (K, D) and raw_scale (K, D, D).
+
+        Raises:
+          ValueError: no `key` when `loc` is None; loc not finite or of another shape; scale
+            not positive, normal and broadcastable to (K, D).
+        """
         d, k = self.dim, self.num_components
         if loc is None:
             if key is None:
@@ -164,27 +275,67 @@ class GaussianMixtureFamily(NamedTuple):
         return MixtureParams(jnp.zeros((k,), loc.dtype), loc, raw)
 
     def scale_tril(self, params: MixtureParams) -> Array:
-        """(K, D, D) lower-triangular factors L_k."""
+        """The components' lower-triangular factors L_k.
+
+        Args:
+          params: the family's parameters.
+
+        Returns:
+          (K, D, D) factors with positive diagonals.
+        """
         return _tril_from_raw(params.raw_scale)
 
     def component_log_prob(self, params: MixtureParams, x: Array) -> Array:
-        """log w_k + log N(x; m_k, Σ_k). x: (..., D) -> (..., K)."""
+        """log w_k + log N(x; m_k, Σ_k) for every component.
+
+        Args:
+          params: the family's parameters.
+          x: (..., D) points.
+
+        Returns:
+          (..., K) weighted component log densities.
+        """
         comp = mixture.gaussian_log_prob(x, params.loc, self.scale_tril(params))
         return comp + jax.nn.log_softmax(params.logits)
 
     def log_prob(self, params: MixtureParams, x: Array) -> Array:
-        """x: (..., D) -> (...)."""
+        """log q(x).
+
+        Args:
+          params: the family's parameters.
+          x: (..., D) points.
+
+        Returns:
+          (...) log densities.
+        """
         return jax.nn.logsumexp(self.component_log_prob(params, x), axis=-1)
 
     def sample(self, params: MixtureParams, *, key: Array, n: int) -> Array:
-        """Ancestral draws (not differentiable through the weights): (n, D)."""
+        """Ancestral draws (not differentiable through the weights).
+
+        Args:
+          params: the family's parameters.
+          key: PRNG key.
+          n: number of draws.
+
+        Returns:
+          (n, D) draws.
+        """
         q = mixture.Mixture(params.logits, params.loc, self.scale_tril(params))
         return q.sample(seed=key, sample_shape=(n,))
 
     def weighted_rsample(self, params, *, key: Array, n: int) -> tuple[Array, Array]:
-        """n reparameterised draws per component, weighted w_k / n: (K·n, D), (K·n,).
+        """n reparameterised draws per component, weighted w_k / n.
 
         Σ_k w_k E_{q_k}[f] is then differentiable in the weights as well as in the components.
+
+        Args:
+          params: the family's parameters.
+          key: PRNG key.
+          n: draws per component.
+
+        Returns:
+          (x, w): points (K·n, D) and their weights (K·n,), summing to 1.
         """
         k, d = self.num_components, self.dim
         eps = jax.random.normal(key, (k, n, d), dtype=params.loc.dtype)
@@ -193,12 +344,24 @@ class GaussianMixtureFamily(NamedTuple):
         return x.reshape((k * n, d)), w
 
     def moments(self, params: MixtureParams) -> tuple[Array, Array]:
-        """(mean: (D,), cov: (D, D)) of the mixture."""
+        """Mean and covariance of the mixture.
+
+        Args:
+          params: the family's parameters.
+
+        Returns:
+          (mean, cov): (D,) and (D, D).
+        """
         l = self.scale_tril(params)
         cov = l @ jnp.swapaxes(l, -1, -2)
         return mixture.moments(jax.nn.softmax(params.logits), params.loc, cov)
 
     def param_shapes(self) -> MixtureParams:
+        """The parameters' shapes, which the losses and `fit` check parameters against.
+
+        Returns:
+          `MixtureParams` of shape tuples: logits (K,), loc (K, D), raw_scale (K, D, D).
+        """
         d, k = self.dim, self.num_components
         return MixtureParams((k,), (k, d), (k, d, d))
 
@@ -208,7 +371,20 @@ FAMILY_TYPES = (FullCovGaussian, DiagGaussian, GaussianMixtureFamily)
 
 
 def make_family(name: str, dim: int, num_components: int = 2) -> Family:
-    """"full" | "diag" | "mixture" (with `num_components`) of dimension `dim`."""
+    """A family by name: "full" | "diag" | "mixture" (with `num_components`) of dimension `dim`.
+
+    Args:
+      name: "full" (`FullCovGaussian`), "diag" (`DiagGaussian`) or "mixture"
+        (`GaussianMixtureFamily`).
+      dim: D ≥ 1.
+      num_components: K ≥ 1, for "mixture".
+
+    Returns:
+      The family instance.
+
+    Raises:
+      ValueError: an unknown name, or `dim` or `num_components` not a positive integer.
+    """
     v.check_choice("family", name, FAMILY_NAMES)
     if not isinstance(dim, (int, np.integer)) or dim < 1:
         raise ValueError(f"`dim` must be a positive integer; got {dim!r}.")

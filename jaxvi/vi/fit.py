@@ -45,8 +45,16 @@ _DIRECTIONS = {
 
 
 class NonFiniteFitError(FloatingPointError):
-    """`fit` diverged: its parameters became NaN or Inf. `losses` holds the per-step losses
-    (steps,) of the run, as a NumPy array, to see where it went wrong."""
+    """`fit` diverged: its parameters became NaN or Inf.
+
+    Args:
+      message: the error message.
+      losses: the run's per-step losses.
+
+    Attributes:
+      losses: (steps,) the per-step losses of the run, as a NumPy array, to see where it went
+        wrong.
+    """
 
     def __init__(self, message: str, losses=None):
         super().__init__(message)
@@ -54,12 +62,15 @@ class NonFiniteFitError(FloatingPointError):
 
 
 class VIFitResult(NamedTuple):
-    """Result of `run`, `fit` and `fit_many`, with the field names of every fit result
-    (`jaxvi.em.EMFitResult`): the fitted parameters first, then `history`; `objective`,
+    """Result of `run`, `fit` and `fit_many`, with the field names of every fit result.
+
+    As `jaxvi.em.EMFitResult`: the fitted parameters first, then `history`; `objective`,
     `n_iter` and `converged` are read from them (a fixed number of steps, no convergence test).
 
-    params: the fitted family parameters; history: (..., steps) the Monte Carlo loss estimate
-    at each step, before its update (also read as `losses`, the field's former name).
+    Attributes:
+      params: the fitted family parameters (leading axes (...) as `history`'s).
+      history: (..., steps) the Monte Carlo loss estimate at each step, before its update
+        (also read as `losses`, the field's former name).
     """
 
     params: Any
@@ -67,22 +78,23 @@ class VIFitResult(NamedTuple):
 
     @property
     def losses(self) -> Array:
-        """`history`, by what it holds: the loss at each step (the field's former name)."""
+        """`history`, by what it holds (the loss at each step; the field's former name)."""
         return self.history
 
     @property
     def objective(self) -> Array:
-        """(...) the last step's loss estimate (a minimised loss: lower is better)."""
+        """(...) the last step's loss estimate (a minimised loss; lower is better)."""
         return self.history[..., -1]
 
     @property
     def n_iter(self) -> int:
-        """The optimizer steps run: `steps`."""
+        """The optimizer steps run, `steps`."""
         return self.history.shape[-1]
 
     @property
     def converged(self) -> bool:
-        """False: a fixed number of steps, no convergence test (as `fit_variational_minibatch`)."""
+        """Always False (a fixed number of steps, no convergence test), as in
+        `fit_variational_minibatch`."""
         return False
 
 
@@ -107,10 +119,27 @@ def run(params, target, family: Family, direction: str, *, key: Array, steps: in
     """The pure loop behind `fit`: `steps` optax updates in `lax.scan`, one key per step.
 
     Traceable (jit/vmap over `params`, `key`); `family`, `direction`, `steps`, `num_samples`
-    are static. `family` must be a family instance and `direction` one of
-    "reverse"/"exclusive"/"forward"/"inclusive". Configuration and parameter shapes are checked
-    (statically); no value checks and no divergence guard (`fit` has one): a diverged run
-    returns non-finite parameters. Returns `VIFitResult(params, history: (steps,))`.
+    are static. Configuration and parameter shapes are checked (statically); no value checks
+    and no divergence guard (`fit` has one): a diverged run returns non-finite parameters.
+
+    Args:
+      params: the starting family parameters.
+      target: the target, as for `fit`.
+      family: a family instance (not a name).
+      direction: "reverse"/"exclusive" or "forward"/"inclusive".
+      key: PRNG key, split into one key per step.
+      steps: number of optimizer updates.
+      optimizer: an optax GradientTransformation.
+      num_samples: Monte Carlo samples per step.
+      estimator: of the forward direction (see `forward_kl_loss`).
+      proposal: of the forward direction (see `forward_kl_loss`).
+
+    Returns:
+      `VIFitResult(params, history: (steps,))`.
+
+    Raises:
+      ValueError: a family that is not an instance, parameters of other shapes, an unknown
+        direction or steps < 1.
     """
     if not isinstance(family, FAMILY_TYPES):
         raise ValueError("`family` must be a FullCovGaussian, DiagGaussian or "
@@ -165,15 +194,19 @@ def fit(target, family, direction: str, *, key: Array, steps: int,
       num_samples: Monte Carlo samples per step.
       init_params: starting parameters; default `family.init(key=...)` (zeros mean, unit scale
         for Gaussians; N(0, 1) locations for a mixture).
-      estimator, proposal: of the forward direction (see `forward_kl_loss`).
+      estimator: of the forward direction (see `forward_kl_loss`).
+      proposal: of the forward direction (see `forward_kl_loss`).
 
     Returns:
       `VIFitResult(params, history: (steps,))`, the losses in `history`.
 
-    Raises `NonFiniteFitError` if the run diverged (a learning rate too large for the target,
-    or a start far from it): the final parameters are checked on device after the loop (one
-    scalar comes back, no per-step host check), and the message names the first step whose
-    loss was not finite. The error's `losses` attribute holds the run's losses.
+    Raises:
+      NonFiniteFitError: the run diverged (a learning rate too large for the target, or a
+        start far from it): the final parameters are checked on device after the loop (one
+        scalar comes back, no per-step host check), and the message names the first step
+        whose loss was not finite. The error's `losses` attribute holds the run's losses.
+      ValueError: a bad target, family, direction, steps, num_samples, optimizer, estimator
+        or init_params (wrong shapes or not finite).
     """
     family, direction, steps, num_samples = _check_fit_args(
         target, family, direction, steps, optimizer, num_samples, init_params, estimator)
@@ -241,18 +274,27 @@ def fit_many(target, family, direction: str, init_params, *, key: Array, steps: 
     """`fit` for every (learning rate, initialisation) pair, vmapped: one compile.
 
     Args:
-      target, family, direction, num_samples, estimator, proposal: as for `fit`.
+      target: as for `fit`.
+      family: as for `fit`.
+      direction: as for `fit`.
       init_params: the family's parameters with a leading batch axis (B, ...).
       key: PRNG key, split into one key per fit.
       steps: optimizer updates per fit.
       learning_rates: (L,) positive.
+      num_samples: as for `fit`.
       make_optimizer: make_optimizer(lr, steps) builds the optimizer from a traced learning
         rate; default Adam (b2 = 0.9) with a cosine decay from lr to 0 over `steps`.
+      estimator: as for `fit`.
+      proposal: as for `fit`.
 
     Returns:
       `VIFitResult` with params (L, B, ...) and history (L, B, steps). Unlike `fit`, a diverged
       run does not raise (a sweep is expected to contain learning rates that are too large):
       its parameters come back NaN/Inf; filter with `jnp.isfinite`.
+
+    Raises:
+      ValueError: learning_rates not (L,) and positive, init_params without a shared leading
+        batch axis, or any argument `fit` refuses.
     """
     lrs = jnp.asarray(learning_rates, dtype=float)
     v.check_ndim("learning_rates", lrs, 1, "(L,)")
@@ -295,10 +337,22 @@ def _check_modes(mode_locs, mode_covs) -> None:
 
 def nearest_mode(mean: Array, mode_locs: Array, mode_covs: Array, radius: float = 1.0
                  ) -> tuple[Array, Array]:
-    """Index of the mode whose Mahalanobis distance to `mean` is smallest, or −1 when none is
-    within `radius` (the fit sits between modes), and that distance.
+    """Index of the mode whose Mahalanobis distance to `mean` is smallest, and that distance.
 
-    mean: (..., D), mode_locs: (K, D), mode_covs: (K, D, D) -> ((...) int, (...) float).
+    The index is −1 when no mode is within `radius` (the fit sits between modes).
+
+    Args:
+      mean: (..., D) the fits' means.
+      mode_locs: (K, D) the modes' locations.
+      mode_covs: (K, D, D) the modes' covariances, positive definite.
+      radius: the largest Mahalanobis distance that counts as on a mode, ≥ 0.
+
+    Returns:
+      (index, distance): (...) int and (...) float.
+
+    Raises:
+      ValueError: shapes that do not match, K = 0, a negative radius, non-finite means or
+        locations, or covariances that are not positive definite.
     """
     mean, mode_locs, mode_covs = (jnp.asarray(a) for a in (mean, mode_locs, mode_covs))
     v.check_min_ndim("mean", mean, 1, "(..., D)")

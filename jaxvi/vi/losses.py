@@ -39,7 +39,19 @@ ESTIMATORS = ("auto", "target-samples", "snis")
 
 
 def resolve_family(family, target) -> Family:
-    """A family instance as it is, or a family name with the dimension of `target`."""
+    """A family instance as it is, or a family name with the dimension of `target`.
+
+    Args:
+      family: a family instance, or "full" | "diag" | "mixture".
+      target: the target; a name needs its `event_shape` (D,).
+
+    Returns:
+      The family instance.
+
+    Raises:
+      ValueError: an unknown name, a name with a target without `event_shape`, or anything
+        else that is not a family.
+    """
     if isinstance(family, FAMILY_TYPES):
         return family
     if isinstance(family, str):
@@ -67,7 +79,17 @@ def _target_dim(target) -> int | None:
 
 
 def target_log_prob(target) -> Callable[[Array], Array]:
-    """The target's log density of one point, (D,) -> ()."""
+    """The target's log density of one point.
+
+    Args:
+      target: an object with `log_prob`, or a callable.
+
+    Returns:
+      log_prob(x): (D,) -> ().
+
+    Raises:
+      ValueError: a target with no `log_prob` that is not callable.
+    """
     if hasattr(target, "log_prob"):
         return target.log_prob
     if callable(target):
@@ -76,9 +98,15 @@ def target_log_prob(target) -> Callable[[Array], Array]:
 
 
 def batched_log_prob(target) -> Callable[[Array], Array]:
-    """The target's log densities of n points, (n, D) -> (n,), checked by shape at trace time
-    (free under jit): a target returning more than one number per point is a `ValueError`
-    naming the shape it returned."""
+    """The target's log densities of n points, checked by shape at trace time (free under jit).
+
+    Args:
+      target: as for `target_log_prob`.
+
+    Returns:
+      log_prob(x): (n, D) -> (n,). A target returning more than one number per point makes it
+      raise a `ValueError` naming the shape it returned.
+    """
     log_p = jax.vmap(target_log_prob(target))
 
     def batched(x: Array) -> Array:
@@ -94,7 +122,18 @@ def batched_log_prob(target) -> Callable[[Array], Array]:
 
 
 def check_compatible(family: Family, target, params=None, name: str = "params") -> None:
-    """The family's dimension is the target's, and `params` (if given) has its shapes."""
+    """Check that the family's dimension is the target's, and `params` (if given) has its shapes.
+
+    Args:
+      family: a family instance.
+      target: the target.
+      params: the family's parameters, or None.
+      name: the parameters' name in the error messages.
+
+    Raises:
+      ValueError: another dimension, or params of another type or shapes than
+        `family.param_shapes()`.
+    """
     dim = _target_dim(target)
     if dim is not None and dim != family.dim:
         raise ValueError(
@@ -126,7 +165,20 @@ def reverse_kl_loss(params, target, *, family: Family, key: Array, num_samples: 
     """Exclusive KL(q ‖ p) ≈ Σ_i w_i [log q(x_i) − log p(x_i)], x_i reparameterised from q.
 
     Unbiased for KL(q ‖ p) when `target` is normalised; for an unnormalised log density p̃ it
-    estimates KL − log Z (same gradient). Returns a scalar.
+    estimates KL − log Z (same gradient).
+
+    Args:
+      params: the family's parameters.
+      target: a target (see the module docstring) of event shape (D,).
+      family: a family instance, or a name (see `resolve_family`).
+      key: PRNG key of the draws from q.
+      num_samples: n of `family.weighted_rsample`: draws (per component for a mixture).
+
+    Returns:
+      () the loss.
+
+    Raises:
+      ValueError: a family, target or parameters that do not fit together, or num_samples < 1.
     """
     family = resolve_family(family, target)
     check_compatible(family, target, params)
@@ -138,18 +190,33 @@ def reverse_kl_loss(params, target, *, family: Family, key: Array, num_samples: 
 
 def forward_kl_loss(params, target, *, family: Family, key: Array, num_samples: int = 64,
                     estimator: str = "auto", proposal=None) -> Array:
-    """Inclusive KL(p ‖ q). Returns a scalar whose gradient is −E_p[∇ log q].
+    """Inclusive KL(p ‖ q), a scalar whose gradient is −E_p[∇ log q].
 
-    estimator:
-      "target-samples": x_i ~ p (`target.sample`); (1/n) Σ [log p(x_i) − log q(x_i)], unbiased
-        for a normalised target.
-      "snis": x_i from `proposal` (a distribution with `sample`/`log_prob`), or from q itself
-        with its parameters held fixed when `proposal` is None; self-normalised weights
-        w̄ = softmax(log p̃ − log r) give Σ w̄_i [log p̃(x_i) − log Ẑ − log q(x_i)] with
-        Ẑ = mean exp(log p̃ − log r): consistent (biased for finite n), and valid for an
-        unnormalised target.
-      "auto": "target-samples" when the target has `sample` and no proposal is given, else
-        "snis".
+    Args:
+      params: the family's parameters.
+      target: a target (see the module docstring) of event shape (D,).
+      family: a family instance, or a name (see `resolve_family`).
+      key: PRNG key of the draws.
+      num_samples: n draws.
+      estimator: one of
+
+        - "target-samples": x_i ~ p (`target.sample`); (1/n) Σ [log p(x_i) − log q(x_i)],
+          unbiased for a normalised target.
+        - "snis": x_i from `proposal`, or from q itself with its parameters held fixed when
+          `proposal` is None; self-normalised weights w̄ = softmax(log p̃ − log r) give
+          Σ w̄_i [log p̃(x_i) − log Ẑ − log q(x_i)] with Ẑ = mean exp(log p̃ − log r):
+          consistent (biased for finite n), and valid for an unnormalised target.
+        - "auto": "target-samples" when the target has `sample` and no proposal is given,
+          else "snis".
+      proposal: a distribution r with `sample`/`log_prob` for "snis", or None.
+
+    Returns:
+      () the loss.
+
+    Raises:
+      ValueError: a family, target or parameters that do not fit together, num_samples < 1,
+        an unknown estimator, a bad proposal, or "target-samples" for a target without
+        `sample`.
     """
     family = resolve_family(family, target)
     check_compatible(family, target, params)
@@ -182,13 +249,23 @@ def forward_kl_loss(params, target, *, family: Family, key: Array, num_samples: 
 def snis_forward_kl_surrogate(log_q: Array, log_weights: Array, axis: int = -1) -> Array:
     """Encoder objective of reweighted wake-sleep for an amortised q(z | x).
 
-    log_q: (..., S) log q(z_s | x) under the parameters being trained; log_weights: (..., S)
-    log p(x, z_s) − log q(z_s | x) (any proposal density in place of q works). The z_s must be
-    held fixed (`stop_gradient` on reparameterised draws), so only the density is
-    differentiated. Returns (...): −Σ_s w̄_s log q(z_s | x), w̄ = softmax(log_weights) with no
-    gradient, whose gradient estimates ∇ KL(p(z | x) ‖ q(z | x)) = −E_{p(z|x)}[∇ log q(z | x)]
-    (consistently, as S grows; exactly when the z_s enumerate a discrete latent under a
-    uniform proposal). Its value is the cross-entropy, KL + H[p(z | x)].
+    −Σ_s w̄_s log q(z_s | x), w̄ = softmax(log_weights) with no gradient, whose gradient
+    estimates ∇ KL(p(z | x) ‖ q(z | x)) = −E_{p(z|x)}[∇ log q(z | x)] (consistently, as S
+    grows; exactly when the z_s enumerate a discrete latent under a uniform proposal). Its
+    value is the cross-entropy, KL + H[p(z | x)]. The z_s must be held fixed (`stop_gradient`
+    on reparameterised draws), so only the density is differentiated.
+
+    Args:
+      log_q: (..., S) log q(z_s | x) under the parameters being trained.
+      log_weights: (..., S) log p(x, z_s) − log q(z_s | x) (any proposal density in place of
+        q works).
+      axis: the samples' axis S.
+
+    Returns:
+      (...) the surrogate, S summed out.
+
+    Raises:
+      ValueError: log_q and log_weights of different shapes.
     """
     log_q = jnp.asarray(log_q)
     log_weights = jnp.asarray(log_weights)

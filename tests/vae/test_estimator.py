@@ -76,7 +76,7 @@ def test_embedding_choice_reaches_the_recipe(fitted):
 
 def load_model_from(est):
     """The estimator's networks as a `HierarchicalVAE`."""
-    from jaxvi.vae.estimator import _graphdef
+    from jaxvi.vae._estimator_inference import _graphdef
     from jaxvi.vae.model import merge_model
 
     return merge_model(_graphdef(est.model_config_), est.params_), None

@@ -33,25 +33,39 @@ _MIN_COMPILE_TIME_SECS = 0.0
 
 
 def default_cache_dir() -> Path:
-    """The user cache folder of jaxvi's compiled programs: $XDG_CACHE_HOME/jaxvi/xla, else
-    ~/.cache/jaxvi/xla."""
+    """The user cache folder of jaxvi's compiled programs.
+
+    Returns:
+      $XDG_CACHE_HOME/jaxvi/xla, else ~/.cache/jaxvi/xla.
+    """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(base) / "jaxvi" / "xla"
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None, *,
                              min_compile_time_secs: float = _MIN_COMPILE_TIME_SECS) -> Path:
-    """Turn on JAX's persistent compilation cache in `path` (default `default_cache_dir()`,
-    created if missing) for the rest of the process: every program whose compilation takes
-    at least `min_compile_time_secs` seconds (default 0: all of them, the small eager ones a
-    fit runs included; about 1 MB per configuration) is written there, and a later process
-    loads it instead of compiling.
+    """Turn on JAX's persistent compilation cache in `path` for the rest of the process: every
+    program whose compilation takes at least `min_compile_time_secs` seconds is written there,
+    and a later process loads it instead of compiling.
+
     Best called before the first fit; called later, it resets JAX's cache state so that the
     programs compiled from then on are cached. The settings are also exported to this
     process's environment (JAX's own `JAX_COMPILATION_CACHE_DIR` etc.), so the processes it
     starts from then on, e.g. the workers of `GridSearchCV(n_jobs=2)`, use the same cache
     (without them each worker compiled everything again: 181 s against 13-16 s for n_jobs=1
-    in `benchmarks/bench_latency.py`). Returns the folder."""
+    in `benchmarks/bench_latency.py`).
+
+    Args:
+      path: the cache folder (default `default_cache_dir()`), created if missing.
+      min_compile_time_secs: the threshold (default 0: all of them, the small eager ones a
+        fit runs included; about 1 MB per configuration).
+
+    Returns:
+      The folder.
+
+    Raises:
+      ValueError: `min_compile_time_secs` not a number >= 0, or `path` an existing file.
+    """
     if not isinstance(min_compile_time_secs, (int, float)) or not min_compile_time_secs >= 0:
         raise ValueError("`min_compile_time_secs` must be a number >= 0; got "
                          f"{min_compile_time_secs!r}.")

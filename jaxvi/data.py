@@ -47,21 +47,44 @@ class Dataset(NamedTuple):
 
 
 def input_scale(a) -> float:
-    """The factor that brings an array's values to the units the model sees: 1/255 for uint8
-    (images as users have them, 0–255, to [0, 1]), 1 for anything else."""
+    """The factor that brings an array's values to the units the model sees.
+
+    Args:
+      a: an array of any shape.
+
+    Returns:
+      1/255 for uint8 (images as users have them, 0–255, to [0, 1]), 1 for anything else.
+    """
     return 1.0 / 255.0 if np.asarray(a).dtype == np.uint8 else 1.0
 
 
 def as_features(a, scale: float = 1.0) -> np.ndarray:
-    """(N, ...) -> (N, D) float32 times `scale`: images (N, H, W) or (N, H, W, C) flattened
-    (no checks: see `load_array` and `jaxvi.MixtureVAE` for those)."""
+    """Flatten to a float32 feature matrix (no checks: see `load_array` and
+    `jaxvi.MixtureVAE` for those).
+
+    Args:
+      a: (N, ...) an array; images (N, H, W) or (N, H, W, C) are flattened.
+      scale: the factor the values are multiplied by.
+
+    Returns:
+      (N, D) float32, times `scale`.
+    """
     a = np.asarray(a)
     x = a.reshape(a.shape[0], -1).astype(np.float32)
     return x * np.float32(scale) if scale != 1.0 else x
 
 
 def stratified_split(y: np.ndarray, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED):
-    """Indices (train, test) with every class split in the same proportion; deterministic."""
+    """Indices (train, test) with every class split in the same proportion; deterministic.
+
+    Args:
+      y: (N,) class labels.
+      test_fraction: the fraction of each class put in the test set (rounded).
+      seed: the seed of the permutation of each class.
+
+    Returns:
+      (train, test): sorted int index arrays, of sizes summing to N.
+    """
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(y):
@@ -85,20 +108,30 @@ def load_digits() -> Dataset:
 
 
 def load_array(path: str | Path) -> Dataset:
-    """A user's data set from `.npy` (an (N, D) array, or images (N, ...) flattened), `.npz`
-    (arrays `x` and optionally `y`; or `x_train`, `x_test`, `y_train`, `y_test`, as Keras's
-    `mnist.npz`; or a single array), or IDX files (`jaxvi.idx.idx_arrays`: an
-    `...-images-idx3-ubyte[.gz]` file with its labels and test files beside it, or the folder
-    holding `train-images-idx3-ubyte[.gz]`). Without a given test set, a fixed 80/20 split
-    (stratified when labels exist).
+    """A user's data set from a `.npy`, `.npz` or IDX file.
+
+    Without a given test set, a fixed 80/20 split (stratified when labels exist).
     Images (N, H, W) are flattened; uint8 arrays (0–255) are scaled to [0, 1] (the factor is
     the `Dataset`'s `input_scale`, taken from `x` or `x_train`).
 
-    Refused with a `ValueError` naming the file: a file that is not a valid .npy/.npz array
-    file (empty, text, cut short, object arrays: nothing is ever unpickled); fewer than
-    `MIN_POINTS` points (`MIN_TRAIN` training and `MIN_TEST` test points for a given split);
-    complex, non-numeric or non-finite features, or values beyond float32's range; labels that
-    are not integer-valued."""
+    Args:
+      path: a `.npy` file (an (N, D) array, or images (N, ...) flattened), a `.npz` file
+        (arrays `x` and optionally `y`; or `x_train`, `x_test`, `y_train`, `y_test`, as
+        Keras's `mnist.npz`; or a single array), or IDX files (`jaxvi.idx.idx_arrays`: an
+        `...-images-idx3-ubyte[.gz]` file with its labels and test files beside it, or the
+        folder holding `train-images-idx3-ubyte[.gz]`).
+
+    Returns:
+      A `Dataset`: x_* (N, D) float32, y_* (N,) int64 or None, named after the file's stem.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: naming the file: a file that is not a valid .npy/.npz array file (empty,
+        text, cut short, object arrays: nothing is ever unpickled); fewer than `MIN_POINTS`
+        points (`MIN_TRAIN` training and `MIN_TEST` test points for a given split); complex,
+        non-numeric or non-finite features, or values beyond float32's range; labels that
+        are not integer-valued.
+    """
     path = Path(path)
     arrays = idx_arrays(path) if is_idx_path(path) else read_arrays(path)
     where = f"`data` file {str(path)!r}"
@@ -147,11 +180,22 @@ def load_array(path: str | Path) -> Dataset:
 def read_arrays(path: str | Path, name: str = "data",
                 formats: tuple[str, ...] = (".npy", ".npz"), *,
                 mmap: bool = False) -> dict[str, np.ndarray]:
-    """The arrays of a `.npy` file ({"x": array}) or a `.npz` file (by their names), read
-    safely: never unpickled; with `mmap`, a `.npy` array is a read-only memory map (only
-    what is indexed is read). The file's content must match its suffix. Raises
-    `FileNotFoundError`, or `ValueError` naming `name`, the file and what is wrong with it
-    (empty, not a NumPy file, cut short or corrupt, an object array)."""
+    """The arrays of a `.npy` or `.npz` file, read safely: never unpickled.
+
+    Args:
+      path: the file; its content must match its suffix.
+      name: the argument named in error messages.
+      formats: the suffixes accepted.
+      mmap: a `.npy` array is a read-only memory map (only what is indexed is read).
+
+    Returns:
+      {"x": array} for a `.npy` file; a `.npz` file's arrays by their names.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: naming `name`, the file and what is wrong with it (a suffix not in
+        `formats`, a folder, empty, not a NumPy file, cut short or corrupt, an object array).
+    """
     path = Path(path)
     where = f"`{name}` file {str(path)!r}"
     if not path.exists():
@@ -195,8 +239,19 @@ def read_arrays(path: str | Path, name: str = "data",
 
 
 def load(data: str | Path | None = None) -> Dataset:
-    """`None` or "digits" -> the bundled digits; otherwise a `.npy`/`.npz`/IDX path
-    (`load_array`)."""
+    """The bundled digits or a user's data set.
+
+    Args:
+      data: None or "digits" for the bundled digits; otherwise a `.npy`/`.npz`/IDX path
+        (`load_array`).
+
+    Returns:
+      The `Dataset`.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: a file `load_array` refuses.
+    """
     if data is None or str(data) == "digits":
         return load_digits()
     return load_array(data)
@@ -221,9 +276,17 @@ def _feature_matrix(a, name: str, where: str, min_points: int = 2,
 
 
 def check_real_values(a: np.ndarray, what: str, dtype=np.float32) -> None:
-    """A real numeric array, finite and within the range of `dtype`; else a `ValueError`
-    that starts with `what` (e.g. "`data` file 'x.npz': `x`") and says what was given
-    (complex values, a non-numeric dtype, NaN/Inf, the largest magnitude)."""
+    """Check a real numeric array, finite and within the range of `dtype`.
+
+    Args:
+      a: an array of any shape.
+      what: how messages name it (e.g. "`data` file 'x.npz': `x`").
+      dtype: the float dtype whose range the values must fit.
+
+    Raises:
+      ValueError: starting with `what` and saying what was given (complex values, a
+        non-numeric dtype, NaN/Inf, the largest magnitude).
+    """
     if np.iscomplexobj(a):
         raise ValueError(f"{what} must be real; got complex values (dtype {a.dtype}), whose "
                          "imaginary part would be lost.")
@@ -272,7 +335,16 @@ def _one_line(err: BaseException) -> str:
 
 
 def check_data(name: str, x, data_dim: int | None = None) -> None:
-    """Public-boundary check: (N, D), finite, and D == data_dim when given."""
+    """Public-boundary check: (N, D), finite, and D == data_dim when given.
+
+    Args:
+      name: the argument named in messages.
+      x: (N, D) data.
+      data_dim: the model's D, or None.
+
+    Raises:
+      ValueError: x not 2-D, with another feature count, or not finite.
+    """
     check_ndim(name, x, 2, "(N, D)")
     if data_dim is not None and np.shape(x)[1] != data_dim:
         raise ValueError(
@@ -284,9 +356,17 @@ def check_data(name: str, x, data_dim: int | None = None) -> None:
 
 def epoch_batches(x: jax.Array, batch_size: int, *, key: jax.Array,
                   n_batches: int | None = None) -> jax.Array:
-    """One shuffled epoch as (n_batches, batch_size, D): all N // batch_size full batches (the
-    last partial batch is dropped), or the first `n_batches` of them. Works under jit
-    (x: (N, D) on device)."""
+    """One shuffled epoch of full batches (the last partial batch is dropped). Works under jit.
+
+    Args:
+      x: (N, D) data on device.
+      batch_size: rows per batch.
+      key: PRNG key of the shuffle.
+      n_batches: keep only the first this many of the N // batch_size batches (None: all).
+
+    Returns:
+      (n_batches, batch_size, D) the batches.
+    """
     n = x.shape[0]
     n_batches = n // batch_size if n_batches is None else min(n_batches, n // batch_size)
     perm = jax.random.permutation(key, n)[: n_batches * batch_size]

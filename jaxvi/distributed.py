@@ -30,7 +30,17 @@ DATA_AXIS = "data"
 
 
 def data_mesh(devices=None) -> Mesh:
-    """A 1-D mesh with axis "data" over `devices` (default: every device of every process)."""
+    """A 1-D mesh with axis "data" over `devices`.
+
+    Args:
+      devices: the devices (default: every device of every process).
+
+    Returns:
+      The `Mesh`, one axis "data" of len(devices).
+
+    Raises:
+      ValueError: an empty `devices`.
+    """
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("`devices` must name at least one device; got none.")
@@ -38,7 +48,17 @@ def data_mesh(devices=None) -> Mesh:
 
 
 def check_mesh(mesh) -> Mesh:
-    """`mesh`, checked: a `jax.sharding.Mesh` with a "data" axis (else a ValueError)."""
+    """`mesh`, checked: a `jax.sharding.Mesh` with a "data" axis.
+
+    Args:
+      mesh: the mesh to check.
+
+    Returns:
+      `mesh` itself.
+
+    Raises:
+      ValueError: not a `Mesh`, or one without a "data" axis.
+    """
     if not isinstance(mesh, Mesh):
         raise ValueError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
     if DATA_AXIS not in mesh.axis_names:
@@ -49,12 +69,30 @@ def check_mesh(mesh) -> Mesh:
 
 
 def psum_data(tree):
-    """Sum a pytree over the "data" axis (inside `shard_map`). A traced primitive."""
+    """Sum a pytree over the "data" axis (inside `shard_map`). A traced primitive.
+
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      The pytree of sums over the devices, each leaf its input's shape.
+    """
     return jax.lax.psum(tree, DATA_AXIS)
 
 
 def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
-    """Sharding that splits axis `batch_axis` of an array over the "data" axis."""
+    """Sharding that splits axis `batch_axis` of an array over the "data" axis.
+
+    Args:
+      mesh: a `Mesh` with a "data" axis.
+      batch_axis: the axis split, ≥ 0.
+
+    Returns:
+      The `NamedSharding`.
+
+    Raises:
+      ValueError: a bad `mesh`, or `batch_axis` not a non-negative integer.
+    """
     check_mesh(mesh)
     if isinstance(batch_axis, bool) or not isinstance(batch_axis, int) or batch_axis < 0:
         raise ValueError(f"`batch_axis` must be a non-negative integer; got {batch_axis!r}.")
@@ -62,18 +100,38 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """Sharding that keeps a whole copy of an array on every device of `mesh`."""
+    """Sharding that keeps a whole copy of an array on every device of `mesh`.
+
+    Args:
+      mesh: a `Mesh` with a "data" axis.
+
+    Returns:
+      The `NamedSharding`.
+
+    Raises:
+      ValueError: a bad `mesh`.
+    """
     return NamedSharding(check_mesh(mesh), P())
 
 
 def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn, weights=None):
-    """Pad and lay out the process-local rows x: (n, D) as chunks sharded over "data".
+    """Pad and lay out the process-local rows as chunks sharded over "data".
 
-    `rows_per_chunk_fn(n_per_device) -> (n_chunks, rows)` chooses the per-device chunking.
-    Returns (xb (devices·n_chunks, rows, D), mask (devices·n_chunks, rows)), both split over
-    the mesh along axis 0; mask is 1 for real rows (or their `weights` (n,), sample weights)
-    and 0 for padding. With several processes,
-    every process pads its rows to the largest local count.
+    With several processes, every process pads its rows to the largest local count.
+
+    Args:
+      x: (n, D) the process-local rows.
+      mesh: a `Mesh` with a "data" axis.
+      rows_per_chunk_fn: `rows_per_chunk_fn(n_per_device) -> (n_chunks, rows)` chooses the
+        per-device chunking.
+      weights: (n,) sample weights, or None.
+
+    Returns:
+      (xb (devices·n_chunks, rows, D), mask (devices·n_chunks, rows)), both split over the
+      mesh along axis 0; mask is 1 for real rows (or their `weights`) and 0 for padding.
+
+    Raises:
+      ValueError: a bad `mesh`, or x not 2-D.
     """
     check_mesh(mesh)
     x = np.asarray(x)
@@ -104,16 +162,33 @@ def shard_chunks(x, mesh: Mesh, rows_per_chunk_fn, weights=None):
 
 
 def shard_map_data(fn, mesh: Mesh, n_sharded: int, n_replicated: int):
-    """`shard_map` of `fn(*sharded, *replicated)` with the first `n_sharded` arguments split
-    over "data" along axis 0 and the rest (and the output) replicated. Builds the mapped
-    function only: shapes are checked when it is traced."""
+    """`shard_map` of `fn(*sharded, *replicated)`. Builds the mapped function only: shapes
+    are checked when it is traced.
+
+    Args:
+      fn: the function mapped.
+      mesh: a `Mesh` with a "data" axis.
+      n_sharded: the first this many arguments are split over "data" along axis 0.
+      n_replicated: the rest, this many, are replicated (and so is the output).
+
+    Returns:
+      The mapped function.
+    """
     in_specs = (P(DATA_AXIS),) * n_sharded + (P(),) * n_replicated
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P())
 
 
 def same_on_every_process(tree):
-    """With several processes, every process gets process 0's values of `tree` (e.g. initial
-    parameters computed from each process's own rows); with one process, `tree` unchanged."""
+    """Process 0's values of `tree`, on every process.
+
+    Args:
+      tree: a pytree of arrays (e.g. initial parameters computed from each process's own
+        rows).
+
+    Returns:
+      With several processes, process 0's values of `tree`; with one process, `tree`
+      unchanged.
+    """
     if jax.process_count() == 1:
         return tree
     from jax.experimental import multihost_utils

@@ -20,8 +20,15 @@ SUFFIXES = ("", ".gz")
 
 
 def is_idx_path(path: str | Path) -> bool:
-    """A path `load_idx` reads: a folder holding `TRAIN_IMAGES`[.gz], or a file whose name
-    says it is IDX (`...-idx<d>-ubyte[.gz]`)."""
+    """Whether `path` is one `load_idx` reads.
+
+    Args:
+      path: a file or folder path.
+
+    Returns:
+      True for a folder holding `TRAIN_IMAGES`[.gz], or a file whose name says it is IDX
+      (`...-idx<d>-ubyte[.gz]`).
+    """
     path = Path(path)
     if path.is_dir():
         return _find(path, TRAIN_IMAGES) is not None
@@ -29,9 +36,19 @@ def is_idx_path(path: str | Path) -> bool:
 
 
 def read_idx(path: str | Path, name: str = "data") -> np.ndarray:
-    """The array of one IDX file (gzipped when its name ends in .gz), in native byte order.
-    Raises `FileNotFoundError`, or `ValueError` naming `name` and the file when it is not IDX
-    or is cut short."""
+    """The array of one IDX file, in native byte order.
+
+    Args:
+      path: the file, gzipped when its name ends in .gz.
+      name: the argument named in error messages.
+
+    Returns:
+      The array, of the shape and dtype its header gives (e.g. (N, 28, 28) uint8 images).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: naming `name` and the file when it is not IDX or is cut short.
+    """
     path = Path(path)
     where = f"`{name}` file {str(path)!r}"
     if not path.is_file():
@@ -56,11 +73,23 @@ def read_idx(path: str | Path, name: str = "data") -> np.ndarray:
 
 
 def idx_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """MNIST's IDX files as the arrays `jaxvi.data.load_array` reads: `path` is an images file
-    (`train-images-idx3-ubyte[.gz]` or any `*-images-idx3-ubyte`) or a folder holding
-    `TRAIN_IMAGES`; its labels (`...-labels-idx1-ubyte`) and, for a training file, the test
-    images and labels (`t10k-...`) beside it are read when present.
-    -> {"x"[, "y"]} or {"x_train", "x_test"[, "y_train", "y_test"]}."""
+    """MNIST's IDX files as the arrays `jaxvi.data.load_array` reads.
+
+    The images' labels (`...-labels-idx1-ubyte`) and, for a training file, the test images
+    and labels (`t10k-...`) beside it are read when present.
+
+    Args:
+      path: an images file (`train-images-idx3-ubyte[.gz]` or any `*-images-idx3-ubyte`) or
+        a folder holding `TRAIN_IMAGES`.
+
+    Returns:
+      {"x"[, "y"]} or {"x_train", "x_test"[, "y_train", "y_test"]}: images (N, H, W) and
+      labels (N,).
+
+    Raises:
+      FileNotFoundError: no such file, or a folder without `TRAIN_IMAGES`.
+      ValueError: a file that is not IDX or is cut short.
+    """
     path = Path(path)
     if path.is_dir():
         found = _find(path, TRAIN_IMAGES)

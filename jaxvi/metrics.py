@@ -20,7 +20,18 @@ def _check(y_true, y_pred):
 
 
 def contingency(y_true, y_pred) -> np.ndarray:
-    """Counts n[i, j] of points with the i-th label value and the j-th cluster value."""
+    """Counts n[i, j] of points with the i-th label value and the j-th cluster value.
+
+    Args:
+      y_true: (N,) labels.
+      y_pred: (N,) cluster assignments.
+
+    Returns:
+      (T, P) int64 counts, for the T distinct labels and P distinct clusters (sorted).
+
+    Raises:
+      ValueError: lengths that differ, or no points.
+    """
     y_true, y_pred = _check(y_true, y_pred)
     _, ti = np.unique(y_true, return_inverse=True)
     _, pi = np.unique(y_pred, return_inverse=True)
@@ -30,7 +41,18 @@ def contingency(y_true, y_pred) -> np.ndarray:
 
 
 def cluster_accuracy(y_true, y_pred) -> float:
-    """Fraction of points correct under the best one-to-one map clusters -> labels."""
+    """Fraction of points correct under the best one-to-one map clusters -> labels.
+
+    Args:
+      y_true: (N,) labels.
+      y_pred: (N,) cluster assignments.
+
+    Returns:
+      The accuracy in [0, 1], a Python float.
+
+    Raises:
+      ValueError: lengths that differ, or no points.
+    """
     table = contingency(y_true, y_pred)
     rows, cols = linear_sum_assignment(table, maximize=True)
     return float(table[rows, cols].sum() / table.sum())
@@ -38,7 +60,18 @@ def cluster_accuracy(y_true, y_pred) -> float:
 
 def nmi(y_true, y_pred) -> float:
     """Normalised mutual information I(T; P) / ((H(T) + H(P)) / 2) (arithmetic mean, as
-    scikit-learn's default); 1.0 when both labelings are constant."""
+    scikit-learn's default).
+
+    Args:
+      y_true: (N,) labels.
+      y_pred: (N,) cluster assignments.
+
+    Returns:
+      The NMI in [0, 1], a Python float; 1.0 when both labelings are constant.
+
+    Raises:
+      ValueError: lengths that differ, or no points.
+    """
     table = contingency(y_true, y_pred).astype(np.float64)
     n = table.sum()
     p = table / n

@@ -24,10 +24,22 @@ DEFAULT_TIMEOUT_S = 60
 
 
 def process_config(coordinator=None, num_processes=None, process_id=None, *, environ=None):
-    """The job this process belongs to: -> (coordinator "host:port", num_processes,
-    process_id), each from its argument or else from the environment (`ENV_COORDINATOR`, ...),
-    checked; None when none of the three is given (a single process). A `ValueError` names a
-    missing or malformed one."""
+    """The job this process belongs to, each part from its argument or else from the
+    environment (`ENV_COORDINATOR`, ...), checked.
+
+    Args:
+      coordinator: "host:port" of process 0.
+      num_processes: the number of processes P ≥ 1.
+      process_id: this process's index in [0, P).
+      environ: the environment read (default `os.environ`).
+
+    Returns:
+      (coordinator "host:port", num_processes, process_id); None when none of the three is
+      given (a single process).
+
+    Raises:
+      ValueError: naming a missing or malformed one.
+    """
     environ = os.environ if environ is None else environ
     given = {
         "coordinator": coordinator if coordinator is not None else environ.get(ENV_COORDINATOR),
@@ -59,8 +71,24 @@ def initialize(coordinator=None, num_processes=None, process_id=None, *, cluster
     collectives run over gloo. `timeout_s` bounds every wait: a process that cannot reach
     the coordinator within it raises `ConnectionError` naming the process; once joined, a
     process whose peer stops (dies, is killed) is ended by JAX within about `timeout_s`
-    (its heartbeat timeout), with an error naming the silent task. -> True when a job with
-    several processes was joined, False for a single process (nothing is done)."""
+    (its heartbeat timeout), with an error naming the silent task.
+
+    Args:
+      coordinator: "host:port" of process 0 (else from the environment).
+      num_processes: the number of processes (else from the environment).
+      process_id: this process's index (else from the environment).
+      cluster: let JAX detect the job when none is given.
+      timeout_s: bound of every wait, ≥ 1 second.
+
+    Returns:
+      True when a job with several processes was joined, False for a single process
+      (nothing is done).
+
+    Raises:
+      ValueError: a missing or malformed setting, `timeout_s` < 1, or with `cluster` no
+        cluster environment detected.
+      ConnectionError: the coordinator not reached within `timeout_s`.
+    """
     config = process_config(coordinator, num_processes, process_id)
     if config is None and not cluster:
         return False
@@ -98,8 +126,17 @@ def is_main_process() -> bool:
 
 def process_rows(n_rows: int, process_id: int | None = None,
                  num_processes: int | None = None) -> slice:
-    """This process's contiguous block of `n_rows` rows (default: of the current job): the
-    first n_rows % P processes get one row more than the rest."""
+    """This process's contiguous block of `n_rows` rows: the first n_rows % P processes get
+    one row more than the rest.
+
+    Args:
+      n_rows: N, the rows of the whole data set.
+      process_id: the process (default: this one).
+      num_processes: P (default: the current job's).
+
+    Returns:
+      The slice of its rows.
+    """
     i = jax.process_index() if process_id is None else process_id
     p = jax.process_count() if num_processes is None else num_processes
     base, extra = divmod(int(n_rows), p)
@@ -108,8 +145,15 @@ def process_rows(n_rows: int, process_id: int | None = None,
 
 
 def local_rows(x) -> np.ndarray:
-    """This process's rows of x: (N, ...) (`process_rows`), copied into memory; with x a
-    memory map (`np.load(path, mmap_mode="r")`) only those rows are read from disk."""
+    """This process's rows of x (`process_rows`), copied into memory.
+
+    Args:
+      x: (N, ...) all rows; with a memory map (`np.load(path, mmap_mode="r")`) only this
+        process's rows are read from disk.
+
+    Returns:
+      (n_i, ...) this process's rows.
+    """
     return np.array(x[process_rows(np.shape(x)[0])])
 
 
@@ -117,11 +161,19 @@ INIT_ROWS = 65_536  # rows that a multi-process fit initialises from, at most
 
 
 def init_rows(x, max_rows: int = INIT_ROWS) -> np.ndarray:
-    """The rows a fit over several processes initialises from, the same on every process:
-    all rows of the job in process order (x: (n_i, D), each process's own rows) when there
-    are at most `max_rows` of them, else every s-th of them (s = ⌈N / max_rows⌉), so that
-    the initialisation sees every process's data and, for N ≤ `max_rows`, equals the
-    single-process one. With one process, x itself."""
+    """The rows a fit over several processes initialises from, the same on every process.
+
+    All rows of the job in process order when there are at most `max_rows` of them, else
+    every s-th of them (s = ⌈N / max_rows⌉), so that the initialisation sees every process's
+    data and, for N ≤ `max_rows`, equals the single-process one.
+
+    Args:
+      x: (n_i, D) this process's own rows.
+      max_rows: the most rows returned.
+
+    Returns:
+      (M, D) the rows, M ≤ max_rows; with one process, x itself.
+    """
     if jax.process_count() == 1:
         return x
     from jax.experimental import multihost_utils
@@ -140,8 +192,15 @@ def init_rows(x, max_rows: int = INIT_ROWS) -> np.ndarray:
 
 
 def sum_over_processes(tree):
-    """The sum over processes of a pytree of host values (numbers, NumPy arrays); with one
-    process, the values as NumPy arrays."""
+    """The sum over processes of a pytree of host values.
+
+    Args:
+      tree: a pytree of numbers or NumPy arrays, the same shapes on every process.
+
+    Returns:
+      The pytree of NumPy sums, each leaf its input's shape; with one process, the values as
+      NumPy arrays.
+    """
     tree = jax.tree.map(np.asarray, tree)
     if jax.process_count() == 1:
         return tree
@@ -152,17 +211,27 @@ def sum_over_processes(tree):
 
 
 def to_local(tree):
-    """With several processes, this process's own copy of a pytree of replicated arrays, as
-    uncommitted arrays on its default device (what host-side code and jitted calls that
-    only this process makes can use, and what `jax.device_put` can spread over a mesh
-    again); with one process, `tree` itself."""
+    """This process's own copy of a pytree of replicated arrays.
+
+    Args:
+      tree: a pytree of arrays replicated over the processes.
+
+    Returns:
+      With several processes, uncommitted arrays on the default device (what host-side code
+      and jitted calls that only this process makes can use, and what `jax.device_put` can
+      spread over a mesh again), each leaf its input's shape; with one process, `tree`.
+    """
     if jax.process_count() == 1:
         return tree
     return jax.tree.map(jax.numpy.asarray, jax.device_get(tree))
 
 
 def wait_for_all(name: str) -> None:
-    """A barrier: return when every process of the job has reached `name`."""
+    """A barrier: return when every process of the job has reached `name`.
+
+    Args:
+      name: the barrier's name, the same on every process.
+    """
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

@@ -24,12 +24,34 @@ from jaxvi.estimators._partial_fit import PartialFitMixin
 
 
 def marginal_log_resp(x, gmm):
-    """Log-responsibilities (N, K) of x: (N, D) with NaN entries marginalised out."""
+    """Log-responsibilities of x with NaN entries marginalised out.
+
+    Args:
+      x: (N, D) checked points, NaN = missing.
+      gmm: the fitted mixture (not checked).
+
+    Returns:
+      (N, K) log p(k | x_o).
+
+    Raises:
+      ValueError: a row with every entry missing.
+    """
     return marginal_posterior(x, gmm)[0]
 
 
 def marginal_log_prob(x, gmm):
-    """log p (N,) of the observed entries of each row of x: (N, D)."""
+    """log p of the observed entries of each row of x.
+
+    Args:
+      x: (N, D) checked points, NaN = missing.
+      gmm: the fitted mixture (not checked).
+
+    Returns:
+      (N,) log p(x_o).
+
+    Raises:
+      ValueError: a row with every entry missing.
+    """
     return marginal_posterior(x, gmm)[1]
 
 

@@ -31,7 +31,15 @@ def _times_tangent(x, dw):
 
 @jax.custom_jvp
 def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-    """x: (..., I) @ w: (I, O) -> (..., O)."""
+    """x @ w, with the weight gradient described in the module's docstring.
+
+    Args:
+      x: (..., I) inputs.
+      w: (I, O) weights.
+
+    Returns:
+      (..., O) x @ w.
+    """
     return x @ w
 
 
@@ -57,7 +65,19 @@ matmul.defjvp(_matmul_jvp, symbolic_zeros=True)
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
                 out_sharding=None):
     """`lax.dot_general` for `nnx.Linear(..., dot_general=dot_general)`: its usual call,
-    lhs (..., I) against a kernel (I, O), goes through `matmul`; anything else is passed on."""
+    lhs (..., I) against a kernel (I, O), goes through `matmul`; anything else is passed on.
+
+    Args:
+      lhs: (..., I) the inputs.
+      rhs: (I, O) the kernel (or any operand `lax.dot_general` takes).
+      dimension_numbers: as `lax.dot_general`'s.
+      precision: as `lax.dot_general`'s.
+      preferred_element_type: as `lax.dot_general`'s.
+      out_sharding: as `lax.dot_general`'s.
+
+    Returns:
+      (..., O) for the usual call; else what `lax.dot_general` returns.
+    """
     plain = (((lhs.ndim - 1,), (0,)), ((), ()))
     if (rhs.ndim == 2 and tuple(map(tuple, dimension_numbers[0])) == plain[0]
             and not dimension_numbers[1][0] and precision is None

@@ -16,9 +16,20 @@ UMAP_GMM_STARTS = 20  # k-means starts of the GMM on the UMAP embedding (best li
 
 def fit_code_gmm(codes: np.ndarray, k: int, *, seed: int, covariance_type: str = "diag",
                  max_points: int = 20000, n_init: int = 5):
-    """A GMM (scikit-learn, the best of `n_init` k-means starts) on the codes: (N, L), fitted
-    on a random `max_points` of them when there are more (its cost then stops growing with N).
-    -> fitted GaussianMixture."""
+    """A GMM (scikit-learn, the best of `n_init` k-means starts) on the codes, fitted on a
+    random `max_points` of them when there are more (its cost then stops growing with N).
+
+    Args:
+      codes: (N, L) the codes.
+      k: the number of components.
+      seed: the seed of the subsample and of the GMM.
+      covariance_type: scikit-learn's covariance type.
+      max_points: fit on at most this many codes.
+      n_init: k-means starts (the best likelihood kept).
+
+    Returns:
+      The fitted scikit-learn `GaussianMixture` (K components on L features).
+    """
     from sklearn.mixture import GaussianMixture
 
     if codes.shape[0] > max_points:
@@ -31,7 +42,17 @@ def fit_code_gmm(codes: np.ndarray, k: int, *, seed: int, covariance_type: str =
 
 def umap_embedding(codes: np.ndarray, dims: int, *, neighbors: int, seed: int) -> np.ndarray:
     """UMAP of the codes (umap-learn; min_dist = 0, which packs each cluster tight, as N2D
-    does), deterministic for a seed. codes: (N, L) -> (N, dims) float64."""
+    does), deterministic for a seed.
+
+    Args:
+      codes: (N, L) the codes.
+      dims: the embedding's dimension.
+      neighbors: UMAP's n_neighbors (clipped to [2, N − 1]).
+      seed: UMAP's random_state.
+
+    Returns:
+      (N, dims) float64 the embedding.
+    """
     import warnings
 
     import umap
@@ -53,7 +74,20 @@ def consensus_labels(codes: Sequence[np.ndarray], k: int, *, seed: int, embeddin
     best of `UMAP_GMM_STARTS` starts: UMAP packs each cluster into a tight blob, and most
     single starts of a GMM there settle where one component holds two touching blobs and two
     share an elongated one (measured on MNIST-test's 4/9 and 1: 0.82 accuracy at 16.93
-    nats/point; the best of 20 starts, 0.95 at 17.07). codes: R arrays (N, L) -> labels (N,).
+    nats/point; the best of 20 starts, 0.95 at 17.07).
+
+    Args:
+      codes: R arrays (N, L), the encodings of the same N points.
+      k: the number of clusters.
+      seed: the seed of the GMM (and of UMAP).
+      embedding: "none" or "umap" (one of `EMBEDDINGS`).
+      embedding_neighbors: UMAP's n_neighbors.
+
+    Returns:
+      (N,) int cluster labels in [0, k).
+
+    Raises:
+      ValueError: an `embedding` not in `EMBEDDINGS`.
     """
     if embedding not in EMBEDDINGS:
         raise ValueError(f"`embedding` must be one of {EMBEDDINGS}; got {embedding!r}.")
@@ -66,8 +100,19 @@ def consensus_labels(codes: Sequence[np.ndarray], k: int, *, seed: int, embeddin
 
 
 def prior_from_labels(codes: np.ndarray, labels: np.ndarray, k: int, reg: float = 1e-4):
-    """Per-cluster weights (K,), means (K, L) and (regularised) variances (K, L) of the
-    codes: (N, L) given labels: (N,)."""
+    """Per-cluster weights, means and (regularised) variances of the codes.
+
+    A cluster without points takes all codes' mean, one with fewer than two their variance.
+
+    Args:
+      codes: (N, L) the codes.
+      labels: (N,) cluster labels in [0, k).
+      k: K, the number of clusters.
+      reg: added to every variance.
+
+    Returns:
+      (weights (K,), means (K, L), variances (K, L)).
+    """
     weights = np.array([np.mean(labels == c) for c in range(k)]) + 1e-6
     means = np.stack([codes[labels == c].mean(0) if np.any(labels == c) else codes.mean(0)
                       for c in range(k)])

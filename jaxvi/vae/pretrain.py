@@ -38,26 +38,26 @@ def pretrain(
     model whose prior starts from those clusters (the consensus when restarts > 1).
 
     Args:
-        model_config, train_config: the model, and the recipe (`restarts`,
-            `pretrain_epochs`, `pretrain_steps`, `pretrain_learning_rate`,
-            `pretrain_neighbors`, `neighbor_dims`, `batch_size`, `checkpoint_every`, `seed`
-            are read).
-        x_train: (N, D) the training data.
-        key: the PRNG key of the networks' initialisation and of the training.
-        progress: show a progress bar.
-        log: called with one summary line at the end (None: silent).
-        mesh: train data-parallel over its "data" axis.
-        checkpoint_dir: checkpoint the autoencoders there every `checkpoint_every` steps and
-            at the end (`jaxvi.training.loop.fit`).
-        resume: continue from `checkpoint_dir`: the result equals an uninterrupted run's.
-        neighbors: (N, ≥ k + 1) `neighbor_indices` of x_train with at least the k =
-            `pretrain_neighbors` columns needed (None: computed here).
+      model_config: the model.
+      train_config: the recipe (`restarts`, `pretrain_epochs`, `pretrain_steps`,
+        `pretrain_learning_rate`, `pretrain_neighbors`, `neighbor_dims`, `batch_size`,
+        `checkpoint_every`, `seed` are read).
+      x_train: (N, D) the training data.
+      key: the PRNG key of the networks' initialisation and of the training.
+      progress: show a progress bar.
+      log: called with one summary line at the end (None: silent).
+      mesh: train data-parallel over its "data" axis.
+      checkpoint_dir: checkpoint the autoencoders there every `checkpoint_every` steps and
+        at the end (`jaxvi.training.loop.fit`).
+      resume: continue from `checkpoint_dir`: the result equals an uninterrupted run's.
+      neighbors: (N, ≥ k + 1) `neighbor_indices` of x_train with at least the k =
+        `pretrain_neighbors` columns needed (None: computed here).
 
     Returns:
-        (model, summary): summary holds "pretrain_loss", "pretrain_steps", "chosen_restart",
-        with several restarts "agreement_nmi", "seconds" and "cpu_seconds" ({"autoencoders",
-        "consensus"}: wall and process CPU times) and "cluster_labels": (N,) the clusters of
-        x_train the prior was set from.
+      (model, summary): summary holds "pretrain_loss", "pretrain_steps", "chosen_restart",
+      with several restarts "agreement_nmi", "seconds" and "cpu_seconds" ({"autoencoders",
+      "consensus"}: wall and process CPU times) and "cluster_labels": (N,) the clusters of
+      x_train the prior was set from.
     """
     tc = train_config
     t0, c0 = time.perf_counter(), time.process_time()
@@ -137,12 +137,27 @@ def _prior_from_codes(models: list[HierarchicalVAE], x_train, k: int, tc: TrainC
 
 
 def encode_means(model: HierarchicalVAE, x) -> np.ndarray:
-    """Means of q(w | x) as float64 numpy. x: (N, D) -> (N, L)."""
+    """Means of q(w | x) as float64 numpy.
+
+    Args:
+      model: the VAE whose encoder is used.
+      x: (N, D) data.
+
+    Returns:
+      (N, L) float64 the codes.
+    """
     return np.asarray(jax.jit(lambda m, xx: m.encoder(xx)[0])(model, jnp.asarray(x)), np.float64)
 
 
 def set_prior(model: HierarchicalVAE, weights, means, variances) -> None:
-    """Set the prior (π, μ_z, σ_z) in place. weights: (K,), means, variances: (K, L)."""
+    """Set the prior (π, μ_z, σ_z) in place (σ_z = √variances).
+
+    Args:
+      model: the VAE whose prior is set.
+      weights: (K,) π.
+      means: (K, L) μ_z.
+      variances: (K, L) σ_z².
+    """
     model.prior.logits[...] = jnp.asarray(np.log(weights), jnp.float32)
     model.prior.mean[...] = jnp.asarray(means, jnp.float32)
     model.prior.raw_scale[...] = jnp.asarray(inverse_softplus(np.sqrt(variances)), jnp.float32)

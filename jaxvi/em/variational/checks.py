@@ -20,9 +20,22 @@ from jaxvi.em.variational.model import (
 
 def check_posterior(post: VariationalPosterior, k: int, d: int, cov: str, wt: str,
                     dtype) -> VariationalPosterior:
-    """A warm-start q of `fit_variational`, its shapes checked against the fit's options
-    (K components, D features, covariance type `cov`, weight prior `wt`, which it then
-    carries), cast to dtype."""
+    """A warm-start q of `fit_variational`, its shapes checked against the fit's options.
+
+    Args:
+      post: the warm-start posterior.
+      k: K, the number of components.
+      d: D, the number of features.
+      cov: the fit's covariance type ("full", "tied", "diag" or "spherical").
+      wt: the fit's weight prior type (one of `WEIGHT_PRIOR_TYPES`).
+      dtype: the dtype its arrays are cast to.
+
+    Returns:
+      `post` cast to dtype, carrying `cov` and `wt`.
+
+    Raises:
+      ValueError: a field of the wrong shape, or a carried type other than the fit's.
+    """
     kind = covariance.of(cov)
     want = dict(weight_concentration=(k,) if wt == "dirichlet_distribution" else (2, k),
                 mean_precision=(k,), means=(k, d),
@@ -45,7 +58,17 @@ def check_posterior(post: VariationalPosterior, k: int, d: int, cov: str, wt: st
 
 def check_variational_prior(prior: VariationalPrior, covariance_type: str, d: int) -> None:
     """scikit-learn's checks of a VB-EM prior (concrete arrays), with messages that name the
-    argument."""
+    argument.
+
+    Args:
+      prior: the prior; its fields' shapes are checked for D and the covariance type.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      d: D, the number of features.
+
+    Raises:
+      ValueError: a non-positive γ or β0, a mean prior not (D,) or not finite, ν0 ≤ D − 1,
+        or a covariance prior of the wrong shape or not positive (definite).
+    """
     _validate.check_positive("weight_concentration_prior", prior.weight_concentration_prior)
     _validate.check_positive("mean_precision_prior", prior.mean_precision_prior)
     if prior.mean_prior.shape != (d,):
@@ -73,12 +96,29 @@ _default_prior = jax.jit(default_variational_prior,
 
 def checked_prior(x: jax.Array, covariance_type: str, n_components: int, sample_weight=None,
                   reg_covar: float = 0.0, **given) -> VariationalPrior:
-    """The prior of a fit to x: (N, D) (rows weighted by sample_weight (N,) when given):
-    scikit-learn's defaults (`default_variational_prior`) for each of `given`'s priors left
-    None, each checked (concrete values; messages name them). The default covariance prior,
-    the data's covariance, has its eigenvalues (variances for diag/spherical) floored at
-    `reg_covar`, so that constant or collinear features (a singular data covariance) still
-    give a valid prior; a given one is used as it is."""
+    """The prior of a fit to x, each prior left None taking scikit-learn's default.
+
+    The defaults are `default_variational_prior`'s; each value is checked (concrete values;
+    messages name them). The default covariance prior, the data's covariance, has its
+    eigenvalues (variances for diag/spherical) floored at `reg_covar`, so that constant or
+    collinear features (a singular data covariance) still give a valid prior; a given one is
+    used as it is.
+
+    Args:
+      x: (N, D) data.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      n_components: K.
+      sample_weight: (N,) row weights, or None.
+      reg_covar: the floor of the default covariance prior's eigenvalues.
+      **given: the priors by `VariationalPrior`'s field names, None for the default.
+
+    Returns:
+      The checked `VariationalPrior`.
+
+    Raises:
+      ValueError: a given prior not finite or invalid, weights with Σ w ≤ 1 (default
+        covariance prior), or a default covariance prior still singular after the floor.
+    """
     for name, value in given.items():
         if value is not None:
             _validate.check_finite(name, np.asarray(value, dtype=float))

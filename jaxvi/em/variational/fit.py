@@ -67,9 +67,21 @@ class VariationalFitResult(NamedTuple):
 def initialize_from_resp(x, resp, prior: VariationalPrior, *, covariance_type: str,
                          weight_type: str, reg_covar, sample_weight=None
                          ) -> VariationalPosterior:
-    """q from responsibilities resp: (N, K) of x: (N, D) (scikit-learn's `_initialize`):
-    the variational M step from their Stats (weighted by sample_weight (N,) when given)
-    about the (weighted) data mean. A traced primitive."""
+    """q from responsibilities (scikit-learn's `_initialize`): the variational M step from
+    their Stats about the (weighted) data mean. A traced primitive.
+
+    Args:
+      x: (N, D) data.
+      resp: (N, K) responsibilities.
+      prior: the `VariationalPrior`.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      weight_type: "dirichlet_process" or "dirichlet_distribution".
+      reg_covar: added to the diagonal of each ML covariance.
+      sample_weight: (N,) row weights of the Stats, or None.
+
+    Returns:
+      The initial `VariationalPosterior`.
+    """
     shift = weighted_mean(x, sample_weight)
     stats = sufficient_stats(x, resp.astype(x.dtype), shift, covariance_type=covariance_type,
                              sample_weight=sample_weight)
@@ -79,9 +91,25 @@ def initialize_from_resp(x, resp, prior: VariationalPrior, *, covariance_type: s
 
 def variational_update(posts: VariationalPosterior, xb, mask, chunks, shift, featurized,
                        prior, reg_covar, covariance_type, weight_type, combine):
-    """One VB-EM iteration of restarts batched along axis 0: (new posteriors, ELBO (B,) after
-    the M step). Arguments as `jaxvi.em.step.em_update`; `combine` maps local to global
-    (Stats, Σ log p) (e.g. a `psum`), so the entropy, being linear in them, is global too."""
+    """One VB-EM iteration of B restarts batched along axis 0.
+
+    Args:
+      posts: the B posteriors, batched along axis 0.
+      xb: (C, R, D) the chunked rows (as in `jaxvi.em.step.em_update`).
+      mask: (C, R) the rows' weights (0 on padding).
+      chunks: what the fast kernel reads: xb, or its features about `shift`.
+      shift: (D,) the fixed shift c (the data mean) of `feature_chunks`.
+      featurized: whether `chunks` are the features.
+      prior: the `VariationalPrior`.
+      reg_covar: added to the diagonal of each ML covariance.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      weight_type: "dirichlet_process" or "dirichlet_distribution".
+      combine: maps local to global (Stats, Σ log p) (e.g. a `psum`), so the entropy, being
+        linear in them, is global too.
+
+    Returns:
+      (new posteriors, ELBO (B,) after the M step).
+    """
     cfg = dict(covariance_type=covariance_type, weight_type=weight_type)
     gmms = per_restart(lambda p: expected_gmm(p, **cfg), posts)
     stats, sum_ll, centres = e_step_batched(gmms, xb, mask, chunks, shift, featurized, combine)
@@ -196,9 +224,13 @@ def fit_variational(
       covariance_type: "full", "tied", "diag" or "spherical".
       weight_concentration_prior_type: "dirichlet_process" (truncated stick-breaking) or
         "dirichlet_distribution".
-      weight_concentration_prior: and mean_precision_prior, mean_prior,
-        degrees_of_freedom_prior, covariance_prior: scikit-learn's names and defaults
-        (`default_variational_prior`; None takes the default computed from x).
+      weight_concentration_prior: () γ; this and the next four priors have scikit-learn's
+        names and defaults (`default_variational_prior`; None takes the default computed
+        from x).
+      mean_precision_prior: () β0.
+      mean_prior: (D,) m0.
+      degrees_of_freedom_prior: () ν0 > D − 1.
+      covariance_prior: W0⁻¹: full/tied (D, D), diag (D,), spherical ().
       max_iter: at most this many iterations (0: the initial posterior, ELBO −∞).
       tol: stop when the ELBO changes less (0 runs exactly max_iter).
       n_init: restarts from independent keys, run batched; the highest final ELBO is kept.
@@ -216,7 +248,10 @@ def fit_variational(
         the frequency-weighted covariance, so Σ w > 1 is needed for those).
 
     Returns:
-      A `VariationalFitResult`; a ValueError if the fitted posterior is not finite.
+      A `VariationalFitResult`.
+
+    Raises:
+      ValueError: an invalid argument, or a fitted posterior that is not finite.
     """
     n, d = checks.check_x(x)
     k = checks.check_n_components(n_components, n)

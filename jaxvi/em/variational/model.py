@@ -72,8 +72,19 @@ class VariationalPosterior:
 
 def settings(post: VariationalPosterior, covariance_type: str | None = None,
              weight_type: str | None = None) -> tuple[str, str]:
-    """(covariance type, weight prior type) of `post`: those given, else those it carries; a
-    ValueError when neither says."""
+    """(covariance type, weight prior type) of `post`: those given, else those it carries.
+
+    Args:
+      post: the posterior.
+      covariance_type: the covariance type, or None for the one `post` carries.
+      weight_type: the weight prior type, or None for the one `post` carries.
+
+    Returns:
+      (covariance_type, weight_type), two strings.
+
+    Raises:
+      ValueError: neither the argument nor `post` says one of them.
+    """
     return (_setting("covariance_type", covariance_type, post.covariance_type),
             _setting("weight_type", weight_type, post.weight_type))
 
@@ -88,12 +99,28 @@ def default_variational_prior(x: jax.Array, *, covariance_type: str = "full", n_
                               weight_concentration_prior=None, mean_precision_prior=None,
                               mean_prior=None, degrees_of_freedom_prior=None,
                               covariance_prior=None, sample_weight=None) -> VariationalPrior:
-    """scikit-learn's prior for x: (N, D): each argument left None takes its default:
-    1/K, 1, the data mean, D, and the data covariance (ddof 1; its diagonal for diag, the
-    mean of that for spherical). With sample_weight (N,): the weighted mean and the
+    """scikit-learn's prior for x, each argument left None taking its default.
+
+    The defaults: 1/K, 1, the data mean, D, and the data covariance (ddof 1; its diagonal for
+    diag, the mean of that for spherical). With sample_weight: the weighted mean and the
     frequency-weighted covariance (those of x with rows repeated: `weighted_covariance`).
     A traced primitive (no checks: `fit_variational` checks). Not MAP-EM's `Prior`
-    (`jaxvi.em.default_prior`)."""
+    (`jaxvi.em.default_prior`).
+
+    Args:
+      x: (N, D) data.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      n_components: K.
+      weight_concentration_prior: () γ, default 1/K.
+      mean_precision_prior: () β0, default 1.
+      mean_prior: (D,) m0, default the data mean.
+      degrees_of_freedom_prior: () ν0, default D.
+      covariance_prior: W0⁻¹, full/tied (D, D), diag (D,), spherical (); default from the data.
+      sample_weight: (N,) row weights, or None.
+
+    Returns:
+      The `VariationalPrior`, in x's dtype.
+    """
     dt = x.dtype
     d = x.shape[-1]
     if covariance_prior is None:
@@ -114,8 +141,16 @@ def default_variational_prior(x: jax.Array, *, covariance_type: str = "full", n_
 
 
 def expected_log_weights(weight_concentration: jax.Array, weight_type: str) -> jax.Array:
-    """E_q[ln π_k] (K,): ψ(α_k) − ψ(Σα) (Dirichlet), or for the sticks v_k ~ Beta(a_k, b_k)
-    E[ln v_k] + Σ_{j<k} E[ln(1 − v_j)]."""
+    """E_q[ln π_k]: ψ(α_k) − ψ(Σα) (Dirichlet), or for the sticks v_k ~ Beta(a_k, b_k)
+    E[ln v_k] + Σ_{j<k} E[ln(1 − v_j)].
+
+    Args:
+      weight_concentration: (K,) α (Dirichlet) or (2, K) the sticks' (a, b).
+      weight_type: "dirichlet_distribution" or "dirichlet_process".
+
+    Returns:
+      (K,) the expected log weights.
+    """
     if weight_type == "dirichlet_distribution":
         return digamma(weight_concentration) - digamma(jnp.sum(weight_concentration))
     a, b = weight_concentration
@@ -125,8 +160,18 @@ def expected_log_weights(weight_concentration: jax.Array, weight_type: str) -> j
 
 
 def mixture_weights(post: VariationalPosterior, weight_type: str | None = None) -> jax.Array:
-    """E_q[π] (K,), scikit-learn's `weights_`. weight_type: the weight prior's type (default:
-    the one `post` carries)."""
+    """E_q[π], scikit-learn's `weights_`.
+
+    Args:
+      post: the posterior.
+      weight_type: the weight prior's type (default: the one `post` carries).
+
+    Returns:
+      (K,) the mean weights, summing to 1.
+
+    Raises:
+      ValueError: no weight_type given and none carried.
+    """
     weight_type = _setting("weight_type", weight_type, post.weight_type)
     conc = post.weight_concentration
     if weight_type == "dirichlet_distribution":

@@ -127,10 +127,16 @@ def fit_variational_minibatch(
       key: PRNG key of the initialisation on the first batch.
       n_samples: N ≥ 1, the size of the data set the batches are drawn from (the statistics
         of a batch stand for N points); with sample_weight, its total weight.
-      covariance_type, weight_concentration_prior_type, the priors: as `fit_variational`;
+      covariance_type: as `fit_variational`.
+      weight_concentration_prior_type: as `fit_variational`.
+      weight_concentration_prior: () γ; this and the next four priors as `fit_variational`;
         default priors are computed from the first batch.
-      kappa: κ ∈ (0.5, 1], the step-size decay (scikit-learn's `learning_decay`); delay:
-        τ ≥ 0, which slows early steps (as scikit-learn's `learning_offset`).
+      mean_precision_prior: () β0.
+      mean_prior: (D,) m0.
+      degrees_of_freedom_prior: () ν0.
+      covariance_prior: W0⁻¹ in scikit-learn's layout.
+      kappa: κ ∈ (0.5, 1], the step-size decay (scikit-learn's `learning_decay`).
+      delay: τ ≥ 0, which slows early steps (as scikit-learn's `learning_offset`).
       max_steps: stop after this many batches (default: when `batches` ends).
       init: "kmeans++", "random" or "random_from_data" on the first batch.
       reg_covar: added to each component's ML covariance, as `fit_variational`.
@@ -146,6 +152,9 @@ def fit_variational_minibatch(
       statistics alone would give, scaled to N points; noisy, on `fit_variational`'s scale);
       `objective` the last; `n_iter` the number of batches; `converged` False (a stream
       has no convergence test).
+
+    Raises:
+      ValueError: an invalid argument or batch, or a posterior that is not finite.
     """
     _check_svi_args(kappa, delay, covariance_type, weight_concentration_prior_type, max_steps,
                     reg_covar, n_samples, init, chunk_size)

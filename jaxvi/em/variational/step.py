@@ -35,7 +35,15 @@ from jaxvi.em.variational.model import (
 
 
 def log_lambda(nu: jax.Array, d: int) -> jax.Array:
-    """E[ln|Λ|] − ln|W| = D ln 2 + Σ_{i<D} ψ((ν − i)/2), any shape of ν."""
+    """E[ln|Λ|] − ln|W| = D ln 2 + Σ_{i<D} ψ((ν − i)/2) of a Wishart(W, ν).
+
+    Args:
+      nu: (...) degrees of freedom ν, any shape.
+      d: D, the dimension.
+
+    Returns:
+      (...) E[ln|Λ|] − ln|W|, ν's shape.
+    """
     i = jnp.arange(d, dtype=nu.dtype)
     return d * jnp.log(2.0).astype(nu.dtype) + jnp.sum(digamma(0.5 * (nu[..., None] - i)), -1)
 
@@ -44,7 +52,19 @@ def expected_gmm(post: VariationalPosterior, *, covariance_type: str | None = No
                  weight_type: str | None = None) -> GMM:
     """The `GMM` whose joint log-density log w_k + log N(x; m_k, (ν_k W_k)⁻¹) is, up to a
     constant in k, E_q[ln π_k + ln N(x; μ_k, Λ_k⁻¹)]: EM's E step on it gives VB-EM's
-    responsibilities. One posterior (no batch axis); the types default to those it carries."""
+    responsibilities.
+
+    Args:
+      post: one posterior (no batch axis).
+      covariance_type: the covariance type (default: the one `post` carries).
+      weight_type: the weight prior type (default: the one `post` carries).
+
+    Returns:
+      A `GMM` with K components: means m_k (K, D), covariances (ν_k W_k)⁻¹.
+
+    Raises:
+      ValueError: a type neither given nor carried.
+    """
     covariance_type, weight_type = settings(post, covariance_type, weight_type)
     k, d = post.means.shape
     nu = jnp.broadcast_to(post.degrees_of_freedom, (k,))
@@ -55,10 +75,20 @@ def expected_gmm(post: VariationalPosterior, *, covariance_type: str | None = No
 
 
 def resp_entropy(gmm: GMM, stats: Stats, centres: jax.Array, sum_ll: jax.Array) -> jax.Array:
-    """−Σ_nk r_nk ln r_nk () of the E step on `gmm` that gave `stats` (second moments about
-    centres: (K, D) or (D,)) and sum_ll = Σ_n ln Σ_k exp(joint_nk), from those Stats alone:
+    """−Σ_nk r_nk ln r_nk of the E step on `gmm`, from the Stats it gave alone.
+
     ln r_nk = joint_nk − lse_n, and Σ_n r_nk joint_nk is linear in the Stats, so the entropy
-    psums with them. joint_nk = ln w_k − ½(D ln 2π + ln|Σ_k| + (x_n − μ_k)ᵀΛ_k(x_n − μ_k))."""
+    psums with them. joint_nk = ln w_k − ½(D ln 2π + ln|Σ_k| + (x_n − μ_k)ᵀΛ_k(x_n − μ_k)).
+
+    Args:
+      gmm: the mixture of the E step (K components, D features).
+      stats: the E step's `Stats`, second moments about centres.
+      centres: (K, D) or (D,) the centres of the second moments.
+      sum_ll: () Σ_n ln Σ_k exp(joint_nk).
+
+    Returns:
+      () the entropy of the responsibilities.
+    """
     d = gmm.n_features
     precision, logdet = component_precisions(gmm)
     u = centres - gmm.means  # (K, D): x − μ_k = (x − c_k) + u_k
@@ -85,12 +115,25 @@ def _weight_concentration(nk, gamma0, weight_type):
 
 def variational_m_step(stats: Stats, centres: jax.Array, prior: VariationalPrior, *,
                        covariance_type: str, weight_type: str, reg_covar) -> VariationalPosterior:
-    """The conjugate update of q from `Stats` with second moments about centres ((K, D) or
-    (D,)), as scikit-learn's `_m_step`: n_k = Σ_n r_nk + 10 eps, x̄_k, and S_k the ML
-    covariance (with `reg_covar` on its diagonal; pooled for tied, averaged over dimensions for
-    spherical); β_k = β0 + n_k; m_k = (β0 m0 + n_k x̄_k)/β_k; ν_k = ν0 + n_k (tied ν0 + N/K);
+    """The conjugate update of q from `Stats`, as scikit-learn's `_m_step`.
+
+    n_k = Σ_n r_nk + 10 eps, x̄_k, and S_k the ML covariance (with `reg_covar` on its
+    diagonal; pooled for tied, averaged over dimensions for spherical); β_k = β0 + n_k;
+    m_k = (β0 m0 + n_k x̄_k)/β_k; ν_k = ν0 + n_k (tied ν0 + N/K);
     covariances (ν_k W_k)⁻¹ = (W0⁻¹ + n_k S_k + n_k β0/β_k (x̄_k − m0)(x̄_k − m0)ᵀ)/ν_k.
-    One restart (no batch axis); a traced primitive."""
+    One restart (no batch axis); a traced primitive.
+
+    Args:
+      stats: the E step's `Stats` (K components, D features), second moments about centres.
+      centres: (K, D) or (D,) the centres of the second moments.
+      prior: the `VariationalPrior`.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      weight_type: "dirichlet_process" or "dirichlet_distribution".
+      reg_covar: added to the diagonal of each S_k.
+
+    Returns:
+      The new `VariationalPosterior`, carrying both types.
+    """
     kind = covariance.of(covariance_type)
     dt = stats.sum_x.dtype
     gamma0, beta0, m0, nu0, psi0 = (jnp.asarray(p, dt) for p in prior)
@@ -137,9 +180,18 @@ def _log_det_precision_chol(post: VariationalPosterior, covariance_type: str, d:
 
 def lower_bound(post: VariationalPosterior, entropy: jax.Array, *, covariance_type: str,
                 weight_type: str) -> jax.Array:
-    """The evidence lower bound () as scikit-learn's `_compute_lower_bound` (constants dropped),
-    of the posterior `post` after an M step from responsibilities with the given entropy
-    −Σ r ln r: entropy − Σ_k ln B(W_k, ν_k) − ln C(q(π)) − ½ D Σ_k ln β_k."""
+    """The evidence lower bound as scikit-learn's `_compute_lower_bound` (constants dropped):
+    entropy − Σ_k ln B(W_k, ν_k) − ln C(q(π)) − ½ D Σ_k ln β_k.
+
+    Args:
+      post: the posterior after an M step (K components, D features).
+      entropy: () −Σ r ln r of the responsibilities that M step used.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      weight_type: "dirichlet_process" or "dirichlet_distribution".
+
+    Returns:
+      () the ELBO.
+    """
     k, d = post.means.shape
     nu = post.degrees_of_freedom
     log_det = _log_det_precision_chol(post, covariance_type, d) - 0.5 * d * jnp.log(nu)

@@ -80,11 +80,12 @@ def _restarts(data, gmm0s, opts, config: Config, combine):
 
 def trimmed(result: EMFitResult, max_iter: int) -> EMFitResult:
     """`result` with its history cut to the fit's own max_iter entries (the loop's history is
-    sized by `iteration_limits`); a concrete history is cut on the host (no program per
-    max_iter)."""
+    sized by `iteration_limits`); a concrete history on one device is cut on the host (no
+    program per max_iter), one over a mesh keeps its sharding."""
     history = result.history
-    if _validate.is_concrete(history):
-        return result._replace(history=jax.device_put(np.asarray(history)[..., :max_iter]))
+    if _validate.is_concrete(history) and len(history.sharding.device_set) == 1:
+        cut = np.asarray(history)[..., :max_iter]
+        return result._replace(history=jax.device_put(cut, history.sharding))
     return result._replace(history=history[..., :max_iter])
 
 

@@ -69,6 +69,19 @@ def matmul_flops_per_s(n: int = 2048, dtype=jnp.float32, repeats: int = 10) -> f
     return 2.0 * n**3 / seconds
 
 
+# The defaults a result file of the VAE recipe records (what changed between the recipes
+# measured; `readme_tables.py` labels results whose recipe differs from the latest run's).
+RECIPE_FIELDS = ("restarts", "consensus_weight")
+
+
+def recipe_defaults() -> dict:
+    """The VAE recipe's current defaults of `RECIPE_FIELDS` (`jaxvi.vae.recipe.TrainConfig`)."""
+    from jaxvi.vae.recipe import TrainConfig
+
+    defaults = TrainConfig()
+    return {k: getattr(defaults, k) for k in RECIPE_FIELDS}
+
+
 def write_result(name: str, result: dict) -> Path:
     """Write `result` (plus the device and a timestamp) to benchmarks/results/<name>.json."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

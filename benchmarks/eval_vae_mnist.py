@@ -30,7 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import print_device, print_table, write_result  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    print_device,
+    print_table,
+    recipe_defaults,
+    write_result,
+)
 from benchmarks.mnist_data import DEFAULT_OUT, load_mnist_test  # noqa: E402
 from jaxvi.metrics import cluster_accuracy, nmi  # noqa: E402
 
@@ -43,8 +48,6 @@ PUBLISHED = [
     {"method": "DynAE", "accuracy": 0.987, "nmi": 0.963,
      "source": "Mrabah et al., Deep clustering with a Dynamic Autoencoder, Neural Networks 2020"},
 ]
-# The defaults a result file records (what changed between the recipes measured).
-RECIPE_FIELDS = ("restarts", "consensus_weight")
 # What each part of the recipe buys: MixtureVAE parameters changed from the defaults (the
 # defaults' own row is the main run's, same seeds; an ablation file measured with earlier
 # defaults names the files of their rows in "defaults_from"/"digits_defaults_from").
@@ -204,11 +207,8 @@ def main(argv=None):
     if not DEFAULT_OUT.is_file() and set(args.parts) & {"mnist", "mnist70k", "ablation"}:
         print(f"skipped: {DEFAULT_OUT} is missing; see benchmarks/mnist_data.py")
         return 0
-    from jaxvi.vae.recipe import TrainConfig
-
-    defaults = TrainConfig()
-    result = {"device": print_device(), "seeds": args.seeds,
-              "recipe": {k: getattr(defaults, k) for k in RECIPE_FIELDS}, "protocol":
+    result = {"device": print_device(), "seeds": args.seeds, "recipe": recipe_defaults(),
+              "protocol":
               "fit on all images without labels, score the same images (Hungarian accuracy, NMI)",
               "published_mnist_test": PUBLISHED}
     sets = [s for s in ("mnist", "digits") if s in args.parts]

@@ -34,7 +34,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import print_device, print_table, write_result  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    print_device,
+    print_table,
+    recipe_defaults,
+    write_result,
+)
 from benchmarks.scale_data import scale_dataset  # noqa: E402
 from jaxvi.metrics import cluster_accuracy, nmi  # noqa: E402
 
@@ -181,7 +186,7 @@ def main(argv=None):
     p.add_argument("--name", default="eval_vae_scale", help="results/<name>.json")
     args = p.parse_args(argv)
     print_device()
-    result = {"seeds": args.seeds, "uptime_start": _load()}
+    result = {"seeds": args.seeds, "uptime_start": _load(), "recipe": recipe_defaults()}
     if not args.skip_scale:
         t0 = time.perf_counter()
         d = scale_dataset(args.n_train, args.n_test, seed=0)

@@ -14,8 +14,8 @@ Modules: `model` (GMM, Stats, Prior, EMFitResult), `covariance` (the four covari
 `densities` (their checked public wrappers: log densities, E step, free energy, sampling,
 BIC/AIC), `stats` (features, chunks, the fused E-step statistics kernels), `step` (the M
 step, one EM iteration), `init` (k-means++, initialisation, default prior), `driver` (the one
-fit driver: keys or warm start, mesh, the on-device coordinate-ascent loop, best restart,
-finite check), `fit` (EM on it), `streaming` (the one streaming driver: the checked stream of
+fit driver: keys or warm start, mesh, finite check), `ascent` (its coordinate-ascent loop,
+best restart), `fit` (EM on it), `streaming` (the one streaming driver: the checked stream of
 batches, their chunks on one device or a mesh, the host-side loop), `online` (stepwise EM on
 it), `variational/` (variational Bayes in its own subpackage: prior and posterior types, E
 and M steps and lower bound on the same Stats, its checks, `fit_variational` on the driver,

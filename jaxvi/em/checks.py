@@ -14,18 +14,36 @@ from jaxvi.em.model import GMM, Prior
 
 
 def as_float(x, gmm: GMM) -> jax.Array:
-    """x as a JAX array, cast to the mixture's float dtype when it is not floating or is
-    narrower than float32."""
+    """x as a JAX array of a float dtype the mixture computes in.
+
+    Args:
+      x: (N, D) array-like data.
+      gmm: the mixture whose means' dtype x takes when cast.
+
+    Returns:
+      (N, D) x, cast to the mixture's dtype when not floating or narrower than float32.
+    """
     x = jnp.asarray(x)
     keep = jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits >= 32
     return x if keep else x.astype(gmm.means.dtype)
 
 
 def as_float_data(x, name: str = "x") -> jax.Array:
-    """Real data x as a JAX array of a float dtype that the fits compute in: integers and
-    bools in the default float dtype, float16 and bfloat16 in float32 (as scikit-learn does:
-    XLA's linear algebra has no half-precision kernels), float32 and float64 as they are.
-    Complex data are refused, naming `name`."""
+    """Real data x as a JAX array of a float dtype that the fits compute in.
+
+    Integers and bools in the default float dtype, float16 and bfloat16 in float32 (as scikit-learn
+    does: XLA's linear algebra has no half-precision kernels), float32 and float64 as they are.
+
+    Args:
+      x: array-like real data, e.g. (N, D).
+      name: the argument's name in the error message.
+
+    Returns:
+      x as a JAX float array of the same shape.
+
+    Raises:
+      ValueError: complex data, naming `name`.
+    """
     _validate.check_real(name, x)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -36,8 +54,19 @@ def as_float_data(x, name: str = "x") -> jax.Array:
 
 
 def check_x(x, n_features: int | None = None, name: str = "x") -> tuple[int, int]:
-    """Data x: (N, D) real, N, D ≥ 1, finite, with `n_features` columns when given
-    -> (N, D)."""
+    """Data x: (N, D) real, N, D ≥ 1, finite, with `n_features` columns when given.
+
+    Args:
+      x: (N, D) data.
+      n_features: the columns required, or None.
+      name: the argument's name in the error messages.
+
+    Returns:
+      (N, D), a tuple of ints.
+
+    Raises:
+      ValueError: complex, not 2-D, empty, non-finite, or the wrong number of columns.
+    """
     _validate.check_real(name, x)
     _validate.check_ndim(name, x, 2, "(n_samples, n_features)")
     n, d = np.shape(x)
@@ -52,7 +81,18 @@ def check_x(x, n_features: int | None = None, name: str = "x") -> tuple[int, int
 
 
 def check_n_components(n_components, n_samples: int) -> int:
-    """A positive integer K ≤ n_samples -> int."""
+    """A positive integer K ≤ n_samples.
+
+    Args:
+      n_components: K.
+      n_samples: N, the upper bound.
+
+    Returns:
+      K as an int.
+
+    Raises:
+      ValueError: not a positive integer (bools included), or above n_samples.
+    """
     if isinstance(n_components, bool) or int(n_components) != n_components or n_components < 1:
         raise ValueError(f"`n_components` must be a positive integer; got {n_components!r}.")
     if n_components > n_samples:
@@ -63,7 +103,16 @@ def check_n_components(n_components, n_samples: int) -> int:
 
 
 def check_resp(resp, n_samples: int, n_components: int | None) -> None:
-    """Responsibilities resp: (n_samples, K), finite, non-negative, rows summing to 1."""
+    """Responsibilities resp: (n_samples, K), finite, non-negative, rows summing to 1.
+
+    Args:
+      resp: (n_samples, K) responsibilities.
+      n_samples: N, the rows required.
+      n_components: K, the columns required, or None.
+
+    Raises:
+      ValueError: the wrong shape, non-finite or negative entries, or a row sum off 1.
+    """
     _validate.check_ndim("resp", resp, 2, "(n_samples, n_components)")
     if np.shape(resp)[0] != n_samples:
         raise ValueError(f"`resp` must have one row per sample ({n_samples}); "
@@ -83,8 +132,19 @@ def check_resp(resp, n_samples: int, n_components: int | None) -> None:
 
 
 def check_gmm(gmm, n_components=None, n_features=None, name="gmm") -> None:
-    """A `GMM` with consistent shapes, weights ≥ 0 summing to 1 and valid covariances
-    (positive definite, or finite beside valid Cholesky factors `scale_tril`)."""
+    """A `GMM` with consistent shapes, weights ≥ 0 summing to 1 and valid covariances.
+
+    Covariances positive definite, or finite beside valid Cholesky factors `scale_tril`.
+
+    Args:
+      gmm: the mixture.
+      n_components: the K required, or None.
+      n_features: the D required, or None.
+      name: the argument's name in the error messages.
+
+    Raises:
+      ValueError: not a `GMM`, an unknown covariance type, inconsistent shapes or values.
+    """
     if not isinstance(gmm, GMM):
         raise ValueError(f"`{name}` must be a jaxvi.em.GMM; got {type(gmm).__name__}.")
     _validate.check_choice(f"{name}.covariance_type", gmm.covariance_type,
@@ -129,7 +189,19 @@ def check_gmm(gmm, n_components=None, n_features=None, name="gmm") -> None:
 
 
 def check_prior(prior: Prior, d: int, dtype) -> Prior:
-    """A `Prior` for D features with valid hyperparameters -> the prior as arrays of `dtype`."""
+    """A `Prior` for D features with valid hyperparameters.
+
+    Args:
+      prior: the `Prior`.
+      d: D, the number of features.
+      dtype: the float dtype of the result.
+
+    Returns:
+      The prior as arrays of `dtype`.
+
+    Raises:
+      ValueError: not a `Prior`, bad shapes, α < 1, κ0 ≤ 0, ν0 ≤ D − 1, Ψ0 not positive definite.
+    """
     if not isinstance(prior, Prior):
         raise ValueError(f"`prior` must be a jaxvi.em.Prior; got {type(prior).__name__}.")
     prior = Prior(*(jnp.asarray(p, dtype) for p in prior))
@@ -151,7 +223,14 @@ def check_prior(prior: Prior, d: int, dtype) -> Prior:
 
 
 def check_covariance_type(covariance_type) -> None:
-    """One of `COVARIANCE_TYPES`."""
+    """One of `COVARIANCE_TYPES`.
+
+    Args:
+      covariance_type: "full", "tied", "diag" or "spherical".
+
+    Raises:
+      ValueError: any other value.
+    """
     _validate.check_choice("covariance_type", covariance_type, covariance.COVARIANCE_TYPES)
 
 
@@ -159,8 +238,17 @@ FIXABLE = ("weights", "means", "covariances")
 
 
 def check_fixed(fixed) -> tuple[str, ...]:
-    """The parameters a fit keeps at their initial values: a name or any iterable of names
-    from `FIXABLE` -> a tuple of them in `FIXABLE`'s order (static configuration)."""
+    """The parameters a fit keeps at their initial values, in `FIXABLE`'s order.
+
+    Args:
+      fixed: a name or any iterable of names from `FIXABLE`.
+
+    Returns:
+      A tuple of the names in `FIXABLE`'s order (static configuration).
+
+    Raises:
+      ValueError: not iterable, or an unknown name.
+    """
     names = (fixed,) if isinstance(fixed, str) else fixed
     try:
         names = set(names)
@@ -174,21 +262,52 @@ def check_fixed(fixed) -> tuple[str, ...]:
 
 
 def fixed_mask(fixed) -> np.ndarray | None:
-    """`check_fixed`'s names as the mask (3,) bool over `FIXABLE` that the M step reads, or
-    None when nothing is fixed (the plain M step)."""
+    """`check_fixed`'s names as the mask over `FIXABLE` that the M step reads.
+
+    Args:
+      fixed: a name or any iterable of names from `FIXABLE`.
+
+    Returns:
+      (3,) bool NumPy mask, or None when nothing is fixed (the plain M step).
+
+    Raises:
+      ValueError: as `check_fixed`.
+    """
     names = check_fixed(fixed)
     return np.array([n in names for n in FIXABLE]) if names else None
 
 
 def fixed_array(fixed) -> jax.Array | None:
-    """`fixed_mask` as an array (what a fit passes to its loop), or None."""
+    """`fixed_mask` as an array (what a fit passes to its loop).
+
+    Args:
+      fixed: a name or any iterable of names from `FIXABLE`.
+
+    Returns:
+      (3,) bool JAX array, or None when nothing is fixed.
+
+    Raises:
+      ValueError: as `check_fixed`.
+    """
     mask = fixed_mask(fixed)
     return None if mask is None else jnp.asarray(mask)
 
 
 def check_warm_start(init: GMM, covariance_type, k, x) -> GMM:
-    """A given initial GMM of a fit, checked against the fit's options (covariance type, K
-    components, x's D columns) and cast to x's dtype."""
+    """A given initial GMM of a fit, checked against the fit's options and cast to x's dtype.
+
+    Args:
+      init: the initial `GMM`.
+      covariance_type: the fit's covariance type, which init's must equal.
+      k: K, the fit's components.
+      x: (N, D) the fit's data (its D columns and dtype).
+
+    Returns:
+      `init` with every leaf in x's dtype.
+
+    Raises:
+      ValueError: another covariance type, K or D, or an invalid GMM (`check_gmm`).
+    """
     if init.covariance_type != covariance_type:
         raise ValueError(
             f"`init` has covariance_type {init.covariance_type!r} but `covariance_type` "
@@ -201,13 +320,25 @@ def check_warm_start(init: GMM, covariance_type, k, x) -> GMM:
 def check_sample_weight(sample_weight, n_samples: int, dtype, n_components: int | None = None,
                         name: str = "sample_weight", rescale: bool = False
                         ) -> jax.Array | None:
-    """Per-sample weights (N,), finite, ≥ 0, not all zero (at least `n_components` of them
-    positive when given), their positive entries normal numbers of `dtype` and their sum
-    within its range -> an array of `dtype`, or None for None (unweighted).
+    """Per-sample weights (N,), checked, as an array of `dtype`.
 
-    rescale: for a fit that does not depend on the weights' scale (ML EM), weights whose
-    largest is below 1 are first divided by it (in float64), so that tiny weights neither
-    underflow nor fall under the empty-component guard n_k + 10 eps of the M step."""
+    Args:
+      sample_weight: (N,) weights, or None (unweighted).
+      n_samples: N.
+      dtype: the float dtype the fit computes in.
+      n_components: the positive entries required, or None.
+      name: the argument's name in the error messages.
+      rescale: for a fit that does not depend on the weights' scale (ML EM), weights whose
+        largest is below 1 are first divided by it (in float64), so that tiny weights neither
+        underflow nor fall under the empty-component guard n_k + 10 eps of the M step.
+
+    Returns:
+      (N,) array of `dtype`, or None for None.
+
+    Raises:
+      ValueError: wrong shape, not finite, < 0, all zero (or fewer than `n_components`
+        positive), a positive entry not a normal number of `dtype`, or a sum beyond its range.
+    """
     if sample_weight is None:
         return None
     sample_weight = _validate.as_real_array(name, sample_weight, "(n_samples,)")
@@ -239,7 +370,14 @@ def check_sample_weight(sample_weight, n_samples: int, dtype, n_components: int 
 
 
 def check_weight_total(sample_weight) -> None:
-    """Frequency weights (N,) that define a covariance with ddof 1: Σ w > 1."""
+    """Frequency weights that define a covariance with ddof 1: Σ w > 1.
+
+    Args:
+      sample_weight: (N,) frequency weights.
+
+    Raises:
+      ValueError: Σ w ≤ 1.
+    """
     total = float(jnp.sum(sample_weight))
     if not total > 1.0:
         raise ValueError("`sample_weight` must sum to more than 1 for the data covariance of a "
@@ -247,8 +385,18 @@ def check_weight_total(sample_weight) -> None:
 
 
 def check_loop_options(covariance_type, max_iter, tol, reg_covar, chunk_size) -> None:
-    """The options every on-device fit (`fit`, `fit_variational`, missing-value EM) checks,
-    each error naming its argument."""
+    """The options every on-device fit (`fit`, `fit_variational`, missing-value EM) checks.
+
+    Args:
+      covariance_type: one of `COVARIANCE_TYPES`.
+      max_iter: an integer ≥ 0.
+      tol: a finite number ≥ 0.
+      reg_covar: a finite number ≥ 0.
+      chunk_size: None, or an integer ≥ 1.
+
+    Raises:
+      ValueError: an invalid option, naming its argument.
+    """
     check_covariance_type(covariance_type)
     _validate.check_int("max_iter", max_iter, 0)
     _validate.check_number("tol", tol)

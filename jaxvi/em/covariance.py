@@ -240,5 +240,15 @@ COVARIANCE_TYPES = tuple(COVARIANCES)
 
 
 def of(covariance_type: str) -> CovarianceType:
-    """The `CovarianceType` named `covariance_type` (one of `COVARIANCE_TYPES`)."""
+    """The `CovarianceType` named `covariance_type`.
+
+    Args:
+      covariance_type: one of `COVARIANCE_TYPES`: "full", "tied", "diag" or "spherical".
+
+    Returns:
+      Its `CovarianceType` object from `COVARIANCES`.
+
+    Raises:
+      KeyError: any other name (unchecked: `checks.check_covariance_type` checks).
+    """
     return COVARIANCES[covariance_type]

@@ -6,7 +6,8 @@ A variant supplies a `Model` (how its data are laid out, its initial parameters 
 its restarts loop); the driver holds what they share: the options as arrays (`options`),
 the start from keys or from a warm start, on one device or with the rows split over a mesh
 (`run`), the coordinate-ascent loop (`ascent_loop`), the choice of the best restart
-(`best_restart`) and the finite check after the fit (`raise_if_not_finite`).
+(`best_restart`; both in `jaxvi.em.ascent`, re-exported here) and the finite check after the
+fit (`raise_if_not_finite`).
 
 Compile once: on one device, the loop of a fit whose rows fit one chunk runs on rows padded to
 a bucketed row count (`bucket_rows`: 256, 384, 512, 768, ... rows, up to `BUCKET_MAX_ROWS`)
@@ -29,6 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvi import _linalg, _validate
+from jaxvi.em.ascent import (  # noqa: F401  (re-exported: their former home, the variants' import)
+    ascent_loop,
+    best_restart,
+    finite_along,
+)
 from jaxvi.em.step import identity
 
 
@@ -69,13 +75,29 @@ class Model(NamedTuple):
 
 
 def batched(params):
-    """One parameter set as a batch of one restart (axis 0)."""
+    """One parameter set as a batch of one restart (axis 0).
+
+    Args:
+      params: a pytree, one parameter set.
+
+    Returns:
+      The pytree with a leading axis of size 1 on every leaf.
+    """
     return jax.tree_util.tree_map(lambda a: a[None], params)
 
 
 def options(dtype, *, tol, reg_covar, **more) -> dict:
-    """The traced options every loop reads, as arrays of the data's dtype (tol, reg_covar),
-    with the variant's further ones (`more`: a prior, the fixed-parameter mask)."""
+    """The traced options every loop reads, as arrays of the data's dtype.
+
+    Args:
+      dtype: the data's float dtype.
+      tol: the convergence tolerance.
+      reg_covar: added to the covariances' diagonal.
+      **more: the variant's further options (a prior, the fixed-parameter mask).
+
+    Returns:
+      A dict of tol and reg_covar as NumPy scalars of `dtype`, and `more` as given.
+    """
     # NumPy scalars: the same arguments of the compiled loop as jnp's, without a conversion
     # program of their own
     dtype = np.dtype(dtype)
@@ -83,7 +105,20 @@ def options(dtype, *, tol, reg_covar, **more) -> dict:
 
 
 def start_keys(key: jax.Array, init, inits: tuple[str, ...], n_init) -> jax.Array:
-    """The keys (n_init,) of the restarts of an initialisation named `init` (one of `inits`)."""
+    """The keys of the restarts of an initialisation named `init`.
+
+    Args:
+      key: PRNG key.
+      init: the initialisation's name, one of `inits`.
+      inits: the names allowed.
+      n_init: the number of restarts, ≥ 1.
+
+    Returns:
+      (n_init,) keys.
+
+    Raises:
+      ValueError: `init` not in `inits`, or `n_init` not a positive integer.
+    """
     _validate.check_choice("init", init, inits)
     _validate.check_int("n_init", n_init, 1)
     return jax.random.split(key, int(n_init))
@@ -95,8 +130,14 @@ _MIN_HISTORY = 128
 
 
 def bucket_rows(n: int) -> int:
-    """The padded row count of a fit of n rows: the smallest of 256 and of 2^j, 1.5 * 2^j
-    (384, 512, 768, 1024, ...) that is ≥ n (at most 50% padding)."""
+    """The padded row count of a fit of n rows (at most 50% padding).
+
+    Args:
+      n: N, the fit's rows.
+
+    Returns:
+      The smallest of 256 and of 2^j, 1.5 * 2^j (384, 512, 768, 1024, ...) that is ≥ n.
+    """
     if n <= _MIN_BUCKET:
         return _MIN_BUCKET
     p = 1 << (n - 1).bit_length()
@@ -104,77 +145,20 @@ def bucket_rows(n: int) -> int:
 
 
 def iteration_limits(max_iter: int) -> tuple[int, jax.Array]:
-    """(the static length of a loop's history: max_iter rounded up to a power of two ≥ 128,
-    or 0 for 0; max_iter as a traced int32 limit), so that fits differing only in max_iter
-    share one compiled program (`ascent_loop`'s `limit`)."""
+    """A loop's static history length and its traced iteration limit.
+
+    So that fits differing only in max_iter share one compiled program (`ascent_loop`'s
+    `limit`).
+
+    Args:
+      max_iter: the fit's iteration limit, ≥ 0.
+
+    Returns:
+      (length, limit): the static length of the history, max_iter rounded up to a power of
+      two ≥ 128 (0 for 0), and max_iter as a traced int32 () limit.
+    """
     length = 0 if max_iter == 0 else max(_MIN_HISTORY, 1 << (int(max_iter) - 1).bit_length())
     return length, np.asarray(max_iter, np.int32)
-
-
-def ascent_loop(update: Callable, params0, max_iter: int, tol, dtype, limit=None):
-    """Iterate `update` on device (`lax.while_loop`) from params0, a pytree of B restarts
-    batched along axis 0, until every restart's objective changed by less than `tol` or
-    `max_iter` steps ran (`limit` steps, when given: a traced int ≤ max_iter, which then
-    only sizes the history). update(params) -> (new params, objective (B,) after the step).
-
-    The restarts step together, each frozen once converged (what `vmap` of one loop would do);
-    batching them by hand keeps any `lax.cond` inside `update` a real branch, which under
-    `vmap` would run both sides.
-
-    Returns (params, objective (B,), n_iter (B,) int32, converged (B,) bool,
-    history (B, max_iter): the objective after each step, NaN after a restart stopped);
-    for max_iter = 0, params0 with objective −∞.
-    """
-    b = jax.tree_util.tree_leaves(params0)[0].shape[0]
-    history = jnp.full((b, max_iter), jnp.nan, dtype)
-    state = (params0, jnp.full((b,), -jnp.inf, dtype), jnp.zeros((b,), jnp.int32),
-             jnp.zeros((b,), bool), history, jnp.zeros((), jnp.int32))
-    if max_iter == 0:
-        return state[:5]
-
-    def cond(state):
-        _, _, _, done, _, step = state
-        return (step < (max_iter if limit is None else limit)) & ~jnp.all(done)
-
-    def body(state):
-        params, obj, it, done, history, step = state
-        new, new_obj = update(params)
-        active = ~done
-
-        def keep(n, o):
-            return jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
-
-        params = jax.tree_util.tree_map(keep, new, params)
-        history = history.at[:, step].set(jnp.where(active, new_obj, history[:, step]))
-        done = done | (active & (jnp.abs(new_obj - obj) < tol))
-        return params, keep(new_obj, obj), it + active, done, history, step + 1
-
-    return jax.lax.while_loop(cond, body, state)[:5]
-
-
-def finite_along(tree, n_batch: int) -> jax.Array:
-    """Whether every leaf of `tree` is finite, per index of its n_batch leading axes."""
-    return functools.reduce(
-        jnp.logical_and,
-        [jnp.all(jnp.isfinite(a), axis=tuple(range(n_batch, a.ndim)))
-         for a in jax.tree_util.tree_leaves(tree)],
-    )
-
-
-def best_restart(result, params, objective):
-    """The restart (index along axis 0 of every leaf of `result`) with the highest objective
-    (B,) whose params are finite: a NaN fit never wins; ties go to the first, and objectives
-    within round-off of the highest (a relative 1e-9, or 64 ulps in float32) tie: restarts
-    that reach the same optimum with the components in another order differ only in their
-    last bits, which depend on how the program sums (padded rows, a mesh's psum), and the
-    choice must not."""
-    ok = finite_along(params, 1) & ~jnp.isnan(objective)
-    obj = jnp.where(ok, objective, -jnp.inf)
-    top = jnp.max(obj)
-    rtol = max(1e-9, 64 * float(jnp.finfo(obj.dtype).eps))
-    floor = jnp.where(jnp.isfinite(top), top - rtol * jnp.maximum(jnp.abs(top), 1.0), top)
-    best = jnp.argmax(ok & (obj >= floor))
-    return jax.tree_util.tree_map(lambda a: a[best], result)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config"))
@@ -205,18 +189,39 @@ def _initial_params(model: Model, config: Config, x, keys, weights, opts):
 
 
 def initial_params(model: Model, config: Config, x, keys, weights, opts):
-    """The initial parameters of each key of keys (B,), batched along axis 0, drawn from
-    exactly the rows x: (N, D) with weights (N,) or None (unpadded: `run`), as a program of
-    its own, shared by every fit with the same initialisation settings (only config's k,
-    covariance_type, init and weight_type reach it) and shapes."""
+    """The initial parameters of each key, drawn from exactly the rows x (unpadded: `run`).
+
+    A program of its own, shared by every fit with the same initialisation settings (only
+    config's k, covariance_type, init and weight_type reach it) and shapes.
+
+    Args:
+      model: the variant (`Model`).
+      config: the fit's `Config`.
+      x: (N, D) data.
+      keys: (B,) PRNG keys.
+      weights: (N,) row weights, or None.
+      opts: the traced options (`options`).
+
+    Returns:
+      The initial parameter sets, batched along axis 0 (B, ...).
+    """
     config = Config(k=config.k, covariance_type=config.covariance_type, init=config.init,
                     weight_type=config.weight_type)
     return _initial_params(model, config, x, keys, weights, opts)
 
 
 def job_rows(x, weights):
-    """The rows (and their weights) the initialisation of a fit over a mesh reads, the same
-    on every process (`jaxvi.processes.init_rows`)."""
+    """The rows (and their weights) the initialisation of a fit over a mesh reads.
+
+    The same on every process (`jaxvi.processes.init_rows`).
+
+    Args:
+      x: (N, D) this process's rows.
+      weights: (N,) their weights, or None.
+
+    Returns:
+      (rows, weights): JAX arrays of the job's initialisation rows, weights None for None.
+    """
     from jaxvi.processes import init_rows
 
     return (jnp.asarray(init_rows(x)),
@@ -250,16 +255,32 @@ def _fit_sharded(model, config, x, weights, params0s, opts, mesh, chunk_size):
 
 
 def is_bucketed(x, config: Config) -> bool:
-    """Whether a one-device fit of x: (N, D) runs its loop on bucketed rows (`padded`): a
-    chunk layout of one chunk of N ≤ `BUCKET_MAX_ROWS` rows."""
+    """Whether a one-device fit of x runs its loop on bucketed rows (`padded`).
+
+    Args:
+      x: (N, D) data.
+      config: the fit's `Config`.
+
+    Returns:
+      True for a chunk layout of one chunk of N ≤ `BUCKET_MAX_ROWS` rows.
+    """
     return config.n_chunks == 1 and config.rows == x.shape[0] <= BUCKET_MAX_ROWS
 
 
 def padded(x, weights, config: Config):
-    """(x, weights, config) of a single-chunk fit of N ≤ `BUCKET_MAX_ROWS` rows padded to
-    `bucket_rows(N)` rows: zero rows of weight 0 after x: (N, D), weights (N,) (1 when None);
-    unchanged otherwise (several chunks, or no chunk layout). Concrete arrays are padded on
-    the host (no compilation per N)."""
+    """A single-chunk fit of N ≤ `BUCKET_MAX_ROWS` rows padded to `bucket_rows(N)` rows.
+
+    Zero rows of weight 0 after x; unchanged otherwise (several chunks, or no chunk layout).
+    Concrete arrays are padded on the host (no compilation per N).
+
+    Args:
+      x: (N, D) data.
+      weights: (N,) row weights, or None (1).
+      config: the fit's `Config`.
+
+    Returns:
+      (x, weights, config): (N', D), (N',) and `config` with rows = N' when padded.
+    """
     if not is_bucketed(x, config):
         return x, weights, config
     n = x.shape[0]
@@ -274,12 +295,31 @@ def padded(x, weights, config: Config):
 
 def run(model: Model, config: Config, x, weights, opts, *, keys=None, params=None,
         mesh=None, chunk_size: int | None = None) -> Any:
-    """A checked variant's fit: from `keys` (B,) (restarts) or from one `params` (a warm
-    start), on one device or with the rows of x split over `mesh` (then `model.layout` must
-    be the chunk layout: the mesh splits x into chunks itself), followed by the finite
-    check. Returns the model's result. On one device, the loop of a chunk-layout fit of one
-    chunk runs on rows padded to a bucketed row count (`padded`), from initial parameters
-    drawn from the unpadded rows (`initial_params`: the same as the mesh fit's)."""
+    """A checked variant's fit, followed by the finite check.
+
+    From `keys` (restarts) or from one `params` (a warm start), on one device or with the
+    rows of x split over `mesh`. On one device, the loop of a chunk-layout fit of one chunk
+    runs on rows padded to a bucketed row count (`padded`), from initial parameters drawn from
+    the unpadded rows (`initial_params`: the same as the mesh fit's).
+
+    Args:
+      model: the variant (`Model`).
+      config: the fit's `Config`.
+      x: (N, D) data, as `model.layout` reads it.
+      weights: (N,) row weights, or None.
+      opts: the traced options (`options`).
+      keys: (B,) PRNG keys of the restarts, or None.
+      params: one initial parameter set (warm start), or None.
+      mesh: None, or a mesh with a "data" axis (then `model.layout` must be the chunk
+        layout: the mesh splits x into chunks itself).
+      chunk_size: rows per chunk with `mesh`.
+
+    Returns:
+      The model's result.
+
+    Raises:
+      ValueError: the fitted parameters are not finite (`model.failure`).
+    """
     if mesh is None:
         if not is_bucketed(x, config):
             result = (fit_from_keys(model, config, x, keys, weights, opts) if params is None
@@ -309,8 +349,18 @@ def all_finite(tree) -> jax.Array:
 
 
 def raise_if_not_finite(model: Model, result):
-    """The guard after a fit: `result`, or a ValueError (`model.failure`) when its
-    (concrete) fitted parameters are not finite."""
+    """The guard after a fit.
+
+    Args:
+      model: the variant (`Model`): its `params` and `failure`.
+      result: the fit's result.
+
+    Returns:
+      `result` itself.
+
+    Raises:
+      ValueError: its (concrete) fitted parameters are not finite (`model.failure`).
+    """
     params = model.params(result)
     if _validate.is_concrete(*jax.tree_util.tree_leaves(result)) and not bool(
             all_finite(params)):
@@ -319,8 +369,16 @@ def raise_if_not_finite(model: Model, result):
 
 
 def lapack_scoped(fn):
-    """Run `fn` with single-threaded LAPACK on CPU (`_linalg.single_threaded_lapack`) and
-    wait for its result inside that scope."""
+    """Run `fn` with single-threaded LAPACK on CPU and wait for its result inside that scope.
+
+    The scope is `_linalg.single_threaded_lapack`.
+
+    Args:
+      fn: the function to wrap.
+
+    Returns:
+      The wrapped function (`functools.wraps`), which blocks until its result is ready.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -29,7 +29,7 @@ from jaxvi.em.step import em_update, identity, per_restart
 
 def _fit_batched(xb, mask, gmm0s, max_iter, tol, reg_covar, prior, combine=identity,
                  fixed=None, limit=None):
-    """The on-device EM loop (`jaxvi.em.driver.ascent_loop`) of restarts batched along axis 0
+    """The on-device EM loop (`jaxvi.em.ascent.ascent_loop`) of restarts batched along axis 0
     of `gmm0s`, on chunked data xb: (C, R, D), mask: (C, R) (row weights); `fixed`: None or
     the (3,) bool mask of the parameters kept at their initial values; `limit`: None or a
     traced iteration limit ≤ max_iter (`ascent_loop`); `combine` goes to every step
@@ -79,9 +79,18 @@ def _restarts(data, gmm0s, opts, config: Config, combine):
 
 
 def trimmed(result: EMFitResult, max_iter: int) -> EMFitResult:
-    """`result` with its history cut to the fit's own max_iter entries (the loop's history is
-    sized by `iteration_limits`); a concrete history on one device is cut on the host (no
-    program per max_iter), one over a mesh keeps its sharding."""
+    """`result` with its history cut to the fit's own max_iter entries.
+
+    The loop's history is sized by `iteration_limits`; a concrete history on one device is
+    cut on the host (no program per max_iter), one over a mesh keeps its sharding.
+
+    Args:
+      result: an `EMFitResult`, history (..., L) with L ≥ max_iter.
+      max_iter: the fit's iteration limit.
+
+    Returns:
+      The `EMFitResult` with history (..., max_iter).
+    """
     history = result.history
     if _validate.is_concrete(history) and len(history.sharding.device_set) == 1:
         cut = np.asarray(history)[..., :max_iter]

@@ -99,19 +99,38 @@ def _lloyd_step(x, centres, weights):
 
 
 def n_starts(n: int, k: int) -> int:
-    """The number of k-means++ seedings `kmeans` runs for N = n rows and K = k centres."""
+    """The number of k-means++ seedings `kmeans` runs.
+
+    Args:
+      n: N, the rows.
+      k: K, the centres.
+
+    Returns:
+      min(10, 2^21 // (N·K)), at least 1.
+    """
     return max(1, min(_KMEANS_STARTS, _KMEANS_BUDGET // (n * k)))
 
 
 def kmeans(key: jax.Array, x: jax.Array, n_components: int,
            sample_weight: jax.Array | None = None) -> jax.Array:
-    """A converged k-means of x: (N, D) -> centres (K, D), as scikit-learn's `KMeans` that
-    `init_params="kmeans"` runs: from each of `_KMEANS_STARTS` greedy k-means++ seedings,
-    Lloyd steps (`lax.while_loop`) until the centres move by less than 1e-4 times the mean
-    per-feature variance of x (squared, summed over centres) or 300 steps; the seeding with
-    the lowest inertia Σ w min_k |x − c_k|² is kept (`n_starts`: 10 seedings for N·K up
-    to 2^21 / 10, fewer above, at least 1). Weighted by sample_weight (N,) ≥ 0
-    throughout (zero-weight rows are never drawn and move no centre). A traced primitive."""
+    """A converged k-means of x, as scikit-learn's `KMeans` that `init_params="kmeans"` runs.
+
+    From each of `_KMEANS_STARTS` greedy k-means++ seedings, Lloyd steps (`lax.while_loop`)
+    until the centres move by less than 1e-4 times the mean per-feature variance of x (squared,
+    summed over centres) or 300 steps; the seeding with the lowest inertia Σ w min_k |x − c_k|²
+    is kept (`n_starts`: 10 seedings for N·K up to 2^21 / 10, fewer above, at least 1). Weighted
+    by sample_weight throughout (zero-weight rows are never drawn and move no centre). A
+    traced primitive.
+
+    Args:
+      key: PRNG key.
+      x: (N, D) points.
+      n_components: K centres.
+      sample_weight: (N,) ≥ 0, default 1.
+
+    Returns:
+      (K, D) centres.
+    """
     w = jnp.ones(x.shape[:1], x.dtype) if sample_weight is None else sample_weight
     mean = (w @ x) / jnp.sum(w)
     tol = _KMEANS_TOL * jnp.mean((w @ jnp.square(x - mean)) / jnp.sum(w))
@@ -140,11 +159,24 @@ def kmeans(key: jax.Array, x: jax.Array, n_components: int,
 
 
 def init_resp(key, x, n_components, init, sample_weight=None):
-    """Initial responsibilities (N, K) of x: (N, D) by the method `init` (one of `INITS`;
+    """Initial responsibilities of x by the method `init`.
+
     "kmeans++": hard assignment after k-means++ seeding and 10 Lloyd steps; "kmeans": hard
-    assignment to the centres of a converged k-means, `kmeans`), the seeding and Lloyd steps
-    weighted by sample_weight (N,) when given (k-means++ and "random_from_data" draw centres
-    ∝ weight; zero-weight rows are never drawn)."""
+    assignment to the centres of a converged k-means (`kmeans`); "random_from_data": to the
+    nearest of K distinct rows of x; "random": uniform random responsibilities. The seeding and
+    Lloyd steps are weighted by sample_weight when given (k-means++ and "random_from_data" draw
+    centres ∝ weight; zero-weight rows are never drawn).
+
+    Args:
+      key: PRNG key.
+      x: (N, D) points.
+      n_components: K.
+      init: one of `INITS`.
+      sample_weight: (N,) ≥ 0, or None (1).
+
+    Returns:
+      (N, K) responsibilities, rows summing to 1.
+    """
     if init == "kmeans":
         return _nearest_resp(x, kmeans(key, x, n_components, sample_weight))
     if init == "kmeans++":
@@ -162,9 +194,24 @@ def init_resp(key, x, n_components, init, sample_weight=None):
 
 def initial_gmms(x, keys, k, covariance_type, init, reg_covar, prior, sample_weight=None
                  ) -> GMM:
-    """One initial GMM of x: (N, D) per key of keys: (B,), batched along axis 0: `init_resp`,
-    then the M step of those responsibilities times sample_weight (N,). A traced
-    primitive."""
+    """One initial GMM of x per key, batched along axis 0.
+
+    `init_resp`, then the M step of those responsibilities times sample_weight. A traced
+    primitive.
+
+    Args:
+      x: (N, D) points.
+      keys: (B,) PRNG keys.
+      k: K components.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      init: one of `INITS`.
+      reg_covar: added to the covariances' diagonal.
+      prior: a `Prior` for a MAP M step, or None.
+      sample_weight: (N,) ≥ 0, or None (1).
+
+    Returns:
+      A `GMM` batched along axis 0 (B, ...), full/tied with their Cholesky factors.
+    """
 
     def one(key):
         resp = init_resp(key, x, k, init, sample_weight)

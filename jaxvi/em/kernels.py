@@ -24,10 +24,18 @@ from jaxvi.em.model import (
 
 
 def whitening(gmm: GMM):
-    """The precise kernel's parameters: (W, log-normaliser (K,)) with the whitened residual
-    z_nk = W_k (x_n − μ_k) = L_k⁻¹(x_n − μ_k), so that
+    """The precise kernel's parameters (W, log-normaliser).
+
+    With the whitened residual z_nk = W_k (x_n − μ_k) = L_k⁻¹(x_n − μ_k),
     log w_k + log N(x_n; μ_k, Σ_k) = −½|z_nk|² + log-normaliser_k.
-    full/tied: W = L⁻¹ (K, D, D); diag/spherical: W = 1/σ (K, D)."""
+
+    Args:
+      gmm: the mixture.
+
+    Returns:
+      (W, norm): W = L⁻¹ (K, D, D) for full/tied, W = 1/σ (K, D) for diag/spherical; norm
+      (K,) the log-normalisers.
+    """
     d = gmm.n_features
     if covariance.of(gmm.covariance_type).matrix:
         chol = component_scale_tril(gmm)
@@ -56,8 +64,16 @@ def _whitened_sq_norms(x: jax.Array, gmm: GMM, params) -> jax.Array:
 
 
 def joint_log_prob(x: jax.Array, gmm: GMM, params=None) -> jax.Array:
-    """log w_k + log N(x_n; μ_k, Σ_k) (N, K) by the precise kernel; x: (N, D); `params`:
-    `whitening(gmm)` when already computed."""
+    """log w_k + log N(x_n; μ_k, Σ_k) for all pairs, by the precise kernel.
+
+    Args:
+      x: (N, D) points.
+      gmm: the mixture.
+      params: `whitening(gmm)` when already computed, else None.
+
+    Returns:
+      (N, K) joint log densities.
+    """
     params = whitening(gmm) if params is None else params
     return -0.5 * _whitened_sq_norms(x, gmm, params) + params[1]
 
@@ -83,15 +99,33 @@ def conditional_log_prob(x: jax.Array, gmm: GMM) -> jax.Array:
 
 @jax.jit
 def log_prob_kernel(x: jax.Array, gmm: GMM) -> jax.Array:
-    """`log_prob` without its checks, for a GMM a fit produced (a component whose weight
-    underflowed to 0 contributes nothing). x: (N, D) of the GMM's dtype -> (N,)."""
+    """`log_prob` without its checks, for a GMM a fit produced.
+
+    A component whose weight underflowed to 0 contributes nothing.
+
+    Args:
+      x: (N, D) points of the GMM's dtype.
+      gmm: the mixture.
+
+    Returns:
+      (N,) log densities.
+    """
     return logsumexp(joint_log_prob(x, gmm), axis=-1)
 
 
 @jax.jit
 def e_step_kernel(x: jax.Array, gmm: GMM) -> tuple[jax.Array, jax.Array]:
-    """`e_step` without its checks, for a GMM a fit produced (a component whose weight
-    underflowed to 0 gets log-responsibility −∞). x: (N, D) -> ((N, K), ())."""
+    """`e_step` without its checks, for a GMM a fit produced.
+
+    A component whose weight underflowed to 0 gets log-responsibility −∞.
+
+    Args:
+      x: (N, D) points.
+      gmm: the mixture.
+
+    Returns:
+      (log_resp, mean_ll): (N, K) log responsibilities and () the mean log-likelihood.
+    """
     joint = joint_log_prob(x, gmm)
     lse = logsumexp(joint, axis=-1, keepdims=True)
     return joint - lse, jnp.mean(lse)
@@ -108,8 +142,16 @@ def _free_energy(x, gmm, resp):
 
 @functools.partial(jax.jit, static_argnums=2)
 def sample_kernel(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
-    """`sample` without its checks, for a GMM a fit produced (components of weight 0 are
-    never drawn). -> (x (n, D), z (n,))."""
+    """`sample` without its checks, for a GMM a fit produced (weight-0 components never drawn).
+
+    Args:
+      key: PRNG key.
+      gmm: the mixture.
+      n: the number of points (static).
+
+    Returns:
+      (x, z): points (n, D) and their component labels (n,).
+    """
     key_z, key_e = jax.random.split(key)
     z = jax.random.categorical(key_z, jnp.log(gmm.weights), shape=(n,))
     eps = jax.random.normal(key_e, (n, gmm.n_features), gmm.means.dtype)
@@ -121,6 +163,16 @@ def sample_kernel(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Arra
 
 
 def count_parameters(covariance_type: str, k: int, d: int) -> int:
-    """Free parameters of a K-component mixture of D features: K−1 weights, K·D means and
-    the covariances (scikit-learn's count). No checks (`n_parameters` checks its GMM)."""
+    """Free parameters of a K-component mixture of D features (scikit-learn's count).
+
+    K−1 weights, K·D means and the covariances. No checks (`n_parameters` checks its GMM).
+
+    Args:
+      covariance_type: "full", "tied", "diag" or "spherical".
+      k: K components.
+      d: D features.
+
+    Returns:
+      The count, a Python int.
+    """
     return int(covariance.of(covariance_type).n_parameters(k, d) + k * d + k - 1)

@@ -69,10 +69,23 @@ def _chunk_rows(counts: np.ndarray, max_rows: int) -> int:
 
 def missing_layout(x, covariance_type: str = "full", chunk_size: int | None = None,
                    name: str = "x", sample_weight=None) -> MissingData:
-    """Group the rows of x: (N, D) (NaN = missing) by missing pattern into chunks of one
-    pattern each (host-side, outside jit; `check_x_missing` checks x first); each row's
-    mask is its weight (sample_weight (N,), checked; default 1). Raises a ValueError naming
-    the first row whose entries are all missing."""
+    """Group the rows of x by missing pattern into chunks of one pattern each.
+
+    Host-side, outside jit; `check_x_missing` checks x first. Each row's mask is its weight.
+
+    Args:
+      x: (N, D) data, NaN = missing.
+      covariance_type: "full", "tied", "diag" or "spherical" (sizes the chunks).
+      chunk_size: rows per chunk, or None (from the backend's budget).
+      name: the argument's name in the error message.
+      sample_weight: (N,) checked row weights, or None (1).
+
+    Returns:
+      The `MissingData` layout: C chunks of R rows, P patterns.
+
+    Raises:
+      ValueError: naming the first row whose entries are all missing.
+    """
     x = np.asarray(x)
     n, d = x.shape
     observed = ~np.isnan(x)
@@ -117,7 +130,16 @@ class PatternFactors(NamedTuple):
 
 def pattern_factors(gmm: GMM, observed: jax.Array) -> PatternFactors:
     """The marginal and conditional factors of `gmm` for each missing pattern.
-    observed: (P, D) bool. A traced primitive."""
+
+    A traced primitive.
+
+    Args:
+      gmm: the mixture.
+      observed: (P, D) bool, True = observed.
+
+    Returns:
+      The `PatternFactors` (P, K, ...).
+    """
     k, d = gmm.n_components, gmm.n_features
     o = observed
     n_obs = jnp.sum(o, axis=-1).astype(gmm.means.dtype)
@@ -150,9 +172,19 @@ def pattern_factors(gmm: GMM, observed: jax.Array) -> PatternFactors:
 
 
 def chunk_posterior(x_rows, o, gmm: GMM, inv, norm):
-    """One chunk of rows of one pattern: (joint log w_k + log N(x_o; μ_o, Σ_oo) (R, K),
-    zero-filled residuals ũ (R, K, D)). x_rows: (R, D) missing entries 0; o: (D,) bool;
-    inv, norm: that pattern's `PatternFactors` fields."""
+    """Joint log densities and zero-filled residuals of one chunk of rows of one pattern.
+
+    Args:
+      x_rows: (R, D) rows, missing entries 0.
+      o: (D,) bool, the pattern (True = observed).
+      gmm: the mixture.
+      inv: that pattern's `PatternFactors.inv`, (K, D, D) or (K, D).
+      norm: that pattern's `PatternFactors.norm`, (K,).
+
+    Returns:
+      (joint, diff): log w_k + log N(x_o; μ_o, Σ_oo) (R, K) and the zero-filled residuals
+      ũ (R, K, D).
+    """
     k, d = gmm.n_components, gmm.n_features
     diff = jnp.where(o, x_rows[:, None, :] - gmm.means, 0.0)
     if inv.ndim == 3:  # full/tied: whitened residuals as one matmul about a central point
@@ -189,8 +221,21 @@ def _posterior_rows(data: MissingData, gmm: GMM):
 
 
 def check_x_missing(x, n_features: int | None = None, name: str = "x") -> np.ndarray:
-    """Data x: (N, D) whose NaN entries are missing: `checks.check_x` on its observed
-    entries (no ±Inf) -> x as a NumPy float array. Rows all NaN fail in `missing_layout`."""
+    """Data x: (N, D) whose NaN entries are missing: `checks.check_x` on its observed entries.
+
+    Rows all NaN fail in `missing_layout`.
+
+    Args:
+      x: (N, D) data, NaN = missing.
+      n_features: the columns required, or None.
+      name: the argument's name in the error messages.
+
+    Returns:
+      (N, D) x as a NumPy float array.
+
+    Raises:
+      ValueError: not 2-D, complex, ±Inf, empty, or the wrong number of columns.
+    """
     _validate.check_ndim(name, x, 2, "(n_samples, n_features)")
     x = np.asarray(checks.as_float_data(x, name))
     checks.check_x(np.where(np.isnan(x), 0.0, x), n_features, name)
@@ -198,9 +243,20 @@ def check_x_missing(x, n_features: int | None = None, name: str = "x") -> np.nda
 
 
 def marginal_posterior(x: np.ndarray, gmm: GMM):
-    """Per-row (log p(k | x_o) (N, K), log p(x_o) (N,), E[x | x_o] (N, D)) of x: (N, D)
-    (NaN = missing; checked data) under a GMM a fit produced: no checks of the GMM. A row
-    with every entry missing is a ValueError (`missing_layout`)."""
+    """Per-row posteriors, marginal densities and conditional means under a GMM a fit produced.
+
+    No checks of the GMM (x: checked data).
+
+    Args:
+      x: (N, D) data, NaN = missing.
+      gmm: the mixture.
+
+    Returns:
+      (log p(k | x_o) (N, K), log p(x_o) (N,), E[x | x_o] (N, D)).
+
+    Raises:
+      ValueError: a row with every entry missing (`missing_layout`).
+    """
     x = np.asarray(x).astype(np.asarray(gmm.means).dtype)
     return _posterior_rows(missing_layout(x, gmm.covariance_type), gmm)
 

@@ -1,5 +1,5 @@
 """`fit_missing`: EM on data with missing entries (NaN), the loop `fit(..., missing=
-"marginalize")` runs: `jaxvi.em.driver.ascent_loop` over the expected sufficient statistics of
+"marginalize")` runs: `jaxvi.em.ascent.ascent_loop` over the expected sufficient statistics of
 `jaxvi.em.missing_stats`, with the same M step (`factored_m_step`) and restarts as complete-data EM.
 With reg_covar = 0 each iteration maximises the expected complete-data log-likelihood, so the
 observed-data log-likelihood never decreases (to round-off). reg_covar > 0 (scikit-learn's floor,
@@ -42,12 +42,26 @@ from jaxvi.em.step import factored_m_step, identity, per_restart
 
 def missing_update(gmms: GMM, data: MissingData, chunks, shift, featurized, reg_covar, prior,
                    combine=identity, fixed=None):
-    """One EM iteration on data with missing entries, restarts batched along axis 0: (new
-    GMMs with their factors, mean observed-data log-likelihood (B,) of `gmms`). The E step
-    runs the fast kernel (on `chunks` about `shift`, `missing_feature_chunks`) where its
-    round-off is below `FAST_KERNEL_MAX_ERROR` for every restart, else the precise one (one
-    `lax.cond`). `combine` maps local to global (Stats, Σ log p), e.g. a `psum`; fixed:
-    None or (3,) bool, the parameters kept at `gmms`' values (`jaxvi.em.step`)."""
+    """One EM iteration on data with missing entries, restarts batched along axis 0.
+
+    The E step runs the fast kernel (on `chunks` about `shift`, `missing_feature_chunks`) where
+    its round-off is below `FAST_KERNEL_MAX_ERROR` for every restart, else the precise one (one
+    `lax.cond`).
+
+    Args:
+      gmms: the current GMMs, batched along axis 0 (B, ...).
+      data: the `MissingData` layout.
+      chunks: (C, R, F + D) features or (C, R, D) zero-filled rows (`missing_feature_chunks`).
+      shift: (D,) the fixed shift c of the fast kernel.
+      featurized: whether `chunks` holds features.
+      reg_covar: added to the covariances' diagonal.
+      prior: a `Prior` for MAP-EM, or None.
+      combine: maps local to global (Stats, Σ log p), e.g. a `psum`.
+      fixed: None or (3,) bool, the parameters kept at `gmms`' values (`jaxvi.em.step`).
+
+    Returns:
+      (new GMMs with their factors, mean observed-data log-likelihood (B,) of `gmms`).
+    """
     factors = per_restart(lambda g: pattern_factors(g, data.observed), gmms)
     errors = per_restart(lambda g, f: missing_expansion_error(g, f, data.observed, shift),
                          gmms, factors)
@@ -98,8 +112,16 @@ MISSING_EM = Model(layout=_layout, initial=_initial, restarts=_restarts,
 
 
 def mean_imputed(x: np.ndarray) -> np.ndarray:
-    """x: (N, D) with each NaN replaced by its column's observed mean (0 for a column with
-    none): the data the initialisation of `fit_missing` reads."""
+    """x with each NaN replaced by its column's observed mean (0 for a column with none).
+
+    The data the initialisation of `fit_missing` reads.
+
+    Args:
+      x: (N, D) NumPy data, NaN = missing.
+
+    Returns:
+      (N, D) NumPy array of x's dtype.
+    """
     count = np.sum(~np.isnan(x), axis=0)
     mean = np.where(count > 0, np.nansum(x, axis=0) / np.maximum(count, 1), 0.0)
     return np.where(np.isnan(x), mean.astype(x.dtype), x)

@@ -25,9 +25,19 @@ from jaxvi.em.stats import _FEATURE_CACHE_BYTES, _resp_and_log_prob, _sum_over_c
 
 
 def expected_stats(nk, first, second, trans, cond):
-    """Stats fields (Σ r (x̂ − μ_k), Σ r E[(x − μ_k)(x − μ_k)ᵀ | x_o]) of one pattern from those
-    of its zero-filled residuals: nk (K,), first (K, D), second (K, D, D) or (K, D); `trans`,
-    `cond`: the pattern's `PatternFactors` fields (trans None for diag/spherical)."""
+    """Stats fields of one pattern about the means, from those of its zero-filled residuals.
+
+    Args:
+      nk: (K,) Σ r.
+      first: (K, D) Σ r ũ.
+      second: (K, D, D) or (K, D) Σ r ũ ũᵀ (or its diagonal).
+      trans: the pattern's `PatternFactors.trans` (K, D, D), None for diag/spherical.
+      cond: the pattern's `PatternFactors.cond` (K, D, D) or (K, D).
+
+    Returns:
+      (first, second): Σ r (x̂ − μ_k) (K, D) and Σ r E[(x − μ_k)(x − μ_k)ᵀ | x_o] (K, D, D),
+      or its diagonal (K, D).
+    """
     if trans is None:
         return first, second + nk[:, None] * cond
     first = jnp.einsum("kij,kj->ki", trans, first, precision=MATMUL_PRECISION)
@@ -45,9 +55,19 @@ def _over_chunks(one, data: MissingData):
 
 
 def e_step_stats_missing(data: MissingData, gmm: GMM, factors: PatternFactors | None = None):
-    """The precise kernel: (Stats about the component means gmm.means (K, D),
-    Σ_n log p(x_n,o)), from whitened residuals. `factors`: `pattern_factors(gmm,
-    data.observed)` when already computed. A traced primitive (one restart)."""
+    """The precise kernel: E step and statistics from whitened residuals.
+
+    A traced primitive (one restart).
+
+    Args:
+      data: the `MissingData` layout.
+      gmm: the mixture.
+      factors: `pattern_factors(gmm, data.observed)` when already computed, else None.
+
+    Returns:
+      (stats, sum_ll): `Stats` about the component means gmm.means (K, D), and
+      Σ_n log p(x_n,o) ().
+    """
     f = pattern_factors(gmm, data.observed) if factors is None else factors
     matrix = f.trans is not None
 
@@ -69,10 +89,19 @@ def e_step_stats_missing(data: MissingData, gmm: GMM, factors: PatternFactors | 
 
 
 def missing_feature_chunks(data: MissingData, covariance_type: str):
-    """The fixed shift c (D,) (the observed mean of each coordinate) of a fit and what the fast
-    kernel iterates over: the features φ(o ⊙ (x − c)) (C, R, F + D) when they fit in the
-    feature cache, else the zero-filled y = o ⊙ (x − c) (C, R, D) themselves.
-    Returns (chunks, c, featurized)."""
+    """The fixed shift c of a fit and what the fast kernel iterates over.
+
+    Features φ(o ⊙ (x − c)) when they fit in the feature cache, else the zero-filled
+    y = o ⊙ (x − c) themselves.
+
+    Args:
+      data: the `MissingData` layout.
+      covariance_type: "full", "tied", "diag" or "spherical".
+
+    Returns:
+      (chunks, c, featurized): (C, R, F + D) features or (C, R, D) rows, the shift (D,) (the
+      observed mean of each coordinate), and whether chunks holds features.
+    """
     kind = covariance.of(covariance_type)
     seen = data.observed[data.chunk_pattern][:, None, :] & (data.mask[..., None] > 0)
     count = jnp.sum(seen, axis=(0, 1))
@@ -103,9 +132,20 @@ def _expanded_params(gmm: GMM, f: PatternFactors, observed, shift):
 
 
 def missing_expansion_error(gmm: GMM, f: PatternFactors, observed, shift) -> jax.Array:
-    """max over (pattern, component) of eps·(|m̃|ᵀ|Λ̃||m̃| + Σ_ij |Λ̃_ij Σ_oo,ij|) (): the
-    fast kernel's round-off scale in nats (`jaxvi.em.stats.expansion_error` on each
-    pattern's marginal)."""
+    """The fast kernel's round-off scale in nats.
+
+    max over (pattern, component) of eps·(|m̃|ᵀ|Λ̃||m̃| + Σ_ij |Λ̃_ij Σ_oo,ij|)
+    (`jaxvi.em.stats.expansion_error` on each pattern's marginal).
+
+    Args:
+      gmm: the mixture.
+      f: its `PatternFactors`.
+      observed: (P, D) bool patterns.
+      shift: (D,) the fast kernel's shift c.
+
+    Returns:
+      () the error scale.
+    """
     _, _, m, lam = _expanded_params(gmm, f, observed, shift)
     eps = jnp.finfo(m.dtype).eps
     if f.trans is None:
@@ -120,10 +160,22 @@ def missing_expansion_error(gmm: GMM, f: PatternFactors, observed, shift) -> jax
 
 def e_step_stats_missing_fast(data: MissingData, gmm: GMM, chunks, shift, featurized: bool,
                               factors: PatternFactors | None = None):
-    """The fast kernel: (Stats about gmm.means (K, D), Σ_n log p(x_n,o)) from the chunks of
-    `missing_feature_chunks` (features φ(y) when `featurized`, else y) about `shift` (D,).
+    """The fast kernel: E step and statistics from the chunks of `missing_feature_chunks`.
+
     As exact as `e_step_stats_missing` in exact arithmetic; in float32 as accurate as
-    `missing_expansion_error` says. A traced primitive (one restart)."""
+    `missing_expansion_error` says. A traced primitive (one restart).
+
+    Args:
+      data: the `MissingData` layout.
+      gmm: the mixture.
+      chunks: (C, R, F + D) features φ(y) when `featurized`, else (C, R, D) rows y.
+      shift: (D,) the shift c the chunks are about.
+      featurized: whether `chunks` holds features.
+      factors: `pattern_factors(gmm, data.observed)` when already computed, else None.
+
+    Returns:
+      (stats, sum_ll): `Stats` about gmm.means (K, D), and Σ_n log p(x_n,o) ().
+    """
     kind = covariance.of(gmm.covariance_type)
     d = gmm.n_features
     f = pattern_factors(gmm, data.observed) if factors is None else factors

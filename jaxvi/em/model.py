@@ -161,13 +161,20 @@ FitResult = EMFitResult
 
 
 def with_scale_tril(gmm: GMM, floor=None) -> GMM:
-    """`gmm` (any leading batch axes) with the Cholesky factors of its covariances stored
-    (full/tied; unchanged when already known, and for diag/spherical).
+    """`gmm` with the Cholesky factors of its covariances stored.
 
-    With `floor` (an M step's reg_covar, below which no eigenvalue is in exact arithmetic),
+    Full/tied only; unchanged when already known, and for diag/spherical. With `floor`,
     factors that round-off broke are rebuilt with eigenvalues clipped at `floor` and the
     covariances replaced by their product (`_linalg.cholesky_floored`); without, only a failed
-    Cholesky is rebuilt, with eigenvalues clipped at their dtype's resolution."""
+    Cholesky is rebuilt, with eigenvalues clipped at their dtype's resolution.
+
+    Args:
+      gmm: the mixture, with any leading batch axes.
+      floor: None, or an M step's reg_covar, below which no eigenvalue is in exact arithmetic.
+
+    Returns:
+      The `GMM` with `scale_tril` set (full/tied), same batch axes.
+    """
     if not covariance.of(gmm.covariance_type).matrix or gmm.scale_tril is not None:
         return gmm
     cov = gmm.covariances
@@ -179,21 +186,43 @@ def with_scale_tril(gmm: GMM, floor=None) -> GMM:
 
 
 def component_scale_tril(gmm: GMM) -> jax.Array:
-    """(K, D, D) lower Cholesky factors of the covariances (full/tied; tied broadcast):
-    `gmm.scale_tril` when known, else as `with_scale_tril` computes them."""
+    """The lower Cholesky factors of the covariances, per component (full/tied; tied broadcast).
+
+    `gmm.scale_tril` when known, else as `with_scale_tril` computes them.
+
+    Args:
+      gmm: a full or tied mixture.
+
+    Returns:
+      (K, D, D) lower-triangular factors.
+    """
     chol = with_scale_tril(gmm).scale_tril
     return covariance.of(gmm.covariance_type).component_scale_tril(chol, gmm.n_components)
 
 
 def component_variances(gmm: GMM) -> jax.Array:
-    """(K, D) variances for diag/spherical."""
+    """The per-component variances of a diag or spherical mixture.
+
+    Args:
+      gmm: a diag or spherical mixture.
+
+    Returns:
+      (K, D) variances (spherical broadcast over D).
+    """
     return covariance.of(gmm.covariance_type).variances(gmm.covariances, gmm.n_components,
                                                         gmm.n_features)
 
 
 def component_precisions(gmm: GMM) -> tuple[jax.Array, jax.Array]:
-    """Per-component precisions through Cholesky factors, and log|Σ_k| (K,): Λ_k (K, D, D)
-    for full/tied, 1/σ²_k (K, D) for diag/spherical."""
+    """Per-component precisions through Cholesky factors, and the log-determinants.
+
+    Args:
+      gmm: the mixture.
+
+    Returns:
+      (precision, logdet): Λ_k (K, D, D) for full/tied, 1/σ²_k (K, D) for diag/spherical;
+      log|Σ_k| (K,).
+    """
     if covariance.of(gmm.covariance_type).matrix:
         chol = component_scale_tril(gmm)
         return _linalg.precision_from_tril(chol), _linalg.logdet_tril(chol)

@@ -58,9 +58,23 @@ def _settings(dtype, kappa, reg_covar, fixed):
 def stepwise_init(gmm: GMM, first: jax.Array, sample_weight: jax.Array | None = None, *,
                   kappa: float = 0.6, reg_covar: float = 1e-6, fixed=None,
                   chunk_size: int | None = None) -> StepwiseState:
-    """The state before the first batch: `gmm` (its factors computed), zero running Stats,
-    nothing seen, and the shift (the weighted mean of the first batch first: (B, D),
-    sample_weight: (B,)). kappa ∈ (0.5, 1], reg_covar, fixed: the settings (unchecked)."""
+    """The state before the first batch.
+
+    `gmm` (its factors computed), zero running Stats, nothing seen, and the shift: the
+    weighted mean of the first batch.
+
+    Args:
+      gmm: the initial mixture.
+      first: (B, D) the first batch.
+      sample_weight: (B,) its weights, or None.
+      kappa: κ ∈ (0.5, 1], the step-size decay (unchecked).
+      reg_covar: added to the covariances' diagonal in every M step (unchecked).
+      fixed: None or (3,) bool, the parameters kept (unchecked).
+      chunk_size: rows per chunk of the E step (only shapes are evaluated here).
+
+    Returns:
+      The `StepwiseState`.
+    """
     shift = weighted_mean(first, sample_weight)
     gmm = with_scale_tril(gmm)  # the same pytree structure in every step
     # Zero running statistics of the right shapes (shapes only: no E step is run for them).
@@ -75,13 +89,26 @@ def stepwise_init(gmm: GMM, first: jax.Array, sample_weight: jax.Array | None = 
 def stepwise_resume(gmm: GMM, x: jax.Array, sample_weight: jax.Array | None = None, *,
                     kappa: float = 0.6, reg_covar: float = 1e-6, fixed=None,
                     chunk_size: int | None = None) -> StepwiseState:
-    """The state of a stream whose earlier batches were the rows of x: (N, D) (weighted by
-    sample_weight (N,)), e.g. the data a full-batch `fit` returned `gmm` on: running Stats =
-    x's per-point Stats under `gmm` (about x's weighted mean), seen = Σ w (N unweighted),
-    step 0. The next batch of weight w then gets ρ = (seen / w + 2)^(−κ), the step size it
-    would get after seen / w batches like it (`step_size`), so continuing a fit weighs what
-    the fit learned. Settings as `stepwise_init`. One compiled program (an estimator's `fit`
-    makes this state after every fit)."""
+    """The state of a stream whose earlier batches were the rows of x.
+
+    E.g. the data a full-batch `fit` returned `gmm` on: running Stats = x's per-point Stats
+    under `gmm` (about x's weighted mean), seen = Σ w (N unweighted), step 0. The next batch
+    of weight w then gets ρ = (seen / w + 2)^(−κ), the step size it would get after seen / w
+    batches like it (`step_size`), so continuing a fit weighs what the fit learned. One
+    compiled program (an estimator's `fit` makes this state after every fit).
+
+    Args:
+      gmm: the mixture fitted so far.
+      x: (N, D) the data seen.
+      sample_weight: (N,) its weights, or None.
+      kappa: κ, as `stepwise_init`.
+      reg_covar: as `stepwise_init`.
+      fixed: as `stepwise_init`.
+      chunk_size: rows per chunk of the E step (static).
+
+    Returns:
+      The `StepwiseState`.
+    """
     shift = weighted_mean(x, sample_weight)
     gmm = with_scale_tril(gmm)
     stats, _ = e_step_stats(x, gmm, shift, sample_weight=sample_weight, chunk_size=chunk_size)
@@ -90,33 +117,67 @@ def stepwise_resume(gmm: GMM, x: jax.Array, sample_weight: jax.Array | None = No
 
 
 def step_size(seen, weight, kappa):
-    """ρ of a batch of total weight `weight` after `seen` (the weight of the batches before
-    it): 1 for the first batch (seen = 0: the running Stats start as its Stats), else
+    """ρ of a batch of total weight `weight` after the batches before it.
+
+    1 for the first batch (seen = 0: the running Stats start as its Stats), else
     (seen / weight + 2)^(−κ), i.e. (t + 2)^(−κ) at step t (0-based) of equal batches. Works
-    on Python numbers and on (traced) arrays."""
+    on Python numbers and on (traced) arrays.
+
+    Args:
+      seen: the total weight of the batches before it.
+      weight: the batch's total weight.
+      kappa: κ, the step-size decay.
+
+    Returns:
+      ρ, an array of the broadcast shape of the arguments (() for scalars).
+    """
     later = (seen / jnp.maximum(weight, jnp.finfo(jnp.result_type(weight, float)).tiny)
              + 2.0) ** (-kappa)
     return jnp.where(seen > 0, later, 1.0)
 
 
 def per_point(stats: Stats) -> Stats:
-    """`Stats` per unit of weight (divided by their count)."""
+    """`Stats` per unit of weight (divided by their count).
+
+    Args:
+      stats: `Stats` with count ().
+
+    Returns:
+      `Stats` of the same shapes, count 1.
+    """
     return jax.tree_util.tree_map(lambda a: a / stats.count, stats)
 
 
 def blend(running, new, rho):
-    """The stepwise step (1 − ρ) running + ρ new, leaf by leaf."""
+    """The stepwise step (1 − ρ) running + ρ new, leaf by leaf.
+
+    Args:
+      running: a pytree (e.g. `Stats`).
+      new: a pytree of the same structure and shapes.
+      rho: ρ, a scalar.
+
+    Returns:
+      The blended pytree.
+    """
     return jax.tree_util.tree_map(lambda r, s: (1 - rho) * r + rho * s, running, new)
 
 
 def stepwise_update(xb, mask, state: StepwiseState, *, combine=identity):
-    """One stepwise-EM update from a chunked batch xb: (C, R, D), mask: (C, R) (row weights)
-    -> (new state, the batch's mean log-likelihood under `state.gmm`, Σ w log p / Σ w).
+    """One stepwise-EM update from a chunked batch. A pure function of arrays.
 
-    s ← (1 − ρ) s + ρ ŝ with ŝ the batch's per-point Stats (so batches of different sizes
-    or total weights weigh the same per unit of weight) and ρ = `step_size`(seen, Σ w, κ),
-    then θ ← M step(s), keeping the parameters that `state.fixed` marks. `combine` maps
-    local to global (Stats, Σ log p) (a `psum` over a mesh). A pure function of arrays."""
+    s ← (1 − ρ) s + ρ ŝ with ŝ the batch's per-point Stats (so batches of different sizes or
+    total weights weigh the same per unit of weight) and ρ = `step_size`(seen, Σ w, κ), then
+    θ ← M step(s), keeping the parameters that `state.fixed` marks.
+
+    Args:
+      xb: (C, R, D) the batch's chunks.
+      mask: (C, R) row weights.
+      state: the `StepwiseState`.
+      combine: maps local to global (Stats, Σ log p) (a `psum` over a mesh).
+
+    Returns:
+      (new state, the batch's mean log-likelihood () under `state.gmm`, Σ w log p / Σ w).
+    """
     gmm, running, shift = state.gmm, state.running, state.shift
     stats, sum_ll = combine(e_step_stats_fast(xb, mask, gmm, shift))
     rho = step_size(state.seen, stats.count, state.kappa).astype(state.seen.dtype)
@@ -141,9 +202,19 @@ STREAM_FAILED = (
 
 def stepwise_step(state: StepwiseState, batch: jax.Array, sample_weight=None, *,
                   chunk_size: int | None = None):
-    """`stepwise_update` on one device from a batch (B, D) and its sample_weight (B,) (or
-    None): (new state, the batch's mean log-likelihood). Jitted (compiled once per batch
-    layout); no argument checks."""
+    """`stepwise_update` on one device from a batch.
+
+    Jitted (compiled once per batch layout); no argument checks.
+
+    Args:
+      state: the `StepwiseState`.
+      batch: (B, D) points.
+      sample_weight: (B,) weights, or None.
+      chunk_size: rows per chunk, or None.
+
+    Returns:
+      (new state, the batch's mean log-likelihood ()).
+    """
     xb, mask = batch_chunks(batch, sample_weight, state.gmm.covariance_type, chunk_size)
     return _stepwise_jit(xb, mask, state)
 

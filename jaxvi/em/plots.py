@@ -44,8 +44,18 @@ def _as_gmm(gmm):
 
 
 def subplots(*grid, figsize, **kwargs):
-    """A new matplotlib Figure (not pyplot's: no backend is chosen or switched, and nothing is
-    kept open) and its `Figure.subplots(*grid, **kwargs)`. -> (fig, axes)."""
+    """A new matplotlib Figure and its `Figure.subplots(*grid, **kwargs)`.
+
+    Not pyplot's: no backend is chosen or switched, and nothing is kept open.
+
+    Args:
+      *grid: nrows, ncols, as `Figure.subplots` takes them.
+      figsize: (width, height) in inches.
+      **kwargs: passed to `Figure.subplots`.
+
+    Returns:
+      (fig, axes).
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
@@ -67,9 +77,17 @@ def _new_figure(fig, ncols: int, figsize, **kwargs):
 
 
 def plot_components(x, gmm, keep=None, *, ax=None):
-    """Data x: (N, D) (first two features) on ax with the 1- and 2-sigma ellipses, mean and
-    weight of each component of `gmm` (a `GMM` or a fitted estimator) where keep: (K,) bool
-    (all when None). Returns the Axes (a new figure's when ax is None)."""
+    """Data with the 1- and 2-sigma ellipses, mean and weight of each component.
+
+    Args:
+      x: (N, D) data (its first two features are drawn).
+      gmm: a `GMM` or a fitted estimator.
+      keep: (K,) bool, the components drawn (all when None).
+      ax: the Axes to draw on, or None (a new figure's).
+
+    Returns:
+      The Axes.
+    """
     from matplotlib import colormaps
     from matplotlib.patches import Ellipse
 
@@ -99,18 +117,37 @@ def plot_components(x, gmm, keep=None, *, ax=None):
 
 
 def save_figure(fig, path, *, dpi: int = 110) -> None:
-    """Write `fig` to `path` (its folder created): what the command line and the examples do
-    with the figures returned here. A Figure made here is not pyplot's, so there is nothing to
-    close; a pyplot figure the caller made stays theirs to close."""
+    """Write `fig` to `path` (its folder created).
+
+    What the command line and the examples do with the figures returned here. A Figure made
+    here is not pyplot's, so there is nothing to close; a pyplot figure the caller made stays
+    theirs to close.
+
+    Args:
+      fig: a matplotlib Figure.
+      path: the file to write (str or Path; its suffix picks the format).
+      dpi: resolution.
+    """
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
 
 
 def plot_fit(x, gmm, history, *, title: str | None = None, fig=None):
-    """Data x: (N, D) (first two features) with each component's 1- and 2-sigma ellipses,
-    beside the mean log-likelihood per EM iteration history: (n_iter,). Draws on `fig` (two
-    Axes added) or a new Figure; returns the Figure."""
+    """Data and each component's 1- and 2-sigma ellipses, beside the log-likelihood curve.
+
+    The right panel: the mean log-likelihood per EM iteration.
+
+    Args:
+      x: (N, D) data (its first two features are drawn).
+      gmm: a `GMM` or a fitted estimator.
+      history: (n_iter,) mean log-likelihoods.
+      title: the left panel's title, or None (K and the covariance type).
+      fig: the Figure to draw on (two Axes added), or None (a new Figure).
+
+    Returns:
+      The Figure.
+    """
     gmm = _as_gmm(gmm)
     fig, (ax, ax_ll) = _new_figure(fig, 2, (11, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
     plot_components(x, gmm, ax=ax)
@@ -126,10 +163,19 @@ def plot_fit(x, gmm, history, *, title: str | None = None, fig=None):
 
 def plot_weights(weights, *, threshold: float | None = None, compare_weights=None,
                  compare_label: str = "EM", label: str = "VB", ax=None):
-    """The mixture weights (K,) (or a fitted estimator's `weights_`) as bars, largest first,
-    on a log scale (bars end at 1e-6); compare_weights: (K,), e.g. EM's, sorted the same way
-    beside them; `threshold` drawn as a dashed line when given. Returns the Axes (a new
-    figure's when ax is None)."""
+    """The mixture weights as bars, largest first, on a log scale (bars end at 1e-6).
+
+    Args:
+      weights: (K,) weights, or a fitted estimator (its `weights_`).
+      threshold: drawn as a dashed line when given.
+      compare_weights: (K,), e.g. EM's, sorted the same way beside them, or None.
+      compare_label: the legend label of compare_weights.
+      label: the legend label of weights.
+      ax: the Axes to draw on, or None (a new figure's).
+
+    Returns:
+      The Axes.
+    """
     from matplotlib.ticker import MaxNLocator
 
     ax_w = _new_axes(ax)
@@ -157,12 +203,26 @@ def plot_weights(weights, *, threshold: float | None = None, compare_weights=Non
 def plot_variational_fit(x, gmm, *, threshold: float, history=None,
                          compare_weights=None, compare_label: str = "EM",
                          title: str | None = None, fig=None):
-    """A variational fit with more components than the data need: data x: (N, D) (first two
-    features) with the ellipses of the components of `gmm` (the posterior-mean mixture)
-    whose weight exceeds `threshold`; beside it all K weights as bars, largest first, on a
-    log scale with the threshold drawn (and compare_weights: (K,), e.g. EM's, sorted the
-    same way beside them); and, given history: (n_iter,), the lower bound per iteration.
-    Draws on `fig` (its Axes added) or a new Figure; returns the Figure."""
+    """A variational fit with more components than the data need.
+
+    Data with the ellipses of the components whose weight exceeds `threshold`; beside it all K
+    weights as bars, largest first, on a log scale with the threshold drawn (and
+    compare_weights sorted the same way beside them); and, given history, the lower bound per
+    iteration.
+
+    Args:
+      x: (N, D) data (its first two features are drawn).
+      gmm: the posterior-mean mixture (a `GMM` or a fitted estimator).
+      threshold: the weight above which a component's ellipses are drawn.
+      history: (n_iter,) lower bounds, or None (no third panel).
+      compare_weights: (K,), e.g. EM's, or None.
+      compare_label: the legend label of compare_weights.
+      title: the left panel's title, or None.
+      fig: the Figure to draw on (its Axes added), or None (a new Figure).
+
+    Returns:
+      The Figure.
+    """
     gmm = _as_gmm(gmm)
     weights = np.asarray(gmm.weights)
     keep = weights > threshold

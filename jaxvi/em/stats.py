@@ -48,8 +48,17 @@ def model_shift(gmm: GMM) -> jax.Array:
 
 
 def chunk_layout(n: int, d: int, covariance_type: str, chunk_size: int | None):
-    """(n_chunks, rows per chunk) for N = n points in D = d dimensions: `chunk_size` rows, or
-    as many as the backend's chunk budget of features allows."""
+    """The chunk layout of N points in D dimensions.
+
+    Args:
+      n: N points.
+      d: D dimensions.
+      covariance_type: "full", "tied", "diag" or "spherical" (the features per point).
+      chunk_size: rows per chunk, or None: as many as the backend's feature budget allows.
+
+    Returns:
+      (n_chunks, rows per chunk).
+    """
     feats = covariance.of(covariance_type).n_point_features(d)
     budget = _CHUNK_ELEMENTS.get(jax.default_backend(), _CHUNK_ELEMENTS_ACCELERATOR)
     max_rows = chunk_size or max(256, budget // feats)
@@ -59,9 +68,17 @@ def chunk_layout(n: int, d: int, covariance_type: str, chunk_size: int | None):
 
 
 def to_chunks(x: jax.Array, n_chunks: int, rows: int, weights: jax.Array | None = None):
-    """x: (N, D) -> xb (n_chunks, rows, D) zero-padded, mask (n_chunks, rows): each row's
-    weight in every sum of the E step, `weights` (N,) (sample weights) or 1, and 0 on
-    padding."""
+    """x as zero-padded chunks and each row's weight in every sum of the E step.
+
+    Args:
+      x: (N, D) points.
+      n_chunks: C chunks.
+      rows: R rows per chunk, C·R ≥ N.
+      weights: (N,) sample weights, or None (1).
+
+    Returns:
+      (xb, mask): (C, R, D) zero-padded rows and (C, R) row weights, 0 on padding.
+    """
     n, d = x.shape
     pad = n_chunks * rows - n
     mask = jnp.ones((n,), x.dtype) if weights is None else jnp.asarray(weights, x.dtype)
@@ -72,9 +89,19 @@ def to_chunks(x: jax.Array, n_chunks: int, rows: int, weights: jax.Array | None 
 
 
 def feature_chunks(xb, mask, covariance_type, combine):
-    """The fixed shift c (the data mean) of a fit and what its loop iterates over: the
-    features φ(x − c): (C, R, F + D) when they fit in `_FEATURE_CACHE_BYTES`, else xb itself.
-    xb: (C, R, D), mask: (C, R). Returns (chunks, c, featurized)."""
+    """The fixed shift c (the data mean) of a fit and what its loop iterates over.
+
+    The features φ(x − c) when they fit in `_FEATURE_CACHE_BYTES`, else xb itself.
+
+    Args:
+      xb: (C, R, D) chunked rows.
+      mask: (C, R) row weights.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      combine: maps local to global sums (e.g. a `psum`).
+
+    Returns:
+      (chunks, c, featurized): (C, R, F + D) features or xb, c (D,), and whether featurized.
+    """
     kind = covariance.of(covariance_type)
     total, count = combine((jnp.einsum("cr,crd->d", mask, xb), jnp.sum(mask)))
     shift = total / count
@@ -128,15 +155,24 @@ def _sum_over_chunks(one, xb, mask):
 
 
 def e_step_stats_fast(xb, mask, gmm: GMM, shift, featurized: bool = False, precisions=None):
-    """Fused E step + statistics over chunks (the fast kernel). xb: (C, R, D), mask: (C, R)
-    (each row's weight: 1 or its sample weight, 0 = padding), or with `featurized` the
-    features xb = φ(x − shift): (C, R, F + D) (`feature_chunks`). Returns (Stats about
-    `shift` (D,), Σ_n w_n log p(x_n)).
+    """Fused E step + statistics over chunks (the fast kernel).
 
     log-densities are one matmul of φ(x − shift) against [−½Λ_k, Λ_k μ_k]: an expansion of the
-    quadratic form whose round-off grows with |μ_k − shift|²·|Λ_k| (`expansion_error`);
-    an EM iteration uses it only where that is negligible and `e_step_stats_precise`
-    elsewhere. `precisions`: `component_precisions(gmm)` when already computed."""
+    quadratic form whose round-off grows with |μ_k − shift|²·|Λ_k| (`expansion_error`); an EM
+    iteration uses it only where that is negligible and `e_step_stats_precise` elsewhere.
+
+    Args:
+      xb: (C, R, D) rows, or with `featurized` the features φ(x − shift) (C, R, F + D)
+        (`feature_chunks`).
+      mask: (C, R) each row's weight: 1 or its sample weight, 0 = padding.
+      gmm: the mixture.
+      shift: (D,) the point the features and Stats are about.
+      featurized: whether xb holds features.
+      precisions: `component_precisions(gmm)` when already computed, else None.
+
+    Returns:
+      (stats, sum_ll): `Stats` about `shift`, and Σ_n w_n log p(x_n) ().
+    """
     kind = covariance.of(gmm.covariance_type)
     w, bias = _expanded_log_prob_params(gmm, shift, precisions)
     f = w.shape[-1]
@@ -155,17 +191,24 @@ def e_step_stats_fast(xb, mask, gmm: GMM, shift, featurized: bool = False, preci
 
 
 def e_step_stats_precise(xb, mask, gmm: GMM, centres: jax.Array | None = None):
-    """Fused E step + statistics over chunks (the precise kernel). xb: (C, R, D), mask: (C, R)
-    (row weights, as `e_step_stats_fast`).
-    Returns (Stats about `centres` (K, D), default each component's own mean gmm.means;
-    Σ_n log p(x_n)).
+    """Fused E step + statistics over chunks (the precise kernel).
 
     log-densities from whitened residuals L_k⁻¹(x − μ_k) (`whitening`), second moments
     Σ_n r_nk (x_n − c_k)(x_n − c_k)ᵀ from the differences themselves: round-off is relative to
     each component's own spread (when c_k is near its new mean: an EM iteration makes a second
     pass about the new means when they moved far), not to its distance from a global shift
     (outliers, data far from the origin) nor to the covariance's condition number. About
-    twice the FLOPs of `e_step_stats_fast`."""
+    twice the FLOPs of `e_step_stats_fast`.
+
+    Args:
+      xb: (C, R, D) rows.
+      mask: (C, R) row weights, as `e_step_stats_fast`.
+      gmm: the mixture.
+      centres: (K, D) the points c_k the Stats are about, default gmm.means.
+
+    Returns:
+      (stats, sum_ll): `Stats` about `centres`, and Σ_n log p(x_n) () (weighted).
+    """
     centres = gmm.means if centres is None else centres
     params = whitening(gmm)
     matrix = covariance.of(gmm.covariance_type).matrix
@@ -187,8 +230,16 @@ def e_step_stats_precise(xb, mask, gmm: GMM, centres: jax.Array | None = None):
 
 
 def log_likelihood_sum(xb, mask, gmm: GMM) -> jax.Array:
-    """Σ_n w_n log p(x_n) () over chunks, by the precise kernel's densities (whitened residuals
-    about each mean). xb: (C, R, D), mask: (C, R) row weights (0 = padding)."""
+    """Σ_n w_n log p(x_n) over chunks, by the precise kernel (whitened residuals about each mean).
+
+    Args:
+      xb: (C, R, D) rows.
+      mask: (C, R) row weights (0 = padding).
+      gmm: the mixture.
+
+    Returns:
+      () the weighted sum.
+    """
     params = whitening(gmm)
 
     def one(x_rows, m_rows):
@@ -199,9 +250,17 @@ def log_likelihood_sum(xb, mask, gmm: GMM) -> jax.Array:
 
 
 def cancellation_error(m: jax.Array, precision: jax.Array) -> jax.Array:
-    """eps·max_k |m_k|ᵀ|Λ_k||m_k| (): the relative round-off, in the metric of Σ_k, of second
-    moments taken about points m_k: (K, D) away from the component means. precision: Λ_k
-    (K, D, D), or 1/σ²_k (K, D) for diag/spherical (`component_precisions`)."""
+    """The relative round-off of second moments taken about points m_k off the component means.
+
+    eps·max_k |m_k|ᵀ|Λ_k||m_k|, in the metric of Σ_k.
+
+    Args:
+      m: (K, D) the offsets from the component means.
+      precision: Λ_k (K, D, D), or 1/σ²_k (K, D) for diag/spherical (`component_precisions`).
+
+    Returns:
+      () the error.
+    """
     if precision.ndim == 3:
         rho = jnp.einsum("ki,kij,kj->k", jnp.abs(m), jnp.abs(precision), jnp.abs(m))
     else:
@@ -210,10 +269,19 @@ def cancellation_error(m: jax.Array, precision: jax.Array) -> jax.Array:
 
 
 def expansion_error(gmm: GMM, shift: jax.Array, precision: jax.Array | None = None):
-    """ρ = max_k eps·(|μ_k − c|ᵀ|Λ_k||μ_k − c| + Σ_ij |Λ_k,ij Σ_k,ij|) (): the scale, in nats,
-    of the round-off of `e_step_stats_fast`'s expanded quadratic forms about c = `shift` for
-    the points of each component, and (relative to Σ_k) of its second moments about c.
-    `precision`: `component_precisions(gmm)[0]` when already computed."""
+    """The scale, in nats, of the round-off of `e_step_stats_fast`'s expanded quadratic forms.
+
+    ρ = max_k eps·(|μ_k − c|ᵀ|Λ_k||μ_k − c| + Σ_ij |Λ_k,ij Σ_k,ij|), about c = `shift`, for the
+    points of each component, and (relative to Σ_k) of its second moments about c.
+
+    Args:
+      gmm: the mixture.
+      shift: (D,) c.
+      precision: `component_precisions(gmm)[0]` when already computed, else None.
+
+    Returns:
+      () ρ.
+    """
     precision = component_precisions(gmm)[0] if precision is None else precision
     m = gmm.means - shift
     eps = jnp.finfo(m.dtype).eps
@@ -297,7 +365,15 @@ def sufficient_stats(
 
 
 def weighted_mean(x: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
-    """Σ_n w_n x_n / Σ_n w_n (D,) of x: (N, D), or the plain mean for sample_weight None."""
+    """Σ_n w_n x_n / Σ_n w_n, or the plain mean for sample_weight None.
+
+    Args:
+      x: (N, D) points.
+      sample_weight: (N,) weights, or None.
+
+    Returns:
+      (D,) the mean.
+    """
     if sample_weight is None:
         return jnp.mean(x, axis=0)
     w = jnp.asarray(sample_weight, x.dtype)
@@ -305,9 +381,17 @@ def weighted_mean(x: jax.Array, sample_weight: jax.Array | None = None) -> jax.A
 
 
 def weighted_covariance(x: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
-    """The covariance (D, D) of x: (N, D) with ddof 1, the rows as frequency weights
-    sample_weight (N,) (the covariance of x with row n repeated w_n times: divided by
-    Σ w − 1), or `jnp.cov` for None."""
+    """The covariance of x with ddof 1, the rows as frequency weights (`jnp.cov` for None).
+
+    That of x with row n repeated w_n times: divided by Σ w − 1.
+
+    Args:
+      x: (N, D) points.
+      sample_weight: (N,) frequency weights, or None.
+
+    Returns:
+      (D, D) the covariance.
+    """
     if sample_weight is None:
         return jnp.atleast_2d(jnp.cov(x.T))
     w = jnp.asarray(sample_weight, x.dtype)

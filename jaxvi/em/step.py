@@ -44,11 +44,20 @@ from jaxvi.em.stats import (
 
 
 def flush_roundoff(scatter, sum_xx, matrix: bool):
-    """Zero the scatter S − n δδᵀ of every dimension whose variance is below the round-off of
-    that difference (64 eps · S_ii), with its row and column for matrices (which keeps them
-    positive semi-definite). A component on duplicated points then has an exactly singular
-    covariance (caught as such) whatever the shift, not a tiny random one.
-    scatter, sum_xx: (K, D, D) if `matrix` else (K, D)."""
+    """Zero the scatter S − n δδᵀ of every dimension whose variance is below its round-off.
+
+    That round-off is 64 eps · S_ii; for matrices the row and column are zeroed too (which
+    keeps them positive semi-definite). A component on duplicated points then has an exactly
+    singular covariance (caught as such) whatever the shift, not a tiny random one.
+
+    Args:
+      scatter: (K, D, D) if `matrix` else (K, D), S − n δδᵀ.
+      sum_xx: the second moments S, scatter's shape.
+      matrix: whether the covariances are matrices (full/tied).
+
+    Returns:
+      The flushed scatter, scatter's shape.
+    """
     eps = jnp.finfo(scatter.dtype).eps
     var = jnp.diagonal(scatter, axis1=-2, axis2=-1) if matrix else scatter
     second = jnp.diagonal(sum_xx, axis1=-2, axis2=-1) if matrix else sum_xx
@@ -59,10 +68,17 @@ def flush_roundoff(scatter, sum_xx, matrix: bool):
 
 
 def component_scatter(stats: Stats, kind) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """From `Stats` about a shift c: n_k + 10 eps (K,) (empty components stay finite),
-    δ_k = x̄_k − c (K, D), and each component's scatter Σ_n r_nk (x_n − x̄_k)(x_n − x̄_k)ᵀ
-    (its diagonal for diag/spherical), round-off flushed (`flush_roundoff`). kind: a
-    `covariance.CovarianceType`."""
+    """Counts, mean offsets and round-off-flushed scatters from `Stats` about a shift c.
+
+    Args:
+      stats: `Stats` about c.
+      kind: a `covariance.CovarianceType`.
+
+    Returns:
+      (nk, delta, scatter): n_k + 10 eps (K,) (empty components stay finite), δ_k = x̄_k − c
+      (K, D), and each component's scatter Σ_n r_nk (x_n − x̄_k)(x_n − x̄_k)ᵀ (K, D, D), its
+      diagonal (K, D) for diag/spherical (`flush_roundoff`).
+    """
     nk = stats.nk + 10.0 * jnp.finfo(stats.sum_x.dtype).eps
     delta = stats.sum_x / nk[:, None]
     scatter = flush_roundoff(stats.sum_xx - kind.outer(nk, delta), stats.sum_xx, kind.matrix)
@@ -130,9 +146,17 @@ def m_step_from_stats(
 
 
 def keep_fixed(new: GMM, current: GMM | None, fixed: jax.Array | None) -> GMM:
-    """`new` with the parameters that fixed (3,) bool (weights, means, covariances) marks
-    taken from `current` (the covariances with their Cholesky factors, when both have them);
-    `new` itself for fixed None. Any leading batch axes."""
+    """`new` with the parameters that `fixed` marks taken from `current`.
+
+    Args:
+      new: the updated `GMM` (any leading batch axes).
+      current: the `GMM` whose fixed parameters are kept (None when fixed is None).
+      fixed: None, or (3,) bool over (weights, means, covariances).
+
+    Returns:
+      The `GMM` (the covariances with their Cholesky factors, when both have them); `new`
+      itself for fixed None.
+    """
     if fixed is None:
         return new
     kept = dict(weights=jnp.where(fixed[0], current.weights, new.weights),
@@ -144,8 +168,17 @@ def keep_fixed(new: GMM, current: GMM | None, fixed: jax.Array | None) -> GMM:
 
 
 def per_restart(fn, *args):
-    """fn mapped over axis 0 of its (pytree) args: `vmap`, or for a single restart a plain
-    call (XLA:CPU runs the batched matmuls of a size-1 `vmap` slower than plain ones)."""
+    """fn mapped over axis 0 of its (pytree) args: `vmap`, or for a single restart a plain call.
+
+    XLA:CPU runs the batched matmuls of a size-1 `vmap` slower than plain ones.
+
+    Args:
+      fn: the per-restart function.
+      *args: pytrees batched along axis 0 (B, ...).
+
+    Returns:
+      fn's outputs batched along axis 0 (B, ...).
+    """
     if jax.tree_util.tree_leaves(args)[0].shape[0] == 1:
         out = fn(*jax.tree_util.tree_map(lambda a: a[0], args))
         return jax.tree_util.tree_map(lambda a: a[None], out)
@@ -155,11 +188,24 @@ def per_restart(fn, *args):
 def factored_m_step(stats: Stats, shifts: jax.Array, *, covariance_type: str, reg_covar,
                     prior: Prior | None = None, fixed: jax.Array | None = None,
                     current: GMM | None = None) -> GMM:
-    """`m_step_from_stats` of restarts batched along axis 0 (stats: Stats (B, ...), shifts:
-    (B, D) or (B, K, D); `current`: the GMMs (B, ...) whose `fixed` parameters are kept), with
-    the covariances factored with eigenvalues floored at reg_covar, positive definite by
-    construction (`with_scale_tril`, outside the `vmap`, so that its repair stays a real
-    `lax.cond`; fixed covariances keep their factors) -> GMMs batched along axis 0."""
+    """`m_step_from_stats` of restarts batched along axis 0, with the covariances factored.
+
+    Eigenvalues floored at reg_covar, positive definite by construction (`with_scale_tril`,
+    outside the `vmap`, so that its repair stays a real `lax.cond`; fixed covariances keep
+    their factors).
+
+    Args:
+      stats: `Stats` (B, ...).
+      shifts: (B, D) or (B, K, D) the points the Stats are about.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      reg_covar: added to the covariances' diagonal; the eigenvalue floor.
+      prior: a `Prior` for MAP, or None.
+      fixed: None, or (3,) bool (`checks.fixed_mask`).
+      current: the GMMs (B, ...) whose `fixed` parameters are kept.
+
+    Returns:
+      The new GMMs batched along axis 0 (B, ...), with their factors.
+    """
     new = per_restart(
         lambda st, c, g: m_step_from_stats(st, c, covariance_type=covariance_type,
                                            reg_covar=reg_covar, prior=prior, fixed=fixed,
@@ -230,8 +276,21 @@ def m_step(
 
 
 def e_step_batched(gmms: GMM, xb, mask, chunks, shift, featurized, combine):
-    """The E step of `em_update`: (global Stats (B, ...), Σ log p (B,), the points (B, D) or
-    (B, K, D) the Stats' second moments are about)."""
+    """The E step of `em_update`, fast or precise kernel by round-off, on batched restarts.
+
+    Args:
+      gmms: the GMMs (B, ...).
+      xb: (C, R, D) rows.
+      mask: (C, R) row weights.
+      chunks: what the fast kernel reads (`em_update`).
+      shift: (D,) its shift.
+      featurized: whether chunks holds features.
+      combine: maps local to global (Stats, Σ log p).
+
+    Returns:
+      (global Stats (B, ...), Σ log p (B,), the points (B, D) or (B, K, D) the Stats' second
+      moments are about).
+    """
     precisions = per_restart(component_precisions, gmms)
     errors = per_restart(lambda g, p: expansion_error(g, shift, p[0]), gmms, precisions)
     use_fast = jnp.all(errors < FAST_KERNEL_MAX_ERROR)
@@ -268,15 +327,27 @@ def e_step_batched(gmms: GMM, xb, mask, chunks, shift, featurized, combine):
 
 def em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior, combine,
               fixed: jax.Array | None = None):
-    """One EM iteration of restarts batched along axis 0: (new GMMs with their factors, mean
-    log-likelihood (B,) of `gmms`, weighted by the mask: Σ w log p / Σ w).
+    """One EM iteration of restarts batched along axis 0.
 
-    xb: (C, R, D), mask: (C, R) row weights; `fixed`: parameters kept at `gmms`' values
-    (`m_step_from_stats`); chunks: what the fast kernel reads (xb, or its features about
-    `shift` (D,) when `featurized`). The E step runs the fast kernel where its round-off is
-    negligible for every restart (`expansion_error` < `FAST_KERNEL_MAX_ERROR`) and the
-    precise one otherwise: one `lax.cond`, so only one runs. `combine` maps local to global
-    (Stats, Σ log p) (e.g. a `psum`)."""
+    The E step runs the fast kernel where its round-off is negligible for every restart
+    (`expansion_error` < `FAST_KERNEL_MAX_ERROR`) and the precise one otherwise: one
+    `lax.cond`, so only one runs.
+
+    Args:
+      gmms: the current GMMs (B, ...).
+      xb: (C, R, D) rows.
+      mask: (C, R) row weights.
+      chunks: what the fast kernel reads: xb, or its features about `shift` when `featurized`.
+      shift: (D,) the fast kernel's shift.
+      featurized: whether chunks holds features.
+      reg_covar: added to the covariances' diagonal.
+      prior: a `Prior` for MAP-EM, or None.
+      combine: maps local to global (Stats, Σ log p) (e.g. a `psum`).
+      fixed: parameters kept at `gmms`' values (`m_step_from_stats`), or None.
+
+    Returns:
+      (new GMMs with factors, mean log-likelihood (B,) of `gmms`: Σ w log p / Σ w).
+    """
     stats, sum_ll, shifts = e_step_batched(gmms, xb, mask, chunks, shift, featurized, combine)
     new = factored_m_step(stats, shifts, covariance_type=gmms.covariance_type,
                           reg_covar=reg_covar, prior=prior, fixed=fixed, current=gmms)
@@ -284,7 +355,14 @@ def em_update(gmms: GMM, xb, mask, chunks, shift, featurized, reg_covar, prior, 
 
 
 def identity(t):
-    """The `combine` of a single-device fit."""
+    """The `combine` of a single-device fit.
+
+    Args:
+      t: any pytree.
+
+    Returns:
+      t itself.
+    """
     return t
 
 

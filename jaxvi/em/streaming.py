@@ -21,10 +21,23 @@ from jaxvi.em.stats import chunk_layout, to_chunks
 
 def weighted_batches(batches: Iterable, sample_weight: Iterable | None,
                      max_steps: int | None = None) -> Iterator[tuple[jax.Array, jax.Array | None]]:
-    """The host-side stream of the mini-batch fits: yields (batch (B_t, D), its weights (B_t,)
-    or None), checked, each later batch with the first's D and cast to its dtype, at most
-    `max_steps` of them. Lazy: batch t + 1 is drawn from `batches` only when asked for, after
-    the step on batch t; `sample_weight` (one array per batch, in step) must not end first."""
+    """The host-side stream of the mini-batch fits: checked batches and their weights.
+
+    Each later batch must have the first's D and is cast to its dtype. Lazy: batch t + 1 is
+    drawn from `batches` only when asked for, after the step on batch t.
+
+    Args:
+      batches: an iterable of (B_t, D) arrays.
+      sample_weight: an iterable of one (B_t,) array per batch, in step (must not end first),
+        or None.
+      max_steps: at most this many batches, or None.
+
+    Yields:
+      (batch (B_t, D), its weights (B_t,) or None).
+
+    Raises:
+      ValueError: no batch, an invalid batch or weights, or `sample_weight` ending first.
+    """
     iterator = iter(batches)
     weights = None if sample_weight is None else iter(sample_weight)
     try:
@@ -60,25 +73,54 @@ def _next_weights(weights: Iterator | None, batch: jax.Array) -> jax.Array | Non
 
 
 def raise_if_not_finite(params, message: str) -> None:
-    """The guard after a streaming fit, as the full-batch driver's: a ValueError(message)
-    when any leaf of the fitted `params` is not finite."""
+    """The guard after a streaming fit, as the full-batch driver's.
+
+    Args:
+      params: the fitted parameters (a pytree).
+      message: the error's message.
+
+    Raises:
+      ValueError: `message`, when any leaf of `params` is not finite.
+    """
     if not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(params)):
         raise ValueError(message)
 
 
 def batch_chunks(batch: jax.Array, sample_weight: jax.Array | None, covariance_type: str,
                  chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
-    """A batch (B, D) and its weights (B,) or None as the chunks a step reads on one device:
-    (xb (C, R, D), mask (C, R) row weights), by `chunk_layout` and `to_chunks`."""
+    """A batch and its weights as the chunks a step reads on one device.
+
+    By `chunk_layout` and `to_chunks`.
+
+    Args:
+      batch: (B, D) points.
+      sample_weight: (B,) weights, or None.
+      covariance_type: "full", "tied", "diag" or "spherical" (sizes the chunks).
+      chunk_size: rows per chunk, or None.
+
+    Returns:
+      (xb (C, R, D), mask (C, R) row weights).
+    """
     n_chunks, rows = chunk_layout(batch.shape[0], batch.shape[1], covariance_type, chunk_size)
     return to_chunks(batch, n_chunks, rows, sample_weight)
 
 
 def chunker(mesh: jax.sharding.Mesh | None, n_features: int, covariance_type: str,
             chunk_size: int | None = None) -> Callable:
-    """(batch (B, D), weights (B,) or None) -> (xb, mask): `batch_chunks` on one device
-    (mesh None), or the batch's rows (and weights) split over `mesh`'s "data" axis
-    (`jaxvi.distributed.shard_chunks`; the mesh is checked here, once)."""
+    """The function that lays out each batch of a stream.
+
+    `batch_chunks` on one device (mesh None), or the batch's rows (and weights) split over
+    `mesh`'s "data" axis (`jaxvi.distributed.shard_chunks`; the mesh is checked here, once).
+
+    Args:
+      mesh: None, or a mesh with a "data" axis.
+      n_features: D.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      chunk_size: rows per chunk, or None.
+
+    Returns:
+      (batch (B, D), weights (B,) or None) -> (xb, mask).
+    """
     if mesh is None:
         return lambda batch, w: batch_chunks(batch, w, covariance_type, chunk_size)
     from jaxvi import distributed
@@ -92,9 +134,19 @@ def chunker(mesh: jax.sharding.Mesh | None, n_features: int, covariance_type: st
 
 
 def run_stream(step: Callable, state, batches: Iterable):
-    """The host-side loop of a streaming fit: state, value = step(state, t, batch, weights)
-    for each (batch, weights) of `batches`, t = 0, 1, ... (drawn lazily: batch t + 1 only
-    after step t). -> (the final state, history (T,): the values stacked)."""
+    """The host-side loop of a streaming fit.
+
+    state, value = step(state, t, batch, weights) for each (batch, weights) of `batches`,
+    t = 0, 1, ... (drawn lazily: batch t + 1 only after step t).
+
+    Args:
+      step: step(state, t, batch, weights) -> (state, value).
+      state: the initial state.
+      batches: an iterable of (batch, weights).
+
+    Returns:
+      (state, history): the final state and (T,) the values stacked.
+    """
     history = []
     for t, (batch, w) in enumerate(batches):
         state, value = step(state, t, batch, w)

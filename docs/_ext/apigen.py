@@ -138,6 +138,12 @@ def write_pages(out: Path) -> int:
         path = out / f"{page}.rst"
         if not path.exists() or path.read_text() != text:  # unchanged pages stay cached
             path.write_text(text)
+    # Stubs autosummary wrote in an earlier build for names documented no more (moved or
+    # removed) would be pages outside every toctree: a warning, so an error with -W.
+    expected = {f"{m}.{n}.rst" for page in pages.values() for m, names in page for n in names}
+    for stale in (out / "generated").glob("*.rst"):
+        if stale.name not in expected:
+            stale.unlink()
     text = "\n".join(index) + "\n"
     path = out / "index.rst"
     if not path.exists() or path.read_text() != text:

@@ -4,6 +4,7 @@ so a submodule named like the function it defines, `jaxvi.em.fit`, does not shad
 
 import doctest
 import importlib
+import importlib.util
 import pkgutil
 
 import pytest

@@ -161,6 +161,24 @@ def iteration_limits(max_iter: int) -> tuple[int, jax.Array]:
     return length, np.asarray(max_iter, np.int32)
 
 
+def trimmed(result, max_iter: int):
+    """`result` with its history (length from `iteration_limits`) cut to max_iter entries: on
+    the host when concrete on one device (no program per max_iter), else on the device.
+
+    Args:
+      result: a fit's result with a history (..., L), L ≥ max_iter.
+      max_iter: the fit's iteration limit.
+
+    Returns:
+      The result with history (..., max_iter).
+    """
+    history, max_iter = result.history, int(max_iter)
+    if _validate.is_concrete(history) and len(history.sharding.device_set) == 1:
+        cut = np.asarray(history)[..., :max_iter]
+        return result._replace(history=jax.device_put(cut, history.sharding))
+    return result._replace(history=history[..., :max_iter])
+
+
 @functools.partial(jax.jit, static_argnames=("model", "config"))
 def fit_from_keys(model: Model, config: Config, x, keys, weights, opts):
     """The fit from the initial parameters of each key of keys (B,) (compiled once per

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxvi import _validate
 from jaxvi.em import checks
@@ -20,6 +19,7 @@ from jaxvi.em.driver import (
     options,
     run,
     start_keys,
+    trimmed,
 )
 from jaxvi.em.missing_fit import fit_missing
 from jaxvi.em.model import FIT_FAILED, GMM, EMFitResult, Prior, with_scale_tril
@@ -76,26 +76,6 @@ def _restarts(data, gmm0s, opts, config: Config, combine):
     xb, mask = data
     return _fit_restarts(xb, mask, gmm0s, config.max_iter, opts["tol"], opts["reg_covar"],
                          opts["prior"], combine, opts["fixed"], opts["max_iter"])
-
-
-def trimmed(result: EMFitResult, max_iter: int) -> EMFitResult:
-    """`result` with its history cut to the fit's own max_iter entries.
-
-    The loop's history is sized by `iteration_limits`; a concrete history on one device is
-    cut on the host (no program per max_iter), one over a mesh keeps its sharding.
-
-    Args:
-      result: an `EMFitResult`, history (..., L) with L ≥ max_iter.
-      max_iter: the fit's iteration limit.
-
-    Returns:
-      The `EMFitResult` with history (..., max_iter).
-    """
-    history = result.history
-    if _validate.is_concrete(history) and len(history.sharding.device_set) == 1:
-        cut = np.asarray(history)[..., :max_iter]
-        return result._replace(history=jax.device_put(cut, history.sharding))
-    return result._replace(history=history[..., :max_iter])
 
 
 EM = Model(

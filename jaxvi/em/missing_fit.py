@@ -27,6 +27,7 @@ from jaxvi.em.driver import (
     options,
     run,
     start_keys,
+    trimmed,
 )
 from jaxvi.em.missing import MissingData, check_x_missing, missing_layout, pattern_factors
 from jaxvi.em.missing_stats import (
@@ -182,4 +183,4 @@ def fit_missing(x, n_components: int, *, key: jax.Array, covariance_type: str = 
         keys = start_keys(key, init, em_init.INITS, n_init)
         result = run(MISSING_EM, config._replace(init=init),
                      (data, jnp.asarray(mean_imputed(x))), weights, opts, keys=keys)
-    return result._replace(history=result.history[..., :int(max_iter)])
+    return trimmed(result, max_iter)

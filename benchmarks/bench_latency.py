@@ -1,6 +1,8 @@
 """Small-data latency (issue 27): what a new user feels, jaxvi against scikit-learn timed in the
-same run, every measurement in fresh processes, without the persistent compilation cache and
-with a cold (empty) and a warm (filled by an earlier process) one. Four parts:
+same run, every measurement in fresh processes, without the persistent compilation cache
+(`JAXVI_COMPILATION_CACHE=0`) and with the default one (`import jaxvi` turns it on in the user
+cache folder; here $XDG_CACHE_HOME points at a folder of the run) cold (empty) and warm
+(filled by an earlier process). Four parts:
 
 1. The steps on iris (150 x 4), in this order in one process per library: import (the estimator
    classes), first fit (K = 3, full), a refit with the same shapes, a fit on a new number of
@@ -9,9 +11,8 @@ with a cold (empty) and a warm (filled by an earlier process) one. Four parts:
    diag}) x 3 folds with `n_jobs=1` in one process and `n_jobs=2` in another. Each jaxvi
    process has its own scikit-learn peer, run just before it with the same `n_jobs`; a ratio
    is jaxvi / that peer. `n_jobs=2`'s workers are separate processes: they get the cache through
-   the environment (`JAX_COMPILATION_CACHE_DIR` and the two thresholds
-   `enable_compilation_cache` sets), exported by the parent after `enable_compilation_cache`;
-   the run "warm_parent_only" (`--parent-only`) is the same without the export.
+   the environment (`JAX_COMPILATION_CACHE_DIR` and the two thresholds `import jaxvi` sets);
+   the run "warm_parent_only" (`--parent-only`) is the same with the workers' cache off.
 2. The crossover: the first `GaussianMixture` fit in a fresh process with a warm cache (and a
    cold one) against scikit-learn's, on synthetic data (N rows, D features, K components),
    for full and diagonal covariances, and the N above which jaxvi is faster.
@@ -68,41 +69,39 @@ CROSS_COVS = ("full", "diag")
 CROSS_SPREAD = 1.0  # centres ~ N(0, 1) per coordinate, cluster scales 0.5-1.5: overlapping
 KL_BATCHES = (1_000, 100_000)
 KL_DIM = 8
-# What `jaxvi.enable_compilation_cache(folder)` sets, as environment variables: a process
-# started later (a GridSearchCV worker) reads them when it imports JAX.
-_CACHE_ENV = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
-
-
-def _cache_env(folder: str) -> dict:
-    return dict(zip(_CACHE_ENV, (folder, "0", "-1"), strict=True))
+# The environment of the cache: what `import jaxvi` sets (a process started later, a
+# GridSearchCV worker, reads it when it imports JAX) and its opt-out; a fresh process of this
+# benchmark inherits none of them.
+_CACHE_ENV = ("JAX_ENABLE_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR",
+              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "JAXVI_COMPILATION_CACHE")
 
 
 # ------------------------------------------------------------------------------------------
 # Workers: each runs in a fresh process and prints one JSON line.
 # ------------------------------------------------------------------------------------------
-def _import(lib: str, cache_dir: str | None):
-    """The estimator classes of `lib` (the cache turned on first for jaxvi)."""
+def _import(lib: str):
+    """The estimator classes of `lib` (for jaxvi with its default cache: see `_fresh`)."""
     if lib == "jaxvi":
         import jaxvi
 
-        if cache_dir:
-            jaxvi.enable_compilation_cache(cache_dir)
         return jaxvi.GaussianMixture, jaxvi.BayesianGaussianMixture
     from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
     return GaussianMixture, BayesianGaussianMixture
 
 
-def _steps_worker(lib: str, cache_dir: str | None, n_jobs: int | None,
+def _steps_worker(lib: str, n_jobs: int | None,
                   export_env: bool, quick: bool = False) -> dict:
     """Issue 27's steps on iris in this (fresh) process -> {step: seconds, ...}; no
     `GridSearchCV` when n_jobs is None."""
     t0 = time.perf_counter()
-    gm_cls, bgm_cls = _import(lib, cache_dir)
+    gm_cls, bgm_cls = _import(lib)
     out = {"import": time.perf_counter() - t0}
-    if cache_dir and export_env:
-        os.environ.update(_cache_env(cache_dir))
+    if not export_env:  # the workers without the cache
+        for name in _CACHE_ENV:
+            os.environ.pop(name, None)
+        os.environ["JAXVI_COMPILATION_CACHE"] = "0"
     from sklearn.datasets import load_iris
     from sklearn.model_selection import GridSearchCV
 
@@ -143,10 +142,10 @@ def synthetic(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
     return centres[labels] + np.einsum("nij,nj->ni", rotations[labels], z)
 
 
-def _cross_worker(lib: str, cache_dir: str | None, cov: str, n: int, d: int, k: int) -> dict:
+def _cross_worker(lib: str, cov: str, n: int, d: int, k: int) -> dict:
     """First and second `GaussianMixture` fit on `synthetic(n, d, k)` in this process."""
     t0 = time.perf_counter()
-    gm_cls, _ = _import(lib, cache_dir)
+    gm_cls, _ = _import(lib)
     out = {"import": time.perf_counter() - t0}
     x = synthetic(n, d, k)
     t = time.perf_counter()
@@ -177,15 +176,11 @@ def _kl_pairs(b: int, d: int, seed: int):
     return locs[0], covs[0], locs[1], covs[1]
 
 
-def _kl_worker(lib: str, cache_dir: str | None, b: int, d: int) -> dict:
+def _kl_worker(lib: str, b: int, d: int) -> dict:
     """`kl.mvn` (or the NumPy formula) on b pairs in D = d: import, first and second call."""
     t0 = time.perf_counter()
     if lib == "jaxvi":
-        import jaxvi
         from jaxvi import kl
-
-        if cache_dir:
-            jaxvi.enable_compilation_cache(cache_dir)
 
         def fn(*args):
             return np.asarray(kl.mvn(*args))
@@ -204,12 +199,18 @@ def _kl_worker(lib: str, cache_dir: str | None, b: int, d: int) -> dict:
 
 def _worker(spec: dict) -> dict:
     kind = spec.pop("kind")
+    spec.pop("cache_dir")  # the process's environment (`_fresh`) holds it
     return {"steps": _steps_worker, "cross": _cross_worker, "kl": _kl_worker}[kind](**spec)
 
 
 def _fresh(**spec) -> dict:
-    """Run one worker in a fresh Python process (no JAX cache settings inherited)."""
+    """Run one worker in a fresh Python process: no cache settings inherited; jaxvi's default
+    cache in spec["cache_dir"] (as $XDG_CACHE_HOME), or off where that is None."""
     env = {k: v for k, v in os.environ.items() if k not in _CACHE_ENV}
+    if spec.get("cache_dir"):
+        env["XDG_CACHE_HOME"] = spec["cache_dir"]
+    else:
+        env["JAXVI_COMPILATION_CACHE"] = "0"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "benchmarks.bench_latency", "--worker", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -525,8 +526,9 @@ def readme_block(result: dict) -> str:
         "process's time over its peer's (below 1: jaxvi is faster): the median over the "
         "processes, in brackets their range, then jaxvi's seconds. The spread is the host's: "
         "scikit-learn's own first fit took "
-        f"{_range(steps['table'][1]['sklearn_s'])} s in this run. Cold: an empty cache "
-        "folder; warm: a folder an earlier process filled. iris, 150 × 4:",
+        f"{_range(steps['table'][1]['sklearn_s'])} s in this run. The cache is the one "
+        "`import jaxvi` turns on by default (no cache: `JAXVI_COMPILATION_CACHE=0`); cold: an "
+        "empty cache folder; warm: a folder an earlier process filled. iris, 150 × 4:",
         "",
         "| step | scikit-learn, median (range) | jaxvi, no cache | cold cache | warm cache |",
         "| --- | --- | --- | --- | --- |",
@@ -546,8 +548,8 @@ def readme_block(result: dict) -> str:
                    f"{_num(n2['cold'])} (cold), {_num(n2['warm'])} (warm); scikit-learn "
                    f"{_num(n2['sklearn'])} (starting two workers costs more than iris' fits). "
                    "The workers get the cache through the environment, which "
-                   "`enable_compilation_cache()` now exports; with the settings in the parent "
-                   "only (before that), each worker compiled every configuration it met" + (
+                   "`import jaxvi` sets; with their cache off, each worker compiles every "
+                   "configuration it meets" + (
                        f": a warm `n_jobs=2` search then takes "
                        f"{_num(parent['ratio']['median'])}× scikit-learn's "
                        f"({_seconds(parent['jaxvi_s'])})." if parent

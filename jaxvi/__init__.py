@@ -3,21 +3,26 @@
 Submodules load on first use, so `import jaxvi` stays cheap: `jaxvi.kl` (KL divergences),
 `jaxvi.mixture` (the Gaussian-mixture distribution), `jaxvi.em` (EM), `jaxvi.vi` (fitting by
 inclusive or exclusive KL), `jaxvi.vae` (the hierarchical VAE), `jaxvi.training` (the optax
-step, loop and checkpoints), ... `jaxvi.enable_compilation_cache()` turns on JAX's persistent
-compilation cache (opt-in: importing jaxvi changes no JAX setting, with one exception: on
-jaxlib 0.10.x with fewer than 8 usable cores, and only if neither `PJRT_NPROC` nor `NPROC`
-is set and JAX's backends have not started, it sets `PJRT_NPROC=8`, the size of XLA's CPU
-thread pool, against a deadlock of batched LAPACK calls in those versions: see
-`jaxvi._cpu_threads`).
+step, loop and checkpoints), ...
+
+Importing jaxvi changes two JAX settings, each only where the user has not set it: it turns
+on JAX's persistent compilation cache in a user cache folder, so that a second process does
+not compile again (`jaxvi.compilation_cache`; `JAXVI_COMPILATION_CACHE=0` in the environment
+keeps it off, `jaxvi.disable_compilation_cache()` turns it off, `jaxvi.enable_compilation_cache`
+picks another folder); and on jaxlib 0.10.x with fewer than 8 usable cores, if neither
+`PJRT_NPROC` nor `NPROC` is set and JAX's backends have not started, it sets `PJRT_NPROC=8`,
+the size of XLA's CPU thread pool, against a deadlock of batched LAPACK calls in those
+versions (`jaxvi._cpu_threads`).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from jaxvi import _cpu_threads
+from jaxvi import _cpu_threads, compilation_cache
 
 _cpu_threads.apply()
+compilation_cache.apply_default()
 
 __version__ = "0.1.0"  # the one source of the version: pyproject.toml reads it from here
 

@@ -18,7 +18,11 @@ if not os.environ.get("JAXVI_TESTS_DEFAULT_XLA") and (
 # No persistent XLA compilation cache in the tests: writing some executables to it segfaulted
 # inside JAX's `put_executable_and_time` (three crashed xdist workers in two runs of this
 # suite, in kl tests, with a shared folder and with one folder per worker), which costs more
-# than the compile time it saved. A user's own JAX_COMPILATION_CACHE_DIR is left as it is.
+# than the compile time it saved. A user's own JAX_COMPILATION_CACHE_DIR is left as it is;
+# jaxvi's default cache (`jaxvi.compilation_cache.apply_default`) is turned off here, before
+# jaxvi is imported, for the workers and the subprocesses tests start (the tests of the
+# default remove the variable again).
+os.environ["JAXVI_COMPILATION_CACHE"] = "0"
 
 import jax  # noqa: E402 (after the environment above)
 import pytest  # noqa: E402

@@ -71,3 +71,63 @@ def test_helper_checks_its_arguments(tmp_path):
     with pytest.raises(ValueError, match="`path` must be a folder"):
         compilation_cache.enable_compilation_cache(tmp_path / "file")
     assert str(compilation_cache.default_cache_dir()).endswith(os.path.join("jaxvi", "xla"))
+
+
+# ----------------------------------------------------------------- the default of `import jaxvi`
+_DEFAULT_SCRIPT = """
+import json, os, sys
+events = []
+if sys.argv[1] == "jax-first":
+    import jax
+import jaxvi
+import jax, numpy as np
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+if sys.argv[2] == "fit":
+    jaxvi.GaussianMixture(2, random_state=0).fit(np.random.default_rng(0).normal(size=(60, 2)))
+print("RESULT " + json.dumps(dict(dir=jax.config.jax_compilation_cache_dir,
+    hits=events.count("/jax/compilation_cache/cache_hits"),
+    misses=events.count("/jax/compilation_cache/cache_misses"),
+    env=os.environ.get("JAX_COMPILATION_CACHE_DIR"))))
+"""
+
+
+def _run_default(tmp_path, *args, **env_extra) -> dict:
+    """The script in a fresh process with XDG_CACHE_HOME = tmp_path/"cache" and none of the
+    cache variables of this suite's environment (conftest's opt-out included)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE",
+                                "JAX_ENABLE_COMPILATION_CACHE", "JAXVI_COMPILATION_CACHE"))}
+    env.update({"PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+                "XDG_CACHE_HOME": str(tmp_path / "cache"), **env_extra})
+    proc = subprocess.run([sys.executable, "-c", _DEFAULT_SCRIPT, *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def test_import_turns_the_cache_on_in_the_user_cache_folder(tmp_path):
+    folder = tmp_path / "cache" / "jaxvi" / "xla"
+    first = _run_default(tmp_path, "jaxvi-first", "fit")
+    assert first["dir"] == str(folder) and first["env"] == str(folder)
+    assert first["hits"] == 0 and first["misses"] > 0 and os.listdir(folder)
+    second = _run_default(tmp_path, "jaxvi-first", "fit")
+    assert second["hits"] >= 1 and second["misses"] < first["misses"]
+    # JAX imported before jaxvi has read its environment: the default goes to its config.
+    jax_first = _run_default(tmp_path, "jax-first", "fit")
+    assert jax_first["dir"] == str(folder) and jax_first["hits"] >= 1
+
+
+def test_default_cache_opt_out_and_the_users_own_settings(tmp_path):
+    for off in ("0", "off", "False"):
+        out = _run_default(tmp_path, "jaxvi-first", "none", JAXVI_COMPILATION_CACHE=off)
+        assert out["dir"] is None and out["env"] is None
+    assert not (tmp_path / "cache").exists()  # nothing written when off
+    mine = tmp_path / "mine"
+    out = _run_default(tmp_path, "jaxvi-first", "none", JAX_COMPILATION_CACHE_DIR=str(mine))
+    assert out["dir"] == str(mine)
+    out = _run_default(tmp_path, "jaxvi-first", "none", JAX_ENABLE_COMPILATION_CACHE="false")
+    assert out["dir"] is None
+    (tmp_path / "file").write_text("")  # a cache home that cannot hold a folder: left off
+    out = _run_default(tmp_path, "jaxvi-first", "fit", XDG_CACHE_HOME=str(tmp_path / "file"))
+    assert out["dir"] is None and out["misses"] == 0

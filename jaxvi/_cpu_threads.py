@@ -33,7 +33,9 @@ MIN_THREADS = 8
 AFFECTED_JAXLIB = ((0, 10), (0, 11))  # [0.10, 0.11): the versions that queue LAPACK chunks
 
 
-def _version_tuple(version: str) -> tuple[int, int] | None:
+def version_tuple(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a version string such as "0.10.2" or "0.9.2.dev0", None if it has
+    no such prefix."""
     parts = []
     for part in version.split(".")[:2]:
         digits = ""
@@ -47,7 +49,8 @@ def _version_tuple(version: str) -> tuple[int, int] | None:
     return tuple(parts) if len(parts) == 2 else None
 
 
-def _jaxlib_version() -> str | None:
+def jaxlib_version() -> str | None:
+    """The installed jaxlib's version string, without importing it (None if not found)."""
     try:
         from importlib.metadata import version
 
@@ -84,7 +87,7 @@ def pool_floor(environ, jaxlib_version: str | None, usable_cpus: int,
     """
     if "PJRT_NPROC" in environ or "NPROC" in environ or backend_started:
         return None
-    version = _version_tuple(jaxlib_version or "")
+    version = version_tuple(jaxlib_version or "")
     if version is None or not AFFECTED_JAXLIB[0] <= version < AFFECTED_JAXLIB[1]:
         return None
     return str(MIN_THREADS) if usable_cpus < MIN_THREADS else None
@@ -92,6 +95,6 @@ def pool_floor(environ, jaxlib_version: str | None, usable_cpus: int,
 
 def apply() -> None:
     """Set `PJRT_NPROC` in `os.environ` when `pool_floor` says so (called by `import jaxvi`)."""
-    value = pool_floor(os.environ, _jaxlib_version(), _usable_cpus(), _backend_started())
+    value = pool_floor(os.environ, jaxlib_version(), _usable_cpus(), _backend_started())
     if value is not None:
         os.environ.setdefault("PJRT_NPROC", value)

@@ -14,14 +14,16 @@ To keep it off, set `JAXVI_COMPILATION_CACHE=0` in the environment before import
 `jax_compilation_cache_dir` set, nothing changes. Where JAX is not imported yet (the usual
 case), the settings go to this process's environment (JAX's own variables, read when JAX
 starts), so the processes it starts, such as the workers of `GridSearchCV(n_jobs=2)`, share
-the cache; no JAX import is added to `import jaxvi`. An unwritable folder leaves the cache off.
+the cache; no JAX import is added to `import jaxvi`. An unwritable folder leaves the cache
+off, and so does a jaxlib older than 0.10 (`enable_compilation_cache` still works there):
+jaxlib 0.9 on CPU logs two false "could lead to execution errors such as SIGILL" errors for
+every program it loads from a cache, even on the machine that compiled it.
+
 The threshold is 0 s: every program is cached, the small eager ones a fit runs included (about
-1 MB per configuration); they apply to the user's own JAX programs in the same process too.
-The cache is keyed by the program, the JAX/XLA version and the device, so a stale entry is
-never used; delete the folder to reclaim its space. On CPU, XLA logs a note for each
-executable it loads ("Loading XLA:CPU AOT result ..."); `TF_CPP_MIN_LOG_LEVEL=3` in the
-environment before Python starts quiets it. A caution: this project's test suite runs without
-the cache after pytest-xdist workers crashed while writing to it (a segfault inside JAX's
+1 MB per configuration), the user's own JAX programs in the same process too. The cache is
+keyed by the program, the JAX/XLA version and the device, so a stale entry is never used;
+delete the folder to reclaim its space. A caution: this project's test suite runs without the
+cache after pytest-xdist workers crashed while writing to it (a segfault inside JAX's
 `put_executable_and_time`, JAX 0.9 on CPU); a worker has also crashed inside XLA's compile
 with no cache folder set, so whether the cache is the cause is not settled."""
 
@@ -31,10 +33,17 @@ import os
 import sys
 from pathlib import Path
 
+from jaxvi import _cpu_threads
+
 # Every program: the estimators' ~100 small eager programs per fit (validation, attributes)
 # compile in ~15 ms each and load in ~1 ms; with a 0.1 s threshold they are not cached and a
 # warm first GaussianMixture fit on iris took 2.5 s instead of 0.8 s (measured, 2-core CPU).
 _MIN_COMPILE_TIME_SECS = 0.0
+# jaxlib 0.9 on CPU logs, at error level, "Loading XLA:CPU AOT result. Target machine feature
+# +prefer-no-gather is not supported on the host machine ... could lead to execution errors
+# such as SIGILL" twice for every program it loads from the cache, on the machine that
+# compiled it (measured: jaxlib 0.9.2; 0.10.2 loads quietly): the default waits for 0.10.
+QUIET_LOADS_FROM = (0, 10)
 OPT_OUT_ENV = "JAXVI_COMPILATION_CACHE"  # "0", "false", "off" or "no": no default cache
 _OFF = ("0", "false", "off", "no")
 # What `enable_compilation_cache` sets, as JAX's environment variables.
@@ -105,13 +114,17 @@ def _environment(folder: Path, min_compile_time_secs: float) -> dict[str, str]:
 def apply_default() -> Path | None:
     """The default `import jaxvi` applies: the cache on in `default_cache_dir()`, unless the
     user opted out (`JAXVI_COMPILATION_CACHE=0`), set up JAX's cache (or turned it off)
-    themselves, or the folder cannot be written (see the module's docstring).
+    themselves, the folder cannot be written, or jaxlib is older than 0.10 (see the module's
+    docstring).
 
     Returns:
       The folder, or None where the cache was left as it was.
     """
     if os.environ.get(OPT_OUT_ENV, "").strip().lower() in _OFF:
         return None
+    version = _cpu_threads.version_tuple(_cpu_threads.jaxlib_version() or "")
+    if version is None or version < QUIET_LOADS_FROM:
+        return None  # older jaxlib logs two false SIGILL errors per program it loads
     if any(name in os.environ for name in _JAX_ENV[:2]):
         return None  # the user's own JAX settings win
     jax = sys.modules.get("jax")

@@ -9,6 +9,8 @@ import sys
 import pytest
 from jax_subprocess import ROOT
 
+from jaxvi import _cpu_threads, compilation_cache
+
 _SCRIPT = """
 import json, sys
 import jax, numpy as np
@@ -92,23 +94,35 @@ print("RESULT " + json.dumps(dict(dir=jax.config.jax_compilation_cache_dir,
 
 
 def _run_default(tmp_path, *args, **env_extra) -> dict:
-    """The script in a fresh process with XDG_CACHE_HOME = tmp_path/"cache" and none of the
+    """_DEFAULT_SCRIPT in a fresh process (`_run_script`)."""
+    return _run_script(tmp_path, _DEFAULT_SCRIPT, *args, **env_extra)
+
+
+def _run_script(tmp_path, script: str, *args, **env_extra) -> dict:
+    """`script` in a fresh process with XDG_CACHE_HOME = tmp_path/"cache" and none of the
     cache variables of this suite's environment (conftest's opt-out included)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE",
                                 "JAX_ENABLE_COMPILATION_CACHE", "JAXVI_COMPILATION_CACHE"))}
     env.update({"PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
                 "XDG_CACHE_HOME": str(tmp_path / "cache"), **env_extra})
-    proc = subprocess.run([sys.executable, "-c", _DEFAULT_SCRIPT, *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
                           text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
 
 
+_QUIET_JAXLIB = (_cpu_threads.version_tuple(_cpu_threads.jaxlib_version() or "")
+                 >= compilation_cache.QUIET_LOADS_FROM)
+
+
 def test_import_turns_the_cache_on_in_the_user_cache_folder(tmp_path):
     folder = tmp_path / "cache" / "jaxvi" / "xla"
     first = _run_default(tmp_path, "jaxvi-first", "fit")
+    if not _QUIET_JAXLIB:  # jaxlib 0.9: off by default (its false SIGILL errors on loads)
+        assert first["dir"] is None and first["env"] is None and not folder.exists()
+        return
     assert first["dir"] == str(folder) and first["env"] == str(folder)
     assert first["hits"] == 0 and first["misses"] > 0 and os.listdir(folder)
     second = _run_default(tmp_path, "jaxvi-first", "fit")
@@ -131,3 +145,23 @@ def test_default_cache_opt_out_and_the_users_own_settings(tmp_path):
     (tmp_path / "file").write_text("")  # a cache home that cannot hold a folder: left off
     out = _run_default(tmp_path, "jaxvi-first", "fit", XDG_CACHE_HOME=str(tmp_path / "file"))
     assert out["dir"] is None and out["misses"] == 0
+
+
+_VERSION_SCRIPT = """
+import json, os, sys
+os.environ["JAXVI_COMPILATION_CACHE"] = "0"  # import without the default, then apply it
+from jaxvi import _cpu_threads, compilation_cache
+del os.environ["JAXVI_COMPILATION_CACHE"]
+_cpu_threads.jaxlib_version = lambda: sys.argv[1]
+folder = compilation_cache.apply_default()
+print("RESULT " + json.dumps(dict(folder=folder and str(folder),
+                                  env=os.environ.get("JAX_COMPILATION_CACHE_DIR"))))
+"""
+
+
+@pytest.mark.parametrize("version,on", [("0.9.2", False), ("0.10.2", True), ("0.11.0", True),
+                                        ("unknown", False)])
+def test_default_waits_for_a_jaxlib_that_loads_quietly(tmp_path, version, on):
+    out = _run_script(tmp_path, _VERSION_SCRIPT, version)
+    folder = str(tmp_path / "cache" / "jaxvi" / "xla")
+    assert out == ({"folder": folder, "env": folder} if on else {"folder": None, "env": None})

@@ -106,6 +106,6 @@ def test_import_sets_the_floor_on_an_affected_jaxlib():
     out = _run_without_pool_settings(
         "import os, jaxvi; print(os.environ.get('PJRT_NPROC'))", timeout_s=60)
     assert out.returncode == 0, out.stderr
-    expected = _cpu_threads.pool_floor({}, _cpu_threads._jaxlib_version(),
+    expected = _cpu_threads.pool_floor({}, _cpu_threads.jaxlib_version(),
                                        _cpu_threads._usable_cpus(), False)
     assert out.stdout.strip() == str(expected)

@@ -8,36 +8,56 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jaxvi import em
+from jaxvi.em.kernels import e_step_kernel
 
 EMBEDDINGS = ("umap", "none")
 UMAP_GMM_STARTS = 20  # k-means starts of the GMM on the UMAP embedding (best likelihood kept)
 
 
 def fit_code_gmm(codes: np.ndarray, k: int, *, seed: int, covariance_type: str = "diag",
-                 max_points: int = 20000, n_init: int = 5):
-    """A GMM (scikit-learn, the best of `n_init` k-means starts) on the codes, fitted on a
+                 max_points: int = 20000, n_init: int = 5) -> em.GMM:
+    """A GMM on the codes by the package's own EM (`jaxvi.em.fit` in float64, the best of
+    `n_init` converged k-means starts, scikit-learn's tol and iteration limit), fitted on a
     random `max_points` of them when there are more (its cost then stops growing with N).
 
     Args:
       codes: (N, L) the codes.
       k: the number of components.
       seed: the seed of the subsample and of the GMM.
-      covariance_type: scikit-learn's covariance type.
+      covariance_type: the GMM's covariance type.
       max_points: fit on at most this many codes.
       n_init: k-means starts (the best likelihood kept).
 
     Returns:
-      The fitted scikit-learn `GaussianMixture` (K components on L features).
+      The fitted `jaxvi.em.GMM` (float64; K components on L features).
     """
-    from sklearn.mixture import GaussianMixture
-
     if codes.shape[0] > max_points:
         rows = np.random.default_rng(seed).choice(codes.shape[0], max_points, replace=False)
         codes = codes[np.sort(rows)]
-    gmm = GaussianMixture(k, covariance_type=covariance_type, n_init=n_init,
-                          random_state=seed, reg_covar=1e-4)
-    return gmm.fit(codes)
+    with jax.enable_x64(True):
+        return em.fit(jax.device_put(np.asarray(codes, np.float64)), k,
+                      key=jax.random.key(seed), covariance_type=covariance_type, n_init=n_init,
+                      init="kmeans", reg_covar=1e-4, tol=1e-3, max_iter=100).gmm
+
+
+def gmm_labels(gmm: em.GMM, codes: np.ndarray) -> np.ndarray:
+    """The most probable component of each code under a GMM of `fit_code_gmm`.
+
+    Args:
+      gmm: the fitted GMM (float64).
+      codes: (N, L) the codes.
+
+    Returns:
+      (N,) int labels in [0, K).
+    """
+    with jax.enable_x64(True):  # a GMM `fit_code_gmm` made: the kernel, without the checks
+        log_resp, _ = e_step_kernel(jax.device_put(np.asarray(codes, np.float64)), gmm)
+        return np.asarray(jnp.argmax(log_resp, axis=1))
 
 
 def umap_embedding(codes: np.ndarray, dims: int, *, neighbors: int, seed: int) -> np.ndarray:
@@ -93,10 +113,10 @@ def consensus_labels(codes: Sequence[np.ndarray], k: int, *, seed: int, embeddin
         raise ValueError(f"`embedding` must be one of {EMBEDDINGS}; got {embedding!r}.")
     stacked = np.concatenate([np.asarray(c, np.float64) for c in codes], axis=1)
     if embedding == "none":
-        return fit_code_gmm(stacked, k, seed=seed).predict(stacked)
+        return gmm_labels(fit_code_gmm(stacked, k, seed=seed), stacked)
     embedded = umap_embedding(stacked, k, neighbors=embedding_neighbors, seed=seed)
-    return fit_code_gmm(embedded, k, seed=seed, covariance_type="full",
-                        n_init=UMAP_GMM_STARTS).predict(embedded)
+    gmm = fit_code_gmm(embedded, k, seed=seed, covariance_type="full", n_init=UMAP_GMM_STARTS)
+    return gmm_labels(gmm, embedded)
 
 
 def prior_from_labels(codes: np.ndarray, labels: np.ndarray, k: int, reg: float = 1e-4):

@@ -20,7 +20,7 @@ from flax import nnx
 from jaxvi import metrics as metrics_lib
 from jaxvi._linalg import inverse_softplus
 from jaxvi.training.loop import fit
-from jaxvi.vae.clusters import consensus_labels, fit_code_gmm, prior_from_labels
+from jaxvi.vae.clusters import consensus_labels, fit_code_gmm, gmm_labels, prior_from_labels
 from jaxvi.vae.losses import autoencoder_loss, ensemble_loss, neighbor_indices
 from jaxvi.vae.model import HierarchicalVAE, VAEConfig, merge_model, split_model
 
@@ -119,13 +119,15 @@ def _prior_from_codes(models: list[HierarchicalVAE], x_train, k: int, tc: TrainC
     codes = [encode_means(m, x_train) for m in models]
     if len(models) == 1 and tc.embedding == "none":
         gmm = fit_code_gmm(codes[0], k, seed=tc.seed)
-        set_prior(models[0], gmm.weights_, gmm.means_, gmm.covariances_)
-        return models[0], {"chosen_restart": 0, "cluster_labels": gmm.predict(codes[0]).tolist()}
+        set_prior(models[0], *(np.asarray(a) for a in (gmm.weights, gmm.means, gmm.covariances)))
+        labels = gmm_labels(gmm, codes[0])
+        return models[0], {"chosen_restart": 0, "cluster_labels": labels.tolist()}
     consensus = consensus_labels(codes, k, seed=tc.seed, embedding=tc.embedding,
                                  embedding_neighbors=tc.embedding_neighbors)
     summary = {"chosen_restart": 0, "cluster_labels": consensus.tolist()}
     if len(models) > 1:
-        labels = [fit_code_gmm(c, k, seed=tc.seed + i).predict(c) for i, c in enumerate(codes)]
+        labels = [gmm_labels(fit_code_gmm(c, k, seed=tc.seed + i), c)
+                  for i, c in enumerate(codes)]
         summary["agreement_nmi"] = [metrics_lib.nmi(consensus, lab) for lab in labels]
         summary["chosen_restart"] = int(np.argmax(summary["agreement_nmi"]))
     model = models[summary["chosen_restart"]]

@@ -128,8 +128,9 @@ def apply_default() -> Path | None:
     if any(name in os.environ for name in _JAX_ENV[:2]):
         return None  # the user's own JAX settings win
     jax = sys.modules.get("jax")
-    if jax is not None and jax.config.jax_compilation_cache_dir is not None:
-        return None
+    if jax is not None and (jax.config.jax_compilation_cache_dir is not None
+                            or not jax.config.jax_enable_compilation_cache):
+        return None  # set (or turned off) in JAX's config before jaxvi was imported
     folder = default_cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)

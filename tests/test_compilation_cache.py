@@ -79,8 +79,10 @@ def test_helper_checks_its_arguments(tmp_path):
 _DEFAULT_SCRIPT = """
 import json, os, sys
 events = []
-if sys.argv[1] == "jax-first":
+if sys.argv[1] in ("jax-first", "jax-off-first"):
     import jax
+    if sys.argv[1] == "jax-off-first":
+        jax.config.update("jax_enable_compilation_cache", False)
 import jaxvi
 import jax, numpy as np
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
@@ -142,6 +144,7 @@ def test_default_cache_opt_out_and_the_users_own_settings(tmp_path):
     assert out["dir"] == str(mine)
     out = _run_default(tmp_path, "jaxvi-first", "none", JAX_ENABLE_COMPILATION_CACHE="false")
     assert out["dir"] is None
+    assert _run_default(tmp_path, "jax-off-first", "none")["dir"] is None  # off in the config
     (tmp_path / "file").write_text("")  # a cache home that cannot hold a folder: left off
     out = _run_default(tmp_path, "jaxvi-first", "fit", XDG_CACHE_HOME=str(tmp_path / "file"))
     assert out["dir"] is None and out["misses"] == 0
